@@ -1,0 +1,48 @@
+# Outpost — see README.md. `make` builds, `make demo` runs a demo post office in ./demo,
+# `make check` runs every test (unit, golden dialogues, interop with real peers).
+PREFIX  ?= /usr/local
+DESTDIR ?=
+LIBDIR   = $(DESTDIR)$(PREFIX)/lib/outpost
+SBINDIR  = $(DESTDIR)$(PREFIX)/sbin
+MANDIR   = $(DESTDIR)$(PREFIX)/share/man
+PROGRAMS = smtpd pop3d mailcfg fetch queue-run dial
+SOURCES  = $(shell find src test bench -name '*.ts' 2>/dev/null) build.mjs
+
+.PHONY: all build check typecheck test demo bench install clean
+
+all: build
+
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	@touch $@
+
+dist/.built: node_modules/.package-lock.json $(SOURCES)
+	node build.mjs
+	@touch $@
+
+build: dist/.built
+
+typecheck: node_modules/.package-lock.json
+	npx tsc --noEmit -p tsconfig.json
+
+test: build
+	node --test --test-concurrency=1 dist/test/
+
+check: typecheck test
+
+demo: build
+	sh test/demo.sh
+
+bench: build
+	sh bench/run.sh
+
+install: build
+	mkdir -p $(LIBDIR) $(SBINDIR) $(MANDIR)/man5 $(MANDIR)/man7 $(MANDIR)/man8
+	cp -R dist bin package.json package-lock.json $(LIBDIR)/
+	rm -rf $(LIBDIR)/dist/test
+	cd $(LIBDIR) && npm ci --omit=dev --no-audit --no-fund --ignore-scripts=false
+	for p in $(PROGRAMS); do ln -sf ../lib/outpost/bin/$$p.js $(SBINDIR)/$$p; done
+	for f in man/*.[1-8]; do s=$${f##*.}; cp $$f $(MANDIR)/man$$s/; done
+
+clean:
+	rm -rf dist

@@ -1,0 +1,3 @@
+#!/usr/bin/env node
+// pop3d: see man/pop3d.*; the program is bundled into dist/ by `make`.
+require('../dist/pop3d.js');

@@ -1,0 +1,3 @@
+#!/usr/bin/env node
+// smtpd: see man/smtpd.*; the program is bundled into dist/ by `make`.
+require('../dist/smtpd.js');

@@ -1,0 +1,26 @@
+// Bundles each program in src/<program>/main.ts into dist/<program>.js, and each test in
+// test/**/*.test.ts into dist/test/. CommonJS for node20: a per-connection daemon start stays close
+// to a bare `node` start. Heavy libraries stay external and load lazily (dynamic import()) only on
+// the code paths that need them; small ones (commander, chalk, proper-lockfile) are bundled.
+import { build } from 'esbuild';
+import { readdirSync, statSync, existsSync } from 'node:fs';
+import { join } from 'node:path';
+
+const external = ['serialport', 'nodemailer', 'imapflow', 'mailparser'];
+const common = { bundle: true, platform: 'node', format: 'cjs', target: 'node20', external, logLevel: 'warning', sourcemap: false, legalComments: 'none' };
+
+const programs = readdirSync('src').filter((d) => existsSync(join('src', d, 'main.ts')));
+const tests = [];
+(function walk(dir) {
+  if (!existsSync(dir)) return;
+  for (const f of readdirSync(dir)) {
+    const p = join(dir, f);
+    if (statSync(p).isDirectory()) walk(p);
+    else if (f.endsWith('.test.ts')) tests.push(p);
+  }
+})('test');
+
+await Promise.all([
+  ...programs.map((p) => build({ ...common, entryPoints: [join('src', p, 'main.ts')], outfile: join('dist', `${p}.js`) })),
+  tests.length ? build({ ...common, entryPoints: tests, outdir: 'dist/test', outbase: 'test' }) : null,
+]);

@@ -1,0 +1,60 @@
+/**
+ * fsutil — durable file writes: write, fsync, rename, fsync the directory.
+ *
+ * "Nothing lost, ever": a file that another program (or a restart) will trust is written to a
+ * temporary name in the same directory, fsync'd, renamed over the final name (atomic on POSIX),
+ * and the directory is fsync'd so the rename itself survives a power cut.
+ */
+import { closeSync, fsyncSync, openSync, renameSync, writeSync, constants, unlinkSync, statSync, chmodSync } from 'node:fs';
+import { dirname, basename, join } from 'node:path';
+
+/** fsyncs a directory so that renames and creations inside it are durable. Errors are thrown. */
+export function fsyncDir(dir: string): void {
+  const fd = openSync(dir, constants.O_RDONLY | constants.O_DIRECTORY);
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * Atomically replaces `path` with `data`.
+ * @param mode file mode for a new file (e.g. 0o600 for secrets); an existing file keeps its mode
+ *   unless `forceMode` is set.
+ * @throws the underlying fs error (ENOSPC, EACCES…); the old file is then left untouched.
+ */
+export function atomicWriteFile(path: string, data: string | Buffer, mode = 0o644, forceMode = false): void {
+  let finalMode = mode;
+  if (!forceMode) {
+    try {
+      finalMode = statSync(path).mode & 0o7777;
+    } catch {
+      /* new file */
+    }
+  }
+  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${Date.now()}.tmp`);
+  const fd = openSync(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, finalMode);
+  try {
+    const buf = typeof data === 'string' ? Buffer.from(data) : data;
+    let off = 0;
+    while (off < buf.length) off += writeSync(fd, buf, off, buf.length - off);
+    fsyncSync(fd);
+    closeSync(fd);
+    chmodSync(tmp, finalMode);
+    renameSync(tmp, path);
+  } catch (err) {
+    try {
+      closeSync(fd);
+    } catch {
+      /* already closed */
+    }
+    try {
+      unlinkSync(tmp);
+    } catch {
+      /* nothing to clean */
+    }
+    throw err;
+  }
+  fsyncDir(dirname(path));
+}

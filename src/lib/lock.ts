@@ -1,0 +1,37 @@
+/**
+ * lock — exclusive locks between Outpost processes (proper-lockfile: a `<path>.lock` directory,
+ * refreshed while held, considered stale after `stale` ms so a killed holder never blocks forever).
+ *
+ * Used for: mail.cfg writes (mailcfg), a POP3 maildrop ([IN-USE]), one queue-run, one fetch per
+ * account, one dial.
+ */
+import lockfile from 'proper-lockfile';
+import { OutpostError } from './errors';
+import { EX_TEMPFAIL } from './exits';
+
+export type Release = () => Promise<void>;
+
+/**
+ * Takes the lock on `path` (which need not exist: `realpath: false`).
+ * @param wait seconds to keep retrying before giving up (0: fail at once)
+ * @throws OutpostError code 'ELOCKED' (exit EX_TEMPFAIL) when another process holds it.
+ */
+export async function acquireLock(path: string, wait = 0, what = path): Promise<Release> {
+  try {
+    const release = await lockfile.lock(path, {
+      realpath: false,
+      stale: 30_000,
+      update: 10_000,
+      retries: wait > 0 ? { retries: Math.ceil(wait * 5), minTimeout: 200, maxTimeout: 200, factor: 1 } : 0,
+      onCompromised: () => {
+        /* the holder keeps going; the lock directory was removed under it — logged by caller */
+      },
+    });
+    return release;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ELOCKED') {
+      throw new OutpostError(`${what} is locked by another process`, { code: 'ELOCKED', exit: EX_TEMPFAIL, cause: err });
+    }
+    throw err;
+  }
+}

@@ -1,0 +1,81 @@
+/**
+ * queue — the outbound queue's on-disk form: a Maildir of its own (<spool>/queue) whose messages
+ * carry their envelope in front, so that a message and its envelope are created by one atomic
+ * rename and survive any crash together.
+ *
+ * A queue file is:
+ *     X-Outpost-Envelope: 1\r\n
+ *     X-Outpost-Sender: <sender@example.org>\r\n        (<> for the null sender)
+ *     X-Outpost-Rcpt: <rcpt@example.net>\r\n            (one line per recipient)
+ *     <the message as received, CRLF lines>
+ * Those lines are the envelope and are never relayed; `bodyOffset` says where the message starts.
+ * Mutable delivery state (attempts, per-recipient results) lives beside it, in
+ * <spool>/queue/state/<id>.json, owned by queue-run (see queue-run(8)).
+ */
+import { promises as fsp } from 'node:fs';
+import { deliver, Delivered, Part } from './maildir';
+
+export interface Envelope {
+  /** Envelope sender (MAIL FROM), '' for the null sender <>. */
+  sender: string;
+  /** Envelope recipients (RCPT TO), lower-case where local. */
+  recipients: string[];
+}
+
+const MAGIC = 'X-Outpost-Envelope: 1\r\n';
+
+/** The envelope block that precedes the message in a queue file. */
+export function envelopeHeader(env: Envelope): Buffer {
+  return Buffer.from(MAGIC + `X-Outpost-Sender: <${env.sender}>\r\n` + env.recipients.map((r) => `X-Outpost-Rcpt: <${r}>\r\n`).join(''));
+}
+
+/**
+ * Puts one message in the queue (Maildir delivery into `queueDir`, see maildir.ts).
+ * @returns the queue id (the Maildir unique name) and path in queue/new/.
+ * @throws as maildir.deliver.
+ */
+export function enqueue(queueDir: string, env: Envelope, parts: Part[], host?: string): Promise<Delivered> {
+  return deliver(queueDir, [envelopeHeader(env), ...parts], host);
+}
+
+/**
+ * Reads the envelope of a queue file.
+ * @returns the envelope and the byte offset where the message itself begins.
+ * @throws Error code 'EBADQUEUE' when the file does not start with an Outpost envelope.
+ */
+export async function readEnvelope(path: string): Promise<Envelope & { bodyOffset: number }> {
+  const fh = await fsp.open(path, 'r');
+  try {
+    let head = Buffer.alloc(0);
+    let pos = 0;
+    for (;;) {
+      const buf = Buffer.alloc(65536);
+      const { bytesRead } = await fh.read(buf, 0, buf.length, pos);
+      head = Buffer.concat([head, buf.subarray(0, bytesRead)]);
+      pos += bytesRead;
+      const text = head.toString('latin1');
+      if (!text.startsWith(MAGIC.slice(0, Math.min(MAGIC.length, text.length))) || (bytesRead === 0 && text.length < MAGIC.length)) {
+        throw Object.assign(new Error(`${path}: not an Outpost queue file`), { code: 'EBADQUEUE' });
+      }
+      let off = MAGIC.length;
+      const env: Envelope = { sender: '', recipients: [] };
+      let complete = false;
+      for (;;) {
+        const nl = text.indexOf('\r\n', off);
+        if (nl < 0) break;
+        const line = text.slice(off, nl);
+        const m = /^X-Outpost-(Sender|Rcpt): <(.*)>$/.exec(line);
+        if (!m) {
+          complete = true;
+          break;
+        }
+        if (m[1] === 'Sender') env.sender = Buffer.from(m[2], 'latin1').toString('utf8');
+        else env.recipients.push(Buffer.from(m[2], 'latin1').toString('utf8'));
+        off = nl + 2;
+      }
+      if (complete || bytesRead === 0) return { ...env, bodyOffset: Buffer.byteLength(text.slice(0, off), 'latin1') };
+    }
+  } finally {
+    await fh.close();
+  }
+}

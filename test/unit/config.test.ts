@@ -1,0 +1,71 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { appendLine, formatLine, parseCfg, removeLine, serialise } from '../../src/mail/cfgfile';
+import { buildConfig, inNetworks, parseCidr } from '../../src/mail/config';
+import { resolveRecipient } from '../../src/mail/route';
+
+const sample = `# Outpost test config
+hostname mx.example.org
+spool /var/spool/outpost
+
+# our domains
+domain example.org
+user alice@example.org scrypt$16384$8$1$abc$def
+user bob@example.org scrypt$16384$8$1$abc$def apop="s3cret pw"
+alias postmaster@example.org alice@example.org
+alias lists@example.org bob@example.org friend@elsewhere.net
+alias @example.org alice@example.org
+network 192.168.1.0/24
+`;
+
+test('parses directives, keeps comments and order when appending', () => {
+  const t = parseCfg(sample);
+  assert.equal(t.diags.length, 0);
+  const u = t.entries.find((e) => e.args[0] === 'bob@example.org')!;
+  assert.deepEqual(u.opts.get('apop'), ['s3cret pw']);
+  const t2 = appendLine(t, 'user', formatLine('user', ['carol@example.org', 'scrypt$1$1$1$a$b']));
+  const text = serialise(t2);
+  assert.match(text, /user bob@example.org .*\nuser carol@example.org/);
+  assert.ok(text.startsWith('# Outpost test config\n'));
+  const t3 = removeLine(t2, t2.entries.find((e) => e.args[0] === 'carol@example.org')!.line);
+  assert.equal(serialise(t3), sample);
+});
+
+test('quoting round-trips values with blanks, quotes and =', () => {
+  const line = formatLine('link', ['gsm'], { kind: 'command', up: 'nmcli con up "gsm one"', init: ['AT+CGDCONT=1,"IP","internet"'] });
+  const e = parseCfg(line + '\n').entries[0];
+  assert.equal(e.opts.get('up')![0], 'nmcli con up "gsm one"');
+  assert.equal(e.opts.get('init')![0], 'AT+CGDCONT=1,"IP","internet"');
+  const a = parseCfg(formatLine('alias', ['srs0=x@example.org', 'a@b.c']) + '\n').entries[0];
+  assert.deepEqual(a.args, ['srs0=x@example.org', 'a@b.c']);
+});
+
+test('validation names the line and the fix', () => {
+  const cfg = buildConfig('/etc/outpost/mail.cfg', parseCfg('spool /tmp/s\nuser x@nowhere.org scrypt$a$b$c$d$e\nfoo bar\nnetwork 300.1.1.1/8\n'));
+  const msgs = cfg.diags.map((d) => `${d.line}: ${d.message}`);
+  assert.ok(msgs.some((m) => m.startsWith('2: ') && m.includes('mailcfg domain add nowhere.org')), msgs.join('\n'));
+  assert.ok(msgs.some((m) => m.startsWith('3: ') && m.includes('unknown directive')));
+  assert.ok(msgs.some((m) => m.startsWith('4: ') && m.includes('not a network')));
+});
+
+test('routes through aliases, catch-all, and refuses unknown', () => {
+  const cfg = buildConfig('/etc/outpost/mail.cfg', parseCfg(sample));
+  assert.equal(cfg.diags.length, 0, cfg.diags.map((d) => d.message).join());
+  assert.deepEqual(resolveRecipient(cfg, 'Alice@Example.ORG')!.local.map((u) => u.address), ['alice@example.org']);
+  const l = resolveRecipient(cfg, 'lists@example.org')!;
+  assert.deepEqual([l.local.map((u) => u.address), l.remote], [['bob@example.org'], ['friend@elsewhere.net']]);
+  assert.deepEqual(resolveRecipient(cfg, 'whoever@example.org')!.local.map((u) => u.address), ['alice@example.org']);
+  assert.deepEqual(resolveRecipient(cfg, 'x@outside.net'), { local: [], remote: ['x@outside.net'] });
+  const noCatch = buildConfig('/x', parseCfg(sample.replace(/alias @example.org.*\n/, '')));
+  assert.equal(resolveRecipient(noCatch, 'whoever@example.org'), null);
+});
+
+test('CIDR matching for v4, v6 and v4-mapped', () => {
+  const nets = [parseCidr('192.168.1.0/24')!, parseCidr('fd00::/8')!, parseCidr('10.0.0.1')!];
+  assert.ok(inNetworks('192.168.1.77', nets));
+  assert.ok(inNetworks('::ffff:192.168.1.5', nets));
+  assert.ok(!inNetworks('192.168.2.1', nets));
+  assert.ok(inNetworks('fd12::1', nets));
+  assert.ok(!inNetworks('fe80::1', nets));
+  assert.ok(inNetworks('10.0.0.1', nets) && !inNetworks('10.0.0.2', nets));
+});
