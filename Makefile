@@ -18,7 +18,6 @@ node_modules/.package-lock.json: package.json package-lock.json
 
 dist/.built: node_modules/.package-lock.json $(SOURCES)
 	node build.mjs
-	@touch $@
 
 build: dist/.built
 
