@@ -1,0 +1,99 @@
+/**
+ * postoffice — test helpers: a throw-away post office (mail.cfg + spool in a temp dir), free
+ * ports, a self-signed certificate, and running the built programs (dist/) as inetd would.
+ */
+import { execFileSync, spawn, SpawnOptions } from 'node:child_process';
+import { mkdtempSync, writeFileSync, existsSync, mkdirSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { hashPassword } from '../../src/mail/passwords';
+import { Config, loadConfig } from '../../src/mail/config';
+
+/** The repository root (tests run from dist/test/...; the repo is found from cwd). */
+export const ROOT = resolve(process.env.OUTPOST_ROOT ?? process.cwd());
+/** Path of a built program's bundle. */
+export const dist = (program: string) => join(ROOT, 'dist', `${program}.js`);
+
+export interface PostOffice {
+  dir: string;
+  cfgPath: string;
+  spool: string;
+  /** Reloads mail.cfg (after a test changed it). */
+  load: () => Config;
+}
+
+export interface TestUser {
+  address: string;
+  password: string;
+  apop?: string;
+}
+
+/**
+ * Creates a post office in a fresh temp dir: hostname mx.example.org, domain example.org (and any
+ * other domains of the users), the users given, log to <dir>/outpost.log, plus `extra` lines.
+ */
+export async function makePostOffice(users: TestUser[] = [{ address: 'alice@example.org', password: 'alicepw' }, { address: 'bob@example.org', password: 'bobpw' }], extra = ''): Promise<PostOffice> {
+  const dir = mkdtempSync(join(tmpdir(), 'outpost-test-'));
+  const spool = join(dir, 'spool');
+  mkdirSync(spool, { recursive: true });
+  const domains = new Set(['example.org', ...users.map((u) => u.address.split('@')[1])]);
+  const lines = ['# test post office', 'hostname mx.example.org', `spool ${spool}`, `log ${join(dir, 'outpost.log')}`, 'login_delay 0'];
+  for (const d of domains) lines.push(`domain ${d}`);
+  for (const u of users) lines.push(`user ${u.address} ${await hashPassword(u.password)}${u.apop ? ` apop=${u.apop}` : ''}`);
+  const cfgPath = join(dir, 'mail.cfg');
+  writeFileSync(cfgPath, lines.join('\n') + '\n' + extra, { mode: 0o600 });
+  return { dir, cfgPath, spool, load: () => loadConfig(cfgPath) };
+}
+
+/** A TCP port on 127.0.0.1 that was free a moment ago. */
+export function freePort(): Promise<number> {
+  return new Promise((res, rej) => {
+    const s = createServer();
+    s.once('error', rej);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => res(port));
+    });
+  });
+}
+
+/** A self-signed cert for localhost/127.0.0.1 in `dir` (cert.pem, key.pem mode 0600). */
+export function makeCert(dir: string): { cert: string; key: string } {
+  const cert = join(dir, 'cert.pem');
+  const key = join(dir, 'key.pem');
+  if (!existsSync(cert)) {
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '365', '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1'], { stdio: 'ignore' });
+    execFileSync('chmod', ['600', key]);
+  }
+  return { cert, key };
+}
+
+/**
+ * Runs a built program with `input` on stdin (as a pipe), returning stdout, stderr and the exit
+ * code. The environment drops NODE_EXTRA_CA_CERTS (slow start) and adds `env`.
+ */
+export function runProgram(program: string, args: string[], input: string | Buffer = '', env: Record<string, string> = {}, opts: SpawnOptions = {}): Promise<{ stdout: Buffer; stderr: string; code: number | null }> {
+  return new Promise((res, rej) => {
+    const e = { ...process.env, ...env };
+    delete e.NODE_EXTRA_CA_CERTS;
+    const child = spawn(process.execPath, [dist(program), ...args], { ...opts, env: e, stdio: ['pipe', 'pipe', 'pipe'] });
+    const out: Buffer[] = [];
+    let err = '';
+    child.stdout!.on('data', (d) => out.push(d));
+    child.stderr!.on('data', (d) => (err += d));
+    child.on('error', rej);
+    child.on('close', (code) => res({ stdout: Buffer.concat(out), stderr: err, code }));
+    child.stdin!.on('error', () => undefined);
+    child.stdin!.end(input);
+  });
+}
+
+/** Fails the test with an install hint when a peer program is missing (never a silent skip). */
+export function requireTool(name: string): string {
+  try {
+    return execFileSync('sh', ['-c', `command -v ${name}`]).toString().trim();
+  } catch {
+    throw new Error(`${name} is not installed; run "bash .ci/install-peers" (as root) to install the test peers`);
+  }
+}
