@@ -1,0 +1,128 @@
+/**
+ * linkproxy — a user-space TCP proxy that plays a slow, costly, unreliable link, for tests and
+ * benchmarks: one-way delay (half the round trip) on every chunk, a rate limit shared by all
+ * connections (one line shared by all), byte counters, and a cut after N bytes.
+ *
+ * Use: const p = await startLinkProxy({ target: {host, port}, rateBps: 32000, rttMs: 300 });
+ *      connect clients to 127.0.0.1:p.port; p.stats(); p.cutAfter(bytes); await p.close().
+ * The rate is applied per direction (a full-duplex line) by a token schedule: each chunk leaves
+ * no earlier than the line is free again plus its transmission time, then waits the delay.
+ */
+import { createServer, connect, Socket } from 'node:net';
+
+export interface LinkProxyOptions {
+  target: { host: string; port: number };
+  /** Line rate in bytes per second per direction (0: unlimited). 256 kbit/s = 32000. */
+  rateBps?: number;
+  /** Round-trip time in ms added (half each way). */
+  rttMs?: number;
+  /** Cut every connection once this many bytes (both directions together) went through. */
+  cutAfterBytes?: number;
+}
+
+export interface LinkStats {
+  /** Bytes client → server. */
+  up: number;
+  /** Bytes server → client. */
+  down: number;
+  connections: number;
+  /** Milliseconds during which at least one connection was open (the link was held). */
+  heldMs: number;
+  cuts: number;
+}
+
+export interface LinkProxy {
+  port: number;
+  stats: () => LinkStats;
+  /** Arms (or re-arms) a cut after `bytes` more bytes; undefined disarms. */
+  cutAfter: (bytes: number | undefined) => void;
+  close: () => Promise<void>;
+}
+
+const MSS = 1448;
+
+export async function startLinkProxy(opts: LinkProxyOptions): Promise<LinkProxy> {
+  const stats: LinkStats = { up: 0, down: 0, connections: 0, heldMs: 0, cuts: 0 };
+  const half = (opts.rttMs ?? 0) / 2;
+  const rate = opts.rateBps ?? 0;
+  const lineFree = { up: 0, down: 0 };
+  let cutAt = opts.cutAfterBytes === undefined ? Infinity : opts.cutAfterBytes;
+  let open = 0;
+  let openedAt = 0;
+  const sockets = new Set<Socket>();
+
+  const pipe = (from: Socket, to: Socket, dir: 'up' | 'down', onCut: () => void) => {
+    // The sender is paused while its chunk is "on the line" (transmission time), and the chunk
+    // arrives `half` later (propagation). Due times only grow, so timers fire in order.
+    let lastDue = 0;
+    from.on('data', (chunk: Buffer) => {
+      const total = stats.up + stats.down;
+      let piece = chunk;
+      let cut = false;
+      if (total + chunk.length >= cutAt) {
+        piece = chunk.subarray(0, Math.max(0, cutAt - total));
+        cut = true;
+      }
+      stats[dir] += piece.length;
+      // Segments of one TCP MSS, so a big chunk streams instead of arriving all at once.
+      const now = Date.now();
+      from.pause();
+      for (let off = 0; off < piece.length || (cut && off === 0); off += MSS) {
+        const seg = piece.subarray(off, off + MSS);
+        const done = Math.max(now, lineFree[dir]) + (rate ? (seg.length * 1000) / rate : 0);
+        lineFree[dir] = done;
+        lastDue = done + half;
+        const last = off + MSS >= piece.length;
+        setTimeout(() => {
+          if (seg.length && !to.destroyed) to.write(seg);
+          if (cut && last) onCut();
+        }, lastDue - now);
+        if (seg.length === 0) break;
+      }
+      if (!cut) setTimeout(() => from.resume(), lineFree[dir] - now);
+    });
+    from.on('end', () => setTimeout(() => to.end(), Math.max(0, lastDue - Date.now())));
+  };
+
+  const server = createServer((client) => {
+    stats.connections++;
+    if (open++ === 0) openedAt = Date.now();
+    const upstream = connect(opts.target.port, opts.target.host);
+    sockets.add(client);
+    sockets.add(upstream);
+    let closed = false;
+    const finish = () => {
+      if (closed) return;
+      closed = true;
+      client.destroy();
+      upstream.destroy();
+      sockets.delete(client);
+      sockets.delete(upstream);
+      if (--open === 0) stats.heldMs += Date.now() - openedAt;
+    };
+    const onCut = () => {
+      stats.cuts++;
+      cutAt = Infinity;
+      finish();
+    };
+    client.on('error', finish);
+    upstream.on('error', finish);
+    client.on('close', () => setTimeout(finish, half));
+    upstream.on('close', () => setTimeout(finish, half));
+    pipe(client, upstream, 'up', onCut);
+    pipe(upstream, client, 'down', onCut);
+  });
+  await new Promise<void>((res) => server.listen(0, '127.0.0.1', () => res()));
+  return {
+    port: (server.address() as { port: number }).port,
+    stats: () => ({ ...stats, heldMs: stats.heldMs + (open ? Date.now() - openedAt : 0) }),
+    cutAfter: (bytes) => {
+      cutAt = bytes === undefined ? Infinity : stats.up + stats.down + bytes;
+    },
+    close: () =>
+      new Promise<void>((res) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => res());
+      }),
+  };
+}
