@@ -1,0 +1,114 @@
+/**
+ * maildrop — a mailbox's Maildir as one POP3 session sees it (RFC 1939 sections 3, 5, 6, 7).
+ *
+ * openMaildrop():
+ *   1. takes the exclusive maildrop lock `<maildir>/.pop3d` (lib/lock.ts, proper-lockfile: the
+ *      lock is the directory `<maildir>/.pop3d.lock`, refreshed every 10 s while held and
+ *      considered stale 30 s after its holder died, so a killed pop3d never blocks a mailbox
+ *      for longer than that);
+ *   2. moves every new/ message to cur/ as `<name>:2,` (the base name is kept, as Dovecot does),
+ *      so a message is "seen by POP3" once and later deliveries do not disturb the numbering;
+ *   3. scans cur/ once: the message list (numbering, sizes, UIDLs) is fixed for the session.
+ *      Sizes come from the ,S= in the name (our files are stored with CRLF, so that is the exact
+ *      POP3 octet count); a name without ,S= is stat'ed. No message body is read.
+ *
+ * UIDL (RFC 1939 section 7): the Maildir unique base name (the part before ',' and ':'), which
+ * never changes for the life of the message, so UIDLs survive sessions, restarts and the
+ * new/ → cur/ move. RFC 1939 allows 1 to 70 characters in 0x21..0x7E; a base name outside that
+ * (too long, or with blanks or 8-bit bytes) is replaced by the SHA-1 of the name in hex
+ * (40 characters), which is just as stable.
+ *
+ * update() is the UPDATE state: it unlinks the deleted files and then fsyncs cur/ (and new/),
+ * and only then may the session say +OK: a deletion acknowledged is a deletion on disk.
+ *
+ * Errors: openMaildrop throws OutpostError ELOCKED when another session holds the lock (reply
+ * [IN-USE]); any other error is a temporary failure ([SYS/TEMP]).
+ */
+import { createHash } from 'node:crypto';
+import { closeSync, constants, fsyncSync, openSync } from 'node:fs';
+import { unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { isErrno } from '../lib/errors';
+import { acquireLock, Release } from '../lib/lock';
+import { ensureMaildir, scan, setFlags } from '../mail/maildir';
+
+export interface DropMessage {
+  /** The UIDL (1–70 characters in 0x21..0x7E). */
+  uidl: string;
+  /** Octets as sent by RETR (before byte-stuffing). */
+  size: number;
+  /** The file, in cur/. */
+  path: string;
+}
+
+export interface Drop {
+  /** Messages in session order: POP3 message n is messages[n - 1]. */
+  readonly messages: readonly DropMessage[];
+  /** Removes the messages at the given 0-based indexes durably (see header). @throws on failure. */
+  update(deleted: number[]): Promise<void>;
+  /** Gives up the lock; deletes nothing. Never throws. */
+  release(): Promise<void>;
+}
+
+const UIDL_OK = /^[\x21-\x7e]{1,70}$/;
+
+/** The POP3 UIDL for a Maildir base name (see header). */
+export function uidlFor(id: string): string {
+  return UIDL_OK.test(id) ? id : createHash('sha1').update(id).digest('hex');
+}
+
+function fsyncDir(dir: string): void {
+  const fd = openSync(dir, constants.O_RDONLY | constants.O_DIRECTORY);
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * Locks and opens the Maildir `dir` for one session (see header).
+ * @param what names the mailbox in the lock error (e.g. the address).
+ * @throws OutpostError ELOCKED ([IN-USE]); fs errors ([SYS/TEMP]).
+ */
+export async function openMaildrop(dir: string, what: string): Promise<Drop> {
+  ensureMaildir(dir);
+  const release: Release = await acquireLock(join(dir, '.pop3d'), 0, `maildrop ${what}`);
+  let released = false;
+  const giveUp = async () => {
+    if (released) return;
+    released = true;
+    await release().catch(() => undefined);
+  };
+  try {
+    for (const m of scan(dir)) {
+      if (m.sub !== 'new') continue;
+      try {
+        await setFlags(dir, m, '');
+      } catch (err) {
+        if (!isErrno(err, 'ENOENT')) throw err; // gone meanwhile (another reader expunged it)
+      }
+    }
+    const messages: DropMessage[] = scan(dir).map((m) => ({ uidl: uidlFor(m.id), size: m.size, path: m.path }));
+    return {
+      messages,
+      async update(deleted: number[]) {
+        const dirs = new Set<string>();
+        for (const i of deleted) {
+          const path = messages[i].path;
+          try {
+            await unlink(path);
+          } catch (err) {
+            if (!isErrno(err, 'ENOENT')) throw err; // already gone counts as deleted
+          }
+          dirs.add(join(path, '..'));
+        }
+        for (const d of dirs) fsyncDir(d);
+      },
+      release: giveUp,
+    };
+  } catch (err) {
+    await giveUp();
+    throw err;
+  }
+}
