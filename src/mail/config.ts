@@ -69,7 +69,7 @@ export const DIRECTIVES: Record<string, { min: number; max: number; opts: string
     opts: ['local', 'multidrop', 'protocol', 'host', 'port', 'tls', 'user', 'password', 'password_file', 'keep', 'folder', 'size_limit', 'envelope'],
     usage: 'account NAME local=ADDRESS|multidrop=DOMAIN protocol=pop3|imap host=HOST port=N tls=starttls|implicit|none user=USER password=PW|password_file=FILE keep=yes|no',
   },
-  relay: { min: 2, max: 2, opts: ['user', 'password', 'password_file', 'tls'], usage: 'relay default|SENDER|DOMAIN HOST:PORT [user=U password=PW] [tls=none|may|encrypt|verify]' },
+  relay: { min: 2, max: 2, opts: ['user', 'password', 'password_file', 'tls', 'ca'], usage: 'relay default|SENDER|DOMAIN HOST:PORT [user=U password=PW] [tls=none|may|encrypt|verify] [ca=PEMFILE]' },
   link: {
     min: 1,
     max: 1,
@@ -129,6 +129,8 @@ export interface Relay {
   user?: string;
   password?: string;
   tls: RelayTls;
+  /** PEM file of CA certificates trusted for tls=verify (in addition to the system's). */
+  ca?: string;
   line: number;
 }
 
@@ -392,7 +394,8 @@ export function buildConfig(path: string, text: CfgText): Config {
           const pf = opt(e, 'password_file');
           const password = pf ? readSecretFile(resolve(base, pf), e.line, diags) : opt(e, 'password');
           if (opt(e, 'user') && password === undefined) bad(e, `relay ${match} has user= but no password= or password_file=`);
-          cfg.relays.push({ match, host: hp.host, port: hp.port, user: opt(e, 'user'), password, tls, line: e.line });
+          const ca = opt(e, 'ca');
+          cfg.relays.push({ match, host: hp.host, port: hp.port, user: opt(e, 'user'), password, tls, ca: ca ? resolve(base, ca) : undefined, line: e.line });
         }
         break;
       }
