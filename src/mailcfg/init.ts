@@ -1,0 +1,106 @@
+/**
+ * init — `mailcfg init`: writes a new, commented mail.cfg (mode 0600) and creates the spool.
+ *
+ * Spool layout (mail.cfg(5), FILES), every directory mode 0700:
+ *   mail/  queue/{tmp,new,cur,state}  fetch/  run/  log/  tmp/
+ * Refuses to replace an existing mail.cfg unless --force (EX_CANTCREAT, 73). A directory that
+ * cannot be created is EX_CANTCREAT too; existing directories are left as they are.
+ */
+import { chmodSync, existsSync, mkdirSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import type { Command } from 'commander';
+import { OutpostError } from '../lib/errors';
+import { EX_CANTCREAT } from '../lib/exits';
+import { parseCfg } from '../mail/cfgfile';
+import { buildConfig, editConfig, formatDiags, isDomain, SCALARS } from '../mail/config';
+import { cfgPathOf, dataErr } from './common';
+
+/** Spool subdirectories, relative to the spool (see the header). */
+export const SPOOL_DIRS = ['mail', 'queue/tmp', 'queue/new', 'queue/cur', 'queue/state', 'fetch', 'run', 'log', 'tmp'];
+
+/** The text of a fresh mail.cfg. Every value is validated by the caller. */
+function template(host: string, domain: string, spool: string): string {
+  return `# mail.cfg — the one configuration file of Outpost (smtpd, pop3d, fetch, queue-run, dial).
+# The format and every setting are described in mail.cfg(5); mailcfg(8) edits this file and
+# keeps your comments and order. "mailcfg check" tells you what is wrong and how to fix it.
+# Keep this file mode 0600: it holds password hashes (and APOP secrets, remote passwords).
+
+# This host's name, used in SMTP banners, Received: headers and Maildir file names.
+hostname ${host}
+
+# The spool: mail/DOMAIN/LOCAL Maildirs, the outbound queue, fetch state, locks, logs.
+spool ${spool}
+
+# Where the daemons log: a file, "syslog", "stderr" or "none".
+# Default: <spool>/log/outpost.log (stderr when run by systemd).
+#log syslog
+
+# The largest message smtpd accepts, in bytes (suffixes k, M, G are 1024-based).
+message_size_limit ${SCALARS.message_size_limit.default}
+
+# Certificate and key for STARTTLS/STLS (PEM; the key must not be readable by others).
+#tls_cert /etc/outpost/cert.pem
+#tls_key /etc/outpost/key.pem
+
+# Local domains: mail for these is delivered here.
+domain ${domain}
+
+# Mailboxes: "mailcfg user add alice@${domain}" asks for the password and stores a scrypt hash.
+#user alice@${domain} scrypt$...
+
+# Aliases (a target is a mailbox or an outside address; @${domain} is a catch-all).
+# Every domain needs a postmaster (RFC 5321); point it at a mailbox once one exists:
+#alias postmaster@${domain} alice@${domain}
+
+# Trusted networks may send without AUTH ("mailcfg network add").
+#network 192.168.1.0/24
+
+# Outside mailboxes that fetch collects ("mailcfg account add").
+#account alice@pop.example.net local=alice@${domain} protocol=pop3 host=pop.example.net port=110 tls=starttls user=alice password=... keep=yes
+
+# Where outgoing mail goes ("mailcfg relay default", "mailcfg relay add").
+#relay default smtp.example.net:587 user=... password=... tls=encrypt
+
+# Links to the Internet that dial(8) brings up ("mailcfg link add").
+#link lan kind=always
+`;
+}
+
+function mkdirOr73(dir: string): void {
+  try {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+  } catch (err) {
+    throw new OutpostError(`cannot create ${dir}: ${(err as Error).message}; fix: check the path and permissions of its parent`, { exit: EX_CANTCREAT, code: 'ECANTCREAT' });
+  }
+}
+
+/** Registers `init`. */
+export function register(program: Command): void {
+  program
+    .command('init')
+    .description('write a new commented mail.cfg (0600) and create the spool directories')
+    .requiredOption('--hostname <host>', "this host's name (banners, Received:)")
+    .requiredOption('--domain <domain>', 'the first local domain')
+    .requiredOption('--spool <dir>', 'the spool directory (created)')
+    .option('--force', 'replace an existing mail.cfg')
+    .action(async (o: { hostname: string; domain: string; spool: string; force?: boolean }, cmd: Command) => {
+      const path = cfgPathOf(cmd);
+      const host = o.hostname.toLowerCase();
+      const domain = o.domain.toLowerCase();
+      if (!isDomain(host)) throw dataErr(`"${o.hostname}" is not a host name; fix: e.g. --hostname mail.example.org`);
+      if (!isDomain(domain)) throw dataErr(`"${o.domain}" is not a domain name; fix: e.g. --domain example.org`);
+      const spool = resolve(o.spool);
+      if (/[\s"#\\]/.test(spool)) throw dataErr(`spool path "${spool}" contains blanks, quotes or #; fix: pick a plain path`);
+      if (existsSync(path) && !o.force) {
+        throw new OutpostError(`${path} already exists; fix: edit it with mailcfg, or pass --force to replace it`, { exit: EX_CANTCREAT, code: 'EEXIST' });
+      }
+      const text = template(host, domain, spool);
+      const cfg = buildConfig(path, parseCfg(text));
+      if (cfg.diags.length) throw dataErr(formatDiags(path, cfg.diags));
+      mkdirOr73(dirname(path));
+      for (const d of ['', ...SPOOL_DIRS]) mkdirOr73(join(spool, d));
+      await editConfig(path, () => parseCfg(text));
+      chmodSync(path, 0o600);
+      process.stdout.write(`wrote ${path} (mode 0600) and created the spool ${spool}\nnext: mailcfg -c ${path} user add YOU@${domain}; mailcfg -c ${path} alias add postmaster@${domain} YOU@${domain}\n`);
+    });
+}

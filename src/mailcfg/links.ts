@@ -1,0 +1,106 @@
+/**
+ * links — the ways this post office reaches the Internet: `mailcfg link add|del|list`
+ * (mail.cfg(5): link directive; dial(8) chooses among them by priority, cost, hours and budget).
+ *
+ * A link is `modem` (dial(8) drives the serial modem: device=, speed=, number=, init=,
+ * dial_timeout=, then ip_up= brings IP up), `command` (up= and down= shell commands, check= tests
+ * it) or `always` (a permanent connection; nothing to bring up). The whole line is validated by
+ * buildConfig before it is written.
+ *
+ * Exit codes: 65 bad value or already exists, 67 no such link, 64 usage; see common.ts.
+ */
+import type { Command } from 'commander';
+import { formatLine, removeLine } from '../mail/cfgfile';
+import type { Config } from '../mail/config';
+import { addLine, cfgPathOf, collect, dataErr, editChecked, noSuch, printJson, printTable, readConfig } from './common';
+
+type Action = (...args: any[]) => Promise<void>;
+
+/** Command-line flag (camelCase as commander stores it) → mail.cfg option name, in line order. */
+const FLAGS: Array<[string, string]> = [
+  ['kind', 'kind'],
+  ['priority', 'priority'],
+  ['costPerMinute', 'cost_per_minute'],
+  ['costPerMb', 'cost_per_mb'],
+  ['hours', 'hours'],
+  ['budgetSeconds', 'budget_seconds'],
+  ['budgetBytes', 'budget_bytes'],
+  ['device', 'device'],
+  ['speed', 'speed'],
+  ['number', 'number'],
+  ['init', 'init'],
+  ['dialTimeout', 'dial_timeout'],
+  ['ipUp', 'ip_up'],
+  ['check', 'check'],
+  ['up', 'up'],
+  ['down', 'down'],
+];
+
+/** Registers `link`. */
+export function register(program: Command): void {
+  const link = program.command('link').description('links to the Internet (modem, command, always) that dial(8) chooses among');
+  link
+    .command('add <name>')
+    .description('add a link')
+    .requiredOption('--kind <kind>', 'modem, command or always')
+    .option('--priority <n>', 'lower is tried first (default 10)')
+    .option('--cost-per-minute <x>', 'money per minute online (default 0)')
+    .option('--cost-per-mb <x>', 'money per megabyte moved (default 0)')
+    .option('--hours <HH:MM-HH:MM>', 'when the link may be used (comma-separated windows; default always)')
+    .option('--budget-seconds <n>', 'longest session (s, m, h, d suffixes; 0: no limit)')
+    .option('--budget-bytes <n>', 'most bytes per session (k, M, G suffixes; 0: no limit)')
+    .option('--device <path>', 'modem: the serial device, e.g. /dev/ttyUSB0')
+    .option('--speed <bps>', 'modem: serial speed (default 115200)')
+    .option('--number <n>', 'modem: a number to dial (repeatable, tried in order)', collect)
+    .option('--init <at>', 'modem: an AT command sent before dialling (repeatable)', collect)
+    .option('--dial-timeout <s>', 'modem: seconds to wait for CONNECT (default 60)')
+    .option('--ip-up <cmd>', 'modem: command that brings IP up over the connected line (e.g. pppd)')
+    .option('--check <cmd>', 'command that exits 0 when the link works')
+    .option('--up <cmd>', 'command: brings the link up')
+    .option('--down <cmd>', 'command: takes the link down')
+    .action((async (name: string, o: Record<string, string | string[] | undefined>, cmd: Command) => {
+      if (!/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(name)) throw dataErr(`"${name}" is not a link name; fix: letters, digits, ".", "_", "-"`);
+      const opts: Record<string, string | string[] | undefined> = {};
+      for (const [flag, key] of FLAGS) opts[key] = o[flag];
+      const line = formatLine('link', [name], opts);
+      await editChecked(cfgPathOf(cmd), (text, cfg) => {
+        if (cfg.links.some((l) => l.name === name) || text.entries.some((e) => e.keyword === 'link' && e.args[0] === name)) {
+          throw dataErr(`link ${name} already exists; fix: mailcfg link del ${name} first`);
+        }
+        return addLine(text, 'link', line);
+      });
+      process.stdout.write(`added link ${name}\n`);
+    }) as Action);
+  link
+    .command('del <name>')
+    .description('remove a link')
+    .action((async (name: string, _o: unknown, cmd: Command) => {
+      await editChecked(cfgPathOf(cmd), (text, cfg) => {
+        const e = text.entries.find((x) => x.keyword === 'link' && x.args[0] === name);
+        if (!e) throw noSuch(`no link ${name} in ${cfg.path}; fix: mailcfg link list`);
+        return removeLine(text, e.line);
+      });
+    }) as Action);
+  link
+    .command('list')
+    .description('list the links')
+    .option('--json', 'as a JSON array')
+    .action((async (o: { json?: boolean }, cmd: Command) => {
+      const cfg = readConfig(cfgPathOf(cmd));
+      const rows = linkRows(cfg);
+      if (o.json) printJson(rows);
+      else
+        printTable(
+          rows.map((l) => [l.name, l.kind, `priority=${l.priority}`, l.hours.length ? l.hours.join(',') : 'any time', `cost=${l.costPerMinute}/min,${l.costPerMb}/MB`, l.device ?? l.up ?? '']),
+        );
+    }) as Action);
+}
+
+/** The links as listed (list --json, show --json), hours as HH:MM-HH:MM. */
+export function linkRows(cfg: Config) {
+  return cfg.links.map(({ line: _line, ...l }) => ({ ...l, hours: l.hours.map(([a, b]) => `${hhmm(a)}-${hhmm(b)}`) }));
+}
+
+function hhmm(m: number): string {
+  return `${String(Math.floor(m / 60)).padStart(2, '0')}:${String(m % 60).padStart(2, '0')}`;
+}

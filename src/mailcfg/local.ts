@@ -1,0 +1,256 @@
+/**
+ * local — the local post office: `mailcfg domain|user|alias|network` (mail.cfg(5): domain, user,
+ * alias, network directives).
+ *
+ * Guarantees: mailboxes are never deleted silently — `user del` keeps the Maildir and says where
+ * it is unless --purge; `user add` creates the Maildir (tmp/ new/ cur/, 0700) under the mail.cfg
+ * lock before the line is written, so a listed mailbox always has its directory. Passwords are
+ * stored only as scrypt hashes; --apop additionally stores the password itself as the APOP shared
+ * secret (RFC 1939 section 7 needs it retrievable; mail.cfg is 0600).
+ *
+ * Exit codes: 65 bad address/domain/network or already exists, 67 no such entry, 64 usage
+ * (e.g. no terminal and no --password-stdin); see common.ts for the rest.
+ */
+import { rmSync } from 'node:fs';
+import type { Command } from 'commander';
+import { CfgText, formatLine, removeLine, replaceLine } from '../mail/cfgfile';
+import { Config, isDomain, isPlainAddress, normalizeAddress, parseCidr, splitAddress } from '../mail/config';
+import { ensureMaildir } from '../mail/maildir';
+import { hashPassword } from '../mail/passwords';
+import { addLine, cfgPathOf, dataErr, editChecked, findEntry, noSuch, printJson, printTable, readConfig, readPassword } from './common';
+
+type Action = (...args: any[]) => Promise<void>;
+
+/** Removes several directive lines at once (highest line first, so numbers stay right). */
+function removeLines(text: CfgText, lines: number[]): CfgText {
+  return [...lines].sort((a, b) => b - a).reduce((t, n) => removeLine(t, n), text);
+}
+
+function plainAddress(s: string): string {
+  const a = normalizeAddress(s);
+  if (!isPlainAddress(a)) throw dataErr(`"${s}" is not a plain address local@domain; fix: e.g. alice@example.org`);
+  return a;
+}
+
+function localAddress(s: string, cfg: Config): string {
+  const a = plainAddress(s);
+  const d = splitAddress(a).domain;
+  if (!cfg.domains.has(d)) throw dataErr(`${d} is not a local domain; fix: mailcfg domain add ${d}`);
+  return a;
+}
+
+function domainCommands(program: Command): void {
+  const domain = program.command('domain').description('local domains (mail for them is delivered here)');
+  domain
+    .command('add <name>')
+    .description('add a local domain')
+    .action((async (name: string, _o: unknown, cmd: Command) => {
+      const d = name.toLowerCase();
+      if (!isDomain(d)) throw dataErr(`"${name}" is not a domain name; fix: e.g. example.org`);
+      await editChecked(cfgPathOf(cmd), (text, cfg) => {
+        if (cfg.domains.has(d)) throw dataErr(`domain ${d} already exists; fix: nothing to do (mailcfg domain del ${d} first to re-add it)`);
+        return addLine(text, 'domain', formatLine('domain', [d]));
+      });
+    }) as Action);
+  domain
+    .command('del <name>')
+    .description('remove a local domain (refused while mailboxes or aliases use it)')
+    .option('--force', 'also remove its mailboxes and aliases from mail.cfg (Maildirs stay on disk)')
+    .action((async (name: string, o: { force?: boolean }, cmd: Command) => {
+      const d = name.toLowerCase();
+      const kept: string[] = [];
+      await editChecked(cfgPathOf(cmd), (text, cfg) => {
+        const e = findEntry(text, 'domain', d);
+        if (!e) throw noSuch(`domain ${d} is not in ${cfg.path}; fix: mailcfg domain list`);
+        const users = [...cfg.users.values()].filter((u) => splitAddress(u.address).domain === d);
+        const aliases = text.entries.filter((a) => a.keyword === 'alias' && (splitAddress(normalizeAddress(a.args[0])).domain === d || normalizeAddress(a.args[0]) === '@' + d));
+        if ((users.length || aliases.length) && !o.force) {
+          const what = [...users.map((u) => u.address), ...aliases.map((a) => `alias ${a.args[0]}`)];
+          throw dataErr(`domain ${d} is still used by ${what.join(', ')}; fix: delete those first, or pass --force to remove them too (Maildirs stay on disk)`);
+        }
+        kept.push(...users.map((u) => u.maildir));
+        return removeLines(text, [e.line, ...users.map((u) => u.line), ...aliases.map((a) => a.line)]);
+      });
+      for (const m of kept) process.stdout.write(`kept the Maildir ${m}\n`);
+    }) as Action);
+  domain
+    .command('list')
+    .description('list the local domains')
+    .option('--json', 'as a JSON array')
+    .action((async (o: { json?: boolean }, cmd: Command) => {
+      const cfg = readConfig(cfgPathOf(cmd));
+      if (o.json) printJson([...cfg.domains]);
+      else for (const d of cfg.domains) process.stdout.write(d + '\n');
+    }) as Action);
+}
+
+function userCommands(program: Command): void {
+  const user = program.command('user').description('mailboxes (POP3 login, SMTP AUTH, Maildir)');
+  user
+    .command('add <address>')
+    .description('add a mailbox and create its Maildir; asks for the password twice on a terminal')
+    .option('--password-stdin', 'read the password as one line from stdin')
+    .option('--apop', 'also store the password as the APOP shared secret (retrievable; mail.cfg is 0600)')
+    .action((async (address: string, o: { passwordStdin?: boolean; apop?: boolean }, cmd: Command) => {
+      const path = cfgPathOf(cmd);
+      const current = readConfig(path);
+      const addr = localAddress(address, current);
+      if (current.users.has(addr)) throw dataErr(`mailbox ${addr} already exists; fix: mailcfg user passwd ${addr}, or mailcfg user del ${addr} first`);
+      const pw = await readPassword(!!o.passwordStdin);
+      const hash = await hashPassword(pw);
+      const cfg = await editChecked(
+        path,
+        (text, now) => {
+          if (now.users.has(addr)) throw dataErr(`mailbox ${addr} already exists; fix: mailcfg user passwd ${addr}, or mailcfg user del ${addr} first`);
+          if (now.aliases.has(addr)) throw dataErr(`${addr} is an alias; fix: mailcfg alias del ${addr} first`);
+          return addLine(text, 'user', formatLine('user', [addr, hash], { apop: o.apop ? pw : undefined }));
+        },
+        (next) => ensureMaildir(next.users.get(addr)!.maildir),
+      );
+      process.stdout.write(`added ${addr}, Maildir ${cfg.users.get(addr)!.maildir}\n`);
+    }) as Action);
+  user
+    .command('del <address>')
+    .description('remove a mailbox from mail.cfg; its Maildir is kept unless --purge')
+    .option('--keep-mail', 'keep the Maildir on disk (the default)')
+    .option('--purge', 'also delete the Maildir and every message in it')
+    .action((async (address: string, o: { keepMail?: boolean; purge?: boolean }, cmd: Command) => {
+      const addr = normalizeAddress(address);
+      if (o.purge && o.keepMail) throw dataErr('--purge and --keep-mail contradict each other; fix: pick one');
+      let maildir = '';
+      let referers: string[] = [];
+      await editChecked(cfgPathOf(cmd), (text, cfg) => {
+        const u = cfg.users.get(addr);
+        if (!u) throw noSuch(`no mailbox ${addr} in ${cfg.path}; fix: mailcfg user list`);
+        const acc = cfg.accounts.filter((a) => a.local === addr);
+        if (acc.length) throw dataErr(`mailbox ${addr} receives fetched mail from account ${acc.map((a) => a.name).join(', ')}; fix: mailcfg account del NAME first`);
+        referers = [...cfg.aliases].filter(([, t]) => t.includes(addr)).map(([a]) => a);
+        maildir = u.maildir;
+        return removeLine(text, u.line);
+      });
+      if (o.purge) {
+        rmSync(maildir, { recursive: true, force: true });
+        process.stdout.write(`removed ${addr} and deleted its Maildir ${maildir}\n`);
+      } else process.stdout.write(`removed ${addr}; its mail is still in ${maildir} (delete it yourself, or use --purge)\n`);
+      if (referers.length) process.stderr.write(`mailcfg: warning: alias ${referers.join(', ')} still point(s) at ${addr}; fix: mailcfg alias del ADDRESS, or re-add it\n`);
+    }) as Action);
+  user
+    .command('passwd <address>')
+    .description("change a mailbox's password (and its APOP secret, if it has one)")
+    .option('--password-stdin', 'read the password as one line from stdin')
+    .action((async (address: string, o: { passwordStdin?: boolean }, cmd: Command) => {
+      const path = cfgPathOf(cmd);
+      const addr = normalizeAddress(address);
+      if (!readConfig(path).users.has(addr)) throw noSuch(`no mailbox ${addr} in ${path}; fix: mailcfg user add ${addr}`);
+      const pw = await readPassword(!!o.passwordStdin);
+      const hash = await hashPassword(pw);
+      await editChecked(path, (text, cfg) => {
+        const u = cfg.users.get(addr);
+        if (!u) throw noSuch(`no mailbox ${addr} in ${path}; fix: mailcfg user add ${addr}`);
+        const e = text.entries.find((x) => x.line === u.line)!;
+        const opts: Record<string, string[]> = Object.fromEntries(e.opts);
+        if (opts.apop) opts.apop = [pw];
+        return replaceLine(text, u.line, formatLine('user', [e.args[0], hash], opts));
+      });
+      process.stdout.write(`changed the password of ${addr}\n`);
+    }) as Action);
+  user
+    .command('list')
+    .description('list the mailboxes')
+    .option('--json', 'as JSON: [{address, maildir, apop}]')
+    .action((async (o: { json?: boolean }, cmd: Command) => {
+      const cfg = readConfig(cfgPathOf(cmd));
+      const users = [...cfg.users.values()];
+      if (o.json) printJson(users.map((u) => ({ address: u.address, maildir: u.maildir, apop: u.apop !== undefined })));
+      else printTable(users.map((u) => [u.address, u.apop !== undefined ? 'apop' : '-', u.maildir]));
+    }) as Action);
+}
+
+function aliasCommands(program: Command): void {
+  const alias = program.command('alias').description('aliases and catch-alls (@domain)');
+  alias
+    .command('add <address> <target...>')
+    .description('send mail for ADDRESS (or any unknown address of @DOMAIN) to TARGETs: local mailboxes or outside addresses')
+    .action((async (address: string, targets: string[], _o: unknown, cmd: Command) => {
+      const a = normalizeAddress(address);
+      const catchAll = a.startsWith('@');
+      if (catchAll ? !isDomain(a.slice(1)) : !isPlainAddress(a)) throw dataErr(`"${address}" is not an address or @domain; fix: e.g. postmaster@example.org or @example.org`);
+      const t = targets.map(plainAddress);
+      await editChecked(cfgPathOf(cmd), (text, cfg) => {
+        const d = catchAll ? a.slice(1) : splitAddress(a).domain;
+        if (!cfg.domains.has(d)) throw dataErr(`${d} is not a local domain; fix: mailcfg domain add ${d}`);
+        if (cfg.aliases.has(a) || findEntry(text, 'alias', a)) throw dataErr(`alias ${a} already exists; fix: mailcfg alias del ${a} first (put all targets on one line)`);
+        if (cfg.users.has(a)) throw dataErr(`${a} is a mailbox; fix: mailcfg user del ${a} first, or pick another address`);
+        const missing = t.find((x) => cfg.domains.has(splitAddress(x).domain) && !cfg.users.has(x) && !cfg.aliases.has(x));
+        if (missing) throw dataErr(`target ${missing} is in a local domain but is not a mailbox or alias; fix: mailcfg user add ${missing} first`);
+        return addLine(text, 'alias', formatLine('alias', [a, ...t]));
+      });
+    }) as Action);
+  alias
+    .command('del <address>')
+    .description('remove an alias')
+    .action((async (address: string, _o: unknown, cmd: Command) => {
+      const a = normalizeAddress(address);
+      await editChecked(cfgPathOf(cmd), (text, cfg) => {
+        const e = findEntry(text, 'alias', a);
+        if (!e) throw noSuch(`no alias ${a} in ${cfg.path}; fix: mailcfg alias list`);
+        return removeLine(text, e.line);
+      });
+    }) as Action);
+  alias
+    .command('list')
+    .description('list the aliases')
+    .option('--json', 'as JSON: [{address, targets}]')
+    .action((async (o: { json?: boolean }, cmd: Command) => {
+      const cfg = readConfig(cfgPathOf(cmd));
+      const rows = [...cfg.aliases].map(([address, targets]) => ({ address, targets }));
+      if (o.json) printJson(rows);
+      else printTable(rows.map((r) => [r.address, r.targets.join(' ')]));
+    }) as Action);
+}
+
+function networkCommands(program: Command): void {
+  const network = program.command('network').description('trusted LAN ranges that may send without AUTH');
+  const norm = (s: string) => {
+    const c = parseCidr(s);
+    if (!c) throw dataErr(`"${s}" is not a network; fix: e.g. 192.168.1.0/24 or fd00::/8`);
+    return c.text;
+  };
+  network
+    .command('add <cidr>')
+    .description('trust a network (CIDR, or a single address)')
+    .action((async (cidr: string, _o: unknown, cmd: Command) => {
+      const n = norm(cidr);
+      await editChecked(cfgPathOf(cmd), (text) => {
+        if (findEntry(text, 'network', n)) throw dataErr(`network ${n} already exists; fix: nothing to do`);
+        return addLine(text, 'network', formatLine('network', [n]));
+      });
+    }) as Action);
+  network
+    .command('del <cidr>')
+    .description('stop trusting a network')
+    .action((async (cidr: string, _o: unknown, cmd: Command) => {
+      await editChecked(cfgPathOf(cmd), (text, cfg) => {
+        const e = findEntry(text, 'network', cidr);
+        if (!e) throw noSuch(`no network ${cidr} in ${cfg.path}; fix: mailcfg network list`);
+        return removeLine(text, e.line);
+      });
+    }) as Action);
+  network
+    .command('list')
+    .description('list the trusted networks')
+    .option('--json', 'as a JSON array of strings')
+    .action((async (o: { json?: boolean }, cmd: Command) => {
+      const nets = readConfig(cfgPathOf(cmd)).networks.map((n) => n.text);
+      if (o.json) printJson(nets);
+      else for (const n of nets) process.stdout.write(n + '\n');
+    }) as Action);
+}
+
+/** Registers `domain`, `user`, `alias` and `network`. */
+export function register(program: Command): void {
+  domainCommands(program);
+  userCommands(program);
+  aliasCommands(program);
+  networkCommands(program);
+}

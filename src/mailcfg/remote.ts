@@ -1,0 +1,250 @@
+/**
+ * remote — outside mailboxes to fetch and relays for outgoing mail: `mailcfg account|relay`
+ * (mail.cfg(5): account and relay directives; the stored forms are DIRECTIVES in config.ts).
+ *
+ * Passwords come from a terminal (asked twice, no echo), one line on stdin (--password-stdin), or
+ * a --password-file that only its owner may read (mode 0600; its path is stored, not its text).
+ * Listings mask passwords as ***.
+ *
+ * Exit codes: 65 bad value or already exists, 67 no such account/relay, 64 usage; see common.ts.
+ */
+import { statSync } from 'node:fs';
+import { resolve } from 'node:path';
+import type { Command } from 'commander';
+import { formatLine, removeLine, replaceLine } from '../mail/cfgfile';
+import { Config, isDomain, isPlainAddress, normalizeAddress, parseBytes } from '../mail/config';
+import { addLine, cfgPathOf, collect, dataErr, editChecked, findEntry, noSuch, parsePort, printJson, printTable, readConfig, readPassword, usage } from './common';
+
+type Action = (...args: any[]) => Promise<void>;
+
+interface SecretOpts {
+  passwordStdin?: boolean;
+  passwordFile?: string;
+}
+
+/**
+ * The secret options for a directive: password=PW (asked or from stdin) or password_file=FILE.
+ * @throws dataErr when the file is missing or readable by group or others.
+ */
+async function secretOpts(o: SecretOpts, what: string): Promise<{ password?: string; password_file?: string }> {
+  if (o.passwordStdin && o.passwordFile) throw usage('--password-stdin and --password-file exclude each other; fix: pick one');
+  if (o.passwordFile) {
+    const file = resolve(o.passwordFile);
+    let mode: number;
+    try {
+      mode = statSync(file).mode & 0o777;
+    } catch (err) {
+      throw dataErr(`cannot read the password file ${file}: ${(err as Error).message}`);
+    }
+    if (mode & 0o077) throw dataErr(`password file ${file} is readable by others (mode ${mode.toString(8)}); fix: chmod 600 ${file}`);
+    return { password_file: file };
+  }
+  return { password: await readPassword(!!o.passwordStdin, what) };
+}
+
+interface AccountOpts extends SecretOpts {
+  multidrop?: string;
+  protocol: string;
+  host?: string;
+  port?: string;
+  tls: string;
+  user?: string;
+  keep?: boolean;
+  delete?: boolean;
+  name?: string;
+  folder?: string[];
+  sizeLimit?: string;
+  envelope?: string;
+}
+
+/** The accounts as listed (list --json, show --json): passwords masked as ***. */
+export function accountRows(cfg: Config) {
+  return cfg.accounts.map((a) => {
+    const e = cfg.text.entries.find((x) => x.line === a.line)!;
+    return {
+      name: a.name,
+      local: a.local ?? null,
+      multidrop: a.multidrop ?? null,
+      protocol: a.protocol,
+      host: a.host,
+      port: a.port,
+      tls: a.tls,
+      user: a.user,
+      password: e.opts.has('password') ? '***' : null,
+      passwordFile: e.opts.get('password_file')?.at(-1) ?? null,
+      keep: a.keep,
+      folders: a.folders,
+      sizeLimit: a.sizeLimit,
+      envelope: a.envelope,
+    };
+      });
+}
+
+function accountCommands(program: Command): void {
+  const account = program.command('account').description('outside mailboxes that fetch collects (POP3 or IMAP)');
+  account
+    .command('add [local_address]')
+    .description('fetch an outside mailbox into LOCAL_ADDRESS, or (--multidrop DOMAIN) route it among DOMAIN\'s mailboxes')
+    .option('--multidrop <domain>', 'one outside mailbox for a whole local domain, routed by envelope headers')
+    .option('--protocol <p>', 'pop3 or imap', 'pop3')
+    .option('--host <host>', 'the server')
+    .option('--port <n>', 'TCP port (default 110/995 for POP3, 143/993 for IMAP)')
+    .option('--tls <mode>', 'starttls, implicit or none', 'starttls')
+    .option('--user <user>', 'login name on the server')
+    .option('--password-stdin', 'read the password as one line from stdin')
+    .option('--password-file <file>', 'read the password from FILE (mode 0600) each time instead of storing it')
+    .option('--keep', 'leave fetched mail on the server (the default)')
+    .option('--delete', 'delete mail on the server once it is safely delivered here')
+    .option('--name <name>', 'the account name (default USER@HOST)')
+    .option('--folder <folder>', 'IMAP folder to fetch (repeatable; default INBOX)', collect)
+    .option('--size-limit <bytes>', 'skip messages larger than this (k, M, G suffixes)')
+    .option('--envelope <headers>', 'multidrop: header order to find the recipient (default delivered-to,x-original-to,envelope-to,to,cc)')
+    .action((async (local: string | undefined, o: AccountOpts, cmd: Command) => {
+      if (!!local === !!o.multidrop) throw usage('give either LOCAL_ADDRESS or --multidrop DOMAIN (exactly one)');
+      if (o.keep && o.delete) throw usage('--keep and --delete exclude each other; fix: pick one');
+      if (!o.host) throw usage('--host is required');
+      if (!o.user) throw usage('--user is required');
+      if (o.protocol !== 'pop3' && o.protocol !== 'imap') throw dataErr(`--protocol ${o.protocol} is not pop3 or imap`);
+      if (!['starttls', 'implicit', 'none'].includes(o.tls)) throw dataErr(`--tls ${o.tls} is not starttls, implicit or none`);
+      if (o.port !== undefined) parsePort(o.port);
+      if (o.sizeLimit !== undefined && Number.isNaN(parseBytes(o.sizeLimit))) throw dataErr(`--size-limit ${o.sizeLimit} is not a size in bytes; fix: e.g. 2M`);
+      if (o.envelope !== undefined && !o.multidrop) throw usage('--envelope only applies to --multidrop accounts');
+      if (o.envelope !== undefined && !/^[a-z0-9-]+(,[a-z0-9-]+)*$/i.test(o.envelope)) throw dataErr(`--envelope ${o.envelope} is not a comma-separated list of header names`);
+      if (o.folder && o.protocol !== 'imap') throw usage('--folder applies to IMAP accounts only');
+      if (local && !isPlainAddress(local)) throw dataErr(`"${local}" is not a plain address local@domain`);
+      if (o.multidrop && !isDomain(o.multidrop)) throw dataErr(`"${o.multidrop}" is not a domain name`);
+      const name = o.name ?? `${o.user}@${o.host}`;
+      const path = cfgPathOf(cmd);
+      if (readConfig(path).accounts.some((a) => a.name === name)) throw dataErr(`account ${name} already exists; fix: mailcfg account del ${name} first, or pick another --name`);
+      const secret = await secretOpts(o, 'password');
+      const line = formatLine('account', [name], {
+        local: local ? normalizeAddress(local) : undefined,
+        multidrop: o.multidrop?.toLowerCase(),
+        protocol: o.protocol,
+        host: o.host,
+        port: o.port,
+        tls: o.tls,
+        user: o.user,
+        ...secret,
+        keep: o.delete ? 'no' : 'yes',
+        folder: o.folder,
+        size_limit: o.sizeLimit,
+        envelope: o.envelope?.toLowerCase(),
+      });
+      await editChecked(path, (text, cfg) => {
+        if (cfg.accounts.some((a) => a.name === name) || findEntry(text, 'account', name)) throw dataErr(`account ${name} already exists; fix: mailcfg account del ${name} first, or pick another --name`);
+        return addLine(text, 'account', line);
+      });
+      process.stdout.write(`added account ${name}\n`);
+    }) as Action);
+  account
+    .command('del <name>')
+    .description('remove an account (its fetch state in the spool is left alone)')
+    .action((async (name: string, _o: unknown, cmd: Command) => {
+      await editChecked(cfgPathOf(cmd), (text, cfg) => {
+        const e = text.entries.find((x) => x.keyword === 'account' && x.args[0] === name);
+        if (!e) throw noSuch(`no account ${name} in ${cfg.path}; fix: mailcfg account list`);
+        return removeLine(text, e.line);
+      });
+    }) as Action);
+  account
+    .command('list')
+    .description('list the accounts (passwords masked)')
+    .option('--json', 'as a JSON array')
+    .action((async (o: { json?: boolean }, cmd: Command) => {
+      const cfg = readConfig(cfgPathOf(cmd));
+      const rows = accountRows(cfg);
+      if (o.json) printJson(rows);
+      else printTable(rows.map((a) => [a.name, a.local ?? `multidrop=${a.multidrop}`, `${a.protocol}://${a.host}:${a.port}`, `tls=${a.tls}`, `user=${a.user}`, a.keep ? 'keep' : 'delete']));
+    }) as Action);
+}
+
+interface RelayOpts extends SecretOpts {
+  user?: string;
+  tls: string;
+}
+
+/** The relay line for `match`, validated; asks for the password only when --user is given. */
+async function relayLine(match: string, hostport: string, o: RelayOpts): Promise<string> {
+  const m = /^\[?([^\]]+?)\]?:(\d+)$/.exec(hostport);
+  if (!m) throw dataErr(`"${hostport}" is not HOST:PORT; fix: e.g. smtp.example.net:587`);
+  parsePort(m[2]);
+  if (!['none', 'may', 'encrypt', 'verify'].includes(o.tls)) throw dataErr(`--tls ${o.tls} is not none, may, encrypt or verify`);
+  if (!o.user && (o.passwordStdin || o.passwordFile)) throw usage('a password needs --user');
+  const secret = o.user ? await secretOpts(o, 'relay password') : {};
+  return formatLine('relay', [match, hostport], { user: o.user, ...secret, tls: o.tls });
+}
+
+function relayOptions(c: Command): Command {
+  return c
+    .option('--user <user>', 'SMTP AUTH login at the relay')
+    .option('--password-stdin', 'read the password as one line from stdin')
+    .option('--password-file <file>', 'read the password from FILE (mode 0600)')
+    .option('--tls <mode>', 'none, may, encrypt or verify', 'may');
+}
+
+/** The relays as listed (list --json, show --json): passwords masked as ***. */
+export function relayRows(cfg: Config) {
+  return cfg.relays.map((r) => {
+    const e = cfg.text.entries.find((x) => x.line === r.line)!;
+    return {
+      match: r.match,
+      host: r.host,
+      port: r.port,
+      user: r.user ?? null,
+      password: e.opts.has('password') ? '***' : null,
+      passwordFile: e.opts.get('password_file')?.at(-1) ?? null,
+      tls: r.tls,
+    };
+      });
+}
+
+function relayCommands(program: Command): void {
+  const relay = program.command('relay').description('where outgoing mail goes: a default smarthost, and per sender or sender domain');
+  relayOptions(relay.command('default <hostport>').description('send outgoing mail through HOST:PORT (replaces the current default)')).action((async (hostport: string, o: RelayOpts, cmd: Command) => {
+    const line = await relayLine('default', hostport, o);
+    await editChecked(cfgPathOf(cmd), (text) => {
+      const e = findEntry(text, 'relay', 'default');
+      return e ? replaceLine(text, e.line, line) : addLine(text, 'relay', line);
+    });
+  }) as Action);
+  relayOptions(relay.command('add <sender> <hostport>').description('send mail from SENDER (an address or a domain) through HOST:PORT with its own login')).action((async (sender: string, hostport: string, o: RelayOpts, cmd: Command) => {
+    const match = sender.toLowerCase();
+    if (match === 'default') throw usage('use "mailcfg relay default HOST:PORT" for the default relay');
+    if (!isPlainAddress(match) && !isDomain(match)) throw dataErr(`"${sender}" is not an address or a domain`);
+    const path = cfgPathOf(cmd);
+    const exists = `a relay for ${match} already exists; fix: mailcfg relay del ${match} first`;
+    if (readConfig(path).relays.some((r) => r.match === match)) throw dataErr(exists);
+    const line = await relayLine(match, hostport, o);
+    await editChecked(path, (text) => {
+      if (findEntry(text, 'relay', match)) throw dataErr(exists);
+      return addLine(text, 'relay', line);
+    });
+  }) as Action);
+  relay
+    .command('del <sender>')
+    .description('remove the relay for SENDER, or the default relay')
+    .action((async (sender: string, _o: unknown, cmd: Command) => {
+      await editChecked(cfgPathOf(cmd), (text, cfg) => {
+        const e = findEntry(text, 'relay', sender);
+        if (!e) throw noSuch(`no relay for ${sender} in ${cfg.path}; fix: mailcfg relay list`);
+        return removeLine(text, e.line);
+      });
+    }) as Action);
+  relay
+    .command('list')
+    .description('list the relays (passwords masked)')
+    .option('--json', 'as a JSON array')
+    .action((async (o: { json?: boolean }, cmd: Command) => {
+      const cfg = readConfig(cfgPathOf(cmd));
+      const rows = relayRows(cfg);
+      if (o.json) printJson(rows);
+      else printTable(rows.map((r) => [r.match, `${r.host}:${r.port}`, `tls=${r.tls}`, r.user ? `user=${r.user}` : '-']));
+    }) as Action);
+}
+
+/** Registers `account` and `relay`. */
+export function register(program: Command): void {
+  accountCommands(program);
+  relayCommands(program);
+}
