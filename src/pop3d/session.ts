@@ -138,12 +138,12 @@ export class Pop3Session {
     }
     const parts = text.split(' ').filter((p) => p.length > 0);
     const name = (parts[0] ?? '').toUpperCase();
+    if (name !== 'PASS') this.pendingUser = undefined; // PASS must follow USER directly (USER sets it again)
     const verb = Object.prototype.hasOwnProperty.call(VERBS, name) ? VERBS[name] : undefined;
     if (!verb) return this.fail(name ? 'unknown command' : 'empty command');
     if (!verb.states.includes(this.state)) return this.fail(this.state === 'AUTHORIZATION' ? `${name} not allowed before login` : `${name} not allowed after login`);
     const args = name === 'PASS' ? splitPass(text) : parts.slice(1);
     if (!verb.args.includes(args.length)) return this.fail(`wrong number of arguments for ${name}`);
-    if (name !== 'PASS') this.pendingUser = undefined; // PASS must follow USER directly
     return verb.handler(this, args);
   }
 
