@@ -1,0 +1,88 @@
+/**
+ * deliver — puts one received message (spooled by data.ts) where its recipients want it: one copy
+ * per local mailbox, and one queue file for all outside recipients (queue-run(8) relays it).
+ *
+ * Each local copy gets, prepended: Return-Path (the envelope sender), Delivered-To (that mailbox)
+ * and a Received header (RFC 5321 4.4) naming the recipient. The queue copy gets the Received
+ * header only (with `for` when it has one recipient), after the queue envelope (queue.ts).
+ * Copies are streamed from the spool file; the message is never held in memory.
+ *
+ * All or nothing: every copy is written, fsync'd and renamed into new/ (maildir.deliver) before
+ * this returns; if any copy fails, the copies already made are unlinked and the error is thrown,
+ * so the client's retry (after 451 4.3.0) cannot produce duplicates.
+ */
+import { createReadStream, promises as fsp } from 'node:fs';
+import { Config, spoolPaths } from '../mail/config';
+import { deliver as maildirDeliver, Delivered } from '../mail/maildir';
+import { enqueue } from '../mail/queue';
+import type { Trace, Transaction } from './session';
+
+let counter = 0;
+
+/** A fresh queue id: time (base 36, ms), pid and a counter; unique on this host. Upper-case. */
+export function newQueueId(): string {
+  return `${Date.now().toString(36)}${process.pid.toString(36)}${(++counter).toString(36)}`.toUpperCase();
+}
+
+const DAYS = ['Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat'];
+const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
+const pad = (n: number) => String(n).padStart(2, '0');
+
+/** An RFC 5322 section 3.3 date-time in local time, e.g. `Sun, 22 Nov 2026 00:31:00 +0000`. */
+export function rfc5322Date(d: Date): string {
+  const off = -d.getTimezoneOffset();
+  const sign = off < 0 ? '-' : '+';
+  const a = Math.abs(off);
+  return `${DAYS[d.getDay()]}, ${d.getDate()} ${MONTHS[d.getMonth()]} ${d.getFullYear()} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())} ${sign}${pad(Math.floor(a / 60))}${pad(a % 60)}`;
+}
+
+/**
+ * The Received header (RFC 5321 4.4, RFC 3848 protocol names), folded, ending in CRLF:
+ *   Received: from HELO ([peer-ip])
+ *   	by hostname (Outpost) with ESMTPSA id QUEUEID
+ *   	for <rcpt>; date
+ * `rcpt` is omitted when undefined (a copy for several recipients).
+ */
+export function receivedHeader(trace: Trace, hostname: string, id: string, rcpt: string | undefined, date: Date): string {
+  const peer = trace.peer ? `[${trace.peer}]` : 'unknown';
+  const helo = trace.helo || 'unknown';
+  return `Received: from ${helo} (${peer})\r\n\tby ${hostname} (Outpost) with ${trace.protocol} id ${id}\r\n\t${rcpt ? `for <${rcpt}>; ` : ''}${rfc5322Date(date)}\r\n`;
+}
+
+export interface Outcome {
+  /** Local copies made. */
+  local: number;
+  /** Outside recipients queued (0: no queue file). */
+  remote: number;
+}
+
+/**
+ * Delivers the spooled message `spoolFile` for transaction `tx`.
+ * @param id the queue id (named in the Received header and the 250 reply).
+ * @throws the first fs error (ENOSPC, EACCES, EDQUOT…); copies already made are removed first.
+ */
+export async function deliverMessage(cfg: Config, tx: Transaction, trace: Trace, id: string, spoolFile: string, now = new Date()): Promise<Outcome> {
+  // One copy per mailbox, even if several recipients (or aliases) lead to it.
+  const mailboxes = new Map<string, { maildir: string; address: string; rcpt: string }>();
+  const remote: string[] = [];
+  for (const r of tx.recipients) {
+    for (const u of r.route.local) if (!mailboxes.has(u.maildir)) mailboxes.set(u.maildir, { maildir: u.maildir, address: u.address, rcpt: r.address });
+    for (const a of r.route.remote) if (!remote.includes(a)) remote.push(a);
+  }
+  const body = () => createReadStream(spoolFile, { highWaterMark: 65536 });
+  const made: Delivered[] = [];
+  try {
+    for (const m of mailboxes.values()) {
+      const head = `Return-Path: <${tx.sender}>\r\nDelivered-To: ${m.address}\r\n` + receivedHeader(trace, cfg.hostname, id, m.rcpt, now);
+      made.push(await maildirDeliver(m.maildir, [head, body], cfg.hostname));
+    }
+    if (remote.length) {
+      const head = receivedHeader(trace, cfg.hostname, id, remote.length === 1 ? remote[0] : undefined, now);
+      made.push(await enqueue(spoolPaths(cfg).queue, { sender: tx.sender, recipients: remote }, [head, body], cfg.hostname));
+    }
+  } catch (err) {
+    await Promise.all(made.map((d) => fsp.unlink(d.path).catch(() => undefined)));
+    throw err;
+  }
+  return { local: mailboxes.size, remote: remote.length };
+}

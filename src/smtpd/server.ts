@@ -1,0 +1,232 @@
+/**
+ * server — the driver that joins the protocol core (session.ts) to a connection (transport.ts):
+ * reads command lines, feeds them to the session, writes its replies and performs its actions
+ * (STARTTLS, password checks, reading DATA/BDAT into the spool, delivery).
+ *
+ * PIPELINING (RFC 2920): replies are collected and written when no more input is buffered, or
+ * before any step that waits (DATA, BDAT, AUTH, STARTTLS, delivery, close).
+ * STARTTLS (RFC 3207 4.2): after "220 Ready", the line reader is detached and everything buffered
+ * behind the STARTTLS command is dropped unread; the session forgets all state.
+ * Timeout: smtpd_timeout seconds without input → 421 4.4.2 and close (RFC 5321 4.5.3.2).
+ * A connection that drops mid-DATA/BDAT delivers nothing (the spool file is removed).
+ * Logs (log.ts, never the client): session start and end, each accepted message, each reject.
+ */
+import { mkdirSync } from 'node:fs';
+import { hostname as osHostname } from 'node:os';
+import { join } from 'node:path';
+import { Config, inNetworks, num, spoolPaths } from '../mail/config';
+import { LineReader } from '../lib/linereader';
+import { log } from '../lib/log';
+import { Conn, startTls } from '../lib/transport';
+import { LfNormalizer, readChunk, readData, Spool } from './data';
+import { deliverMessage, newQueueId } from './deliver';
+import { SmtpSession, Step } from './session';
+
+/**
+ * Serves one SMTP session on `conn` until QUIT, close, timeout or error limit.
+ * Never throws for client behaviour; a spool or delivery failure becomes a 451 4.3.0 reply.
+ */
+export async function smtpSession(cfg: Config, conn: Conn): Promise<void> {
+  const tlsConfigured = !!(cfg.scalars.tls_cert || cfg.scalars.tls_key);
+  const session = new SmtpSession({
+    cfg,
+    hostname: cfg.hostname,
+    peer: conn.peer,
+    trusted: !!conn.peer && inNetworks(conn.peer, cfg.networks),
+    tlsAvailable: tlsConfigured,
+    sizeLimit: num(cfg, 'message_size_limit'),
+    maxRecipients: num(cfg, 'max_recipients'),
+    errorLimit: num(cfg, 'smtpd_error_limit'),
+  });
+  const tmpDir = spoolPaths(cfg).tmp;
+  const peer = conn.peer || 'unknown';
+  let reader = new LineReader(conn.stream, session.lineLimit - 1);
+  let out = '';
+  let closed = false;
+  let messages = 0;
+  let bdat = null as { spool: Spool; norm: LfNormalizer; id: string } | null;
+
+  const flush = () => {
+    if (out && !closed) conn.stream.write(out);
+    out = '';
+  };
+  const close = () => {
+    flush();
+    closed = true;
+    const s = conn.stream;
+    s.end(() => s.destroy());
+  };
+  const timer = setTimeout(() => {
+    log('info', 'timeout', { peer });
+    out += session.timeout().replies.join('\r\n') + '\r\n';
+    close();
+  }, num(cfg, 'smtpd_timeout') * 1000);
+  const activity = () => timer.refresh();
+
+  const newSpool = async (id: string) => {
+    mkdirSync(tmpDir, { recursive: true, mode: 0o700 });
+    return Spool.create(join(tmpDir, id), session.env.sizeLimit);
+  };
+
+  /** Delivers a complete spool when the session asks for it, logs, and removes the spool. */
+  const finishMessage = async (spool: Spool, id: string, step: Step): Promise<Step> => {
+    const a = step.action;
+    try {
+      if (spool.failed) log('error', 'spool write failed', { id, peer, error: spool.failed.message });
+      if (spool.tooBig) log('info', 'message too big', { id, peer, size: spool.size });
+      if (a?.kind !== 'deliver') return step;
+      await spool.close();
+      if (spool.failed) throw spool.failed;
+      const o = await deliverMessage(cfg, a.tx, a.trace, id, spool.path!);
+      messages++;
+      log('info', 'accepted', { id, peer, from: `<${a.tx.sender}>`, rcpts: a.tx.recipients.length, local: o.local, queued: o.remote, size: spool.size, user: a.trace.user || undefined });
+      return session.delivered(id);
+    } catch (err) {
+      log('error', 'delivery failed', { id, peer, error: (err as Error).message });
+      return session.delivered(null);
+    } finally {
+      await spool.discard();
+    }
+  };
+
+  /** Runs a step: queues its replies and performs its action, until a step without one. */
+  const run = async (first: Step): Promise<void> => {
+    let step: Step | null = first;
+    while (step && !closed) {
+      for (const r of step.replies) {
+        out += r + '\r\n';
+        if (r[0] === '4' || r[0] === '5') log('info', 'reject', { peer, reply: r.split('\r\n')[0] });
+      }
+      const a = step.action;
+      step = null;
+      if (!a) break;
+      switch (a.kind) {
+        case 'close':
+          close();
+          return;
+        case 'starttls': {
+          flush();
+          let ctx;
+          try {
+            const { loadTlsContext } = await import('../lib/tlsctx.js');
+            ctx = loadTlsContext(cfg.scalars.tls_cert, cfg.scalars.tls_key);
+          } catch (err) {
+            log('error', 'TLS unavailable', { error: (err as Error).message });
+          }
+          if (!ctx) {
+            // The "220 Ready" is already out; the client is about to handshake. Say so and close.
+            out += '421 4.7.0 TLS not available due to local problem\r\n';
+            close();
+            return;
+          }
+          reader.detach();
+          try {
+            conn = await startTls(conn, ctx, num(cfg, 'smtpd_timeout'));
+          } catch (err) {
+            log('info', 'TLS handshake failed', { peer, error: (err as Error).message });
+            closed = true;
+            conn.stream.destroy();
+            return;
+          }
+          conn.stream.on('error', () => undefined);
+          reader = new LineReader(conn.stream, session.lineLimit - 1);
+          session.tlsStarted();
+          break;
+        }
+        case 'auth': {
+          flush();
+          const u = cfg.users.get(a.user.toLowerCase());
+          let ok = false;
+          if (u) {
+            const { verifyPassword } = await import('../mail/passwords.js');
+            ok = await verifyPassword(u.hash, a.password);
+          }
+          if (!ok) {
+            log('info', 'auth failed', { peer, user: a.user });
+            await new Promise((res) => setTimeout(res, num(cfg, 'login_delay') * 1000));
+          } else log('info', 'auth', { peer, user: a.user });
+          activity();
+          step = session.authResult(a.user, ok);
+          break;
+        }
+        case 'data': {
+          flush();
+          const id = newQueueId();
+          const spool = await newSpool(id);
+          const r = await readData(reader, spool, activity);
+          if (r === 'eof') {
+            await spool.discard();
+            log('info', 'lost connection during DATA', { peer, id, size: spool.size });
+            return close();
+          }
+          step = await finishMessage(spool, id, session.dataRead({ tooBig: spool.tooBig, failed: !!spool.failed, size: spool.size }));
+          break;
+        }
+        case 'bdat': {
+          if (reader.buffered === 0) flush();
+          if (!a.discard && !bdat) {
+            const id = newQueueId();
+            bdat = { spool: await newSpool(id), norm: new LfNormalizer(), id };
+          }
+          const target = a.discard || !bdat ? await Spool.create(null, 0) : bdat.spool;
+          const norm = a.discard || !bdat ? new LfNormalizer() : bdat.norm;
+          if ((await readChunk(reader, a.size, target, norm, activity)) === 'eof') {
+            log('info', 'lost connection during BDAT', { peer, size: target.size });
+            return close();
+          }
+          if (a.discard || !bdat) {
+            step = session.bdatRead({ tooBig: false, failed: false, size: 0 }, a.size);
+            break;
+          }
+          if (a.last) {
+            target.push(norm.finish());
+            const b = bdat;
+            bdat = null;
+            step = await finishMessage(b.spool, b.id, session.bdatRead({ tooBig: target.tooBig, failed: !!target.failed, size: target.size }, a.size));
+          } else step = session.bdatRead({ tooBig: target.tooBig, failed: !!target.failed, size: target.size }, a.size);
+          break;
+        }
+        case 'deliver':
+          break;
+      }
+      // A transaction that ended (RSET, EHLO, error) leaves no BDAT spool behind.
+      if (bdat && session.state !== 'bdat') {
+        await bdat.spool.discard();
+        bdat = null;
+      }
+    }
+  };
+
+  log('info', 'connect', { peer, secure: conn.secure || undefined });
+  try {
+    await run(session.greeting());
+    while (!closed) {
+      if (reader.buffered === 0) flush();
+      reader.maxLine = session.lineLimit - 1;
+      const l = await reader.next();
+      if (!l) break;
+      activity();
+      if (l.partial) {
+        let rest = l;
+        while (rest.partial) {
+          const more = await reader.next();
+          if (!more) break;
+          rest = more;
+        }
+        await run(session.tooLong());
+      } else await run(session.line(l.line.toString('utf8')));
+    }
+  } finally {
+    clearTimeout(timer);
+    if (bdat) await bdat.spool.discard();
+    if (!closed) close();
+    log('info', 'disconnect', { peer, messages });
+  }
+}
+
+/** The greeting when mail.cfg cannot be loaded (inetd mode): 421 4.3.5 and close. */
+export async function configErrorSession(conn: Conn): Promise<void> {
+  await new Promise<void>((res) => {
+    conn.stream.end(`421 4.3.5 ${osHostname()} configuration error\r\n`, () => res());
+  });
+}
