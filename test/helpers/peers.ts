@@ -227,6 +227,7 @@ try:
                 stage = 'starttls'
                 s.starttls(context=ctx())
                 s.ehlo()
+                out['ehlo_tls'] = s.esmtp_features
             if req.get('user'):
                 stage = 'auth'
                 s.login(req['user'], req['password'])
@@ -266,7 +267,9 @@ export interface PySend {
   code?: number;
   text?: string;
   stage?: string;
+  /** EHLO keywords (lower-case) before STARTTLS, and after it when `starttls` was asked. */
   ehlo?: Record<string, string>;
+  ehlo_tls?: Record<string, string>;
   refused?: Record<string, [number, string]>;
 }
 export interface PyRetr {

@@ -6,7 +6,7 @@
  *     tcp-environ(5) contract for any wrapper);
  *   - relay policy: an outside recipient from an untrusted peer without AUTH is refused with 554
  *     and nothing is queued; from a trusted `network` it is queued (envelope checked); with AUTH
- *     from anywhere it is queued; a wrong password gets 535;
+ *     from anywhere it is queued; AUTH is not offered before STARTTLS; a wrong password gets 535;
  *   - pop3d: fetchmail over STLS (sslcertck), python3 poplib over STLS with DELE, then the mailbox
  *     is empty on disk and in STAT; curl pop3:// with a wrong password is refused.
  * Every message is counted: each lands exactly once in bob's Maildir or in the queue.
@@ -94,7 +94,7 @@ test('swaks: STARTTLS with a verified certificate, AUTH LOGIN, PIPELINING', asyn
 test('tcpserver: TCPREMOTEIP (client bound to 127.0.0.2) reaches the Received header', async () => {
   const r = await pySend({ port: smtp, source: '127.0.0.2', from: 'carol@elsewhere.net', to: ['bob@example.org'], data: message('carol@elsewhere.net', 'bob@example.org', 'from 127.0.0.2') });
   assert.equal(r.ok, true, JSON.stringify(r));
-  assert.match(received('from 127.0.0.2'), /\[127\.0\.0\.2\]/);
+  assert.match(received('from 127.0.0.2'), /\b127\.0\.0\.2\b/);
 });
 
 test('TCPREMOTEIP from the environment alone (swaks --pipe, as any tcp-environ wrapper)', async () => {
@@ -102,7 +102,7 @@ test('TCPREMOTEIP from the environment alone (swaks --pipe, as any tcp-environ w
     env: { TCPREMOTEIP: '192.0.2.7', TCPREMOTEPORT: '40000', TCPLOCALIP: '127.0.0.1' },
   });
   assert.equal(r.code, 0, r.stdout + r.stderr);
-  assert.match(received('via pipe'), /\[192\.0\.2\.7\]/);
+  assert.match(received('via pipe'), /\b192\.0\.2\.7\b/);
 });
 
 test('relay from an untrusted peer without AUTH is refused with 554, nothing queued', async () => {
@@ -126,8 +126,11 @@ test('relay from a trusted network (127.0.0.2/32) is queued with its envelope', 
   assert.match(readFileSync(added[0], 'latin1').slice(env.bodyOffset), /Subject: trusted relay\r\n/);
 });
 
-test('relay with AUTH from an untrusted peer is queued; a wrong password gets 535', async () => {
-  const bad = await pySend({ port: smtp, user: 'alice@example.org', password: 'wrong', from: 'alice@example.org', to: ['friend@elsewhere.net'], data: message('alice@example.org', 'friend@elsewhere.net', 'bad auth') });
+test('AUTH: not offered in plaintext to an untrusted peer; with TLS a wrong password gets 535 and AUTH relays', async () => {
+  const plain = await pySend({ port: smtp, user: 'alice@example.org', password: 'alicepw', from: 'alice@example.org', to: ['friend@elsewhere.net'], data: message('alice@example.org', 'friend@elsewhere.net', 'plain auth') });
+  assert.equal(plain.ok, false, JSON.stringify(plain));
+  assert.ok(plain.ehlo && !('auth' in plain.ehlo), `no AUTH before STARTTLS: ${JSON.stringify(plain.ehlo)}`);
+  const bad = await pySend({ port: smtp, starttls: true, cafile: cert.cert, user: 'alice@example.org', password: 'wrong', from: 'alice@example.org', to: ['friend@elsewhere.net'], data: message('alice@example.org', 'friend@elsewhere.net', 'bad auth') });
   assert.equal(bad.ok, false);
   assert.equal(bad.code, 535, JSON.stringify(bad));
   const before = queueFiles();

@@ -3,7 +3,7 @@
  * clients: for tcpserver, openbsd-inetd, systemd-socket-activate --inetd -a (Accept=yes,
  * StandardInput=socket), -a (fd 3, LISTEN_FDS=1) and without -a (Accept=no, one long-lived
  * process), plus the daemons' own --listen:
- *   python3 smtplib sends (EHLO, AUTH PLAIN as alice) to bob; curl smtp:// sends over STARTTLS
+ *   python3 smtplib sends (EHLO, STARTTLS, AUTH PLAIN as alice) to bob; curl smtp:// sends over STARTTLS
  *   (--ssl-reqd, verified against the test certificate); python3 poplib reads both back (UIDL,
  *   RETR); curl pop3:// lists and retrieves over STLS; fetchmail fetches both as a POP3 client.
  * Each super-server gets its own post office, so every count below is exact: each message is in
@@ -68,11 +68,12 @@ for (const kind of KINDS) {
       if (po) rmSync(po.dir, { recursive: true, force: true });
     });
 
-    test('python3 smtplib: EHLO, AUTH PLAIN, one message to bob', async () => {
-      const r = await pySend({ port: smtp, user: 'alice@example.org', password: 'alicepw', from: 'alice@example.org', to: ['bob@example.org'], data: message('alice@example.org', 'bob@example.org', subjects[0]) });
+    test('python3 smtplib: EHLO, STARTTLS, AUTH PLAIN, one message to bob', async () => {
+      const r = await pySend({ port: smtp, starttls: true, cafile: cert.cert, user: 'alice@example.org', password: 'alicepw', from: 'alice@example.org', to: ['bob@example.org'], data: message('alice@example.org', 'bob@example.org', subjects[0]) });
       assert.equal(r.ok, true, JSON.stringify(r));
       assert.deepEqual(r.refused, {});
-      assert.ok(r.ehlo && 'auth' in r.ehlo && 'starttls' in r.ehlo, `EHLO offers AUTH and STARTTLS: ${JSON.stringify(r.ehlo)}`);
+      assert.ok(r.ehlo && 'starttls' in r.ehlo, `EHLO offers STARTTLS: ${JSON.stringify(r.ehlo)}`);
+      assert.ok(r.ehlo_tls && 'auth' in r.ehlo_tls && !('starttls' in r.ehlo_tls), `EHLO inside TLS offers AUTH, not STARTTLS: ${JSON.stringify(r.ehlo_tls)}`);
       const got = bobsMail(po).filter((m) => m.includes(`Subject: ${subjects[0]}\r\n`));
       assert.equal(got.length, 1, 'delivered exactly once, in wire form (CRLF)');
       assert.match(got[0], /^Received: /m);
