@@ -1,0 +1,319 @@
+/**
+ * dial — brings a link up on demand, runs the sync commands within a budget, takes the link down
+ * (dial(8)).
+ *
+ *   dial [-c FILE] [--link NAME | --auto] [--budget-seconds N] [--budget-bytes N] [--dry-run]
+ *        [-- COMMAND [ARG...] [-- COMMAND [ARG...]]...]
+ *   dial [-c FILE] --status [--json]
+ *
+ * One cycle: take the lock <spool>/run/dial (one dial at a time), pick the links that may be used
+ * now (select.ts), bring the first one up (links.ts), falling back to the next when that fails,
+ * run the commands (default: fetch -c FILE, then queue-run -c FILE, the sibling bundles in dist/)
+ * with the budget environment (sync.ts), take the link down on every path (normal end, failure,
+ * budget spent, carrier lost, SIGTERM/SIGINT), write <spool>/run/dial.status and send the
+ * postmaster reports that are due (status.ts), print one summary line.
+ *
+ * Exit status (sysexits): 0 the cycle ran and every command exited 0; 75 work left (a command
+ * exited 75, reported messages left, or was not started/killed for the budget), a command failed,
+ * the link was lost, every link failed to come up, another dial holds the lock, or SIGTERM;
+ * 130 SIGINT; 69 no link may be used now (all outside their hours); 64 usage; 78 mail.cfg invalid
+ * or it has no link (66 when it cannot be read).
+ *
+ * Environment: OUTPOST_DIAL_BACKOFF (seconds between dial rounds, "5,10"), OUTPOST_DIAL_GUARD
+ * (hang-up guard time, 1 s), OUTPOST_DIAL_GRACE (seconds a command may overrun its budget, 10).
+ */
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { Command, CommanderError } from 'commander';
+import { runMain } from '../lib/cli';
+import { OutpostError } from '../lib/errors';
+import { EX_CONFIG, EX_OK, EX_TEMPFAIL, EX_UNAVAILABLE, EX_USAGE } from '../lib/exits';
+import { acquireLock } from '../lib/lock';
+import { log, setupLog } from '../lib/log';
+import { Config, Link, configPath, loadConfig, logTarget, spoolPaths } from '../mail/config';
+import { bringUp, LinkSession } from './links';
+import { chooseLinks, sessionBudget, sessionCost } from './select';
+import { CycleResult, DialStatus, formatBytes, formatStatus, queueInfo, readStatus, sendReports, writeStatus } from './status';
+import { budgetEnv, runSync, SyncResult } from './sync';
+
+interface Opts {
+  config?: string;
+  link?: string;
+  auto?: boolean;
+  budgetSeconds?: number;
+  budgetBytes?: number;
+  dryRun?: boolean;
+  status?: boolean;
+  json?: boolean;
+}
+
+const usage = (m: string) => new OutpostError(`${m}; fix: see "dial --help" or dial(8)`, { exit: EX_USAGE, code: 'EUSAGE' });
+
+function nonNegative(flag: string) {
+  return (v: string) => {
+    const x = Number(v);
+    if (!/^\d+(\.\d+)?$/.test(v) || !Number.isFinite(x)) throw usage(`${flag} ${v} is not a non-negative number`);
+    return x;
+  };
+}
+
+/** Splits the operands after `--` into commands at each further `--`. */
+export function splitCommands(operands: string[]): string[][] {
+  const out: string[][] = [[]];
+  for (const a of operands) {
+    if (a === '--') out.push([]);
+    else out[out.length - 1].push(a);
+  }
+  return out.filter((c) => c.length > 0);
+}
+
+/** The default commands: the sibling fetch and queue-run bundles, with -c FILE. */
+function defaultCommands(cfgPath: string): string[][] {
+  return [
+    [process.execPath, join(__dirname, 'fetch.js'), '-c', cfgPath],
+    [process.execPath, join(__dirname, 'queue-run.js'), '-c', cfgPath],
+  ];
+}
+
+function describeBudget(b: { seconds: number; bytes: number }): string {
+  return `${b.seconds ? `${b.seconds} s` : 'no time limit'}, ${b.bytes ? `${b.bytes} bytes` : 'no byte limit'}`;
+}
+
+/** --dry-run: what would happen, touching nothing. */
+function dryRun(cfg: Config, order: Link[], reasons: string[], commands: string[][], flags: { seconds?: number; bytes?: number }): number {
+  const out: string[] = [];
+  out.push(order.length ? `dial: would try ${order.map((l) => l.name).join(', then ')}` : 'dial: no link may be used now');
+  for (const r of reasons) out.push(`  ${r}`);
+  for (const l of order) {
+    const b = sessionBudget(l, flags);
+    out.push(`budget via ${l.name}: ${describeBudget(b)} (link ${describeBudget({ seconds: l.budgetSeconds, bytes: l.budgetBytes })})`);
+    if (l.kind === 'modem') out.push(`  modem ${l.device} at ${l.speed}, numbers ${l.numbers.join(', ')}, init ${l.init.join(' ') || '(none)'}, dial timeout ${l.dialTimeout} s; ip_up ${l.ipUp ?? '(none)'}; check ${l.check ?? '(none)'}`);
+    if (l.kind === 'command') out.push(`  up ${l.up}; check ${l.check ?? '(none)'}; down ${l.down ?? '(none)'}`);
+  }
+  out.push('commands:');
+  for (const c of commands) out.push(`  ${c.join(' ')}`);
+  if (order.length) {
+    const l = order[0];
+    const b = sessionBudget(l, flags);
+    const env = budgetEnv({}, { link: l.name, cfgPath: cfg.path, reportPath: join(spoolPaths(cfg).run, 'dial.report'), secondsLeft: b.seconds || undefined, bytesLeft: b.bytes || undefined });
+    out.push(`environment (first command via ${l.name}):`);
+    for (const [k, v] of Object.entries(env)) out.push(`  ${k}=${v}`);
+  }
+  process.stdout.write(out.join('\n') + '\n');
+  return order.length ? EX_OK : EX_UNAVAILABLE;
+}
+
+/** Signals to dial: the first SIGTERM/SIGINT fires `stop`; the cycle then winds down. */
+function trapSignals(stop: AbortController): { signal: () => NodeJS.Signals | null; dispose: () => void } {
+  let got: NodeJS.Signals | null = null;
+  const on = (sig: NodeJS.Signals) => () => {
+    if (got) return;
+    got = sig;
+    log('warn', `${sig}: stopping the commands and taking the link down`);
+    stop.abort();
+  };
+  const term = on('SIGTERM');
+  const int = on('SIGINT');
+  const hup = on('SIGHUP');
+  process.on('SIGTERM', term);
+  process.on('SIGINT', int);
+  process.on('SIGHUP', hup);
+  return {
+    signal: () => got,
+    dispose: () => {
+      process.off('SIGTERM', term);
+      process.off('SIGINT', int);
+      process.off('SIGHUP', hup);
+    },
+  };
+}
+
+/** One cycle under the lock. Returns the exit status. */
+async function cycle(cfg: Config, order: Link[], commands: string[][], flags: { seconds?: number; bytes?: number }): Promise<number> {
+  const run = spoolPaths(cfg).run;
+  const stop = new AbortController();
+  const sig = trapSignals(stop);
+  const start = new Date();
+  const prev = readStatus(cfg);
+  let session: LinkSession | null = null;
+  let used: Link | null = null;
+  const errors: string[] = [];
+  let result: CycleResult = 'failed';
+  let reason = '';
+  let sync: SyncResult | null = null;
+  let held = 0;
+  const lost: { why: string | null } = { why: null };
+  try {
+    for (const link of order) {
+      if (stop.signal.aborted) break;
+      log('info', `bringing up ${link.name} (${link.kind})`, { link: link.name });
+      try {
+        session = await bringUp(link, stop.signal);
+        used = link;
+        log('info', `link ${link.name} up: ${session.detail}`, { link: link.name });
+        break;
+      } catch (err) {
+        const m = err instanceof OutpostError ? err.message : String(err);
+        errors.push(m);
+        log('warn', `cannot bring up ${link.name}: ${m}`, { link: link.name });
+      }
+    }
+    if (session && used) {
+      const upAt = Date.now();
+      const lostCtl = new AbortController();
+      const onStop = () => lostCtl.abort();
+      stop.signal.addEventListener('abort', onStop);
+      session.onLost((why) => {
+        lost.why = why;
+        log('warn', `link ${used!.name} lost: ${why}`, { link: used!.name });
+        lostCtl.abort();
+      });
+      try {
+        sync = await runSync(commands, {
+          link: used.name,
+          cfgPath: cfg.path,
+          budget: sessionBudget(used, flags),
+          startedAt: upAt,
+          reportPath: join(run, `dial.report.${process.pid}`),
+          stop: lostCtl.signal,
+          grace: graceSeconds(),
+        });
+      } finally {
+        stop.signal.removeEventListener('abort', onStop);
+        await session.down();
+        held = (Date.now() - upAt) / 1000;
+        log('info', `link ${used.name} down after ${held.toFixed(1)} s`, { link: used.name });
+      }
+    }
+  } finally {
+    sig.dispose();
+  }
+
+  let exit: number = EX_TEMPFAIL;
+  const signal = sig.signal();
+  if (!used) {
+    reason = signal ? `interrupted by ${signal} while bringing the link up` : `every link failed: ${errors.join('; ') || 'none tried'}`;
+  } else if (lost.why) {
+    reason = `link lost during the sync: ${lost.why}`;
+  } else if (signal) {
+    result = 'partial';
+    reason = `stopped by ${signal}`;
+  } else if (sync) {
+    const failedCmd = sync.exits.findIndex((c) => c !== 0 && c !== EX_TEMPFAIL);
+    if (failedCmd >= 0) reason = `${commands[failedCmd][0] === process.execPath ? commands[failedCmd][1] : commands[failedCmd][0]} exited ${sync.exits[failedCmd] ?? 'on a signal'}`;
+    else if (sync.exits.some((c) => c === EX_TEMPFAIL) || sync.left > 0 || sync.skipped > 0 || sync.overran) {
+      result = 'partial';
+      reason = sync.overran ? 'a command overran the budget and was stopped' : 'work left over budget';
+    } else {
+      result = 'ok';
+      reason = 'all done';
+      exit = EX_OK;
+    }
+  }
+  if (signal === 'SIGINT') exit = 130;
+
+  const bytes = sync?.bytes ?? 0;
+  const status: DialStatus = {
+    version: 1,
+    start: start.toISOString(),
+    end: new Date().toISOString(),
+    link: used?.name ?? null,
+    result,
+    reason,
+    exit,
+    seconds: Math.round(held * 10) / 10,
+    bytes,
+    cost: used ? sessionCost(used, held, bytes) : 0,
+    messages_in: sync?.messagesIn ?? 0,
+    messages_out: sync?.messagesOut ?? 0,
+    left: sync?.left ?? 0,
+    left_bytes: sync?.leftBytes ?? 0,
+    queue: queueInfo(cfg),
+    failures: result === 'failed' ? (prev?.failures ?? 0) + 1 : result === 'ok' ? 0 : (prev?.failures ?? 0),
+    reported: prev?.reported ?? { failures: false, queue_age: false },
+  };
+  await sendReports(cfg, status, new Date());
+  writeStatus(cfg, status);
+
+  const summary = used
+    ? `dial: ${used.name} ${session?.detail ?? ''}, ${status.messages_in} in, ${status.messages_out} out, ${bytes} bytes, link held ${status.seconds.toFixed(1)} s, cost ${status.cost}` +
+      (status.left ? `; ${status.left} left (${formatBytes(status.left_bytes)}) over budget` : '') +
+      (result === 'ok' ? '' : `; ${result}: ${reason}`)
+    : `dial: ${reason}`;
+  process.stdout.write(summary + '\n');
+  log(result === 'ok' ? 'info' : 'warn', summary, { exit });
+  return exit;
+}
+
+function graceSeconds(): number {
+  const v = Number(process.env.OUTPOST_DIAL_GRACE);
+  return process.env.OUTPOST_DIAL_GRACE && Number.isFinite(v) && v >= 0 ? v : 10;
+}
+
+runMain('dial', async () => {
+  setupLog('dial', 'none');
+  const program = new Command('dial')
+    .description('bring a link up on demand, sync within a budget, hang up (see dial(8))')
+    .usage('[-c FILE] [--link NAME | --auto] [--budget-seconds N] [--budget-bytes N] [--dry-run] [-- COMMAND...]\n       dial [-c FILE] --status [--json]')
+    .option('-c, --config <file>', 'the mail.cfg to use (default: $OUTPOST_CONFIG, else /etc/outpost/mail.cfg)')
+    .option('--link <name>', 'use this link only')
+    .option('--auto', 'choose among the links by hours, priority and cost (the default)')
+    .option('--budget-seconds <n>', 'hold the link at most this many seconds (with the link\'s own budget: the smaller)', nonNegative('--budget-seconds'))
+    .option('--budget-bytes <n>', 'move at most this many bytes (with the link\'s own budget: the smaller)', nonNegative('--budget-bytes'))
+    .option('--dry-run', 'print the link that would be chosen and why, the commands and their environment; touch nothing')
+    .option('--status', 'show the last cycle and the queue, without the link')
+    .option('--json', 'with --status: print JSON')
+    .argument('[command...]', 'after --: the command(s) to run instead of fetch and queue-run; separate several with --')
+    .exitOverride()
+    .configureOutput({ outputError: (text, write) => write(`dial: ${text.replace(/^error: /, '').trimEnd()}; fix: see "dial --help"\n`) });
+  try {
+    program.parse(process.argv);
+  } catch (err) {
+    if (err instanceof CommanderError) return err.code === 'commander.helpDisplayed' || err.code === 'commander.version' ? EX_OK : EX_USAGE;
+    throw err;
+  }
+  const o = program.opts<Opts>();
+  const operands = program.args;
+  if (o.link && o.auto) throw usage('--link and --auto exclude each other');
+  if (o.json && !o.status) throw usage('--json goes with --status');
+  if (o.status && (o.link || o.auto || o.dryRun || operands.length || o.budgetSeconds !== undefined || o.budgetBytes !== undefined)) throw usage('--status takes only -c and --json');
+  const cfgPath = configPath(o.config);
+  const cfg = loadConfig(cfgPath);
+  setupLog('dial', logTarget(cfg));
+
+  if (o.status) {
+    const s = readStatus(cfg);
+    const q = queueInfo(cfg);
+    if (o.json) process.stdout.write(JSON.stringify({ last: s, queue: q, now: new Date().toISOString() }, null, 1) + '\n');
+    else process.stdout.write(formatStatus(s, q, new Date()) + '\n');
+    return EX_OK;
+  }
+
+  if (cfg.links.length === 0) {
+    throw new OutpostError(`${cfgPath}: no link is defined; fix: add one, e.g. "mailcfg link add lan kind=always" (mail.cfg(5), link)`, { exit: EX_CONFIG, code: 'ECONFIG' });
+  }
+  if (o.link && !cfg.links.some((l) => l.name === o.link)) {
+    throw usage(`no link named "${o.link}" in ${cfgPath} (links: ${cfg.links.map((l) => l.name).join(', ')})`);
+  }
+  const commands = operands.length ? splitCommands(operands) : defaultCommands(cfgPath);
+  if (commands.length === 0) throw usage('no command after --');
+  const flags = { seconds: o.budgetSeconds, bytes: o.budgetBytes };
+  const now = new Date();
+  const { order, reasons } = chooseLinks(cfg.links, now, o.link);
+  if (o.dryRun) return dryRun(cfg, order, reasons, commands, flags);
+
+  if (order.length === 0) {
+    const msg = `no link may be used now: ${reasons.join('; ')}`;
+    log('warn', msg);
+    process.stdout.write(`dial: ${msg}\n`);
+    return EX_UNAVAILABLE;
+  }
+  const run = spoolPaths(cfg).run;
+  mkdirSync(run, { recursive: true });
+  const release = await acquireLock(join(run, 'dial'), 0, 'dial (another dial cycle is running)');
+  try {
+    return await cycle(cfg, order, commands, flags);
+  } finally {
+    await release().catch(() => undefined);
+  }
+});

@@ -1,0 +1,73 @@
+/**
+ * select — which links may be used now, in which order, and with what budget. Pure: no I/O.
+ *
+ * Rules (dial(8), SELECTION):
+ *   1. A link is available when the local time of day lies in one of its `hours` windows
+ *      ([start, end) in minutes since midnight; end < start wraps past midnight; start = end is the
+ *      whole day; no hours= means always).
+ *   2. Available links are tried by priority (lower number first), then by cost (cost_per_minute,
+ *      then cost_per_mb; cheaper first), then in mail.cfg order.
+ *   3. The session budget is the smaller of the link's budget and the command-line flag for each
+ *      of seconds and bytes; 0 means "no limit" on either side.
+ */
+import type { Link } from '../mail/config';
+
+/** Minutes since local midnight of `now`. */
+export function minuteOfDay(now: Date): number {
+  return now.getHours() * 60 + now.getMinutes();
+}
+
+/** True when minute-of-day `m` lies in one of `hours` (see rule 1). */
+export function inHours(hours: Array<[number, number]>, m: number): boolean {
+  if (hours.length === 0) return true;
+  return hours.some(([a, b]) => (a === b ? true : a < b ? m >= a && m < b : m >= a || m < b));
+}
+
+/** Formats hours windows as HH:MM-HH:MM[,…] ("any time" when none). */
+export function formatHours(hours: Array<[number, number]>): string {
+  if (!hours.length) return 'any time';
+  const f = (m: number) => `${String(Math.floor(m / 60)).padStart(2, '0')}:${String(m % 60).padStart(2, '0')}`;
+  return hours.map(([a, b]) => `${f(a)}-${f(b)}`).join(',');
+}
+
+export interface Choice {
+  /** Links to try, in order. */
+  order: Link[];
+  /** One line per link configured (or the one named): why it is in or out. */
+  reasons: string[];
+}
+
+/**
+ * Orders the links that may be used at `now`.
+ * @param only a link name (--link): only that one is considered
+ */
+export function chooseLinks(links: Link[], now: Date, only?: string): Choice {
+  const m = minuteOfDay(now);
+  const considered = only ? links.filter((l) => l.name === only) : links;
+  const ok: Link[] = [];
+  const out: string[] = [];
+  for (const l of considered) {
+    if (inHours(l.hours, m)) ok.push(l);
+    else out.push(`${l.name}: not now (hours ${formatHours(l.hours)})`);
+  }
+  ok.sort((a, b) => a.priority - b.priority || a.costPerMinute - b.costPerMinute || a.costPerMb - b.costPerMb || a.line - b.line);
+  const tried = ok.map((l, i) => `${l.name}: try ${i + 1} — available (hours ${formatHours(l.hours)}), priority ${l.priority}, cost ${l.costPerMinute}/min ${l.costPerMb}/MB`);
+  return { order: ok, reasons: [...tried, ...out] };
+}
+
+/** The smaller of two limits where 0 means none. */
+export function minLimit(a: number, b: number | undefined): number {
+  if (b === undefined || b === 0) return a;
+  if (a === 0) return b;
+  return Math.min(a, b);
+}
+
+/** The session budget for `link` given the flags (seconds, bytes; 0 = no limit). */
+export function sessionBudget(link: Link, flags: { seconds?: number; bytes?: number }): { seconds: number; bytes: number } {
+  return { seconds: minLimit(link.budgetSeconds, flags.seconds), bytes: minLimit(link.budgetBytes, flags.bytes) };
+}
+
+/** Cost of a session: minutes × cost_per_minute + MB (2^20 bytes) × cost_per_mb. */
+export function sessionCost(link: Link, seconds: number, bytes: number): number {
+  return Math.round(((seconds / 60) * link.costPerMinute + (bytes / 1048576) * link.costPerMb) * 10000) / 10000;
+}

@@ -1,0 +1,172 @@
+/**
+ * sync — runs the sync commands while the link is up, within the session budget, and collects
+ * their report lines (the contract in dial(8), ENVIRONMENT, shared with fetch(1) and queue-run(8)).
+ *
+ * Each command runs in turn (argv, no shell; stdout and stderr inherited so their summary lines
+ * reach cron's mail or the journal) with:
+ *   OUTPOST_LINK            the link's name
+ *   OUTPOST_BUDGET_SECONDS  seconds left in the session (decimal), unset when there is no limit
+ *   OUTPOST_BUDGET_BYTES    bytes left (integer) after what earlier commands reported, unset when
+ *                           there is no limit
+ *   OUTPOST_REPORT          a file to which the command appends one JSON line when it ends
+ *   OUTPOST_CONFIG          the mail.cfg in use
+ * A command is not started when the budget is already spent. A command still running
+ * `grace` seconds after the seconds budget ran out is sent SIGTERM (it should have stopped itself
+ * between messages), and SIGKILL 5 s later. When the link is lost or dial is told to stop, the
+ * running command gets SIGTERM at once (then SIGKILL 5 s later) and no further command starts.
+ */
+import { spawn } from 'node:child_process';
+import { readFileSync, rmSync } from 'node:fs';
+import { log } from '../lib/log';
+
+/** One report line (fields as in budget.md; unknown fields ignored, missing ones 0). */
+export interface Report {
+  program: string;
+  link?: string;
+  seconds: number;
+  bytes_in: number;
+  bytes_out: number;
+  messages: number;
+  left: number;
+  left_bytes: number;
+  exit: number;
+}
+
+export interface SyncOptions {
+  link: string;
+  cfgPath: string;
+  /** Session budget: seconds and bytes, 0 = no limit. */
+  budget: { seconds: number; bytes: number };
+  /** When the session's clock started (ms since the epoch). */
+  startedAt: number;
+  /** Where commands append their report lines (removed afterwards). */
+  reportPath: string;
+  /** Fires when the link is lost or dial must stop: stops the running command. */
+  stop: AbortSignal;
+  /** Seconds a command may overrun the seconds budget before it is killed. */
+  grace: number;
+}
+
+export interface SyncResult {
+  reports: Report[];
+  /** Exit code of each command started (null: killed by a signal). */
+  exits: Array<number | null>;
+  /** Commands not started because the budget was spent or dial stopped. */
+  skipped: number;
+  /** True when a command was killed for overrunning its budget. */
+  overran: boolean;
+  bytes: number;
+  messagesIn: number;
+  messagesOut: number;
+  left: number;
+  leftBytes: number;
+}
+
+const n = (v: unknown) => (typeof v === 'number' && Number.isFinite(v) ? v : 0);
+
+/** Parses report lines; malformed ones are logged and skipped. */
+export function parseReports(text: string): Report[] {
+  const out: Report[] = [];
+  for (const line of text.split('\n')) {
+    if (!line.trim()) continue;
+    try {
+      const j = JSON.parse(line) as Record<string, unknown>;
+      out.push({
+        program: String(j.program ?? '?'),
+        link: typeof j.link === 'string' ? j.link : undefined,
+        seconds: n(j.seconds),
+        bytes_in: n(j.bytes_in),
+        bytes_out: n(j.bytes_out),
+        messages: n(j.messages),
+        left: n(j.left),
+        left_bytes: n(j.left_bytes),
+        exit: n(j.exit),
+      });
+    } catch {
+      log('warn', `malformed report line ignored: ${line.slice(0, 200)}`);
+    }
+  }
+  return out;
+}
+
+/** Environment for one command, given what is left of the budget. */
+export function budgetEnv(base: NodeJS.ProcessEnv, o: { link: string; cfgPath: string; reportPath: string; secondsLeft?: number; bytesLeft?: number }): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...base, OUTPOST_LINK: o.link, OUTPOST_REPORT: o.reportPath, OUTPOST_CONFIG: o.cfgPath };
+  delete env.OUTPOST_BUDGET_SECONDS;
+  delete env.OUTPOST_BUDGET_BYTES;
+  delete env.NODE_EXTRA_CA_CERTS;
+  if (o.secondsLeft !== undefined) env.OUTPOST_BUDGET_SECONDS = o.secondsLeft.toFixed(1);
+  if (o.bytesLeft !== undefined) env.OUTPOST_BUDGET_BYTES = String(Math.floor(o.bytesLeft));
+  return env;
+}
+
+/** Runs the commands in turn; see the header. Never throws for a command's failure. */
+export async function runSync(commands: string[][], o: SyncOptions): Promise<SyncResult> {
+  const r: SyncResult = { reports: [], exits: [], skipped: 0, overran: false, bytes: 0, messagesIn: 0, messagesOut: 0, left: 0, leftBytes: 0 };
+  rmSync(o.reportPath, { force: true });
+  for (let i = 0; i < commands.length; i++) {
+    const secondsLeft = o.budget.seconds ? o.budget.seconds - (Date.now() - o.startedAt) / 1000 : undefined;
+    const bytesLeft = o.budget.bytes ? o.budget.bytes - r.bytes : undefined;
+    if (o.stop.aborted || (secondsLeft !== undefined && secondsLeft <= 0) || (bytesLeft !== undefined && bytesLeft <= 0)) {
+      r.skipped = commands.length - i;
+      log('info', `${r.skipped} command(s) not started: ${o.stop.aborted ? 'stopped' : 'budget spent'}`, { link: o.link });
+      break;
+    }
+    const [cmd, ...args] = commands[i];
+    const env = budgetEnv(process.env, { link: o.link, cfgPath: o.cfgPath, reportPath: o.reportPath, secondsLeft, bytesLeft });
+    log('info', `running ${[cmd, ...args].join(' ')}`, { link: o.link, budget_seconds: env.OUTPOST_BUDGET_SECONDS, budget_bytes: env.OUTPOST_BUDGET_BYTES });
+    const code = await new Promise<number | null>((resolve) => {
+      const child = spawn(cmd, args, { env, stdio: ['ignore', 'inherit', 'inherit'] });
+      let killer: NodeJS.Timeout | null = null;
+      const term = (why: string) => {
+        if (child.exitCode !== null || child.signalCode !== null) return;
+        log('warn', `stopping ${cmd}: ${why}`, { link: o.link, pid: child.pid });
+        child.kill('SIGTERM');
+        killer = setTimeout(() => child.kill('SIGKILL'), 5000);
+      };
+      const onStop = () => term('link lost or dial stopped');
+      o.stop.addEventListener('abort', onStop);
+      const overrun =
+        secondsLeft !== undefined
+          ? setTimeout(() => {
+              r.overran = true;
+              term(`overran the seconds budget by ${o.grace} s`);
+            }, (secondsLeft + o.grace) * 1000)
+          : null;
+      let ended = false;
+      const end = (c: number | null) => {
+        if (ended) return;
+        ended = true;
+        if (overrun) clearTimeout(overrun);
+        if (killer) clearTimeout(killer);
+        o.stop.removeEventListener('abort', onStop);
+        resolve(c);
+      };
+      child.on('error', (err) => {
+        log('error', `cannot run ${cmd}: ${err.message}`, { link: o.link });
+        end(127);
+      });
+      child.on('close', (c) => end(c));
+    });
+    r.exits.push(code);
+    let text = '';
+    try {
+      text = readFileSync(o.reportPath, 'utf8');
+    } catch {
+      /* the command wrote no report */
+    }
+    const reps = parseReports(text);
+    const fresh = reps.slice(r.reports.length);
+    if (fresh.length === 0) log('warn', `${cmd} wrote no report line; its bytes are not counted`, { link: o.link, exit: code ?? 'signal' });
+    for (const rep of fresh) {
+      r.reports.push(rep);
+      r.bytes += rep.bytes_in + rep.bytes_out;
+      if (rep.program === 'queue-run') r.messagesOut += rep.messages;
+      else if (rep.program === 'fetch') r.messagesIn += rep.messages;
+      r.left += rep.left;
+      r.leftBytes += rep.left_bytes;
+    }
+  }
+  rmSync(o.reportPath, { force: true });
+  return r;
+}
