@@ -8,7 +8,7 @@
  *
  * Exit codes: 65 bad value or already exists, 67 no such account/relay, 64 usage; see common.ts.
  */
-import { statSync } from 'node:fs';
+import { accessSync, constants, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { formatLine, removeLine, replaceLine } from '../mail/cfgfile';
@@ -77,7 +77,7 @@ export function accountRows(cfg: Config) {
       sizeLimit: a.sizeLimit,
       envelope: a.envelope,
     };
-      });
+  });
 }
 
 function accountCommands(program: Command): void {
@@ -162,6 +162,7 @@ function accountCommands(program: Command): void {
 interface RelayOpts extends SecretOpts {
   user?: string;
   tls: string;
+  ca?: string;
 }
 
 /** The relay line for `match`, validated; asks for the password only when --user is given. */
@@ -171,8 +172,17 @@ async function relayLine(match: string, hostport: string, o: RelayOpts): Promise
   parsePort(m[2]);
   if (!['none', 'may', 'encrypt', 'verify'].includes(o.tls)) throw dataErr(`--tls ${o.tls} is not none, may, encrypt or verify`);
   if (!o.user && (o.passwordStdin || o.passwordFile)) throw usage('a password needs --user');
+  let ca: string | undefined;
+  if (o.ca !== undefined) {
+    ca = resolve(o.ca);
+    try {
+      accessSync(ca, constants.R_OK);
+    } catch (err) {
+      throw dataErr(`cannot read the CA file ${ca}: ${(err as Error).message}; fix: give a readable PEM file`);
+    }
+  }
   const secret = o.user ? await secretOpts(o, 'relay password') : {};
-  return formatLine('relay', [match, hostport], { user: o.user, ...secret, tls: o.tls });
+  return formatLine('relay', [match, hostport], { user: o.user, ...secret, tls: o.tls, ca });
 }
 
 function relayOptions(c: Command): Command {
@@ -180,7 +190,8 @@ function relayOptions(c: Command): Command {
     .option('--user <user>', 'SMTP AUTH login at the relay')
     .option('--password-stdin', 'read the password as one line from stdin')
     .option('--password-file <file>', 'read the password from FILE (mode 0600)')
-    .option('--tls <mode>', 'none, may, encrypt or verify', 'may');
+    .option('--tls <mode>', 'none, may, encrypt or verify', 'may')
+    .option('--ca <pemfile>', 'CA certificates trusted for --tls verify (besides the system ones)');
 }
 
 /** The relays as listed (list --json, show --json): passwords masked as ***. */
@@ -195,8 +206,9 @@ export function relayRows(cfg: Config) {
       password: e.opts.has('password') ? '***' : null,
       passwordFile: e.opts.get('password_file')?.at(-1) ?? null,
       tls: r.tls,
+      ca: r.ca ?? null,
     };
-      });
+  });
 }
 
 function relayCommands(program: Command): void {
