@@ -68,7 +68,7 @@ test('smuggling sequences never end DATA', async () => {
 });
 
 test('bare LF normalised to CRLF; bare CR and 8-bit octets untouched; dot lines unstuffed', async () => {
-  const input = Buffer.concat([Buffer.from('A: 1\nB: 2\r\n\r\nx\ry\r\n\xe4\xf6\xfc\xff\x00\r\n..\r\n...x\n.\n'), Buffer.from('.\r\nz\r\n.\r\n')]);
+  const input = Buffer.concat([Buffer.from('A: 1\nB: 2\r\n\r\nx\ry\r\n\xe4\xf6\xfc\xff\x00\r\n..\r\n...x\n.\n', 'latin1'), Buffer.from('.\r\nz\r\n.\r\n')]);
   const r = await run(input, [], 0);
   assert.equal(r.result, 'ok');
   assert.equal(r.stored, 'A: 1\r\nB: 2\r\n\r\nx\ry\r\n\xe4\xf6\xfc\xff\x00\r\n.\r\n..x\r\n\r\n\r\nz\r\n');
