@@ -200,10 +200,14 @@ async function cycle(cfg: Config, order: Link[], commands: string[][], flags: { 
     reason = `stopped by ${signal}`;
   } else if (sync) {
     const failedCmd = sync.exits.findIndex((c) => c !== 0 && c !== EX_TEMPFAIL);
-    if (failedCmd >= 0) reason = `${commands[failedCmd][0] === process.execPath ? commands[failedCmd][1] : commands[failedCmd][0]} exited ${sync.exits[failedCmd] ?? 'on a signal'}`;
-    else if (sync.exits.some((c) => c === EX_TEMPFAIL) || sync.left > 0 || sync.skipped > 0 || sync.overran) {
+    if (sync.overran) {
       result = 'partial';
-      reason = sync.overran ? 'a command overran the budget and was stopped' : 'work left over budget';
+      reason = 'a command overran the seconds budget and was stopped';
+    } else if (failedCmd >= 0) {
+      reason = `${commands[failedCmd][0] === process.execPath ? commands[failedCmd][1] : commands[failedCmd][0]} exited ${sync.exits[failedCmd] ?? 'on a signal'}`;
+    } else if (sync.exits.some((c) => c === EX_TEMPFAIL) || sync.left > 0 || sync.skipped > 0) {
+      result = 'partial';
+      reason = 'work left over budget';
     } else {
       result = 'ok';
       reason = 'all done';
