@@ -1,13 +1,15 @@
 /**
  * links — bringing a link up and taking it down, per kind (dial(8), KINDS).
  *
- *   always   nothing to do; the budget still applies.
+ *   always   nothing to raise; `check` (if set) must succeed as below, else the link is not
+ *            usable now (so a dead LAN falls back to the next link); the budget still applies.
  *   command  run `up`, then `check` (if set) once a second until it succeeds or dial_timeout
  *            seconds pass; on the way down always run `down` (if set) — also when up or check
  *            failed, so a half-raised link is never left standing.
  *   modem    open the device, dial (serial.ts), start `ip_up` (pppd in real life; it may keep
- *            running for the whole session), run `check` as above; down: stop ip_up (SIGTERM) if
- *            still running, hang up (DTR drop, +++, ATH) and close the device.
+ *            running for the whole session; it runs in its own process group), run `check` as
+ *            above; down: stop ip_up (SIGTERM to its process group, SIGKILL 3 s later) if still
+ *            running, run `down` (if set), hang up (DTR drop, +++, ATH) and close the device.
  *
  * Link commands run with `sh -c`, with OUTPOST_LINK (and OUTPOST_DEVICE for a modem) in their
  * environment, stdout and stderr going to the log line by line, and a timeout (dial_timeout; the
@@ -78,7 +80,7 @@ export function runShell(command: string, link: Link, what: string, timeoutSec: 
   });
 }
 
-/** Runs `check` once a second until it exits 0, or fails after `timeoutSec` seconds. */
+/** Runs `check` once a second until it exits 0, or fails after dial_timeout seconds. */
 async function waitCheck(link: Link, abort: AbortSignal): Promise<void> {
   if (!link.check) return;
   const deadline = Date.now() + link.dialTimeout * 1000;
@@ -105,7 +107,10 @@ async function runDown(link: Link): Promise<void> {
  *   (abort fired); whatever had been raised is taken down before it throws.
  */
 export async function bringUp(link: Link, abort: AbortSignal): Promise<LinkSession> {
-  if (link.kind === 'always') return { detail: 'always up', onLost: () => undefined, down: async () => undefined };
+  if (link.kind === 'always') {
+    await waitCheck(link, abort);
+    return { detail: 'always up', onLost: () => undefined, down: async () => undefined };
+  }
   if (link.kind === 'command') {
     try {
       const r = await runShell(link.up!, link, 'up', link.dialTimeout);

@@ -116,6 +116,14 @@ test('command link: up, check, down around the sync; down also when up fails; --
   assert.match(log, /cannot bring up bad: link bad: up command failed \(exit 3\)/);
 });
 
+test('always link whose check fails is skipped for the next one', async () => {
+  const { po } = await office('link lan kind=always priority=1 check="false" dial_timeout=1\nlink backup kind=always priority=2 check="true"\n');
+  const r = await runDial(['-c', po.cfgPath, '--', 'sh', '-c', `echo $OUTPOST_LINK > ${po.dir}/which`]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(readFileSync(join(po.dir, 'which'), 'utf8'), 'backup\n');
+  assert.match(readFileSync(join(po.dir, 'outpost.log'), 'utf8'), /link lan: check did not succeed within 1 s/);
+});
+
 test('every link fails: exit 75, failures counted, postmaster told once', async () => {
   const { po } = await office('dial_failure_report 2\nlink a kind=command up="exit 1"\nlink b kind=command up="false" check="true"\n', true);
   const pm = join(po.spool, 'mail', 'example.org', 'postmaster');
