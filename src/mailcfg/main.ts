@@ -41,7 +41,8 @@ runMain('mailcfg', async () => {
   try {
     await program.parseAsync(process.argv);
   } catch (err) {
-    if (err instanceof CommanderError) return err.code === 'commander.helpDisplayed' || err.code === 'commander.version' ? EX_OK : EX_USAGE;
+    // Help asked for exits 0 (commander says exitCode 0); help shown for a missing command, 64.
+    if (err instanceof CommanderError) return err.exitCode === 0 ? EX_OK : EX_USAGE;
     throw err;
   }
   return EX_OK;

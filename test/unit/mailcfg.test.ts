@@ -56,6 +56,10 @@ test('exit codes: missing config 66, usage 64, bad data 65, unknown 67', async (
   assert.match(missing.stderr, /does not exist; fix: .*mailcfg -c \S+ init/);
   const { cfg } = await fresh();
   assert.equal((await mc(cfg, ['user', 'frobnicate'])).code, 64);
+  assert.equal((await mc(cfg, ['user'])).code, 64, 'a family without its command');
+  assert.equal((await mc(cfg, ['user', 'list', '--bogus'])).code, 64);
+  assert.equal((await mc(cfg, ['help', 'user'])).code, 0);
+  assert.equal((await mc(cfg, ['user', 'add', '--help'])).code, 0);
   assert.equal((await mc(cfg, ['init'])).code, 64);
   assert.equal((await mc(cfg, ['user', 'add', 'not-an-address', '--password-stdin'], 'pw\n')).code, 65);
   assert.equal((await mc(cfg, ['user', 'add', 'a@unknown.org', '--password-stdin'], 'pw\n')).code, 65);
