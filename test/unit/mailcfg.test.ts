@@ -5,13 +5,14 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseCfg } from '../../src/mail/cfgfile';
 import { loadConfig } from '../../src/mail/config';
 import { verifyPassword } from '../../src/mail/passwords';
-import { runProgram } from '../helpers/postoffice';
+import { dist, requireTool, runProgram } from '../helpers/postoffice';
 
 const tmp = () => mkdtempSync(join(tmpdir(), 'outpost-mailcfg-'));
 const mc = (cfg: string, args: string[], input = '', env: Record<string, string> = {}) => runProgram('mailcfg', ['-c', cfg, ...args], input, env);
@@ -338,4 +339,47 @@ test('10 parallel user add: all 10 land, the file is never torn', async () => {
   for (let i = 0; i < 10; i++) assert.ok(await verifyPassword(c.users.get(`u${i}@example.org`)!.hash, `pw${i}`));
   assert.ok(body.startsWith('# mail.cfg'), 'header comment intact');
   assert.equal((await mc(cfg, ['check'])).stderr.includes('problem'), false);
+});
+
+/** Runs mailcfg on a pseudo-terminal (script(1)), answering each prompt as it appears. */
+function onTty(args: string[], answers: string[]): Promise<{ out: string; code: number | null }> {
+  const cmd = [process.execPath, dist('mailcfg'), ...args].map((a) => `'${a.replace(/'/g, "'\\''")}'`).join(' ');
+  const env = { ...process.env };
+  delete env.NODE_EXTRA_CA_CERTS;
+  const child = spawn(requireTool('script'), ['-qec', cmd, '/dev/null'], { env, stdio: ['pipe', 'pipe', 'pipe'] });
+  let out = '';
+  let asked = 0;
+  child.stdout.on('data', (d: Buffer) => {
+    out += d.toString();
+    const prompts = (out.match(/password: /g) ?? []).length;
+    while (asked < prompts && asked < answers.length) child.stdin.write(answers[asked++] + '\r');
+  });
+  return new Promise((res) => child.on('close', (code) => res({ out, code })));
+}
+
+test('on a terminal the password is asked twice without echo', { timeout: 60_000 }, async () => {
+  const { cfg } = await fresh();
+  const ok = await onTty(['-c', cfg, 'user', 'add', 'tty@example.org'], ['tty-secret', 'tty-secret']);
+  assert.equal(ok.code, 0, ok.out);
+  assert.match(ok.out, /New password: [\s\S]*Retype password: /);
+  assert.ok(!ok.out.includes('tty-secret'), 'no echo');
+  assert.ok(await verifyPassword(loadConfig(cfg).users.get('tty@example.org')!.hash, 'tty-secret'));
+  const before = readFileSync(cfg, 'utf8');
+  const differ = await onTty(['-c', cfg, 'user', 'passwd', 'tty@example.org'], ['one', 'two']);
+  assert.equal(differ.code, 65, differ.out);
+  assert.equal(readFileSync(cfg, 'utf8'), before);
+});
+
+test('a held lock makes mailcfg give up with 75 and write nothing', async () => {
+  const { cfg } = await fresh();
+  const before = readFileSync(cfg, 'utf8');
+  mkdirSync(cfg + '.lock');
+  try {
+    const r = await mc(cfg, ['domain', 'add', 'late.example']);
+    assert.equal(r.code, 75, r.stderr);
+    assert.match(r.stderr, /locked/);
+  } finally {
+    rmdirSync(cfg + '.lock');
+  }
+  assert.equal(readFileSync(cfg, 'utf8'), before);
 });
