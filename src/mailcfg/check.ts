@@ -25,8 +25,6 @@ import { SPOOL_DIRS } from './init';
 import { linkRows } from './links';
 import { accountRows, relayRows } from './remote';
 
-type Action = (...args: any[]) => Promise<void>;
-
 /** Reads and builds mail.cfg without refusing anything (check and show judge for themselves). */
 function readRaw(path: string): { cfg: Config; mode: number } {
   requireFile(path);
@@ -126,7 +124,7 @@ export function register(program: Command): void {
   program
     .command('check')
     .description('check mail.cfg and the spool; print every problem with its line and fix (exit 78)')
-    .action((async (_o: unknown, cmd: Command) => {
+    .action(async (_o: unknown, cmd: Command) => {
       const path = cfgPathOf(cmd);
       const { cfg, mode } = readRaw(path);
       const all = [...cfg.diags, ...diskProblems(cfg, mode)].sort((a, b) => a.line - b.line);
@@ -143,15 +141,15 @@ export function register(program: Command): void {
         n(cfg.links.length, 'link'),
       ];
       process.stdout.write(`${path}: ${chalk.green('OK')}, ${counts.join(', ')}\n`);
-    }) as Action);
+    });
   program
     .command('show')
     .description('print the whole effective configuration, secrets masked as ***')
     .option('--json', 'as one JSON object')
-    .action((async (o: { json?: boolean }, cmd: Command) => {
+    .action(async (o: { json?: boolean }, cmd: Command) => {
       const { cfg } = readRaw(cfgPathOf(cmd));
       if (o.json) printJson(showJson(cfg));
       else process.stdout.write(showText(cfg));
       if (cfg.diags.length) process.stderr.write(`mailcfg: warning: ${cfg.path} has ${cfg.diags.length} problem(s); fix: run mailcfg check\n`);
-    }) as Action);
+    });
 }

@@ -14,8 +14,6 @@ import { formatLine, removeLine } from '../mail/cfgfile';
 import type { Config } from '../mail/config';
 import { addLine, cfgPathOf, collect, dataErr, editChecked, noSuch, printJson, printTable, readConfig } from './common';
 
-type Action = (...args: any[]) => Promise<void>;
-
 /** Command-line flag (camelCase as commander stores it) → mail.cfg option name, in line order. */
 const FLAGS: Array<[string, string]> = [
   ['kind', 'kind'],
@@ -58,7 +56,7 @@ export function register(program: Command): void {
     .option('--check <cmd>', 'command that exits 0 when the link works')
     .option('--up <cmd>', 'command: brings the link up')
     .option('--down <cmd>', 'command: takes the link down')
-    .action((async (name: string, o: Record<string, string | string[] | undefined>, cmd: Command) => {
+    .action(async (name: string, o: Record<string, string | string[] | undefined>, cmd: Command) => {
       if (!/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(name)) throw dataErr(`"${name}" is not a link name; fix: letters, digits, ".", "_", "-"`);
       const opts: Record<string, string | string[] | undefined> = {};
       for (const [flag, key] of FLAGS) opts[key] = o[flag];
@@ -70,22 +68,22 @@ export function register(program: Command): void {
         return addLine(text, 'link', line);
       });
       process.stdout.write(`added link ${name}\n`);
-    }) as Action);
+    });
   link
     .command('del <name>')
     .description('remove a link')
-    .action((async (name: string, _o: unknown, cmd: Command) => {
+    .action(async (name: string, _o: unknown, cmd: Command) => {
       await editChecked(cfgPathOf(cmd), (text, cfg) => {
         const e = text.entries.find((x) => x.keyword === 'link' && x.args[0] === name);
         if (!e) throw noSuch(`no link ${name} in ${cfg.path}; fix: mailcfg link list`);
         return removeLine(text, e.line);
       });
-    }) as Action);
+    });
   link
     .command('list')
     .description('list the links')
     .option('--json', 'as a JSON array')
-    .action((async (o: { json?: boolean }, cmd: Command) => {
+    .action(async (o: { json?: boolean }, cmd: Command) => {
       const cfg = readConfig(cfgPathOf(cmd));
       const rows = linkRows(cfg);
       if (o.json) printJson(rows);
@@ -93,7 +91,7 @@ export function register(program: Command): void {
         printTable(
           rows.map((l) => [l.name, l.kind, `priority=${l.priority}`, l.hours.length ? l.hours.join(',') : 'any time', `cost=${l.costPerMinute}/min,${l.costPerMb}/MB`, l.device ?? l.up ?? '']),
         );
-    }) as Action);
+    });
 }
 
 /** The links as listed (list --json, show --json), hours as HH:MM-HH:MM. */

@@ -19,8 +19,6 @@ import { ensureMaildir } from '../mail/maildir';
 import { hashPassword } from '../mail/passwords';
 import { addLine, cfgPathOf, dataErr, editChecked, findEntry, noSuch, printJson, printTable, readConfig, readPassword } from './common';
 
-type Action = (...args: any[]) => Promise<void>;
-
 /** Removes several directive lines at once (highest line first, so numbers stay right). */
 function removeLines(text: CfgText, lines: number[]): CfgText {
   return [...lines].sort((a, b) => b - a).reduce((t, n) => removeLine(t, n), text);
@@ -44,19 +42,19 @@ function domainCommands(program: Command): void {
   domain
     .command('add <name>')
     .description('add a local domain')
-    .action((async (name: string, _o: unknown, cmd: Command) => {
+    .action(async (name: string, _o: unknown, cmd: Command) => {
       const d = name.toLowerCase();
       if (!isDomain(d)) throw dataErr(`"${name}" is not a domain name; fix: e.g. example.org`);
       await editChecked(cfgPathOf(cmd), (text, cfg) => {
         if (cfg.domains.has(d)) throw dataErr(`domain ${d} already exists; fix: nothing to do (mailcfg domain del ${d} first to re-add it)`);
         return addLine(text, 'domain', formatLine('domain', [d]));
       });
-    }) as Action);
+    });
   domain
     .command('del <name>')
     .description('remove a local domain (refused while mailboxes or aliases use it)')
     .option('--force', 'also remove its mailboxes and aliases from mail.cfg (Maildirs stay on disk)')
-    .action((async (name: string, o: { force?: boolean }, cmd: Command) => {
+    .action(async (name: string, o: { force?: boolean }, cmd: Command) => {
       const d = name.toLowerCase();
       const kept: string[] = [];
       await editChecked(cfgPathOf(cmd), (text, cfg) => {
@@ -72,16 +70,16 @@ function domainCommands(program: Command): void {
         return removeLines(text, [e.line, ...users.map((u) => u.line), ...aliases.map((a) => a.line)]);
       });
       for (const m of kept) process.stdout.write(`kept the Maildir ${m}\n`);
-    }) as Action);
+    });
   domain
     .command('list')
     .description('list the local domains')
     .option('--json', 'as a JSON array')
-    .action((async (o: { json?: boolean }, cmd: Command) => {
+    .action(async (o: { json?: boolean }, cmd: Command) => {
       const cfg = readConfig(cfgPathOf(cmd));
       if (o.json) printJson([...cfg.domains]);
       else for (const d of cfg.domains) process.stdout.write(d + '\n');
-    }) as Action);
+    });
 }
 
 function userCommands(program: Command): void {
@@ -91,7 +89,7 @@ function userCommands(program: Command): void {
     .description('add a mailbox and create its Maildir; asks for the password twice on a terminal')
     .option('--password-stdin', 'read the password as one line from stdin')
     .option('--apop', 'also store the password as the APOP shared secret (retrievable; mail.cfg is 0600)')
-    .action((async (address: string, o: { passwordStdin?: boolean; apop?: boolean }, cmd: Command) => {
+    .action(async (address: string, o: { passwordStdin?: boolean; apop?: boolean }, cmd: Command) => {
       const path = cfgPathOf(cmd);
       const current = readConfig(path);
       const addr = localAddress(address, current);
@@ -108,13 +106,13 @@ function userCommands(program: Command): void {
         (next) => ensureMaildir(next.users.get(addr)!.maildir),
       );
       process.stdout.write(`added ${addr}, Maildir ${cfg.users.get(addr)!.maildir}\n`);
-    }) as Action);
+    });
   user
     .command('del <address>')
     .description('remove a mailbox from mail.cfg; its Maildir is kept unless --purge')
     .option('--keep-mail', 'keep the Maildir on disk (the default)')
     .option('--purge', 'also delete the Maildir and every message in it')
-    .action((async (address: string, o: { keepMail?: boolean; purge?: boolean }, cmd: Command) => {
+    .action(async (address: string, o: { keepMail?: boolean; purge?: boolean }, cmd: Command) => {
       const addr = normalizeAddress(address);
       if (o.purge && o.keepMail) throw dataErr('--purge and --keep-mail contradict each other; fix: pick one');
       let maildir = '';
@@ -133,12 +131,12 @@ function userCommands(program: Command): void {
         process.stdout.write(`removed ${addr} and deleted its Maildir ${maildir}\n`);
       } else process.stdout.write(`removed ${addr}; its mail is still in ${maildir} (delete it yourself, or use --purge)\n`);
       if (referers.length) process.stderr.write(`mailcfg: warning: alias ${referers.join(', ')} still point(s) at ${addr}; fix: mailcfg alias del ADDRESS, or re-add it\n`);
-    }) as Action);
+    });
   user
     .command('passwd <address>')
     .description("change a mailbox's password (and its APOP secret, if it has one)")
     .option('--password-stdin', 'read the password as one line from stdin')
-    .action((async (address: string, o: { passwordStdin?: boolean }, cmd: Command) => {
+    .action(async (address: string, o: { passwordStdin?: boolean }, cmd: Command) => {
       const path = cfgPathOf(cmd);
       const addr = normalizeAddress(address);
       if (!readConfig(path).users.has(addr)) throw noSuch(`no mailbox ${addr} in ${path}; fix: mailcfg user add ${addr}`);
@@ -153,17 +151,17 @@ function userCommands(program: Command): void {
         return replaceLine(text, u.line, formatLine('user', [e.args[0], hash], opts));
       });
       process.stdout.write(`changed the password of ${addr}\n`);
-    }) as Action);
+    });
   user
     .command('list')
     .description('list the mailboxes')
     .option('--json', 'as JSON: [{address, maildir, apop}]')
-    .action((async (o: { json?: boolean }, cmd: Command) => {
+    .action(async (o: { json?: boolean }, cmd: Command) => {
       const cfg = readConfig(cfgPathOf(cmd));
       const users = [...cfg.users.values()];
       if (o.json) printJson(users.map((u) => ({ address: u.address, maildir: u.maildir, apop: u.apop !== undefined })));
       else printTable(users.map((u) => [u.address, u.apop !== undefined ? 'apop' : '-', u.maildir]));
-    }) as Action);
+    });
 }
 
 function aliasCommands(program: Command): void {
@@ -171,7 +169,7 @@ function aliasCommands(program: Command): void {
   alias
     .command('add <address> <target...>')
     .description('send mail for ADDRESS (or any unknown address of @DOMAIN) to TARGETs: local mailboxes or outside addresses')
-    .action((async (address: string, targets: string[], _o: unknown, cmd: Command) => {
+    .action(async (address: string, targets: string[], _o: unknown, cmd: Command) => {
       const a = normalizeAddress(address);
       const catchAll = a.startsWith('@');
       if (catchAll ? !isDomain(a.slice(1)) : !isPlainAddress(a)) throw dataErr(`"${address}" is not an address or @domain; fix: e.g. postmaster@example.org or @example.org`);
@@ -185,28 +183,28 @@ function aliasCommands(program: Command): void {
         if (missing) throw dataErr(`target ${missing} is in a local domain but is not a mailbox or alias; fix: mailcfg user add ${missing} first`);
         return addLine(text, 'alias', formatLine('alias', [a, ...t]));
       });
-    }) as Action);
+    });
   alias
     .command('del <address>')
     .description('remove an alias')
-    .action((async (address: string, _o: unknown, cmd: Command) => {
+    .action(async (address: string, _o: unknown, cmd: Command) => {
       const a = normalizeAddress(address);
       await editChecked(cfgPathOf(cmd), (text, cfg) => {
         const e = findEntry(text, 'alias', a);
         if (!e) throw noSuch(`no alias ${a} in ${cfg.path}; fix: mailcfg alias list`);
         return removeLine(text, e.line);
       });
-    }) as Action);
+    });
   alias
     .command('list')
     .description('list the aliases')
     .option('--json', 'as JSON: [{address, targets}]')
-    .action((async (o: { json?: boolean }, cmd: Command) => {
+    .action(async (o: { json?: boolean }, cmd: Command) => {
       const cfg = readConfig(cfgPathOf(cmd));
       const rows = [...cfg.aliases].map(([address, targets]) => ({ address, targets }));
       if (o.json) printJson(rows);
       else printTable(rows.map((r) => [r.address, r.targets.join(' ')]));
-    }) as Action);
+    });
 }
 
 function networkCommands(program: Command): void {
@@ -219,32 +217,32 @@ function networkCommands(program: Command): void {
   network
     .command('add <cidr>')
     .description('trust a network (CIDR, or a single address)')
-    .action((async (cidr: string, _o: unknown, cmd: Command) => {
+    .action(async (cidr: string, _o: unknown, cmd: Command) => {
       const n = norm(cidr);
       await editChecked(cfgPathOf(cmd), (text) => {
         if (findEntry(text, 'network', n)) throw dataErr(`network ${n} already exists; fix: nothing to do`);
         return addLine(text, 'network', formatLine('network', [n]));
       });
-    }) as Action);
+    });
   network
     .command('del <cidr>')
     .description('stop trusting a network')
-    .action((async (cidr: string, _o: unknown, cmd: Command) => {
+    .action(async (cidr: string, _o: unknown, cmd: Command) => {
       await editChecked(cfgPathOf(cmd), (text, cfg) => {
         const e = findEntry(text, 'network', cidr);
         if (!e) throw noSuch(`no network ${cidr} in ${cfg.path}; fix: mailcfg network list`);
         return removeLine(text, e.line);
       });
-    }) as Action);
+    });
   network
     .command('list')
     .description('list the trusted networks')
     .option('--json', 'as a JSON array of strings')
-    .action((async (o: { json?: boolean }, cmd: Command) => {
+    .action(async (o: { json?: boolean }, cmd: Command) => {
       const nets = readConfig(cfgPathOf(cmd)).networks.map((n) => n.text);
       if (o.json) printJson(nets);
       else for (const n of nets) process.stdout.write(n + '\n');
-    }) as Action);
+    });
 }
 
 /** Registers `domain`, `user`, `alias` and `network`. */

@@ -15,8 +15,6 @@ import { formatLine, removeLine, replaceLine } from '../mail/cfgfile';
 import { Config, isDomain, isPlainAddress, normalizeAddress, parseBytes } from '../mail/config';
 import { addLine, cfgPathOf, collect, dataErr, editChecked, findEntry, noSuch, parsePort, printJson, printTable, readConfig, readPassword, usage } from './common';
 
-type Action = (...args: any[]) => Promise<void>;
-
 interface SecretOpts {
   passwordStdin?: boolean;
   passwordFile?: string;
@@ -99,7 +97,7 @@ function accountCommands(program: Command): void {
     .option('--folder <folder>', 'IMAP folder to fetch (repeatable; default INBOX)', collect)
     .option('--size-limit <bytes>', 'skip messages larger than this (k, M, G suffixes)')
     .option('--envelope <headers>', 'multidrop: header order to find the recipient (default delivered-to,x-original-to,envelope-to,to,cc)')
-    .action((async (local: string | undefined, o: AccountOpts, cmd: Command) => {
+    .action(async (local: string | undefined, o: AccountOpts, cmd: Command) => {
       if (!!local === !!o.multidrop) throw usage('give either LOCAL_ADDRESS or --multidrop DOMAIN (exactly one)');
       if (o.keep && o.delete) throw usage('--keep and --delete exclude each other; fix: pick one');
       if (!o.host) throw usage('--host is required');
@@ -136,27 +134,27 @@ function accountCommands(program: Command): void {
         return addLine(text, 'account', line);
       });
       process.stdout.write(`added account ${name}\n`);
-    }) as Action);
+    });
   account
     .command('del <name>')
     .description('remove an account (its fetch state in the spool is left alone)')
-    .action((async (name: string, _o: unknown, cmd: Command) => {
+    .action(async (name: string, _o: unknown, cmd: Command) => {
       await editChecked(cfgPathOf(cmd), (text, cfg) => {
         const e = text.entries.find((x) => x.keyword === 'account' && x.args[0] === name);
         if (!e) throw noSuch(`no account ${name} in ${cfg.path}; fix: mailcfg account list`);
         return removeLine(text, e.line);
       });
-    }) as Action);
+    });
   account
     .command('list')
     .description('list the accounts (passwords masked)')
     .option('--json', 'as a JSON array')
-    .action((async (o: { json?: boolean }, cmd: Command) => {
+    .action(async (o: { json?: boolean }, cmd: Command) => {
       const cfg = readConfig(cfgPathOf(cmd));
       const rows = accountRows(cfg);
       if (o.json) printJson(rows);
       else printTable(rows.map((a) => [a.name, a.local ?? `multidrop=${a.multidrop}`, `${a.protocol}://${a.host}:${a.port}`, `tls=${a.tls}`, `user=${a.user}`, a.keep ? 'keep' : 'delete']));
-    }) as Action);
+    });
 }
 
 interface RelayOpts extends SecretOpts {
@@ -213,14 +211,14 @@ export function relayRows(cfg: Config) {
 
 function relayCommands(program: Command): void {
   const relay = program.command('relay').description('where outgoing mail goes: a default smarthost, and per sender or sender domain');
-  relayOptions(relay.command('default <hostport>').description('send outgoing mail through HOST:PORT (replaces the current default)')).action((async (hostport: string, o: RelayOpts, cmd: Command) => {
+  relayOptions(relay.command('default <hostport>').description('send outgoing mail through HOST:PORT (replaces the current default)')).action(async (hostport: string, o: RelayOpts, cmd: Command) => {
     const line = await relayLine('default', hostport, o);
     await editChecked(cfgPathOf(cmd), (text) => {
       const e = findEntry(text, 'relay', 'default');
       return e ? replaceLine(text, e.line, line) : addLine(text, 'relay', line);
     });
-  }) as Action);
-  relayOptions(relay.command('add <sender> <hostport>').description('send mail from SENDER (an address or a domain) through HOST:PORT with its own login')).action((async (sender: string, hostport: string, o: RelayOpts, cmd: Command) => {
+  });
+  relayOptions(relay.command('add <sender> <hostport>').description('send mail from SENDER (an address or a domain) through HOST:PORT with its own login')).action(async (sender: string, hostport: string, o: RelayOpts, cmd: Command) => {
     const match = sender.toLowerCase();
     if (match === 'default') throw usage('use "mailcfg relay default HOST:PORT" for the default relay');
     if (!isPlainAddress(match) && !isDomain(match)) throw dataErr(`"${sender}" is not an address or a domain`);
@@ -232,27 +230,27 @@ function relayCommands(program: Command): void {
       if (findEntry(text, 'relay', match)) throw dataErr(exists);
       return addLine(text, 'relay', line);
     });
-  }) as Action);
+  });
   relay
     .command('del <sender>')
     .description('remove the relay for SENDER, or the default relay')
-    .action((async (sender: string, _o: unknown, cmd: Command) => {
+    .action(async (sender: string, _o: unknown, cmd: Command) => {
       await editChecked(cfgPathOf(cmd), (text, cfg) => {
         const e = findEntry(text, 'relay', sender);
         if (!e) throw noSuch(`no relay for ${sender} in ${cfg.path}; fix: mailcfg relay list`);
         return removeLine(text, e.line);
       });
-    }) as Action);
+    });
   relay
     .command('list')
     .description('list the relays (passwords masked)')
     .option('--json', 'as a JSON array')
-    .action((async (o: { json?: boolean }, cmd: Command) => {
+    .action(async (o: { json?: boolean }, cmd: Command) => {
       const cfg = readConfig(cfgPathOf(cmd));
       const rows = relayRows(cfg);
       if (o.json) printJson(rows);
       else printTable(rows.map((r) => [r.match, `${r.host}:${r.port}`, `tls=${r.tls}`, r.user ? `user=${r.user}` : '-']));
-    }) as Action);
+    });
 }
 
 /** Registers `account` and `relay`. */

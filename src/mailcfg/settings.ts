@@ -18,8 +18,6 @@ import { CfgText, formatLine, parseCfg, replaceLine } from '../mail/cfgfile';
 import { isDomain, logTarget, parseBytes, parseSeconds, SCALARS } from '../mail/config';
 import { addLine, cfgPathOf, dataErr, editChecked, readConfig, usage } from './common';
 
-type Action = (...args: any[]) => Promise<void>;
-
 function known(name: string): void {
   if (!SCALARS[name]) throw usage(`unknown setting "${name}"; fix: one of ${Object.keys(SCALARS).join(', ')} (see mail.cfg(5))`);
 }
@@ -68,7 +66,7 @@ export function register(program: Command): void {
   program
     .command('set <name> <value>')
     .description('change a setting (see mail.cfg(5) for the list, units and defaults)')
-    .action((async (name: string, value: string, _o: unknown, cmd: Command) => {
+    .action(async (name: string, value: string, _o: unknown, cmd: Command) => {
       known(name);
       const v = validate(name, value);
       const line = formatLine(name, [v]);
@@ -79,14 +77,14 @@ export function register(program: Command): void {
         const scalars = text.entries.filter((e) => SCALARS[e.keyword]);
         return insertAfter(text, scalars.length ? scalars[scalars.length - 1].line : 0, line);
       });
-    }) as Action);
+    });
   program
     .command('get <name>')
     .description('print the effective value of a setting (the default when unset)')
-    .action((async (name: string, _o: unknown, cmd: Command) => {
+    .action(async (name: string, _o: unknown, cmd: Command) => {
       known(name);
       const cfg = readConfig(cfgPathOf(cmd));
       const v = name === 'hostname' ? cfg.hostname : name === 'log' ? logTarget(cfg) : cfg.scalars[name];
       if (v !== undefined && v !== '') process.stdout.write(v + '\n');
-    }) as Action);
+    });
 }
