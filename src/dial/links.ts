@@ -7,8 +7,9 @@
  *            seconds pass; on the way down always run `down` (if set) — also when up or check
  *            failed, so a half-raised link is never left standing.
  *   modem    open the device, dial (serial.ts), start `ip_up` (pppd in real life; it may keep
- *            running for the whole session; it runs in its own process group), run `check` as
- *            above; down: stop ip_up (SIGTERM to its process group, SIGKILL 3 s later) if still
+ *            running for the whole session; it runs in its own process group; if it exits
+ *            non-zero while the link is up — pppd does when the line drops — the link is lost),
+ *            run `check` as above; down: stop ip_up (SIGTERM to its process group, SIGKILL 3 s later) if still
  *            running, run `down` (if set), hang up (DTR drop, +++, ATH) and close the device.
  *
  * Link commands run with `sh -c`, with OUTPOST_LINK (and OUTPOST_DEVICE for a modem) in their
@@ -126,7 +127,11 @@ export async function bringUp(link: Link, abort: AbortSignal): Promise<LinkSessi
   const line = await ModemLine.open(link);
   let ipUp: ChildProcess | null = null;
   let ipUpDone: Promise<void> = Promise.resolve();
+  let stopping = false;
+  let ipLost: ((why: string) => void) | null = null;
+  let ipLostWhy: string | null = null;
   const down = async () => {
+    stopping = true;
     if (ipUp && ipUp.exitCode === null && ipUp.signalCode === null) {
       log('info', 'stopping ip_up', { link: link.name, pid: ipUp.pid });
       const group = (sig: NodeJS.Signals) => {
@@ -151,12 +156,33 @@ export async function bringUp(link: Link, abort: AbortSignal): Promise<LinkSessi
       const child = spawn('sh', ['-c', link.ipUp], { env: linkEnv(link), stdio: ['ignore', 'pipe', 'pipe'], detached: true });
       ipUp = child;
       pipeToLog(child, 'ip_up', link.name);
-      ipUpDone = new Promise((res) => child.on('close', () => res()));
+      ipUpDone = new Promise((res) =>
+        child.on('close', (code) => {
+          // pppd exits non-zero when the line drops (16: hangup, 15: peer dead): the link is lost
+          if (code !== 0 && !stopping) {
+            ipLostWhy = `ip_up exited ${code ?? 'on a signal'}`;
+            ipLost?.(ipLostWhy);
+          }
+          res();
+        }),
+      );
       child.on('error', (err) => log('error', `ip_up: ${err.message}`, { link: link.name }));
     }
     await waitCheck(link, abort);
-    if (line.lost) throw new OutpostError(`link ${link.name}: carrier lost while bringing IP up (${line.lost})`, { exit: EX_TEMPFAIL, code: 'ECARRIER' });
-    return { detail: `CONNECT${rate ? ' ' + rate : ''}`, onLost: (fn) => line.onLost(fn), down };
+    const gone = line.lost ?? ipLostWhy;
+    if (gone) throw new OutpostError(`link ${link.name}: lost while bringing IP up (${gone})`, { exit: EX_TEMPFAIL, code: 'ECARRIER' });
+    let told = false;
+    const onLost = (fn: (why: string) => void) => {
+      const once = (why: string) => {
+        if (!told) {
+          told = true;
+          fn(why);
+        }
+      };
+      line.onLost(once);
+      ipLost = once;
+    };
+    return { detail: `CONNECT${rate ? ' ' + rate : ''}`, onLost, down };
   } catch (err) {
     await down();
     throw err;

@@ -3,7 +3,8 @@
  * to send), watching the carrier while online, and hanging up.
  *
  * The serialport package is loaded lazily (`await import('serialport')`) only when a modem link
- * is used. The port is opened at the link's speed, 8N1, no hardware flow control (rtscts off).
+ * is used. The port is opened at the link's speed, 8N1, no hardware flow control (rtscts off), and
+ * without the exclusive-open ioctl (lock off) so that ip_up (pppd) can open the same device.
  *
  * Carrier loss is detected three ways, whichever comes first: the modem sends "NO CARRIER"
  * unsolicited; the device closes or fails (the line hung up; a pty whose other end closed); or
@@ -76,7 +77,7 @@ export class ModemLine {
    */
   static async open(link: Link): Promise<ModemLine> {
     const { SerialPort } = await import('serialport');
-    const port = new SerialPort({ path: link.device!, baudRate: link.speed, dataBits: 8, parity: 'none', stopBits: 1, rtscts: false, autoOpen: false }) as unknown as Port;
+    const port = new SerialPort({ path: link.device!, baudRate: link.speed, dataBits: 8, parity: 'none', stopBits: 1, rtscts: false, lock: false, autoOpen: false }) as unknown as Port;
     await new Promise<void>((res, rej) =>
       port.open((err) => (err ? rej(new OutpostError(`link ${link.name}: cannot open ${link.device}: ${err.message}`, { exit: EX_TEMPFAIL, code: 'EDEVICE' })) : res())),
     );

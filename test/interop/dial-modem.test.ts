@@ -17,7 +17,7 @@ const dirs: string[] = [];
 const modems: TestModem[] = [];
 after(async () => {
   for (const m of modems) await m.close();
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  if (!process.env.KEEP) for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
 
 /** A post office with one modem link (plus `more` lines), its modem, Maildirs and an ip_up stub. */
@@ -46,11 +46,12 @@ const hungUp = (log: string[]) => {
   return plus >= 0 && log.slice(plus + 1).some((c) => /^ATH0?$/i.test(c));
 };
 
+/** True when the ip_up stub is gone (a zombie waiting for init to reap it counts as gone). */
 function ipUpStopped(dir: string): boolean {
   const pid = Number(readFileSync(join(dir, 'ip_up.pid'), 'utf8'));
   try {
-    process.kill(pid, 0);
-    return false;
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z');
   } catch {
     return true;
   }
@@ -161,5 +162,19 @@ test('SIGINT while dialling (no answer yet): hangs up, exits 130', async () => {
   d.child.kill('SIGINT');
   const r = await d.done;
   assert.equal(r.code, 130);
+  assert.ok(hungUp(modem.log));
+});
+
+test('ip_up (pppd) exiting non-zero mid-sync counts as a lost link', async () => {
+  const { po, modem, remote, local, xfer } = await setup(['CONNECT 33600']);
+  const ipUp2 = join(po.dir, 'ip-up2.sh');
+  writeFileSync(ipUp2, `#!/bin/sh\necho $$ > ${po.dir}/ip_up.pid\ntouch ${po.dir}/ip.up\nwhile [ ! -f ${po.dir}/moving ]; do sleep 0.05; done\nexit 16\n`, { mode: 0o755 });
+  writeFileSync(po.cfgPath, readFileSync(po.cfgPath, 'utf8').replace(join(po.dir, 'ip-up.sh'), ipUp2));
+  const all = fillMaildir(remote, 8);
+  const r = await runDial(['-c', po.cfgPath, '--', ...xfer(remote, local, 'fetch')], { SLOW_MS: '200' });
+  assert.equal(r.code, 75);
+  assert.match(r.stdout, /link lost during the sync: ip_up exited 16/);
+  assert.deepEqual([...names(remote), ...names(local)].sort(), [...all].sort());
+  assert.ok(names(remote).length > 0);
   assert.ok(hungUp(modem.log));
 });
