@@ -1,0 +1,141 @@
+/**
+ * dsn — delivery status notifications (RFC 3464) for messages that failed or are delayed, and
+ * the rule that says whether a notification may be sent at all.
+ *
+ * A DSN is multipart/report; report-type=delivery-status (RFC 6522), built with nodemailer's
+ * MailComposer: a human-readable text part, a message/delivery-status part (Reporting-MTA,
+ * Arrival-Date, then per recipient Final-Recipient, Action failed|delayed, Status,
+ * Diagnostic-Code smtp; …, Last-Attempt-Date, Will-Retry-Until), and the original message's
+ * header section as text/rfc822-headers. It comes from the null sender <> (RFC 5321 4.5.5) and
+ * carries Auto-Submitted: auto-replied (RFC 3834), so it can never cause a bounce of its own.
+ *
+ * Where it goes (sendDsn): to each local mailbox the sender resolves to (route.ts; Maildir
+ * delivery, durable), and into the queue with the null sender for a sender outside.
+ * No notification (mayNotify → false): the null sender, or Auto-Submitted other than "no".
+ */
+import { promises as fsp } from 'node:fs';
+import type { Config } from '../mail/config';
+import { deliver } from '../mail/maildir';
+import { enqueue } from '../mail/queue';
+import { resolveRecipient } from '../mail/route';
+
+export interface DsnRcpt {
+  address: string;
+  action: 'failed' | 'delayed';
+  /** Enhanced status (RFC 3463), e.g. '5.1.1' or '4.4.2'. */
+  status: string;
+  /** The remote reply (or our own reason) for Diagnostic-Code: smtp; … */
+  diagnostic: string;
+  /** Last attempt, ms epoch (absent when never attempted). */
+  lastAttempt?: number;
+}
+
+export interface DsnInput {
+  queueId: string;
+  /** Envelope sender of the original (the DSN's recipient). */
+  sender: string;
+  /** ms epoch. */
+  arrival: number;
+  rcpts: DsnRcpt[];
+  /** The original header section (CRLF, without the blank line). */
+  headers: Buffer;
+  /** For delayed DSNs: ms epoch until which we keep trying. */
+  retryUntil?: number;
+}
+
+const MAX_HEADERS = 64 * 1024;
+
+/**
+ * Reads the original message's header section (up to the first empty line, at most 64 KiB)
+ * from a queue file, starting at `bodyOffset`.
+ */
+export async function readHeaderSection(path: string, bodyOffset: number): Promise<Buffer> {
+  const fh = await fsp.open(path, 'r');
+  try {
+    const buf = Buffer.alloc(MAX_HEADERS);
+    const { bytesRead } = await fh.read(buf, 0, buf.length, bodyOffset);
+    const head = buf.subarray(0, bytesRead);
+    const end = head.indexOf('\r\n\r\n');
+    return end >= 0 ? head.subarray(0, end + 2) : head;
+  } finally {
+    await fh.close();
+  }
+}
+
+/** The value of a header (first occurrence, unfolded), or undefined. */
+export function headerValue(headers: Buffer, name: string): string | undefined {
+  const text = headers.toString('latin1').replace(/\r\n[ \t]+/g, ' ');
+  const re = new RegExp(`^${name}:[ \\t]*(.*)$`, 'im');
+  return re.exec(text)?.[1].trim();
+}
+
+/**
+ * May the sender of this message be told of its fate? No for the null sender (a bounce of a
+ * bounce) and for automatic mail (Auto-Submitted: anything but "no", RFC 3834 section 2).
+ * @returns null when a DSN may be sent, else the reason it must not.
+ */
+export function noNotifyReason(sender: string, headers: Buffer): string | null {
+  if (!sender) return 'null sender <>';
+  const auto = headerValue(headers, 'Auto-Submitted');
+  if (auto && auto.split(';')[0].trim().toLowerCase() !== 'no') return `Auto-Submitted: ${auto}`;
+  return null;
+}
+
+const rfcDate = (ms: number) => new Date(ms).toUTCString().replace('GMT', '+0000');
+
+/**
+ * Builds the DSN message (wire form, CRLF). Pure apart from MailComposer's own Message-ID/Date.
+ */
+export async function buildDsn(cfg: Config, d: DsnInput): Promise<Buffer> {
+  const { default: MailComposer } = await import('nodemailer/lib/mail-composer');
+  const failed = d.rcpts.some((r) => r.action === 'failed');
+  const lines = d.rcpts.map((r) => `<${r.address}>: ${r.diagnostic}`).join('\n');
+  const human = failed
+    ? `This is the mail system at ${cfg.hostname}.\n\nYour message could not be delivered to one or more recipients.\nIt is attached below (headers only).\n\n${lines}\n`
+    : `This is the mail system at ${cfg.hostname}.\n\nYour message has not been delivered yet to the recipients below.\nThe mail system will keep trying until ${d.retryUntil ? rfcDate(d.retryUntil) : 'it expires'}.\nYou do not need to resend it.\n\n${lines}\n`;
+  const perMsg = [`Reporting-MTA: dns; ${cfg.hostname}`, `X-Outpost-Queue-ID: ${d.queueId}`, `Arrival-Date: ${rfcDate(d.arrival)}`];
+  const perRcpt = d.rcpts.map((r) => {
+    const f = [`Final-Recipient: rfc822; ${r.address}`, `Action: ${r.action}`, `Status: ${r.status}`, `Diagnostic-Code: smtp; ${r.diagnostic.replace(/[\r\n]+/g, ' ')}`];
+    if (r.lastAttempt) f.push(`Last-Attempt-Date: ${rfcDate(r.lastAttempt)}`);
+    if (r.action === 'delayed' && d.retryUntil) f.push(`Will-Retry-Until: ${rfcDate(d.retryUntil)}`);
+    return f.join('\r\n');
+  });
+  const status = [perMsg.join('\r\n'), ...perRcpt].join('\r\n\r\n') + '\r\n';
+  const root = new MailComposer({
+    from: `Mail Delivery System <MAILER-DAEMON@${cfg.hostname}>`,
+    to: d.sender,
+    subject: failed ? 'Undelivered Mail Returned to Sender' : 'Delayed Mail (still being retried)',
+    headers: { 'Auto-Submitted': 'auto-replied' },
+    text: human,
+    attachments: [
+      { contentType: 'message/delivery-status', content: status, contentDisposition: 'inline', filename: false },
+      { contentType: 'text/rfc822-headers', content: d.headers, contentTransferEncoding: /[\x80-\xff]/.test(d.headers.toString('latin1')) ? '8bit' : '7bit', contentDisposition: 'inline', filename: false },
+    ],
+  }).compile();
+  root.setHeader('Content-Type', 'multipart/report; report-type=delivery-status');
+  const built: Buffer = await root.build();
+  // Wire form: CRLF everywhere (MailComposer already emits CRLF; bare LFs would be a bug).
+  return Buffer.from(built.toString('latin1').replace(/\r?\n/g, '\r\n'), 'latin1');
+}
+
+/**
+ * Sends a DSN to `sender`: local mailboxes get it by Maildir delivery, an outside sender through
+ * the queue from <>.
+ * @returns where it went (for the log), or null when the sender resolves to nothing (an unknown
+ *   local address) — the caller keeps the original in failed/.
+ * @throws fs errors of delivery (the caller keeps the state and retries the DSN next run).
+ */
+export async function sendDsn(cfg: Config, queueDir: string, sender: string, dsn: Buffer): Promise<string | null> {
+  const route = resolveRecipient(cfg, sender);
+  if (!route || (route.local.length === 0 && route.remote.length === 0)) return null;
+  const where: string[] = [];
+  for (const u of route.local) {
+    await deliver(u.maildir, [dsn], cfg.hostname);
+    where.push(`mailbox ${u.address}`);
+  }
+  if (route.remote.length) {
+    const q = await enqueue(queueDir, { sender: '', recipients: route.remote }, [dsn], cfg.hostname);
+    where.push(`queue ${q.id}`);
+  }
+  return where.join(', ');
+}

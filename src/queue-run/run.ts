@@ -1,0 +1,357 @@
+/**
+ * run — one queue run: lock, look at every queued message, send the due ones through their
+ * sender's relay (a few connections per relay, each reused for many messages), record the
+ * outcome per recipient, notify senders of failures and delays, and stop between messages when
+ * the link budget is spent.
+ *
+ * Order of events for one message (why nothing is lost and at most one duplicate can appear):
+ *   1. state: attempts+1 and "attempt in progress" written durably;
+ *   2. MAIL/RCPT/DATA on the relay connection;
+ *   3. state: per-recipient results, next attempt, in-progress cleared — durably;
+ *   4. failure DSN (if any recipient failed for good), then its "notified" mark — durably;
+ *   5. only then is the queue file removed (items.finish).
+ * Killed during 2, the message is still queued and goes again next run (a relay that had
+ * already said 250 gets it a second time: at most one duplicate); killed between 3 and 5, the
+ * recorded results stand and only what is still pending is retried.
+ *
+ * Retry (RFC 5321 4.5.4.1): a 4xx reply, a broken connection, or an unreachable relay leaves the
+ * recipient pending until now + retryDelay(attempts); after queue_lifetime it fails with 4.4.7
+ * and the sender gets a DSN. A 5xx fails the recipient at once. Once a message is older than
+ * delay_warning and still pending, the sender gets one "delayed" DSN.
+ *
+ * Locking: one queue-run per queue (lib/lock on <queue>/.queue-run); a second one fails at once
+ * with ELOCKED (exit 75): the first is already doing the work.
+ */
+import { createReadStream } from 'node:fs';
+import { join } from 'node:path';
+import { OutpostError } from '../lib/errors';
+import { EX_TEMPFAIL } from '../lib/exits';
+import { acquireLock } from '../lib/lock';
+import { log } from '../lib/log';
+import { Config, num, Relay, spoolPaths } from '../mail/config';
+import { cleanTmp } from '../mail/maildir';
+import { buildDsn, DsnRcpt, noNotifyReason, readHeaderSection, sendDsn } from './dsn';
+import { finish, loadItems, QueueItem } from './items';
+import { relayFor, relayKey } from './relays';
+import { ByteMeter, Outcome, RelayConnection } from './smtp';
+import { pendingRcpts, retryDelay, saveState } from './state';
+
+export interface Budget {
+  /** Seconds this run may hold the link (counted from the start of the run); 0: no limit. */
+  seconds: number;
+  /** Bytes (in + out on the link sockets) this run may use; 0: no limit. */
+  bytes: number;
+}
+
+export interface RunOptions {
+  flush: boolean;
+  budget: Budget;
+  /** Connections per relay (parallel SMTP sessions sharing the link). */
+  connections: number;
+  /** Called with one line per message outcome (for -v). */
+  verbose?: (line: string) => void;
+}
+
+export interface RunResult {
+  /** Messages fully delivered this run. */
+  delivered: number;
+  /** Recipients that failed for good this run (DSN sent or reason logged). */
+  failed: number;
+  /** Due messages not done: deferred (4xx, no relay, link trouble) or left for the budget. */
+  left: number;
+  leftBytes: number;
+  /** True when at least one message was left because the budget ran out. */
+  overBudget: boolean;
+  /** Messages queued but not due yet (schedule), not counted in left. */
+  notDue: number;
+  bytesIn: number;
+  bytesOut: number;
+  heldSeconds: number;
+}
+
+/** Per-message overhead on the wire (envelope commands and replies), for budget estimates. */
+const ENVELOPE_BYTES = 300;
+
+const iso = (ms: number) => new Date(ms).toISOString();
+
+/**
+ * Runs the queue once (see the header).
+ * @throws OutpostError ELOCKED (exit 75) when another queue-run holds the queue; fs errors.
+ */
+export async function runQueue(cfg: Config, opts: RunOptions): Promise<RunResult> {
+  const queueDir = spoolPaths(cfg).queue;
+  const release = await acquireLock(join(queueDir, '.queue-run'), 0, `the queue ${queueDir}`).catch((err: unknown) => {
+    if (err instanceof OutpostError && err.code === 'ELOCKED') {
+      throw new OutpostError(`another queue-run is working on ${queueDir}; it will send what is due (try again later)`, { code: 'ELOCKED', exit: EX_TEMPFAIL, cause: err });
+    }
+    throw err;
+  });
+  try {
+    return await new Runner(cfg, queueDir, opts).run();
+  } finally {
+    await release().catch(() => undefined);
+  }
+}
+
+class Runner {
+  private readonly start = Date.now();
+  private readonly meter = new ByteMeter();
+  private readonly res: RunResult = { delivered: 0, failed: 0, left: 0, leftBytes: 0, overBudget: false, notDue: 0, bytesIn: 0, bytesOut: 0, heldSeconds: 0 };
+  private readonly lifetime: number;
+  private readonly delayWarning: number;
+  private readonly retryMin: number;
+  private readonly retryMax: number;
+
+  constructor(
+    private readonly cfg: Config,
+    private readonly queueDir: string,
+    private readonly opts: RunOptions,
+  ) {
+    this.lifetime = num(cfg, 'queue_lifetime') * 1000;
+    this.delayWarning = num(cfg, 'delay_warning') * 1000;
+    this.retryMin = num(cfg, 'retry_min');
+    this.retryMax = num(cfg, 'retry_max');
+  }
+
+  async run(): Promise<RunResult> {
+    await cleanTmp(this.queueDir);
+    const items = await loadItems(this.queueDir, true);
+    const groups = new Map<string, { relay: Relay; jobs: QueueItem[] }>();
+    const now = Date.now();
+    for (const item of items) {
+      const st = item.state;
+      if (st.inProgress) log('warn', 'the previous attempt was interrupted; sending again (the relay may get a duplicate)', { id: item.id, since: st.inProgress.since });
+      if (pendingRcpts(st).length === 0) {
+        await this.settle(item); // a run that stopped between recording and removing
+        continue;
+      }
+      if (now - st.arrival >= this.lifetime) {
+        this.expire(item, now);
+        await this.settle(item);
+        continue;
+      }
+      if (!this.opts.flush && st.nextAttempt > now && !st.inProgress) {
+        this.res.notDue++;
+        await this.maybeDelayWarning(item);
+        continue;
+      }
+      const relay = relayFor(this.cfg, item.sender);
+      if (!relay) {
+        await this.defer(item, `no relay for sender <${item.sender}>; fix: mailcfg relay add default|SENDER|DOMAIN HOST:PORT`);
+        continue;
+      }
+      const key = relayKey(relay);
+      if (!groups.has(key)) groups.set(key, { relay, jobs: [] });
+      groups.get(key)!.jobs.push(item);
+    }
+    await Promise.all([...groups.values()].map((g) => this.runRelay(g.relay, g.jobs)));
+    await this.meter.allClosed();
+    this.res.bytesIn = this.meter.bytesIn;
+    this.res.bytesOut = this.meter.bytesOut;
+    this.res.heldSeconds = this.meter.heldSeconds();
+    return this.res;
+  }
+
+  /** May a message of `size` bytes still start? (budget.md: stop between messages.) */
+  private fits(size: number): boolean {
+    const { seconds, bytes } = this.opts.budget;
+    if (bytes > 0 && this.meter.bytesIn + this.meter.bytesOut + size + ENVELOPE_BYTES > bytes) return false;
+    if (seconds > 0) {
+      const elapsed = (Date.now() - this.start) / 1000;
+      if (elapsed >= seconds) return false;
+      // With a measured rate, do not start what cannot finish in time.
+      const held = this.meter.heldSeconds();
+      const rate = held > 1 ? this.meter.bytesOut / held : 0;
+      if (rate > 0 && elapsed + size / rate > seconds) return false;
+    }
+    return true;
+  }
+
+  private leave(item: QueueItem): void {
+    this.res.left++;
+    this.res.leftBytes += item.size;
+    this.res.overBudget = true;
+    this.opts.verbose?.(`${item.id}: left for a later run (over budget)`);
+  }
+
+  private async runRelay(relay: Relay, jobs: QueueItem[]): Promise<void> {
+    let down: string | null = null;
+    const take = (): QueueItem | undefined => {
+      for (;;) {
+        const job = jobs.shift();
+        if (!job) return undefined;
+        if (down || this.fits(job.size)) return job;
+        this.leave(job);
+      }
+    };
+    const worker = async () => {
+      let conn: RelayConnection | null = null;
+      for (let job = take(); job; job = take()) {
+        if (down) {
+          await this.defer(job, down);
+          continue;
+        }
+        if (!conn || !conn.usable) {
+          try {
+            conn = await RelayConnection.open(relay, this.cfg.hostname, this.meter);
+          } catch (err) {
+            const e = err as { response?: string; message: string; code?: string };
+            down = `relay ${relay.host}:${relay.port}: ${e.response ?? e.message}`;
+            log('warn', 'cannot use relay', { relay: `${relay.host}:${relay.port}`, error: e.response ?? e.message, code: e.code });
+            await this.defer(job, down);
+            conn = null;
+            continue;
+          }
+        }
+        await this.attempt(job, conn);
+      }
+      if (conn) await conn.quit();
+    };
+    const n = Math.max(1, Math.min(this.opts.connections, jobs.length));
+    await Promise.all(Array.from({ length: n }, worker));
+  }
+
+  private async attempt(item: QueueItem, conn: RelayConnection): Promise<void> {
+    const st = item.state;
+    const to = pendingRcpts(st);
+    st.attempts++;
+    st.inProgress = { pid: process.pid, since: iso(Date.now()) };
+    saveState(this.queueDir, st);
+    const out: Outcome = await conn.send(item.sender, to, item.size, () => createReadStream(item.path, { start: item.bodyOffset }));
+    const now = Date.now();
+    let firstError: string | undefined;
+    let allSent = true;
+    for (const a of to) {
+      const r = out.rcpts.get(a)!;
+      const rec = st.rcpts[a];
+      rec.reply = r.reply;
+      rec.at = iso(now);
+      if (r.code >= 200 && r.code < 300) rec.status = 'sent';
+      else {
+        allSent = false;
+        firstError ??= r.reply;
+        if (r.code >= 500) {
+          rec.status = 'failed';
+          this.res.failed++;
+        }
+      }
+    }
+    delete st.inProgress;
+    if (firstError) st.lastError = firstError;
+    const stillPending = pendingRcpts(st).length > 0;
+    if (stillPending) {
+      st.nextAttempt = now + retryDelay(st.attempts, this.retryMin, this.retryMax) * 1000;
+      this.res.left++;
+      this.res.leftBytes += item.size;
+    }
+    saveState(this.queueDir, st);
+    if (allSent) this.res.delivered++;
+    const summary = to.map((a) => `<${a}> ${st.rcpts[a].status}: ${out.rcpts.get(a)!.reply}`).join('; ');
+    log(allSent ? 'info' : 'warn', allSent ? 'sent' : 'not sent', { id: item.id, from: `<${item.sender}>`, relay: `${conn.relay.host}:${conn.relay.port}`, size: item.size, attempt: st.attempts, result: summary });
+    this.opts.verbose?.(`${item.id}: ${summary}`);
+    await this.settle(item);
+    if (stillPending) await this.maybeDelayWarning(item);
+  }
+
+  /** Records a temporary failure that happened before any transaction (no relay, link down). */
+  private async defer(item: QueueItem, reason: string): Promise<void> {
+    const st = item.state;
+    const now = Date.now();
+    st.attempts++;
+    st.lastError = reason;
+    st.nextAttempt = now + retryDelay(st.attempts, this.retryMin, this.retryMax) * 1000;
+    for (const a of pendingRcpts(st)) Object.assign(st.rcpts[a], { reply: reason, at: iso(now) });
+    saveState(this.queueDir, st);
+    this.res.left++;
+    this.res.leftBytes += item.size;
+    log('warn', 'deferred', { id: item.id, from: `<${item.sender}>`, reason, next: iso(st.nextAttempt) });
+    this.opts.verbose?.(`${item.id}: deferred: ${reason}`);
+    await this.maybeDelayWarning(item);
+  }
+
+  /** Fails every pending recipient of a message that outlived queue_lifetime (4.4.7). */
+  private expire(item: QueueItem, now: number): void {
+    const st = item.state;
+    const days = Math.round(((now - st.arrival) / 86400000) * 10) / 10;
+    for (const a of pendingRcpts(st)) {
+      const rec = st.rcpts[a];
+      rec.status = 'failed';
+      rec.reply = `delivery time expired after ${days} days in the queue; last error: ${rec.reply ?? st.lastError ?? 'none'}`;
+      rec.at = iso(now);
+      this.res.failed++;
+    }
+    saveState(this.queueDir, st);
+    log('warn', 'expired', { id: item.id, from: `<${item.sender}>`, days });
+  }
+
+  /**
+   * Tells the sender about recipients that failed for good (one DSN for all of them), or logs
+   * why it must not (then the original is kept in failed/); removes the message once nothing is
+   * pending.
+   */
+  private async settle(item: QueueItem): Promise<void> {
+    const st = item.state;
+    const news = Object.entries(st.rcpts).filter(([, r]) => r.status === 'failed' && !r.notified);
+    if (news.length) {
+      const headers = await readHeaderSection(item.path, item.bodyOffset);
+      const why = noNotifyReason(item.sender, headers);
+      if (why) {
+        st.keep = `no DSN: ${why}`;
+        log('warn', 'dropped-with-reason: failure not reported to the sender; original kept in failed/', { id: item.id, reason: why });
+      } else {
+        const rcpts: DsnRcpt[] = news.map(([address, r]) => ({
+          address,
+          action: 'failed',
+          status: /^expired|delivery time expired/.test(r.reply ?? '') ? '4.4.7' : statusOf(r.reply),
+          diagnostic: r.reply ?? 'failed',
+          lastAttempt: r.at ? Date.parse(r.at) : undefined,
+        }));
+        const dsn = await buildDsn(this.cfg, { queueId: item.id, sender: item.sender, arrival: st.arrival, rcpts, headers });
+        const where = await sendDsn(this.cfg, this.queueDir, item.sender, dsn);
+        if (where) log('info', 'bounce sent', { id: item.id, to: `<${item.sender}>`, where, rcpts: rcpts.length });
+        else {
+          st.keep = `no DSN: sender <${item.sender}> is not a known address here`;
+          log('warn', 'dropped-with-reason: sender unknown; original kept in failed/', { id: item.id });
+        }
+      }
+      for (const [, r] of news) r.notified = true;
+      saveState(this.queueDir, st);
+    }
+    if (pendingRcpts(st).length === 0) {
+      const how = finish(this.queueDir, item);
+      this.opts.verbose?.(`${item.id}: ${how === 'kept' ? `kept in failed/ (${st.keep})` : 'done, removed from the queue'}`);
+    }
+  }
+
+  /** Sends the one "delayed" DSN once a message is older than delay_warning (0: never). */
+  private async maybeDelayWarning(item: QueueItem): Promise<void> {
+    const st = item.state;
+    if (!this.delayWarning || st.delayWarned || Date.now() - st.arrival < this.delayWarning) return;
+    const pending = pendingRcpts(st);
+    if (!pending.length) return;
+    const headers = await readHeaderSection(item.path, item.bodyOffset);
+    const why = noNotifyReason(item.sender, headers);
+    if (!why) {
+      const rcpts: DsnRcpt[] = pending.map((address) => ({
+        address,
+        action: 'delayed',
+        status: statusOf(st.rcpts[address].reply, '4.4.1'),
+        diagnostic: st.rcpts[address].reply ?? st.lastError ?? 'not tried yet',
+        lastAttempt: st.rcpts[address].at ? Date.parse(st.rcpts[address].at!) : undefined,
+      }));
+      const dsn = await buildDsn(this.cfg, { queueId: item.id, sender: item.sender, arrival: st.arrival, rcpts, headers, retryUntil: st.arrival + this.lifetime });
+      const where = await sendDsn(this.cfg, this.queueDir, item.sender, dsn);
+      log('info', 'delay warning sent', { id: item.id, to: `<${item.sender}>`, where: where ?? 'nowhere (sender unknown)' });
+    }
+    st.delayWarned = true;
+    saveState(this.queueDir, st);
+  }
+}
+
+/** The enhanced status of a stored reply ("550 5.1.1 …" → 5.1.1), else from its basic code. */
+function statusOf(reply: string | undefined, dflt = '5.0.0'): string {
+  const m = /^(\d)\d\d[ -](\d\.\d{1,3}\.\d{1,3})\b/.exec(reply ?? '');
+  if (m) return m[2];
+  const c = /^([245])\d\d\b/.exec(reply ?? '');
+  return c ? `${c[1]}.0.0` : dflt;
+}

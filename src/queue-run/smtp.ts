@@ -1,0 +1,309 @@
+/**
+ * smtp — one SMTP client connection to a relay, on nodemailer's SMTPConnection (the engine under
+ * its pooled transport), reused for many messages, with every byte on the wire counted.
+ *
+ * Why SMTPConnection and not createTransport({pool: true}): the transport drops the envelope's
+ * size, so it can neither declare SIZE= (RFC 1870) nor refuse an oversized message before its
+ * body goes over a metered link; and it hides per-recipient replies and the socket. Here the
+ * pool is ours (run.ts: N connections per relay, each taking the next message), and each
+ * connection does exactly what nodemailer's pool resource does between messages (RSET after a
+ * refused message, a fresh connection after a broken one).
+ *
+ * TLS policy per relay (RFC 3207, RFC 8314, RFC 7817):
+ *   none    → ignoreTLS: never STARTTLS, plaintext;
+ *   may     → STARTTLS when offered, no certificate check; plaintext if it fails (no AUTH then);
+ *   encrypt → STARTTLS required, no certificate check;
+ *   verify  → STARTTLS required, the certificate must chain to a trusted CA (the system's,
+ *             NODE_EXTRA_CA_CERTS, or the relay's ca= file) and name the relay host.
+ *   Port 465 → implicit TLS (secure) from the first byte, verified only under tls=verify.
+ * PIPELINING (RFC 2920) is used when the server offers it: MAIL, RCPT…, DATA go out together.
+ *
+ * Bytes: the TCP socket is opened here (net.connect) and handed to SMTPConnection as
+ * `connection`; TLS runs on top of it, so socket.bytesRead/bytesWritten count everything that
+ * crossed the link, TLS records included (budget.md).
+ *
+ * Outcomes are values (Outcome), never exceptions: per recipient a reply code, enhanced code and
+ * text; `broken` says the connection is unusable afterwards.
+ */
+import { connect as netConnect, Socket } from 'node:net';
+import { readFileSync } from 'node:fs';
+import type { Readable } from 'node:stream';
+import type { Relay } from '../mail/config';
+import type SMTPConnectionT from 'nodemailer/lib/smtp-connection';
+
+/** One recipient's result of one attempt. */
+export interface RcptResult {
+  /** SMTP reply code (250, 450, 550…); 0 when no reply came (connection trouble). */
+  code: number;
+  /** Enhanced status code (RFC 3463), e.g. '5.1.1'. */
+  enhanced: string;
+  /** The reply text as the server sent it (or our own description). */
+  reply: string;
+}
+
+/** The result of one message on one connection. */
+export interface Outcome {
+  rcpts: Map<string, RcptResult>;
+  /** True when the connection must not be used again. */
+  broken: boolean;
+}
+
+interface NodemailerError extends Error {
+  code?: string;
+  responseCode?: number;
+  response?: string;
+  rejectedErrors?: NodemailerError[];
+  recipient?: string;
+}
+
+type SMTPConnection = InstanceType<typeof SMTPConnectionT>;
+
+/** Timeouts in ms: generous, for slow links (RFC 5321 4.5.3.2 asks for minutes). */
+const CONNECT_TIMEOUT = 60_000;
+const GREETING_TIMEOUT = 120_000;
+const SOCKET_TIMEOUT = 300_000;
+
+/** Extracts the enhanced status code from a reply, or makes one from the basic code. */
+export function enhancedOf(code: number, text: string): string {
+  const m = /^\d{3}[ -](\d\.\d{1,3}\.\d{1,3})\b/.exec(text);
+  if (m) return m[1];
+  return code >= 500 ? '5.0.0' : '4.0.0';
+}
+
+/** Wire bytes counter over the link sockets this process opened (budget.md). */
+export class ByteMeter {
+  private closedIn = 0;
+  private closedOut = 0;
+  private live = new Set<Socket>();
+  /** ms epoch of the first connect, 0 before. */
+  firstConnect = 0;
+  /** ms epoch of the last close, 0 while none closed. */
+  lastClose = 0;
+  add(s: Socket): void {
+    if (!this.firstConnect) this.firstConnect = Date.now();
+    this.live.add(s);
+    s.once('close', () => {
+      this.closedIn += s.bytesRead;
+      this.closedOut += s.bytesWritten;
+      this.live.delete(s);
+      this.lastClose = Date.now();
+    });
+  }
+  get bytesIn(): number {
+    let n = this.closedIn;
+    for (const s of this.live) n += s.bytesRead;
+    return n;
+  }
+  get bytesOut(): number {
+    let n = this.closedOut;
+    for (const s of this.live) n += s.bytesWritten;
+    return n;
+  }
+  /** Resolves once every socket opened through this meter is closed (at most `maxMs` later). */
+  allClosed(maxMs = 5000): Promise<void> {
+    const live = [...this.live];
+    if (!live.length) return Promise.resolve();
+    return new Promise((res) => {
+      const timer = setTimeout(() => {
+        for (const s of this.live) s.destroy();
+        res();
+      }, maxMs);
+      let n = live.length;
+      for (const s of live) {
+        const done = () => {
+          if (--n === 0) {
+            clearTimeout(timer);
+            res();
+          }
+        };
+        if (s.closed) done();
+        else s.once('close', done);
+      }
+    });
+  }
+  /** Seconds the link was held: first connect to last close (or now while open). */
+  heldSeconds(): number {
+    if (!this.firstConnect) return 0;
+    const end = this.live.size || !this.lastClose ? Date.now() : this.lastClose;
+    return (end - this.firstConnect) / 1000;
+  }
+}
+
+function tlsOptions(relay: Relay): Record<string, unknown> {
+  if (relay.tls !== 'verify') return { rejectUnauthorized: false, minVersion: 'TLSv1.2' };
+  const opts: Record<string, unknown> = { rejectUnauthorized: true, minVersion: 'TLSv1.2' };
+  if (relay.ca) {
+    const { rootCertificates } = require('node:tls') as typeof import('node:tls');
+    opts.ca = [...rootCertificates, readFileSync(relay.ca, 'utf8')];
+  }
+  return opts;
+}
+
+/** Opens the raw TCP socket (counted by `meter`). @throws on connect failure or timeout. */
+function openSocket(relay: Relay, meter: ByteMeter): Promise<Socket> {
+  return new Promise((res, rej) => {
+    const s = netConnect({ host: relay.host, port: relay.port });
+    meter.add(s);
+    const timer = setTimeout(() => {
+      s.destroy();
+      rej(new Error(`connect to ${relay.host}:${relay.port} timed out`));
+    }, CONNECT_TIMEOUT);
+    s.once('connect', () => {
+      clearTimeout(timer);
+      s.removeAllListeners('error');
+      res(s);
+    });
+    s.once('error', (err) => {
+      clearTimeout(timer);
+      rej(err);
+    });
+  });
+}
+
+/** One open, greeted (and authenticated) SMTP session with a relay. */
+export class RelayConnection {
+  private broken = false;
+  private constructor(
+    private readonly conn: SMTPConnection,
+    readonly relay: Relay,
+  ) {
+    conn.on('error', () => {
+      this.broken = true;
+    });
+    conn.on('end', () => {
+      this.broken = true;
+    });
+  }
+
+  get usable(): boolean {
+    return !this.broken;
+  }
+
+  /**
+   * Connects, greets (EHLO `heloName`), applies the TLS policy and logs in when the relay has
+   * credentials.
+   * @throws Error with `code`, `responseCode`, `response` (nodemailer's) on any failure; the
+   *   socket is closed.
+   */
+  static async open(relay: Relay, heloName: string, meter: ByteMeter): Promise<RelayConnection> {
+    const { default: SMTPConnectionCtor } = await import('nodemailer/lib/smtp-connection');
+    const socket = await openSocket(relay, meter);
+    const implicit = relay.port === 465;
+    const conn = new SMTPConnectionCtor({
+      host: relay.host,
+      port: relay.port,
+      secure: implicit,
+      ignoreTLS: relay.tls === 'none',
+      requireTLS: !implicit && (relay.tls === 'encrypt' || relay.tls === 'verify'),
+      opportunisticTLS: relay.tls === 'may',
+      tls: tlsOptions(relay),
+      name: heloName,
+      connection: socket,
+      connectionTimeout: CONNECT_TIMEOUT,
+      greetingTimeout: GREETING_TIMEOUT,
+      socketTimeout: SOCKET_TIMEOUT,
+      socketCloseTimeout: 2000,
+    });
+    const rc = new RelayConnection(conn, relay);
+    try {
+      await new Promise<void>((res, rej) => {
+        conn.once('error', rej);
+        conn.once('end', () => rej(Object.assign(new Error('connection closed during greeting'), { code: 'ECONNECTION' })));
+        conn.connect(() => res());
+      });
+      if (relay.user) {
+        await new Promise<void>((res, rej) => conn.login({ user: relay.user!, pass: relay.password ?? '' }, (err) => (err ? rej(err) : res())));
+      }
+    } catch (err) {
+      conn.close();
+      socket.destroy();
+      throw err;
+    }
+    return rc;
+  }
+
+  /**
+   * Sends one message: MAIL FROM:<from> SIZE=size, RCPT TO for each of `to`, DATA with the bytes
+   * of `body` exactly as stored (only dot-stuffed on the wire, RFC 5321 4.5.2).
+   * A server SIZE limit below `size` fails every recipient with 552 5.3.4 before any of the
+   * message is sent (RFC 1870 section 6).
+   */
+  send(from: string, to: string[], size: number, body: () => Readable): Promise<Outcome> {
+    return new Promise((resolve) => {
+      const rcpts = new Map<string, RcptResult>();
+      const stream = body();
+      const allWith = (r: RcptResult, list = to) => list.forEach((a) => rcpts.set(a, r));
+      let settled = false;
+      const done = (broken: boolean) => {
+        if (settled) return;
+        settled = true;
+        stream.destroy();
+        if (broken) this.broken = true;
+        resolve({ rcpts, broken: this.broken });
+      };
+      if (this.broken) {
+        allWith({ code: 0, enhanced: '4.4.2', reply: 'connection to relay lost' });
+        return done(true);
+      }
+      // A connection that dies with no callback (a server that cuts between replies) still ends here.
+      const onDead = () => {
+        for (const a of to) if (!rcpts.has(a)) rcpts.set(a, { code: 0, enhanced: '4.4.2', reply: 'connection to relay lost during the transaction' });
+        done(true);
+      };
+      this.conn.once('end', onDead);
+      // nodemailer keeps (and fills in) this object as the transaction's envelope: after a DATA
+      // failure it still holds the recipients refused at RCPT.
+      const env: { from: string; to: string[]; size: number; rejectedErrors?: NodemailerError[] } = { from, to: [...to], size };
+      this.conn.send(env as never, stream, (err, info) => {
+        this.conn.removeListener('end', onDead);
+        if (!err) {
+          const reply = String(info.response ?? '250 ok');
+          for (const a of info.accepted ?? []) rcpts.set(String(a), { code: 250, enhanced: enhancedOf(250, reply), reply });
+          for (const e of (info.rejectedErrors ?? []) as NodemailerError[]) this.rejected(rcpts, e);
+          return done(false);
+        }
+        const e = err as NodemailerError;
+        if (e.code === 'EMESSAGE' && !e.responseCode && /larger than allowed/.test(e.message)) {
+          allWith({ code: 552, enhanced: '5.3.4', reply: `552 5.3.4 message size ${size} exceeds the relay's limit (${e.message})` });
+          return done(false);
+        }
+        for (const r of e.rejectedErrors ?? []) this.rejected(rcpts, r);
+        for (const r of env.rejectedErrors ?? []) this.rejected(rcpts, r);
+        const code = e.responseCode ?? 0;
+        const reply = e.response ?? `${e.code ?? 'ERROR'}: ${e.message}`;
+        const rest = to.filter((a) => !rcpts.has(a));
+        allWith({ code, enhanced: code ? enhancedOf(code, reply) : '4.4.2', reply }, rest);
+        const broken = !code || code === 421 || !['EENVELOPE', 'EMESSAGE'].includes(e.code ?? '');
+        if (broken) return done(true);
+        // The server refused this message; the session itself is fine: RSET and reuse it.
+        this.conn.reset((rerr) => done(!!rerr));
+      });
+    });
+  }
+
+  private rejected(rcpts: Map<string, RcptResult>, e: NodemailerError): void {
+    if (!e.recipient) return;
+    const code = e.responseCode ?? 0;
+    const reply = e.response ?? e.message;
+    rcpts.set(e.recipient, { code, enhanced: code ? enhancedOf(code, reply) : '4.4.2', reply });
+  }
+
+  /** Says QUIT politely and closes; resolves when the socket is closed (at most ~2 s). */
+  quit(): Promise<void> {
+    return new Promise((res) => {
+      if (this.broken) {
+        this.conn.close();
+        return res();
+      }
+      const timer = setTimeout(() => {
+        this.conn.close();
+        res();
+      }, 5000);
+      this.conn.once('end', () => {
+        clearTimeout(timer);
+        res();
+      });
+      this.conn.quit();
+    });
+  }
+}

@@ -1,0 +1,299 @@
+/**
+ * queue-run against smtp-sink (Postfix's test server) as the upstream relay: exact bytes,
+ * sender-dependent routing, retries on 4xx and on disconnects, DSNs on 5xx, no bounce for <> or
+ * Auto-Submitted, expiry and delay warnings, a link cut mid-DATA, two runs at once, the budget,
+ * and the --list --json shape. Every test checks that each message is somewhere exactly once.
+ */
+import { after, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { appendFileSync, readdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { enqueue } from '../../src/mail/queue';
+import { scan } from '../../src/mail/maildir';
+import { makePostOffice, freePort, runProgram, PostOffice } from '../helpers/postoffice';
+import { startSink, Sink } from '../helpers/postfix';
+import { startLinkProxy } from '../helpers/linkproxy';
+
+const CORPUS = join(process.cwd(), '..', 'shared', 'corpus');
+const sinks: Sink[] = [];
+after(async () => {
+  for (const s of sinks) await s.stop();
+});
+
+async function sink(args: string[] = [], port?: number): Promise<Sink> {
+  const s = await startSink(args, port);
+  sinks.push(s);
+  return s;
+}
+
+/** A message in wire form with a Message-ID and a body of about `size` bytes. */
+function message(id: string, opts: { size?: number; headers?: string; from?: string } = {}): Buffer {
+  const head = `From: <${opts.from ?? 'alice@example.org'}>\r\nTo: <bob@far.net>\r\nSubject: test ${id}\r\nMessage-ID: <${id}@example.org>\r\n${opts.headers ?? ''}\r\n`;
+  let body = `Hello ${id}.\r\n.a line that starts with a dot\r\n..two dots\r\n8-bit: caf\xe9\r\n`;
+  while (body.length < (opts.size ?? 0)) body += `line ${body.length} of ${id}: the quick brown fox jumps over the lazy dog\r\n`;
+  return Buffer.from(head + body, 'latin1');
+}
+
+async function office(relays: string, extra = ''): Promise<PostOffice> {
+  return makePostOffice(undefined, relays + '\n' + extra);
+}
+
+const queueDir = (po: PostOffice) => join(po.spool, 'queue');
+const queued = (po: PostOffice) => scan(queueDir(po));
+const failedDir = (po: PostOffice) => (existsSync(join(queueDir(po), 'failed')) ? readdirSync(join(queueDir(po), 'failed')).filter((f) => !f.endsWith('.json')) : []);
+const stateOf = (po: PostOffice, id: string) => JSON.parse(readFileSync(join(queueDir(po), 'state', `${id}.json`), 'utf8'));
+const inbox = (po: PostOffice, user: string) => scan(join(po.spool, 'mail', 'example.org', user)).map((m) => readFileSync(m.path, 'latin1'));
+const run = (po: PostOffice, args: string[] = [], env: Record<string, string> = {}) => runProgram('queue-run', ['-c', po.cfgPath, ...args], '', env);
+const ids = (s: Sink) => s.messages().map((m) => /Message-ID: <([^@>]+)@/i.exec(m.body)?.[1]);
+
+describe('queue-run with smtp-sink upstream', () => {
+  test('relays the stored bytes exactly, reports, and empties the queue', async () => {
+    const s = await sink();
+    const po = await office(`relay default 127.0.0.1:${s.port} tls=none`);
+    const corpusFile = readdirSync(CORPUS).find((f) => f.endsWith('.msg'))!;
+    const corpus = Buffer.from(readFileSync(join(CORPUS, corpusFile), 'latin1').replace(/\r?\n/g, '\r\n'), 'latin1');
+    const bodies = [message('m1'), message('m2', { size: 20000 }), corpus];
+    for (const b of bodies) await enqueue(queueDir(po), { sender: 'alice@example.org', recipients: ['bob@far.net', 'carol@far.net'] }, [b]);
+    const reportFile = join(po.dir, 'report.jsonl');
+    const r = await run(po, [], { OUTPOST_REPORT: reportFile, OUTPOST_LINK: 'lan' });
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout.toString(), /^queue-run: 3 messages, \d+ bytes in, \d+ out, link held [\d.]+ s\n$/);
+    const got = s.messages();
+    assert.equal(got.length, 3);
+    const want = bodies.map((b) => b.toString('latin1').replace(/\r\n/g, '\n') + '\n').sort();
+    assert.deepEqual(got.map((m) => m.body).sort(), want);
+    for (const m of got) {
+      assert.equal(m.from, 'alice@example.org');
+      assert.deepEqual(m.rcpts, ['bob@far.net', 'carol@far.net']);
+    }
+    assert.equal(queued(po).length, 0);
+    assert.deepEqual(readdirSync(join(queueDir(po), 'state')), []);
+    const rep = readFileSync(reportFile, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    assert.equal(rep.length, 1);
+    assert.equal(rep[0].program, 'queue-run');
+    assert.equal(rep[0].link, 'lan');
+    assert.equal(rep[0].messages, 3);
+    assert.equal(rep[0].left, 0);
+    assert.equal(rep[0].exit, 0);
+    const size = bodies.reduce((n, b) => n + b.length, 0);
+    assert.ok(rep[0].bytes_out > size, `bytes_out ${rep[0].bytes_out} counts at least the ${size} message bytes`);
+    assert.ok(rep[0].bytes_in > 0 && typeof rep[0].seconds === 'number');
+  });
+
+  test('routes by sender address, then domain, then default', async () => {
+    const [a, b, c] = [await sink(), await sink(), await sink()];
+    const po = await office(
+      [`relay alice@example.org 127.0.0.1:${a.port} tls=none user=alice password=pw-a`, `relay other.org 127.0.0.1:${b.port} tls=none`, `relay default 127.0.0.1:${c.port} tls=none`].join('\n'),
+    );
+    await enqueue(queueDir(po), { sender: 'alice@example.org', recipients: ['x@far.net'] }, [message('ra')]);
+    await enqueue(queueDir(po), { sender: 'Someone@Other.org', recipients: ['x@far.net'] }, [message('rb')]);
+    await enqueue(queueDir(po), { sender: 'bob@example.org', recipients: ['x@far.net'] }, [message('rc')]);
+    const r = await run(po);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual([ids(a), ids(b), ids(c)], [['ra'], ['rb'], ['rc']]);
+  });
+
+  test('450 on RCPT: kept, retry scheduled with back-off, listed; not due until then', async () => {
+    const s = await sink(['-r', 'rcpt']);
+    const po = await office(`relay default 127.0.0.1:${s.port} tls=none`, 'retry_min 600\nretry_max 1h\n');
+    const d = await enqueue(queueDir(po), { sender: 'alice@example.org', recipients: ['bob@far.net'] }, [message('soft')]);
+    const before = Date.now();
+    const r = await run(po);
+    assert.equal(r.code, 75, r.stderr);
+    assert.match(r.stdout.toString(), /0 messages.*; 1 left \(\d+ bytes\) for a later retry/);
+    assert.equal(s.messages().length, 0);
+    const st = stateOf(po, d.id);
+    assert.equal(st.attempts, 1);
+    assert.equal(st.rcpts['bob@far.net'].status, 'pending');
+    assert.match(st.rcpts['bob@far.net'].reply, /^4\d\d /);
+    assert.ok(st.nextAttempt >= before + 600_000 && st.nextAttempt <= Date.now() + 600_000);
+    const list = await run(po, ['--list', '--json']);
+    assert.equal(list.code, 0);
+    const entries = JSON.parse(list.stdout.toString());
+    assert.equal(entries.length, 1);
+    assert.deepEqual(Object.keys(entries[0]).sort(), ['age_seconds', 'arrival', 'attempts', 'delay_warned', 'id', 'in_progress', 'last_error', 'next_attempt', 'recipients', 'sender', 'size'].sort());
+    assert.equal(entries[0].id, d.id);
+    assert.equal(entries[0].sender, 'alice@example.org');
+    assert.equal(entries[0].attempts, 1);
+    assert.equal(entries[0].recipients[0].status, 'pending');
+    assert.match(entries[0].last_error, /^4\d\d /);
+    assert.ok(Date.parse(entries[0].next_attempt) > Date.now());
+    const text = await run(po, ['--list']);
+    assert.match(text.stdout.toString(), new RegExp(`^${d.id.replace(/\./g, '\\.')}  \\d+  .*<alice@example.org>\\n    attempts 1, next attempt 20`, 'm'));
+    // Not due yet: a second run leaves it alone and says so.
+    const r2 = await run(po);
+    assert.equal(r2.code, 0);
+    assert.match(r2.stdout.toString(), /1 not due yet/);
+    assert.equal(stateOf(po, d.id).attempts, 1);
+    // A second (doubled) attempt with --flush.
+    const r3 = await run(po, ['--flush']);
+    assert.equal(r3.code, 75);
+    const st3 = stateOf(po, d.id);
+    assert.equal(st3.attempts, 2);
+    assert.ok(st3.nextAttempt >= Date.now() + 1_100_000, 'second delay doubled to 1200 s');
+  });
+
+  test('5xx: a DSN (multipart/report) goes to the local sender, the message leaves the queue', async () => {
+    const s = await sink(['-f', 'rcpt']);
+    const po = await office(`relay default 127.0.0.1:${s.port} tls=none`);
+    await enqueue(queueDir(po), { sender: 'alice@example.org', recipients: ['nobody@far.net'] }, [message('hard')]);
+    const r = await run(po);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout.toString(), /1 recipient failed for good/);
+    assert.equal(queued(po).length, 0);
+    const box = inbox(po, 'alice');
+    assert.equal(box.length, 1);
+    const dsn = box[0];
+    assert.match(dsn, /^Content-Type: multipart\/report; report-type=delivery-status;/im);
+    assert.match(dsn, /^From: Mail Delivery System <MAILER-DAEMON@mx\.example\.org>/m);
+    assert.match(dsn, /^Auto-Submitted: auto-replied/m);
+    assert.match(dsn, /^Content-Type: message\/delivery-status/m);
+    assert.match(dsn, /^Reporting-MTA: dns; mx\.example\.org\r$/m);
+    assert.match(dsn, /^Arrival-Date: /m);
+    assert.match(dsn, /^Final-Recipient: rfc822; nobody@far\.net\r$/m);
+    assert.match(dsn, /^Action: failed\r$/m);
+    assert.match(dsn, /^Status: 5\.\d\.\d+\r$/m);
+    assert.match(dsn, /^Diagnostic-Code: smtp; 5\d\d /m);
+    assert.match(dsn, /^Content-Type: text\/rfc822-headers/m);
+    assert.match(dsn, /^Message-ID: <hard@example\.org>/m);
+    assert.ok(!dsn.includes('Hello hard.'), 'only the headers of the original');
+    assert.ok(!/[^\r]\n/.test(dsn), 'CRLF throughout');
+  });
+
+  test('no bounce for <> or Auto-Submitted: kept in failed/, logged', async () => {
+    const s = await sink(['-f', 'rcpt']);
+    const po = await office(`relay default 127.0.0.1:${s.port} tls=none`);
+    const a = await enqueue(queueDir(po), { sender: '', recipients: ['nobody@far.net'] }, [message('nullsender')]);
+    const b = await enqueue(queueDir(po), { sender: 'alice@example.org', recipients: ['nobody@far.net'] }, [message('auto', { headers: 'Auto-Submitted: auto-generated\r\n' })]);
+    const r = await run(po);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(inbox(po, 'alice').length, 0);
+    assert.equal(queued(po).length, 0);
+    assert.deepEqual(failedDir(po).sort(), [a.id, b.id].sort());
+    const logText = readFileSync(join(po.dir, 'outpost.log'), 'utf8');
+    assert.match(logText, /dropped-with-reason.*reason="null sender <>"/);
+    assert.match(logText, /dropped-with-reason.*reason="Auto-Submitted: auto-generated"/);
+  });
+
+  test('disconnect at DATA: retried, then delivered once', async () => {
+    const port = await freePort();
+    const bad = await sink(['-q', 'data'], port);
+    const po = await office(`relay default 127.0.0.1:${port} tls=none`);
+    for (const id of ['q1', 'q2']) await enqueue(queueDir(po), { sender: 'alice@example.org', recipients: ['bob@far.net'] }, [message(id)]);
+    const r = await run(po);
+    assert.equal(r.code, 75, r.stderr);
+    assert.equal(queued(po).length, 2);
+    await bad.stop();
+    const good = await sink([], port);
+    const r2 = await run(po, ['--flush']);
+    assert.equal(r2.code, 0, r2.stderr);
+    assert.deepEqual(ids(good).sort(), ['q1', 'q2']);
+    assert.equal(queued(po).length, 0);
+  });
+
+  test('link cut mid-DATA, then a second run: every message exactly once, queue empty', async () => {
+    const s = await sink();
+    const proxy = await startLinkProxy({ target: { host: '127.0.0.1', port: s.port } });
+    const po = await office(`relay default 127.0.0.1:${proxy.port} tls=none`);
+    const want: string[] = [];
+    for (let i = 0; i < 6; i++) {
+      want.push(`cut${i}`);
+      await enqueue(queueDir(po), { sender: 'alice@example.org', recipients: ['bob@far.net'] }, [message(`cut${i}`, { size: 30000 })]);
+    }
+    proxy.cutAfter(75000); // inside the third message's DATA
+    const r = await run(po, ['--connections', '1']);
+    assert.equal(r.code, 75, r.stderr);
+    assert.equal(proxy.stats().cuts, 1);
+    const firstRound = ids(s).length;
+    assert.ok(firstRound >= 1 && firstRound < 6, `some but not all went before the cut (${firstRound})`);
+    assert.equal(queued(po).length + firstRound, 6, 'every message is either at the sink or still queued');
+    const r2 = await run(po, ['--flush']);
+    assert.equal(r2.code, 0, r2.stderr);
+    assert.deepEqual(ids(s).sort(), want);
+    assert.equal(queued(po).length, 0);
+    await proxy.close();
+  });
+
+  test('two queue-runs at once never send a message twice', async () => {
+    const s = await sink();
+    const po = await office(`relay default 127.0.0.1:${s.port} tls=none`);
+    const want: string[] = [];
+    for (let i = 0; i < 12; i++) {
+      want.push(`two${String(i).padStart(2, '0')}`);
+      await enqueue(queueDir(po), { sender: 'alice@example.org', recipients: ['bob@far.net'] }, [message(want[i], { size: 5000 })]);
+    }
+    const [r1, r2] = await Promise.all([run(po), run(po)]);
+    const codes = [r1.code, r2.code].sort();
+    const loser = r1.code === 75 ? r1 : r2;
+    if (codes[0] === 0 && codes[1] === 75) assert.match(loser.stderr, /another queue-run is working on/);
+    else assert.deepEqual(codes, [0, 0], 'both ran one after the other');
+    assert.deepEqual(ids(s).sort(), want);
+    assert.equal(queued(po).length, 0);
+  });
+
+  test('expiry bounces (4.4.7), a delay warning goes once (Action: delayed)', async () => {
+    const deadPort = await freePort(); // nothing listens: the relay is unreachable
+    const po = await office(`relay default 127.0.0.1:${deadPort} tls=none`, 'delay_warning 4h\nqueue_lifetime 5d\n');
+    const a = await enqueue(queueDir(po), { sender: 'alice@example.org', recipients: ['bob@far.net'] }, [message('late')]);
+    const b = await enqueue(queueDir(po), { sender: 'bob@example.org', recipients: ['carol@far.net'] }, [message('old')]);
+    const r = await run(po);
+    assert.equal(r.code, 75);
+    assert.equal(inbox(po, 'alice').length, 0);
+    // Age them: a is 5 hours old, b 6 days.
+    const age = (id: string, ms: number) => {
+      const p = join(queueDir(po), 'state', `${id}.json`);
+      const st = JSON.parse(readFileSync(p, 'utf8'));
+      st.arrival = Date.now() - ms;
+      writeFileSync(p, JSON.stringify(st));
+    };
+    age(a.id, 5 * 3600_000);
+    age(b.id, 6 * 86400_000);
+    const r2 = await run(po, ['--flush']);
+    assert.equal(r2.code, 75, 'a is still pending');
+    const warn = inbox(po, 'alice');
+    assert.equal(warn.length, 1);
+    assert.match(warn[0], /^Action: delayed\r$/m);
+    assert.match(warn[0], /^Status: 4\.\d\.\d+\r$/m);
+    assert.match(warn[0], /^Will-Retry-Until: /m);
+    const bounce = inbox(po, 'bob');
+    assert.equal(bounce.length, 1);
+    assert.match(bounce[0], /^Action: failed\r$/m);
+    assert.match(bounce[0], /^Status: 4\.4\.7\r$/m);
+    assert.match(bounce[0], /^Diagnostic-Code: smtp; delivery time expired/m);
+    assert.deepEqual(queued(po).map((m) => m.id), [a.id]);
+    await run(po, ['--flush']);
+    assert.equal(inbox(po, 'alice').length, 1, 'the delay warning goes once');
+  });
+
+  test('budget: stops between messages, reports what is left, exits 75', async () => {
+    const s = await sink();
+    const po = await office(`relay default 127.0.0.1:${s.port} tls=none`);
+    for (let i = 0; i < 5; i++) await enqueue(queueDir(po), { sender: 'alice@example.org', recipients: ['bob@far.net'] }, [message(`b${i}`, { size: 10000 })]);
+    const reportFile = join(po.dir, 'report.jsonl');
+    appendFileSync(reportFile, '');
+    const r = await run(po, ['--connections', '1'], { OUTPOST_BUDGET_BYTES: '25000', OUTPOST_REPORT: reportFile });
+    assert.equal(r.code, 75, r.stderr);
+    const sent = s.messages().length;
+    assert.equal(sent, 2);
+    assert.match(r.stdout.toString(), /^queue-run: 2 messages, .*; 3 left \(\d+ bytes\) over budget\n$/);
+    const rep = JSON.parse(readFileSync(reportFile, 'utf8').trim());
+    assert.equal(rep.left, 3);
+    assert.ok(rep.left_bytes >= 30000);
+    assert.ok(rep.bytes_in + rep.bytes_out <= 25000, 'the budget holds');
+    assert.equal(rep.exit, 75);
+    // The flag wins over the environment.
+    const r2 = await run(po, ['--budget-bytes', '0'], { OUTPOST_BUDGET_BYTES: '1' });
+    assert.equal(r2.code, 0, r2.stderr);
+    assert.equal(s.messages().length, 5);
+  });
+
+  test('usage and config errors exit 64 and 78', async () => {
+    const po = await office('');
+    assert.equal((await run(po, ['--json'])).code, 64);
+    assert.equal((await run(po, ['--budget-bytes', 'x'])).code, 64);
+    writeFileSync(join(po.dir, 'bad.cfg'), 'spool /tmp/x\nrelay default nohostport\n');
+    const r = await runProgram('queue-run', ['-c', join(po.dir, 'bad.cfg')]);
+    assert.equal(r.code, 78);
+    assert.match(r.stderr, /bad\.cfg:2: /);
+  });
+});
