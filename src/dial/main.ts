@@ -17,13 +17,13 @@
  * exited 75, reported messages left, or was not started/killed for the budget), a command failed,
  * the link was lost, every link failed to come up, another dial holds the lock, or SIGTERM;
  * 130 SIGINT; 69 no link may be used now (all outside their hours); 64 usage; 78 mail.cfg invalid
- * or it has no link (66 when it cannot be read).
+ * or it has no link, or fetch/queue-run are missing beside dial (66 when mail.cfg cannot be read).
  *
  * Environment: OUTPOST_DIAL_BACKOFF (seconds between dial rounds, "5,10"), OUTPOST_DIAL_GUARD
  * (hang-up guard time, 1 s), OUTPOST_DIAL_GRACE (seconds a command may overrun its budget, 10).
  */
-import { mkdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, mkdirSync } from 'node:fs';
+import { basename, join } from 'node:path';
 import { Command, CommanderError } from 'commander';
 import { runMain } from '../lib/cli';
 import { OutpostError } from '../lib/errors';
@@ -58,7 +58,7 @@ function nonNegative(flag: string) {
 }
 
 /** Splits the operands after `--` into commands at each further `--`. */
-export function splitCommands(operands: string[]): string[][] {
+function splitCommands(operands: string[]): string[][] {
   const out: string[][] = [[]];
   for (const a of operands) {
     if (a === '--') out.push([]);
@@ -69,10 +69,16 @@ export function splitCommands(operands: string[]): string[][] {
 
 /** The default commands: the sibling fetch and queue-run bundles, with -c FILE. */
 function defaultCommands(cfgPath: string): string[][] {
-  return [
-    [process.execPath, join(__dirname, 'fetch.js'), '-c', cfgPath],
-    [process.execPath, join(__dirname, 'queue-run.js'), '-c', cfgPath],
-  ];
+  return ['fetch', 'queue-run'].map((p) => [process.execPath, join(__dirname, `${p}.js`), '-c', cfgPath]);
+}
+
+/** @throws OutpostError EINSTALL (EX_CONFIG) when a default command's bundle is not next to dial. */
+function requireDefaults(commands: string[][]): void {
+  for (const [, file] of commands) {
+    if (!existsSync(file)) {
+      throw new OutpostError(`${file} is missing; fix: build it ("node build.mjs ${basename(file, '.js')}" or make) or name the commands after --`, { exit: EX_CONFIG, code: 'EINSTALL' });
+    }
+  }
 }
 
 function describeBudget(b: { seconds: number; bytes: number }): string {
@@ -95,7 +101,7 @@ function dryRun(cfg: Config, order: Link[], reasons: string[], commands: string[
   if (order.length) {
     const l = order[0];
     const b = sessionBudget(l, flags);
-    const env = budgetEnv({}, { link: l.name, cfgPath: cfg.path, reportPath: join(spoolPaths(cfg).run, 'dial.report'), secondsLeft: b.seconds || undefined, bytesLeft: b.bytes || undefined });
+    const env = budgetEnv({}, { link: l.name, cfgPath: cfg.path, reportPath: join(spoolPaths(cfg).run, 'dial.report.PID'), secondsLeft: b.seconds || undefined, bytesLeft: b.bytes || undefined });
     out.push(`environment (first command via ${l.name}):`);
     for (const [k, v] of Object.entries(env)) out.push(`  ${k}=${v}`);
   }
@@ -305,6 +311,7 @@ runMain('dial', async () => {
   const now = new Date();
   const { order, reasons } = chooseLinks(cfg.links, now, o.link);
   if (o.dryRun) return dryRun(cfg, order, reasons, commands, flags);
+  if (!operands.length) requireDefaults(commands);
 
   if (order.length === 0) {
     const msg = `no link may be used now: ${reasons.join('; ')}`;
