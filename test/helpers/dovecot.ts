@@ -1,0 +1,161 @@
+/**
+ * dovecot — test helper: a throw-away Dovecot 2.3 (POP3 + IMAP) in a temp dir, on free ports of
+ * 127.0.0.1, with STARTTLS/STLS on the test certificate and COMPRESS=DEFLATE (imap_zlib) when
+ * the plugin is installed. The recipe is ../shared/PEERS.md's.
+ *
+ * Guarantees: nothing listens outside 127.0.0.1; stop() stops the master and waits for it, so a
+ * test file can start several one after another. Mail goes in with dovecot-lda (putMessage), so
+ * what Dovecot serves is what a real mailbox would serve.
+ * Throws (at start) with an install hint when dovecot is missing: tests never skip silently.
+ */
+import { execFileSync } from 'node:child_process';
+import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { freePort, makeCert, requireTool } from './postoffice';
+
+export interface Dovecot {
+  dir: string;
+  conf: string;
+  pop3Port: number;
+  imapPort: number;
+  /** The test CA/certificate (self-signed, CN=localhost, IP 127.0.0.1). */
+  cert: string;
+  /** True when COMPRESS=DEFLATE is offered (imap_zlib plugin present). */
+  compress: boolean;
+  /** Delivers one message (bytes) to `user`'s INBOX (or `folder`) with dovecot-lda. */
+  putMessage: (user: string, msg: Buffer | string, folder?: string) => void;
+  /** Runs doveadm with this instance's config; returns stdout. */
+  doveadm: (...args: string[]) => string;
+  /** Number of messages in a user's folder (doveadm mailbox status). */
+  count: (user: string, folder?: string) => number;
+  /** Deletes and recreates a user's mailbox (new UIDVALIDITY). */
+  recreate: (user: string) => void;
+  stop: () => void;
+}
+
+const LDA = '/usr/lib/dovecot/dovecot-lda';
+
+/** Starts Dovecot for `users` (name → password). */
+export async function startDovecot(users: Record<string, string>): Promise<Dovecot> {
+  requireTool('dovecot');
+  if (!existsSync(LDA)) throw new Error(`${LDA} missing; run "bash .ci/install-peers" (dovecot-core)`);
+  try {
+    execFileSync('id', ['vmail'], { stdio: 'ignore' });
+  } catch {
+    throw new Error('user vmail missing; run "bash .ci/install-peers" (it creates it)');
+  }
+  const dir = mkdtempSync(join(tmpdir(), 'outpost-dovecot-'));
+  chmodSync(dir, 0o755); // Dovecot's auth process (user dovecot) must reach the users file
+  const D = join(dir, 'dovecot');
+  for (const d of ['run', 'state', 'mail']) mkdirSync(join(D, d), { recursive: true });
+  const uid = Number(execFileSync('id', ['-u', 'vmail']).toString());
+  const gid = Number(execFileSync('id', ['-g', 'vmail']).toString());
+  chownSync(join(D, 'mail'), uid, gid);
+  writeFileSync(join(D, 'users'), Object.entries(users).map(([u, p]) => `${u}:{PLAIN}${p}::::::\n`).join(''));
+  const { cert, key } = makeCert(dir);
+  const pop3Port = await freePort();
+  const imapPort = await freePort();
+  const compress = existsSync('/usr/lib/dovecot/modules/lib30_imap_zlib_plugin.so');
+  const conf = join(dir, 'dovecot.conf');
+  writeFileSync(
+    conf,
+    `base_dir = ${D}/run
+state_dir = ${D}/state
+log_path = ${D}/dovecot.log
+info_log_path = ${D}/dovecot.log
+protocols = pop3 imap
+listen = 127.0.0.1
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+ssl = yes
+ssl_cert = <${cert}
+ssl_key = <${key}
+mail_location = maildir:~/Maildir
+mail_uid = vmail
+mail_gid = vmail
+first_valid_uid = 1
+pop3_uidl_format = %08Xu%08Xv
+${compress ? 'mail_plugins = $mail_plugins zlib\nprotocol imap {\n  mail_plugins = $mail_plugins imap_zlib\n}\n' : ''}passdb {
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u ${D}/users
+}
+userdb {
+  driver = passwd-file
+  args = username_format=%u ${D}/users
+  default_fields = uid=vmail gid=vmail home=${D}/mail/%u
+}
+service imap-login {
+  inet_listener imap {
+    address = 127.0.0.1
+    port = ${imapPort}
+  }
+  inet_listener imaps {
+    port = 0
+  }
+}
+service pop3-login {
+  inet_listener pop3 {
+    address = 127.0.0.1
+    port = ${pop3Port}
+  }
+  inet_listener pop3s {
+    port = 0
+  }
+}
+service anvil {
+  chroot =
+}
+`,
+  );
+  // stdio ignored: the daemonized master keeps inherited pipes open, and execFileSync would wait.
+  execFileSync('dovecot', ['-c', conf], { stdio: 'ignore' });
+  // Wait until both listeners accept (the master forks the login services).
+  const { connect } = await import('node:net');
+  for (const port of [pop3Port, imapPort]) {
+    for (let i = 0; ; i++) {
+      const ok = await new Promise<boolean>((res) => {
+        const s = connect(port, '127.0.0.1', () => {
+          s.destroy();
+          res(true);
+        });
+        s.on('error', () => res(false));
+      });
+      if (ok) break;
+      if (i > 100) throw new Error(`dovecot did not listen on ${port}; see ${D}/dovecot.log`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+  const doveadm = (...args: string[]) => execFileSync('doveadm', ['-c', conf, ...args]).toString();
+  return {
+    dir,
+    conf,
+    pop3Port,
+    imapPort,
+    cert,
+    compress,
+    putMessage: (user, msg, folder) => execFileSync(LDA, ['-c', conf, '-d', user, '-f', 'sender@example.net', ...(folder ? ['-m', folder] : [])], { input: msg }),
+    doveadm,
+    count: (user, folder = 'INBOX') => Number(/messages=(\d+)/.exec(doveadm('mailbox', 'status', '-u', user, 'messages', folder))?.[1] ?? NaN),
+    recreate: (user) => {
+      rmSync(join(D, 'mail', user), { recursive: true, force: true });
+    },
+    stop: () => {
+      try {
+        execFileSync('doveadm', ['-c', conf, 'stop'], { stdio: 'ignore' });
+      } catch {
+        /* already gone */
+      }
+      const pidFile = join(D, 'run', 'master.pid');
+      for (let i = 0; i < 100 && existsSync(pidFile); i++) execFileSync('sleep', ['0.05']);
+      if (existsSync(pidFile)) {
+        try {
+          process.kill(Number(readFileSync(pidFile, 'utf8')), 'SIGKILL');
+        } catch {
+          /* gone */
+        }
+      }
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
