@@ -66,8 +66,8 @@ export const DIRECTIVES: Record<string, { min: number; max: number; opts: string
   account: {
     min: 1,
     max: 1,
-    opts: ['local', 'multidrop', 'protocol', 'host', 'port', 'tls', 'user', 'password', 'password_file', 'keep', 'folder', 'size_limit', 'envelope'],
-    usage: 'account NAME local=ADDRESS|multidrop=DOMAIN protocol=pop3|imap host=HOST port=N tls=starttls|implicit|none user=USER password=PW|password_file=FILE keep=yes|no',
+    opts: ['local', 'multidrop', 'protocol', 'host', 'port', 'tls', 'user', 'password', 'password_file', 'keep', 'folder', 'size_limit', 'envelope', 'ca', 'auth'],
+    usage: 'account NAME local=ADDRESS|multidrop=DOMAIN protocol=pop3|imap host=HOST port=N tls=starttls|implicit|none user=USER password=PW|password_file=FILE keep=yes|no [folder=F]... [size_limit=N] [envelope=H,H] [ca=FILE] [auth=auto|plain|user|apop]',
   },
   relay: { min: 2, max: 2, opts: ['user', 'password', 'password_file', 'tls', 'ca'], usage: 'relay default|SENDER|DOMAIN HOST:PORT [user=U password=PW] [tls=none|may|encrypt|verify] [ca=PEMFILE]' },
   link: {
@@ -118,6 +118,10 @@ export interface Account {
   sizeLimit: number;
   /** Header order for multidrop routing (lower-case header names). */
   envelope: string[];
+  /** PEM file of CA certificates to verify the server with (default: the system's). */
+  ca?: string;
+  /** Login method: auto (AUTH PLAIN, else USER/PASS, else LOGIN), plain, user, apop (POP3 RFC 1939 7). */
+  auth: 'auto' | 'plain' | 'user' | 'apop';
   line: number;
 }
 
@@ -472,6 +476,10 @@ function buildAccount(cfg: Config, e: Entry, bad: (e: Entry, m: string) => void)
   if (keep !== 'yes' && keep !== 'no') return bad(e, `keep=${keep} must be yes or no`);
   const sizeLimit = parseBytes(opt(e, 'size_limit') ?? cfg.scalars.fetch_size_limit ?? '0');
   if (Number.isNaN(sizeLimit)) return bad(e, `size_limit=${opt(e, 'size_limit')} is not a size in bytes`);
+  const auth = opt(e, 'auth') ?? 'auto';
+  if (!['auto', 'plain', 'user', 'apop'].includes(auth)) return bad(e, `auth=${auth} is not auto, plain, user or apop`);
+  if (auth === 'apop' && protocol !== 'pop3') return bad(e, `auth=apop is for protocol=pop3 only`);
+  const ca = opt(e, 'ca');
   const pf = opt(e, 'password_file');
   const password = pf ? readSecretFile(resolve(dirname(cfg.path), pf), e.line, cfg.diags) : opt(e, 'password');
   cfg.accounts.push({
@@ -488,6 +496,8 @@ function buildAccount(cfg: Config, e: Entry, bad: (e: Entry, m: string) => void)
     folders: e.opts.get('folder') ?? ['INBOX'],
     sizeLimit,
     envelope: (opt(e, 'envelope') ?? 'delivered-to,x-original-to,envelope-to,to,cc').toLowerCase().split(','),
+    ca: ca ? resolve(dirname(cfg.path), ca) : undefined,
+    auth: auth as Account['auth'],
     line: e.line,
   });
 }
