@@ -123,7 +123,11 @@ export async function serve(handler: Handler, listen?: string): Promise<void> {
   }
   let isSocket = false;
   try {
-    isSocket = fstatSync(0).isSocket();
+    // One socket on both fd 0 and fd 1 (inetd, tcpserver, systemd --inetd). Two different ones
+    // (Node's spawn gives each stdio pipe its own socketpair) are a pipe pair, handled below.
+    const in0 = fstatSync(0);
+    const out1 = fstatSync(1);
+    isSocket = in0.isSocket() && in0.ino === out1.ino && in0.dev === out1.dev;
   } catch {
     /* no stdin */
   }
