@@ -40,13 +40,14 @@ export function rfc5322Date(d: Date): string {
  * The Received header (RFC 5321 4.4, RFC 3848 protocol names), folded, ending in CRLF:
  *   Received: from HELO ([peer-ip])
  *   	by hostname (Outpost) with ESMTPSA id QUEUEID
- *   	for <rcpt>; date
+ *   	for <rcpt>;
+ *   	date
  * `rcpt` is omitted when undefined (a copy for several recipients).
  */
 export function receivedHeader(trace: Trace, hostname: string, id: string, rcpt: string | undefined, date: Date): string {
   const peer = trace.peer ? `[${trace.peer}]` : 'unknown';
   const helo = trace.helo || 'unknown';
-  return `Received: from ${helo} (${peer})\r\n\tby ${hostname} (Outpost) with ${trace.protocol} id ${id}\r\n\t${rcpt ? `for <${rcpt}>; ` : ''}${rfc5322Date(date)}\r\n`;
+  return `Received: from ${helo} (${peer})\r\n\tby ${hostname} (Outpost) with ${trace.protocol} id ${id}${rcpt ? `\r\n\tfor <${rcpt}>` : ''};\r\n\t${rfc5322Date(date)}\r\n`;
 }
 
 export interface Outcome {
