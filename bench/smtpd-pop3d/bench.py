@@ -11,7 +11,8 @@ error (a reply that is not 2xx / +OK) stops the run with exit status 1 and the r
                              for the server to close, so no two server processes overlap.
                              -> per target {"program","median","p90","min","max","n"}
   pop3 PORT USER PASS N      N sequential POP3 sessions USER/PASS/STAT/UIDL/LIST/QUIT (poplib);
-                             wall time per session in ms. -> {"first","median","p90","messages"}
+                             wall time per session in ms, and the median of each phase.
+                             -> {"first","median","p90","messages","banner","login",...}
   send PORT FROM TO BYTES    one message of about BYTES bytes (76-char lines) with smtplib.
                              -> {"seconds","bytes"}
   retr PORT USER PASS N      RETR N over a raw socket, the body counted and thrown away.
@@ -90,23 +91,36 @@ def latency(n, targets):
 
 
 def pop3(port, user, password, n):
-    times = []
+    """n sessions; per session the wall time and its phases (banner, login, STAT, UIDL, LIST,
+    QUIT) in ms. Median/p90 of the whole session are over sessions 2..n (the first is apart)."""
+    phases = ("banner", "login", "stat", "uidl", "list", "quit")
+    times, parts = [], {k: [] for k in phases}
     count = 0
     for _ in range(n):
-        t0 = time.perf_counter()
+        t = [time.perf_counter()]
         p = poplib.POP3("127.0.0.1", port)
+        t.append(time.perf_counter())
         p.user(user)
         p.pass_(password)
+        t.append(time.perf_counter())
         count, _size = p.stat()
+        t.append(time.perf_counter())
         uidls = p.uidl()[1]
+        t.append(time.perf_counter())
         lst = p.list()[1]
+        t.append(time.perf_counter())
         p.quit()
-        times.append((time.perf_counter() - t0) * 1000.0)
+        t.append(time.perf_counter())
+        times.append((t[-1] - t[0]) * 1000.0)
+        for i, k in enumerate(phases):
+            parts[k].append((t[i + 1] - t[i]) * 1000.0)
         if len(uidls) != count or len(lst) != count:
             fail(f"STAT says {count} but UIDL gave {len(uidls)} and LIST {len(lst)} lines")
     out = summary(times[1:] if n > 1 else times)
     out["first"] = round(times[0], 2)
     out["messages"] = count
+    for k in phases:
+        out[k] = round(statistics.median(parts[k][1:] if n > 1 else parts[k]), 2)
     return out
 
 
