@@ -1,0 +1,90 @@
+/**
+ * account — what one account's fetch run needs and returns, shared by the POP3 and IMAP runners:
+ * the run context, the result tally, and `land` (route + commit + record: steps 2–4 of store.ts).
+ *
+ * Exit codes per account (the program exits with the worst): 0 everything went; 75 something is
+ * left for later (unreachable, cut, timeout, budget spent, [IN-USE], [SYS/TEMP]); 77 the server
+ * refused the login ([AUTH] or a plain -ERR to PASS/AUTH); 76 a protocol the client cannot use
+ * (no UIDL). Messages over the size limit stay on the server, are reported, and do not change the
+ * exit code (trying again would not help).
+ */
+import { join } from 'node:path';
+import type { Account, Config } from '../mail/config';
+import { spoolPaths } from '../mail/config';
+import { EX_NOPERM, EX_PROTOCOL, EX_TEMPFAIL } from '../lib/exits';
+import { log } from '../lib/log';
+import type { Budget } from './budget';
+import { FetchState, saveState } from './state';
+import { commit, readHead, routeMessage } from './store';
+
+export interface Ctx {
+  cfg: Config;
+  account: Account;
+  budget: Budget;
+  st: FetchState;
+  statePath: string;
+  verbose: boolean;
+}
+
+export interface AccountResult {
+  account: string;
+  /** Messages fetched and delivered this run. */
+  messages: number;
+  /** Their size as the server counted it (bytes). */
+  bytes: number;
+  /** Messages not fetched: budget spent, or the session failed. */
+  left: number;
+  leftBytes: number;
+  /** Messages left on the server for their size. */
+  tooBig: number;
+  tooBigBytes: number;
+  /** Messages deleted on the server this run. */
+  deleted: number;
+  /** True when the budget stopped the run. */
+  overBudget: boolean;
+  exit: number;
+  error?: string;
+}
+
+export function newResult(account: string): AccountResult {
+  return { account, messages: 0, bytes: 0, left: 0, leftBytes: 0, tooBig: 0, tooBigBytes: 0, deleted: 0, overBudget: false, exit: 0 };
+}
+
+/** A name safe in a file name. */
+export const safeName = (name: string) => name.replace(/[^A-Za-z0-9._-]/g, '_');
+
+/**
+ * The account's places under <spool>/fetch: `<account>.state`, the staging dir `tmp/<account>/`
+ * (emptied at the start of each run, under the account lock: whatever is there was never
+ * delivered), and `partial/<account>/` (resumable IMAP downloads, kept across runs).
+ */
+export function fetchDirs(cfg: Config, account: string): { tmp: string; partial: string; state: string } {
+  const base = spoolPaths(cfg).fetch;
+  const n = safeName(account);
+  return { tmp: join(base, 'tmp', n), partial: join(base, 'partial', n), state: join(base, `${n}.state`) };
+}
+
+/**
+ * Delivers a finished staged file to the account's target Maildirs (routing multidrop), then
+ * records it in the state (`record` mutates ctx.st) and saves the state. Only after this returns
+ * may the message be deleted on the server.
+ */
+export async function land(ctx: Ctx, staged: string, record: () => void, what: string): Promise<void> {
+  const dirs = routeMessage(ctx.cfg, ctx.account, await readHead(staged));
+  const paths = await commit(staged, dirs, ctx.cfg.hostname);
+  record();
+  saveState(ctx.statePath, ctx.st);
+  if (ctx.verbose) log('info', `fetched ${what}`, { account: ctx.account.name, to: paths.map((p) => p.split('/').slice(-3, -2)[0]).join(',') });
+}
+
+/** Maps a session failure to the account's exit code (see the header). */
+export function failureExit(err: unknown): number {
+  const e = err as { name?: string; respCode?: string; authenticationFailed?: boolean; serverResponseCode?: string };
+  if (e?.name === 'Pop3Error') {
+    if (e.respCode === 'AUTH') return EX_NOPERM;
+    if (e.respCode === 'NOUIDL') return EX_PROTOCOL;
+    return EX_TEMPFAIL;
+  }
+  if (e?.authenticationFailed || e?.serverResponseCode === 'AUTHENTICATIONFAILED') return EX_NOPERM;
+  return EX_TEMPFAIL;
+}

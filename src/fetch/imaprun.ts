@@ -1,0 +1,293 @@
+/**
+ * imaprun — one IMAP account's fetch session, through imapflow (loaded lazily) (RFC 3501/9051;
+ * COMPRESS=DEFLATE RFC 4978, used whenever the server offers it; UIDPLUS RFC 4315).
+ *
+ * Per folder: SELECT (EXAMINE when keep=yes), then one `UID FETCH <set> (UID RFC822.SIZE)` for
+ * the UIDs above the folder's `last` (plus the ones once left for their size; with keep=no the
+ * whole folder, so leftovers of a cut session get deleted), then the messages:
+ *   - up to 256 KiB: many at once in one pipelined `UID FETCH <uids> BODY.PEEK[]` (a batch sized
+ *     to the budget), each landed (stage, Maildir, state) as it arrives;
+ *   - larger: in 128 KiB pieces (`BODY.PEEK[]<offset.length>`) appended to a resumable file
+ *     <spool>/fetch/partial/<account>/<folder>.<uidvalidity>.<uid> (its sidecar .json names folder,
+ *     UIDVALIDITY, UID and size), so a download cut off partway continues where it stopped on the
+ *     next run instead of starting over.
+ * keep=no: after the folder's messages are recorded, `UID STORE +FLAGS.SILENT (\Deleted)` and
+ * `UID EXPUNGE` (plain EXPUNGE without UIDPLUS) for exactly those UIDs.
+ *
+ * UIDVALIDITY change (the folder was recreated; RFC 3501 2.3.1.1): the UIDs mean nothing any
+ * more, so the folder is listed whole with ENVELOPE, and a message whose Message-ID and size match
+ * one this account already delivered from that folder is taken as fetched (deleted with keep=no,
+ * never fetched again); everything else is fetched. A message without a Message-ID cannot be
+ * matched and is fetched again: a possible duplicate, never a loss.
+ */
+import { existsSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { log } from '../lib/log';
+import { EX_TEMPFAIL } from '../lib/exits';
+import { AccountResult, Ctx, failureExit, fetchDirs, land, newResult } from './account';
+import type { Meter } from './budget';
+import { FolderState, findStamped, imapKey, stampLine } from './state';
+import { parseHeaders, readHead, Stage, accountMaildirs } from './store';
+
+/** Messages up to this size are fetched whole in pipelined batches. */
+export const SMALL = 256 * 1024;
+/** Piece size of a resumable large download. */
+export const PIECE = 128 * 1024;
+/** Largest batch of small messages in one FETCH (bytes), when no budget says less. */
+const BATCH = 1024 * 1024;
+
+interface Msg {
+  uid: number;
+  size: number;
+  messageId?: string;
+}
+
+/** Runs one IMAP account. Never throws: failures are in the result (exit, error). */
+export async function fetchImap(ctx: Ctx, meter: Meter, timeout: number): Promise<AccountResult> {
+  const a = ctx.account;
+  const r = newResult(a.name);
+  const dirs = fetchDirs(ctx.cfg, a.name);
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  let client: any;
+  try {
+    const { ImapFlow } = await import('imapflow');
+    client = new ImapFlow({
+      host: a.host,
+      port: a.port,
+      secure: a.tls === 'implicit',
+      doSTARTTLS: a.tls === 'starttls',
+      auth: { user: a.user, pass: a.password ?? '' },
+      tls: { ca: a.ca ? readFileSync(a.ca) : undefined, rejectUnauthorized: true, minVersion: 'TLSv1.2' },
+      logger: false,
+      disableAutoIdle: true,
+      disableAutoEnable: true,
+      socketTimeout: timeout * 1000,
+      connectionTimeout: timeout * 1000,
+      greetingTimeout: timeout * 1000,
+      clientInfo: { name: 'outpost-fetch' },
+    });
+    client.on('error', () => undefined);
+    const connecting = client.connect();
+    if (client.socket) meter.track(client.socket);
+    await connecting;
+    for (const folder of a.folders) {
+      await fetchFolder(ctx, client, folder, dirs.partial, r);
+      if (r.overBudget) break;
+    }
+    await client.logout();
+    client = undefined;
+  } catch (err) {
+    r.exit = failureExit(err);
+    r.error = (err as Error).message + ((err as { responseText?: string }).responseText ? ` (${(err as { responseText?: string }).responseText})` : '');
+    try {
+      client?.close();
+    } catch {
+      /* already closed */
+    }
+  }
+  if (r.overBudget && !r.exit) r.exit = EX_TEMPFAIL;
+  return r;
+}
+
+/** Message-ID|size of every message this account delivered from `folder` (any UIDVALIDITY). */
+async function knownMessages(ctx: Ctx, folder: string): Promise<Set<string>> {
+  const out = new Set<string>();
+  const enc = encodeURIComponent(folder);
+  for (const s of findStamped(ctx.account.name, accountMaildirs(ctx.cfg, ctx.account), 0)) {
+    if (!s.key.endsWith(' ' + enc)) continue;
+    const head = await readHead(s.path);
+    const mid = parseHeaders(head).get('message-id')?.[0];
+    const stampLen = Buffer.byteLength(stampLine(ctx.account.name, s.key));
+    if (mid) out.add(`${mid}|${s.size - stampLen}`);
+  }
+  return out;
+}
+
+/**
+ * One folder: list, fetch, land, delete (see the header). Updates `r` (counts, what is left).
+ * Throws on a session failure (the caller maps it to the exit code); what was landed is recorded.
+ */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+async function fetchFolder(ctx: Ctx, client: any, folder: string, partialDir: string, r: AccountResult): Promise<void> {
+  const { account: a, st, budget } = ctx;
+  const mb = await client.mailboxOpen(folder, { readOnly: a.keep });
+  const uv = Number(mb.uidValidity);
+  let fs: FolderState | undefined = st.folders.get(folder);
+  let known: Set<string> | undefined;
+  if (fs && fs.uidvalidity !== uv) {
+    log('warn', `folder ${folder}: UIDVALIDITY changed ${fs.uidvalidity} → ${uv}; matching by Message-ID and size`, { account: a.name });
+    known = await knownMessages(ctx, folder);
+    fs = undefined;
+  }
+  if (!fs) {
+    fs = { uidvalidity: uv, last: 0, big: [] };
+    st.folders.set(folder, fs);
+  }
+  const f = fs;
+  if (!mb.exists) return;
+
+  // List what is there (one round trip).
+  const range = a.keep && !known ? [...f.big, `${f.last + 1}:*`].join(',') : '1:*';
+  const listed: Msg[] = [];
+  for await (const m of client.fetch(range, { uid: true, size: true, envelope: !!known }, { uid: true })) {
+    listed.push({ uid: m.uid, size: m.size, messageId: m.envelope?.messageId });
+  }
+  listed.sort((x, y) => x.uid - y.uid);
+  const toDelete: number[] = [];
+  const todo: Msg[] = [];
+  for (const m of listed) {
+    const wasBig = f.big.includes(m.uid);
+    if (m.uid <= f.last && !wasBig) {
+      if (!a.keep) toDelete.push(m.uid); // landed in an earlier session, not yet deleted
+      continue;
+    }
+    if (known && m.messageId && known.has(`${m.messageId}|${m.size}`)) {
+      if (!a.keep) toDelete.push(m.uid);
+      if (m.uid > f.last) f.last = m.uid;
+      continue;
+    }
+    if (a.sizeLimit && m.size > a.sizeLimit) {
+      r.tooBig++;
+      r.tooBigBytes += m.size;
+      if (!wasBig) {
+        log('info', `message ${folder} UID ${m.uid} (${m.size} bytes) is over the size limit ${a.sizeLimit}: left on the server`, { account: a.name });
+        f.big.push(m.uid);
+      }
+      if (m.uid > f.last) f.last = m.uid;
+      continue;
+    }
+    todo.push(m);
+  }
+  // `last` may only pass a UID once it is done: keep it below the first one still to fetch.
+  const firstTodo = todo.find((m) => !f.big.includes(m.uid));
+  if (firstTodo && f.last >= firstTodo.uid) f.last = firstTodo.uid - 1;
+
+  const done = new Set<number>();
+  const advance = (uid: number) => {
+    done.add(uid);
+    f.big = f.big.filter((u) => u !== uid);
+    for (const m of todo) {
+      if (f.big.includes(m.uid) || m.uid <= f.last) continue;
+      if (!done.has(m.uid)) break;
+      f.last = m.uid;
+    }
+  };
+  const landed = async (m: Msg, staged: string) => {
+    await land(ctx, staged, () => advance(m.uid), `${folder} UID ${m.uid} (${m.size} bytes)`);
+    r.messages++;
+    r.bytes += m.size;
+    if (!a.keep) toDelete.push(m.uid);
+  };
+
+  try {
+    let i = 0;
+    while (i < todo.length) {
+      const m = todo[i];
+      if (!budget.allows(m.size)) {
+        r.overBudget = true;
+        break;
+      }
+      if (m.size > SMALL) {
+        const ok = await fetchLarge(ctx, client, folder, uv, m, partialDir, landed);
+        if (!ok) {
+          r.overBudget = true;
+          break;
+        }
+        i++;
+        continue;
+      }
+      // A batch of small messages that fits the budget (bytes, and time at the rate seen so far).
+      const rate = budget.meter.heldSeconds > 1 ? budget.meter.bytesIn / budget.meter.heldSeconds : 32000;
+      const cap = Math.min(BATCH, Number.isFinite(budget.seconds) ? Math.max(m.size, budget.secondsLeft() * rate) : BATCH);
+      const batch: Msg[] = [];
+      let sum = 0;
+      while (i < todo.length && todo[i].size <= SMALL && (batch.length === 0 || sum + todo[i].size <= cap) && budget.allows(todo[i].size, sum)) {
+        batch.push(todo[i]);
+        sum += todo[i].size;
+        i++;
+      }
+      const bySize = new Map(batch.map((x) => [x.uid, x]));
+      for await (const msg of client.fetch(batch.map((x) => x.uid).join(','), { uid: true, source: true }, { uid: true })) {
+        const bm = bySize.get(msg.uid);
+        if (!bm || !msg.source) continue;
+        const stage = await Stage.create(fetchDirs(ctx.cfg, a.name).tmp, stampLine(a.name, imapKey(uv, msg.uid, folder)));
+        try {
+          await stage.write(msg.source);
+          await stage.finish();
+        } catch (err) {
+          await stage.discard();
+          throw err;
+        }
+        await landed(bm, stage.path);
+      }
+      for (const x of batch) if (!done.has(x.uid)) log('warn', `${folder} UID ${x.uid} was not returned by the server (gone?)`, { account: a.name });
+    }
+  } finally {
+    const left = todo.filter((m) => !done.has(m.uid));
+    r.left += left.length;
+    r.leftBytes += left.reduce((n, m) => n + m.size, 0);
+  }
+  if (toDelete.length) {
+    await client.messageDelete(toDelete.join(','), { uid: true });
+    r.deleted += toDelete.length;
+  }
+}
+
+/**
+ * Downloads one large message in pieces into its resumable partial file, then lands it.
+ * @returns false when the budget stopped it (the partial file is kept for the next run).
+ */
+async function fetchLarge(
+  ctx: Ctx,
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  client: any,
+  folder: string,
+  uv: number,
+  m: Msg,
+  partialDir: string,
+  landed: (m: Msg, staged: string) => Promise<void>,
+): Promise<boolean> {
+  const { account: a, budget } = ctx;
+  const path = join(partialDir, `${encodeURIComponent(folder)}.${uv}.${m.uid}`);
+  const side = `${path}.json`;
+  const head = stampLine(a.name, imapKey(uv, m.uid, folder));
+  let stage: Stage;
+  let meta: { folder: string; uidvalidity: number; uid: number; size: number } | undefined;
+  try {
+    meta = JSON.parse(readFileSync(side, 'utf8'));
+  } catch {
+    meta = undefined;
+  }
+  if (meta && meta.folder === folder && meta.uidvalidity === uv && meta.uid === m.uid && meta.size === m.size && existsSync(path)) {
+    stage = await Stage.append(path);
+    log('info', `resuming ${folder} UID ${m.uid} at byte ${stage.size - Buffer.byteLength(head)} of ${m.size}`, { account: a.name });
+  } else {
+    for (const p of [path, side]) if (existsSync(p)) unlinkSync(p);
+    writeFileSync(side, JSON.stringify({ folder, uidvalidity: uv, uid: m.uid, size: m.size }) + '\n', { mode: 0o600 });
+    stage = await Stage.createAt(path, head);
+  }
+  const headLen = Buffer.byteLength(head);
+  try {
+    for (;;) {
+      const offset = stage.size - headLen;
+      if (offset >= m.size) break;
+      const want = Math.min(PIECE, m.size - offset);
+      if (!budget.allows(want)) {
+        await stage.keep();
+        return false;
+      }
+      const msg = await client.fetchOne(String(m.uid), { source: { start: offset, maxLength: want } }, { uid: true });
+      const buf: Buffer | undefined = msg?.source;
+      if (!buf || !buf.length) break; // the server holds fewer bytes than RFC822.SIZE said
+      await stage.write(buf);
+      await stage.flush();
+    }
+    await stage.finish();
+  } catch (err) {
+    await stage.keep();
+    throw err;
+  }
+  await landed(m, path);
+  unlinkSync(side);
+  return true;
+}

@@ -1,0 +1,179 @@
+/**
+ * fetch — pulls users' remote POP3/IMAP mailboxes into local Maildirs, exactly once, within a
+ * link budget (fetch(8)).
+ *
+ *   fetch [-c FILE] [--account NAME] [--budget-seconds N] [--budget-bytes N] [-v]
+ *
+ * For each `account` in mail.cfg (or the one named), one after another on one connection each:
+ * take the account lock (<spool>/fetch/<account>.state.lock: one fetch per account at a time),
+ * load the state (rebuilt from the Maildirs' X-Outpost-Fetched stamps when missing or corrupt,
+ * reconciled with anything delivered after its last save), run the POP3 (pop3run.ts) or IMAP
+ * (imaprun.ts) session, and release. Then print one summary line, log it, and append one JSON
+ * line to $OUTPOST_REPORT (the budget contract shared with queue-run and dial).
+ *
+ * Environment: OUTPOST_LINK, OUTPOST_BUDGET_SECONDS, OUTPOST_BUDGET_BYTES (the flags win),
+ * OUTPOST_REPORT, OUTPOST_CONFIG (mail.cfg when -c is not given).
+ *
+ * Exit status: 0 everything went; 75 something must be tried again later (unreachable, cut,
+ * timeout, budget spent, account locked); 77 a server refused the login; 76 a server lacks what
+ * fetch needs (POP3 UIDL); 64 usage; 78 mail.cfg invalid (66 unreadable); 70 a bug.
+ * With several accounts the exit status is the first failing account's.
+ */
+import { appendFileSync, mkdirSync, rmSync } from 'node:fs';
+import { Command, CommanderError } from 'commander';
+import { runMain } from '../lib/cli';
+import { OutpostError } from '../lib/errors';
+import { EX_OK, EX_TEMPFAIL, EX_USAGE } from '../lib/exits';
+import { acquireLock } from '../lib/lock';
+import { log, setupLog } from '../lib/log';
+import { Account, Config, configPath, loadConfig, logTarget, spoolPaths } from '../mail/config';
+import { AccountResult, Ctx, fetchDirs, newResult } from './account';
+import { Budget, budgetValue, Meter } from './budget';
+import { fetchImap } from './imaprun';
+import { fetchPop3 } from './pop3run';
+import { emptyState, loadState, reconcile, saveState } from './state';
+import { accountMaildirs } from './store';
+
+interface Opts {
+  config?: string;
+  account?: string;
+  budgetSeconds?: string;
+  budgetBytes?: string;
+  timeout?: string;
+  verbose?: boolean;
+}
+
+const usage = (m: string) => new OutpostError(`${m}; fix: see "fetch --help" or fetch(8)`, { exit: EX_USAGE, code: 'EUSAGE' });
+
+/** Idle timeout per read/write on a connection (seconds): long enough for a GSM link's stalls. */
+export const DEFAULT_TIMEOUT = 120;
+
+/** Runs one account under its lock; never throws (failures are in the result). */
+async function runAccount(cfg: Config, a: Account, budget: Budget, meter: Meter, timeout: number, verbose: boolean): Promise<AccountResult> {
+  const dirs = fetchDirs(cfg, a.name);
+  mkdirSync(dirs.partial, { recursive: true, mode: 0o700 });
+  let release: (() => Promise<void>) | undefined;
+  try {
+    release = await acquireLock(dirs.state, 0, `account ${a.name}`);
+  } catch (err) {
+    const r = newResult(a.name);
+    r.exit = err instanceof OutpostError ? err.exit : EX_TEMPFAIL;
+    r.error = (err as Error).message;
+    return r;
+  }
+  try {
+    rmSync(dirs.tmp, { recursive: true, force: true });
+    let st = loadState(dirs.state);
+    if (!st) {
+      st = emptyState();
+      const n = reconcile(st, a.name, accountMaildirs(cfg, a));
+      log('info', `no usable state file ${dirs.state}: rebuilt from the Maildirs (${n} records)`, { account: a.name });
+      saveState(dirs.state, st);
+    } else if (reconcile(st, a.name, accountMaildirs(cfg, a))) {
+      log('warn', 'messages delivered after the last state save were found and recorded', { account: a.name });
+      saveState(dirs.state, st);
+    }
+    const ctx: Ctx = { cfg, account: a, budget, st, statePath: dirs.state, verbose };
+    const r = a.protocol === 'pop3' ? await fetchPop3(ctx, meter, timeout) : await fetchImap(ctx, meter, timeout);
+    if (r.error) log('warn', `account ${a.name}: ${r.error}`, { account: a.name, exit: r.exit });
+    return r;
+  } catch (err) {
+    const r = newResult(a.name);
+    r.exit = err instanceof OutpostError ? err.exit : EX_TEMPFAIL;
+    r.error = (err as Error).message;
+    log('error', `account ${a.name}: ${r.error}`, { account: a.name });
+    return r;
+  } finally {
+    await release().catch(() => undefined);
+  }
+}
+
+/** The one summary line (budget contract). */
+export function summaryLine(rs: AccountResult[], meter: Meter): string {
+  const sum = (k: keyof AccountResult) => rs.reduce((n, r) => n + (r[k] as number), 0);
+  const m = sum('messages');
+  let s = `fetch: ${m} message${m === 1 ? '' : 's'}, ${meter.bytesIn} bytes in, ${meter.bytesOut} out, link held ${meter.heldSeconds.toFixed(1)} s`;
+  const left = sum('left');
+  if (left) s += `; ${left} left (${sum('leftBytes')} bytes)${rs.some((r) => r.overBudget) ? ' over budget' : ' for a later run'}`;
+  const big = sum('tooBig');
+  if (big) s += `; ${big} over the size limit left on the server (${sum('tooBigBytes')} bytes)`;
+  const failed = rs.filter((r) => r.error);
+  if (failed.length) s += `; failed: ${failed.map((r) => `${r.account} (${r.error})`).join(', ')}`;
+  return s;
+}
+
+runMain('fetch', async () => {
+  const program = new Command('fetch')
+    .description('pull remote POP3/IMAP mailboxes into local Maildirs (see fetch(8))')
+    .usage('[-c FILE] [--account NAME] [--budget-seconds N] [--budget-bytes N] [-v]')
+    .option('-c, --config <file>', 'the mail.cfg to use (default: $OUTPOST_CONFIG, else /etc/outpost/mail.cfg)')
+    .option('--account <name>', 'fetch only this account')
+    .option('--budget-seconds <n>', 'start no message after this many seconds (default $OUTPOST_BUDGET_SECONDS)')
+    .option('--budget-bytes <n>', 'start no message that would pass this many link bytes (default $OUTPOST_BUDGET_BYTES)')
+    .option('--timeout <seconds>', `idle timeout per connection (default ${DEFAULT_TIMEOUT})`)
+    .option('-v, --verbose', 'log one line per message')
+    .exitOverride()
+    .configureOutput({ outputError: (text, write) => write(`fetch: ${text.replace(/^error: /, '').trimEnd()}; fix: see "fetch --help"\n`) });
+  try {
+    program.parse(process.argv);
+  } catch (err) {
+    if (err instanceof CommanderError) return err.code === 'commander.helpDisplayed' || err.code === 'commander.version' ? EX_OK : EX_USAGE;
+    throw err;
+  }
+  const o = program.opts<Opts>();
+  if (program.args.length) throw usage(`unexpected argument "${program.args[0]}"`);
+  const seconds = budgetValue(o.budgetSeconds, process.env.OUTPOST_BUDGET_SECONDS);
+  const bytes = budgetValue(o.budgetBytes, process.env.OUTPOST_BUDGET_BYTES);
+  if (Number.isNaN(seconds)) throw usage(`budget seconds "${o.budgetSeconds ?? process.env.OUTPOST_BUDGET_SECONDS}" is not a non-negative number`);
+  if (Number.isNaN(bytes)) throw usage(`budget bytes "${o.budgetBytes ?? process.env.OUTPOST_BUDGET_BYTES}" is not a non-negative number`);
+  const timeout = o.timeout === undefined ? DEFAULT_TIMEOUT : Number(o.timeout);
+  if (!(timeout > 0)) throw usage(`--timeout ${o.timeout} is not a positive number of seconds`);
+
+  const cfg = loadConfig(configPath(o.config));
+  mkdirSync(spoolPaths(cfg).log, { recursive: true, mode: 0o700 });
+  setupLog('fetch', logTarget(cfg));
+  const accounts = o.account ? cfg.accounts.filter((a) => a.name === o.account) : cfg.accounts;
+  if (o.account && !accounts.length) throw usage(`no account "${o.account}" in ${cfg.path}`);
+
+  const meter = new Meter();
+  const budget = new Budget(seconds, bytes, meter);
+  const results: AccountResult[] = [];
+  for (const a of accounts) {
+    if (budget.secondsLeft() <= 0 || budget.bytesLeft() <= 0) {
+      const r = newResult(a.name);
+      r.overBudget = true;
+      r.exit = EX_TEMPFAIL;
+      results.push(r);
+      continue;
+    }
+    results.push(await runAccount(cfg, a, budget, meter, timeout, !!o.verbose));
+  }
+  const exit = results.find((r) => r.exit)?.exit ?? EX_OK;
+  const line = summaryLine(results, meter);
+  const link = process.env.OUTPOST_LINK || undefined;
+  process.stdout.write(line + '\n');
+  log('info', line.replace(/^fetch: /, ''), { link, exit });
+  report({
+    program: 'fetch',
+    link,
+    seconds: Math.round(meter.heldSeconds * 10) / 10,
+    bytes_in: meter.bytesIn,
+    bytes_out: meter.bytesOut,
+    messages: results.reduce((n, r) => n + r.messages, 0),
+    left: results.reduce((n, r) => n + r.left, 0),
+    left_bytes: results.reduce((n, r) => n + r.leftBytes, 0),
+    exit,
+  });
+  return exit;
+});
+
+/** Appends the one JSON line to $OUTPOST_REPORT; a failure is logged, not fatal. */
+function report(r: Record<string, unknown>): void {
+  const file = process.env.OUTPOST_REPORT;
+  if (!file) return;
+  try {
+    appendFileSync(file, JSON.stringify(r) + '\n');
+  } catch (err) {
+    log('error', `cannot append the report line to ${file}: ${(err as Error).message}`);
+  }
+}

@@ -1,0 +1,259 @@
+/**
+ * pop3 — the POP3 client side of fetch (RFC 1939; CAPA, RESP-CODES, PIPELINING RFC 2449; STLS
+ * RFC 2595; AUTH PLAIN RFC 5034 + RFC 4616; APOP RFC 1939 section 7; implicit TLS RFC 8314).
+ *
+ * The wire part is split from the I/O: `Unstuffer` is pure (lines in, message bytes out; RFC 1939
+ * section 3 byte-stuffing undone, every line terminator kept exactly as sent, so the stored bytes
+ * are the message as the server holds it), `parseStatus` is pure. `Pop3Conn` owns one TCP (or
+ * TLS) connection: commands are written at once (the caller pipelines by writing several before
+ * reading), replies are read strictly in order with back-pressure (a multi-line reply is streamed
+ * to a sink line by line; nothing is ever whole in memory).
+ *
+ * Errors: a `-ERR` reply rejects with Pop3Error (the reply text and its RESP-CODE, e.g. 'AUTH',
+ * 'IN-USE', 'SYS/TEMP'); a dropped connection or a timeout rejects with code 'ECONNRESET' /
+ * 'ETIMEDOUT'; a certificate that does not verify rejects with Node's TLS error code.
+ */
+import { createHash } from 'node:crypto';
+import { Socket, isIP } from 'node:net';
+import { connect as tlsConnect, TLSSocket } from 'node:tls';
+import type { Duplex } from 'node:stream';
+import { LineReader } from '../lib/linereader';
+
+/** A -ERR reply, with its RFC 2449/3206 response code when there is one. */
+export class Pop3Error extends Error {
+  constructor(
+    readonly reply: string,
+    readonly respCode: string,
+  ) {
+    super(reply);
+    this.name = 'Pop3Error';
+  }
+}
+
+/** Parses a status line. @returns ok, the text after +OK/-ERR, and the [RESP-CODE] if any. */
+export function parseStatus(line: string): { ok: boolean; text: string; code: string } {
+  const ok = line.startsWith('+OK');
+  const text = line.replace(/^(\+OK|-ERR) ?/, '');
+  const m = /^\[([^\]]+)\]/.exec(text);
+  return { ok, text, code: m ? m[1].toUpperCase() : '' };
+}
+
+/**
+ * Undoes byte-stuffing of one multi-line reply. Feed each line (as LineReader returns it); push()
+ * returns the bytes to store, or null when the line was the terminating ".".
+ */
+export class Unstuffer {
+  private atStart = true;
+  push(line: Buffer, crlf: boolean, partial: boolean): Buffer | null {
+    const start = this.atStart;
+    this.atStart = !partial;
+    if (start && line.length === 1 && line[0] === 0x2e && !partial) return null;
+    const body = start && line.length > 0 && line[0] === 0x2e ? line.subarray(1) : line;
+    if (partial) return body;
+    return Buffer.concat([body, crlf ? CRLF : LF]);
+  }
+}
+const CRLF = Buffer.from('\r\n');
+const LF = Buffer.from('\n');
+
+export interface ConnectOptions {
+  host: string;
+  port: number;
+  tls: 'implicit' | 'starttls' | 'none';
+  /** PEM CA bundle to verify the server with (default: Node's CA store). */
+  ca?: Buffer;
+  /** Idle timeout in seconds for every read and write. */
+  timeout: number;
+  /** Called with the raw TCP socket at once (byte counting). */
+  onSocket: (s: Socket) => void;
+}
+
+/** The APOP digest (RFC 1939 section 7): MD5 of the greeting's timestamp and the secret, hex. */
+export function apopDigest(timestamp: string, secret: string): string {
+  return createHash('md5').update(timestamp + secret, 'latin1').digest('hex');
+}
+
+/** One POP3 connection. Use Pop3Conn.open(); then write()/status()/multi(). */
+export class Pop3Conn {
+  greeting = '';
+  /** CAPA lines, upper-cased keyword first ('PIPELINING', 'SASL PLAIN LOGIN', …). */
+  capa: string[] = [];
+  secure = false;
+  private reader: LineReader;
+  private constructor(
+    private raw: Socket,
+    private stream: Duplex,
+    private readonly opts: ConnectOptions,
+  ) {
+    this.reader = new LineReader(stream, 65536);
+  }
+
+  /** Connects (TLS per opts.tls), reads the greeting, and for starttls upgrades with STLS. */
+  static async open(opts: ConnectOptions): Promise<Pop3Conn> {
+    const raw = new Socket();
+    opts.onSocket(raw);
+    raw.setTimeout(opts.timeout * 1000, () => raw.destroy(Object.assign(new Error(`no reply from ${opts.host}:${opts.port} for ${opts.timeout} s`), { code: 'ETIMEDOUT' })));
+    await new Promise<void>((res, rej) => {
+      raw.once('error', rej);
+      raw.connect(opts.port, opts.host, () => {
+        raw.off('error', rej);
+        res();
+      });
+    });
+    raw.on('error', () => undefined);
+    let stream: Duplex = raw;
+    let secure = false;
+    if (opts.tls === 'implicit') {
+      stream = await Pop3Conn.handshake(raw, opts);
+      secure = true;
+    }
+    const c = new Pop3Conn(raw, stream, opts);
+    c.secure = secure;
+    const g = await c.status();
+    c.greeting = g;
+    if (opts.tls === 'starttls') {
+      c.write('STLS');
+      await c.status();
+      c.reader.detach();
+      c.stream = await Pop3Conn.handshake(raw, opts);
+      c.reader = new LineReader(c.stream, 65536);
+      c.secure = true;
+    }
+    return c;
+  }
+
+  private static handshake(raw: Socket, opts: ConnectOptions): Promise<TLSSocket> {
+    return new Promise((res, rej) => {
+      const t = tlsConnect({ socket: raw, host: opts.host, servername: isIP(opts.host) ? undefined : opts.host, ca: opts.ca, rejectUnauthorized: true, minVersion: 'TLSv1.2' }, () => res(t));
+      t.once('error', rej);
+    });
+  }
+
+  /** Sends one command line (CRLF added). Never waits: read its reply later, in order. */
+  write(line: string): void {
+    this.stream.write(line + '\r\n');
+  }
+
+  /** The timestamp `<...>` of the greeting (for APOP), or ''. */
+  get timestamp(): string {
+    return /<[^<>]*@[^<>]*>/.exec(this.greeting)?.[0] ?? '';
+  }
+
+  /** True when CAPA listed `word` (upper case), e.g. 'PIPELINING', 'UIDL'. */
+  has(word: string): boolean {
+    return this.capa.some((c) => c.split(' ')[0] === word);
+  }
+
+  /** The SASL mechanisms from CAPA. */
+  get sasl(): string[] {
+    return (this.capa.find((c) => c.startsWith('SASL '))?.split(' ').slice(1) ?? []).map((s) => s.toUpperCase());
+  }
+
+  private async line(): Promise<string> {
+    const l = await this.reader.next();
+    if (!l) throw Object.assign(new Error(`connection to ${this.opts.host}:${this.opts.port} closed${this.reader.error ? `: ${this.reader.error.message}` : ''}`), { code: (this.reader.error as NodeJS.ErrnoException)?.code ?? 'ECONNRESET' });
+    return l.line.toString('latin1');
+  }
+
+  /** Reads one status line. @returns the text after +OK. @throws Pop3Error on -ERR. */
+  async status(): Promise<string> {
+    const line = await this.line();
+    const s = parseStatus(line);
+    if (!s.ok) throw new Pop3Error(line, s.code);
+    return s.text;
+  }
+
+  /**
+   * Reads the body of a multi-line reply (after its +OK), handing each piece of message bytes to
+   * `sink` (awaited: back-pressure). @returns the number of bytes handed over.
+   */
+  async multi(sink: (bytes: Buffer) => Promise<void> | void): Promise<number> {
+    const u = new Unstuffer();
+    let n = 0;
+    for (;;) {
+      const l = await this.reader.next();
+      if (!l) throw Object.assign(new Error(`connection to ${this.opts.host}:${this.opts.port} closed in a multi-line reply`), { code: 'ECONNRESET' });
+      const out = u.push(l.line, l.crlf, l.partial);
+      if (out === null) return n;
+      n += out.length;
+      await sink(out);
+    }
+  }
+
+  /** Reads a multi-line reply as text lines (CAPA, UIDL, LIST). */
+  async lines(): Promise<string[]> {
+    const out: string[] = [];
+    await this.multi((b) => {
+      out.push(b.toString('latin1').replace(/\r?\n$/, ''));
+    });
+    return out;
+  }
+
+  /** Sends CAPA and records the capabilities (empty when the server does not know CAPA). */
+  async capabilities(): Promise<void> {
+    this.write('CAPA');
+    try {
+      await this.status();
+      this.capa = (await this.lines()).map((l) => l.trim().toUpperCase());
+    } catch (err) {
+      if (!(err instanceof Pop3Error)) throw err;
+      this.capa = [];
+    }
+  }
+
+  /**
+   * Logs in (see fetch(8), AUTHENTICATION): apop, plain (AUTH PLAIN with the initial response),
+   * user (USER/PASS, pipelined when PIPELINING), or auto (PLAIN when offered, else USER/PASS).
+   * @throws Pop3Error (the server's -ERR), or Error for apop without a greeting timestamp.
+   */
+  async login(user: string, password: string, method: 'auto' | 'plain' | 'user' | 'apop'): Promise<void> {
+    if (method === 'apop') {
+      if (!this.timestamp) throw new Pop3Error('-ERR the server greeting has no APOP timestamp; fix: auth=user or auth=plain', 'AUTH');
+      this.write(`APOP ${user} ${apopDigest(this.timestamp, password)}`);
+      await this.status();
+      return;
+    }
+    if (method === 'plain' || (method === 'auto' && this.sasl.includes('PLAIN'))) {
+      this.write(`AUTH PLAIN ${Buffer.from(`\0${user}\0${password}`).toString('base64')}`);
+      await this.status();
+      return;
+    }
+    this.write(`USER ${user}`);
+    if (this.has('PIPELINING')) {
+      this.write(`PASS ${password}`);
+      let first: unknown;
+      for (let i = 0; i < 2; i++) {
+        try {
+          await this.status();
+        } catch (err) {
+          first ??= err;
+          if (!(err instanceof Pop3Error)) break;
+        }
+      }
+      if (first) throw first;
+      return;
+    }
+    await this.status();
+    this.write(`PASS ${password}`);
+    await this.status();
+  }
+
+  /** Sends QUIT and waits for its +OK (the UPDATE state: DELEs take effect). */
+  async quit(): Promise<void> {
+    this.write('QUIT');
+    await this.status();
+    this.close();
+  }
+
+  /** Closes the connection (no QUIT). */
+  close(): void {
+    this.stream.end();
+    this.raw.end();
+    setTimeout(() => this.raw.destroy(), 1000).unref();
+  }
+
+  /** Drops the connection at once. */
+  destroy(): void {
+    this.raw.destroy();
+  }
+}

@@ -1,0 +1,159 @@
+/**
+ * pop3run — one POP3 account's fetch session (RFC 1939, RFC 2449 PIPELINING).
+ *
+ * The session, in as few round trips as the server allows:
+ *   greeting; STLS (tls=starttls: sent at once, no CAPA before it); CAPA; login; UIDL and LIST
+ *   (pipelined); then RETRs in a window of about 64 KiB in flight (PIPELINING), each streamed
+ *   into a staging file, landed in the Maildirs and recorded in the state before its DELE is sent
+ *   (keep=no); QUIT. No STAT, no NOOP, one connection.
+ * Exactly once: a UIDL in the state is never fetched again; a recorded UIDL still on the server
+ * with keep=no gets its DELE in the next session, without a RETR (DELE only takes effect at QUIT,
+ * RFC 1939 section 6, so a drop before QUIT just repeats the DELEs). UIDLs no longer on the
+ * server leave the state. Budgets are checked before each RETR is sent; a RETR in flight finishes.
+ */
+import { readFileSync } from 'node:fs';
+import { log } from '../lib/log';
+import { EX_TEMPFAIL } from '../lib/exits';
+import { AccountResult, Ctx, failureExit, fetchDirs, land, newResult } from './account';
+import type { Meter } from './budget';
+import { Pop3Conn, Pop3Error } from './pop3';
+import { saveState, stampLine } from './state';
+import { Stage } from './store';
+
+/** Bytes of RETR replies kept in flight (well above 256 kbit/s × 600 ms). */
+const WINDOW = 64 * 1024;
+
+interface Msg {
+  n: number;
+  uidl: string;
+  size: number;
+}
+
+/** Runs one POP3 account. Never throws: failures are in the result (exit, error). */
+export async function fetchPop3(ctx: Ctx, meter: Meter, timeout: number): Promise<AccountResult> {
+  const { account: a, st, budget } = ctx;
+  const r = newResult(a.name);
+  let conn: Pop3Conn | undefined;
+  const todo: Msg[] = [];
+  const done = new Set<string>();
+  try {
+    conn = await Pop3Conn.open({ host: a.host, port: a.port, tls: a.tls, ca: a.ca ? readFileSync(a.ca) : undefined, timeout, onSocket: (s) => meter.track(s) });
+    await conn.capabilities();
+    await conn.login(a.user, a.password ?? '', a.auth);
+    const pipelining = conn.has('PIPELINING');
+    conn.write('UIDL');
+    if (pipelining) conn.write('LIST');
+    let uidlErr: unknown;
+    const uidls = new Map<number, string>();
+    try {
+      await conn.status();
+      for (const l of await conn.lines()) {
+        const [n, u] = l.split(' ');
+        uidls.set(Number(n), u);
+      }
+    } catch (err) {
+      uidlErr = err;
+    }
+    if (!pipelining) conn.write('LIST');
+    await conn.status();
+    const msgs: Msg[] = [];
+    for (const l of await conn.lines()) {
+      const [n, size] = l.split(' ').map(Number);
+      const uidl = uidls.get(n);
+      if (uidl) msgs.push({ n, uidl, size });
+    }
+    if (uidlErr) throw uidlErr instanceof Pop3Error ? new Pop3Error(`the server has no UIDL (${uidlErr.reply}); fetch needs it to never fetch twice`, 'NOUIDL') : uidlErr;
+
+    const onServer = new Set(msgs.map((m) => m.uidl));
+    for (const u of st.uidls) if (!onServer.has(u)) st.uidls.delete(u);
+    const dele: Msg[] = a.keep ? [] : msgs.filter((m) => st.uidls.has(m.uidl));
+    for (const m of msgs) {
+      if (st.uidls.has(m.uidl)) continue;
+      if (a.sizeLimit && m.size > a.sizeLimit) {
+        r.tooBig++;
+        r.tooBigBytes += m.size;
+        log('info', `message ${m.uidl} (${m.size} bytes) is over the size limit ${a.sizeLimit}: left on the server`, { account: a.name });
+      } else todo.push(m);
+    }
+
+    type Item = { kind: 'dele' | 'retr'; m: Msg };
+    const fifo: Item[] = [];
+    const sendQ: Item[] = dele.map((m) => ({ kind: 'dele', m }));
+    const deleted: string[] = [];
+    let next = 0;
+    let inflight = 0;
+    let stopped = false;
+    const dirs = fetchDirs(ctx.cfg, a.name);
+    for (;;) {
+      while (pipelining || fifo.length === 0) {
+        if (sendQ.length) {
+          const c = sendQ.shift()!;
+          conn.write(`DELE ${c.m.n}`);
+          fifo.push(c);
+        } else if (!stopped && next < todo.length && (fifo.length === 0 || inflight < WINDOW)) {
+          const m = todo[next];
+          if (!budget.allows(m.size, inflight)) {
+            stopped = true;
+            r.overBudget = true;
+            break;
+          }
+          conn.write(`RETR ${m.n}`);
+          fifo.push({ kind: 'retr', m });
+          inflight += m.size;
+          next++;
+        } else break;
+      }
+      const item = fifo.shift();
+      if (!item) break;
+      if (item.kind === 'dele') {
+        try {
+          await conn.status();
+          deleted.push(item.m.uidl);
+        } catch (err) {
+          if (!(err instanceof Pop3Error)) throw err;
+          log('warn', `DELE ${item.m.n} (${item.m.uidl}) refused: ${err.reply}`, { account: a.name });
+        }
+        continue;
+      }
+      const m = item.m;
+      try {
+        await conn.status();
+      } catch (err) {
+        inflight -= m.size;
+        if (!(err instanceof Pop3Error)) throw err;
+        log('warn', `RETR ${m.n} (${m.uidl}) refused: ${err.reply}`, { account: a.name });
+        continue;
+      }
+      const stage = await Stage.create(dirs.tmp, stampLine(a.name, m.uidl));
+      try {
+        await conn.multi((b) => stage.write(b));
+        await stage.finish();
+      } catch (err) {
+        await stage.discard();
+        throw err;
+      }
+      inflight -= m.size;
+      await land(ctx, stage.path, () => st.uidls.add(m.uidl), `${m.uidl} (${m.size} bytes)`);
+      done.add(m.uidl);
+      r.messages++;
+      r.bytes += m.size;
+      if (!a.keep) sendQ.push({ kind: 'dele', m });
+    }
+    await conn.quit();
+    conn = undefined;
+    for (const u of deleted) st.uidls.delete(u);
+    r.deleted = deleted.length;
+    saveState(ctx.statePath, st);
+  } catch (err) {
+    r.exit = failureExit(err);
+    r.error = (err as Error).message;
+    conn?.destroy();
+  }
+  for (const m of todo) {
+    if (done.has(m.uidl)) continue;
+    r.left++;
+    r.leftBytes += m.size;
+  }
+  if (r.overBudget && !r.exit) r.exit = EX_TEMPFAIL;
+  return r;
+}

@@ -1,0 +1,184 @@
+/**
+ * state — what fetch already took from one remote account, so that nothing is fetched twice.
+ *
+ * The file <spool>/fetch/<account>.state (written atomically: temp, fsync, rename, under the
+ * account lock) is small text, one record a line:
+ *     outpost-fetch-state 1
+ *     saved <epoch ms>                       when it was written
+ *     uidl <uidl>                            POP3: delivered, still on the server (keep=yes, or
+ *                                            DELE pending: the next session DELEs it, no RETR)
+ *     folder <uidvalidity> <last uid> <folder, URI-encoded> [big=<uid>,<uid>...]
+ *                                            IMAP: every UID <= last was delivered or skipped
+ *                                            for size; big= lists those skipped for size
+ * POP3 UIDLs are pruned to the ones still on the server, so the file stays as small as the
+ * remote mailbox.
+ *
+ * The state travels with the data too: every fetched message starts with a stamp line
+ *     X-Outpost-Fetched: <account> <uidl>                                  (POP3)
+ *     X-Outpost-Fetched: <account> <uidvalidity>:<uid> <folder, URI-encoded>   (IMAP)
+ * so the file can be rebuilt from the target Maildirs (new/ and cur/, never tmp/) when it is
+ * missing or corrupt, and `reconcile` adds any message delivered after the last save (a crash
+ * between the Maildir rename and the state write) — a lost state file never re-downloads a
+ * mailbox, and a crash never duplicates a message.
+ */
+import { closeSync, openSync, readFileSync, readSync } from 'node:fs';
+import { atomicWriteFile } from '../lib/fsutil';
+import { isErrno } from '../lib/errors';
+import { scan } from '../mail/maildir';
+
+export interface FolderState {
+  uidvalidity: number;
+  /** Highest UID delivered (or skipped for size) with every lower UID done too. */
+  last: number;
+  /** UIDs at or below `last` left on the server for their size. */
+  big: number[];
+}
+
+export interface FetchState {
+  /** Epoch ms of the last save (0: never). */
+  saved: number;
+  uidls: Set<string>;
+  folders: Map<string, FolderState>;
+}
+
+export const STAMP = 'X-Outpost-Fetched:';
+
+export function emptyState(): FetchState {
+  return { saved: 0, uidls: new Set(), folders: new Map() };
+}
+
+/** The stamp line (CRLF-terminated) put before a fetched message. */
+export function stampLine(account: string, key: string): string {
+  return `${STAMP} ${account} ${key}\r\n`;
+}
+
+/** The IMAP stamp key: `<uidvalidity>:<uid> <folder URI-encoded>`. */
+export function imapKey(uidvalidity: number, uid: number, folder: string): string {
+  return `${uidvalidity}:${uid} ${encodeURIComponent(folder)}`;
+}
+
+/**
+ * Parses a state file's text; null when it is not a valid state file (the caller rebuilds).
+ */
+export function parseState(text: string): FetchState | null {
+  const lines = text.split('\n');
+  if (lines[0] !== 'outpost-fetch-state 1') return null;
+  const st = emptyState();
+  for (const line of lines.slice(1)) {
+    if (!line) continue;
+    const f = line.split(' ');
+    if (f[0] === 'saved' && f.length === 2 && /^\d+$/.test(f[1])) st.saved = Number(f[1]);
+    else if (f[0] === 'uidl' && f.length === 2) st.uidls.add(f[1]);
+    else if (f[0] === 'folder' && (f.length === 4 || f.length === 5) && /^\d+$/.test(f[1]) && /^\d+$/.test(f[2])) {
+      const big = f[4]?.startsWith('big=') ? f[4].slice(4).split(',').filter(Boolean).map(Number) : [];
+      if (big.some((n) => !Number.isInteger(n))) return null;
+      st.folders.set(decodeURIComponent(f[3]), { uidvalidity: Number(f[1]), last: Number(f[2]), big });
+    } else return null;
+  }
+  return st;
+}
+
+/** Serialises a state (see the header for the format). */
+export function formatState(st: FetchState): string {
+  const out = ['outpost-fetch-state 1', `saved ${st.saved}`];
+  for (const u of st.uidls) out.push(`uidl ${u}`);
+  for (const [name, f] of st.folders) out.push(`folder ${f.uidvalidity} ${f.last} ${encodeURIComponent(name)}${f.big.length ? ` big=${f.big.join(',')}` : ''}`);
+  return out.join('\n') + '\n';
+}
+
+/** Writes the state durably (atomic replace, mode 0600); sets st.saved. Throws fs errors. */
+export function saveState(path: string, st: FetchState): void {
+  st.saved = Date.now();
+  atomicWriteFile(path, formatState(st), 0o600);
+}
+
+/**
+ * Reads the state; returns `null` when it is missing or corrupt (rebuild it with reconcile from 0).
+ * @throws fs errors other than ENOENT.
+ */
+export function loadState(path: string): FetchState | null {
+  try {
+    return parseState(readFileSync(path, 'utf8'));
+  } catch (err) {
+    if (isErrno(err, 'ENOENT')) return null;
+    throw err;
+  }
+}
+
+/** Reads the first line of a file (up to 1 KiB); '' if unreadable. */
+function firstLine(path: string): string {
+  let fd = -1;
+  try {
+    fd = openSync(path, 'r');
+    const buf = Buffer.alloc(1024);
+    const n = readSync(fd, buf, 0, buf.length, 0);
+    const s = buf.subarray(0, n).toString('latin1');
+    const nl = s.indexOf('\n');
+    return (nl < 0 ? s : s.slice(0, nl)).replace(/\r$/, '');
+  } catch {
+    return '';
+  } finally {
+    if (fd >= 0) closeSync(fd);
+  }
+}
+
+export interface StampInfo {
+  key: string;
+  path: string;
+  size: number;
+}
+
+/**
+ * Lists this account's stamped messages in `maildirs` delivered at or after `since` (epoch ms;
+ * 0: all), by the time in their unique names. tmp/ is never read.
+ */
+export function findStamped(account: string, maildirs: string[], since: number): StampInfo[] {
+  const sinceSec = Math.floor(since / 1000) - 2;
+  const prefix = `${STAMP} ${account} `;
+  const out: StampInfo[] = [];
+  for (const dir of new Set(maildirs)) {
+    for (const m of scan(dir)) {
+      if (since && m.time < sinceSec) continue;
+      const line = firstLine(m.path);
+      if (line.startsWith(prefix)) out.push({ key: line.slice(prefix.length), path: m.path, size: m.size });
+    }
+  }
+  return out;
+}
+
+/**
+ * Adds to `st` every message of this account found in `maildirs` since st.saved (everything when
+ * st.saved is 0: the rebuild). POP3 stamps add their UIDL; IMAP stamps raise the folder's `last`
+ * (per folder, the UIDVALIDITY of the most recent stamp wins). Returns how many were added.
+ */
+export function reconcile(st: FetchState, account: string, maildirs: string[]): number {
+  let added = 0;
+  const seen = new Map<string, { uidvalidity: number; last: number }>();
+  for (const s of findStamped(account, maildirs, st.saved)) {
+    const m = /^(\d+):(\d+) (\S+)$/.exec(s.key);
+    if (m) {
+      const folder = decodeURIComponent(m[3]);
+      const uv = Number(m[1]);
+      const uid = Number(m[2]);
+      const cur = st.folders.get(folder);
+      if (cur && cur.uidvalidity === uv) {
+        if (uid > cur.last) {
+          cur.last = uid;
+          added++;
+        }
+        continue;
+      }
+      if (cur && st.saved) continue; // an older UIDVALIDITY's message: already accounted for
+      const s2 = seen.get(folder);
+      if (!s2 || uv > s2.uidvalidity || (uv === s2.uidvalidity && uid > s2.last)) seen.set(folder, { uidvalidity: uv, last: uid });
+    } else if (!/\s/.test(s.key) && !st.uidls.has(s.key)) {
+      st.uidls.add(s.key);
+      added++;
+    }
+  }
+  for (const [folder, f] of seen) {
+    st.folders.set(folder, { uidvalidity: f.uidvalidity, last: f.last, big: [] });
+    added++;
+  }
+  return added;
+}

@@ -1,0 +1,63 @@
+/**
+ * fetchkit — test helpers for fetch: read back what fetch stored in a Maildir (without its
+ * X-Outpost-Fetched stamp line), read what Dovecot serves over POP3 byte for byte (python3
+ * poplib, the reference client), and build test messages.
+ *
+ * Throws with an install hint when python3 is missing.
+ */
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { requireTool } from './postoffice';
+
+/** The messages in a Maildir (new/ and cur/), each without its first line when it is our stamp. */
+export function stored(maildir: string): { stamp: string; body: Buffer; file: string }[] {
+  const out: { stamp: string; body: Buffer; file: string }[] = [];
+  for (const sub of ['new', 'cur']) {
+    let files: string[] = [];
+    try {
+      files = readdirSync(join(maildir, sub));
+    } catch {
+      continue;
+    }
+    for (const f of files.sort()) {
+      const b = readFileSync(join(maildir, sub, f));
+      const nl = b.indexOf(10);
+      const first = b.subarray(0, nl + 1).toString('latin1');
+      if (first.startsWith('X-Outpost-Fetched:')) out.push({ stamp: first.trim(), body: b.subarray(nl + 1), file: f });
+      else out.push({ stamp: '', body: b, file: f });
+    }
+  }
+  return out;
+}
+
+const PY = `
+import poplib, sys, json, base64, ssl
+a = json.loads(sys.argv[1])
+p = poplib.POP3('127.0.0.1', a['port'])
+p.user(a['user']); p.pass_(a['password'])
+out = []
+n = len(p.list()[1])
+for i in range(1, n + 1):
+    resp, lines, octets = p.retr(i)
+    out.append(base64.b64encode(b''.join(l + b'\\r\\n' for l in lines)).decode())
+p.quit()
+print(json.dumps(out))
+`;
+
+/** Every message of a Dovecot mailbox as served by POP3 RETR (CRLF lines), via python3 poplib. */
+export function served(port: number, user: string, password: string): Buffer[] {
+  requireTool('python3');
+  const r = execFileSync('python3', ['-c', PY, JSON.stringify({ port, user, password })], { maxBuffer: 1 << 28 }).toString();
+  return (JSON.parse(r) as string[]).map((s) => Buffer.from(s, 'base64'));
+}
+
+/** A test message with CRLF line ends; `size` pads the body to about that many bytes (random). */
+export function testMessage(subject: string, headers: Record<string, string> = {}, size = 0): string {
+  const h = { From: 'sender@example.net', To: 'alice@example.org', Subject: subject, 'Message-ID': `<${subject.replace(/\W+/g, '.')}@test.example.net>`, ...headers };
+  let body = `Body of ${subject}.\r\n.A line that starts with a dot.\r\n..two dots\r\n`;
+  // Incompressible padding (base64 of random bytes), so COMPRESS=DEFLATE cannot hide the size.
+  while (body.length < size) body += randomBytes(57).toString('base64') + '\r\n';
+  return Object.entries(h).map(([k, v]) => `${k}: ${v}\r\n`).join('') + '\r\n' + body;
+}
