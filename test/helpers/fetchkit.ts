@@ -53,6 +53,31 @@ export function served(port: number, user: string, password: string): Buffer[] {
   return (JSON.parse(r) as string[]).map((s) => Buffer.from(s, 'base64'));
 }
 
+const PY_IMAP = `
+import imaplib, sys, json, base64
+a = json.loads(sys.argv[1])
+m = imaplib.IMAP4('127.0.0.1', a['port'])
+m.login(a['user'], a['password'])
+m.select('INBOX', readonly=True)
+out = []
+typ, data = m.uid('FETCH', '1:*', '(BODY.PEEK[])')
+for item in data:
+    if isinstance(item, tuple):
+        out.append(base64.b64encode(item[1]).decode())
+m.logout()
+print(json.dumps(out))
+`;
+
+/**
+ * Every message of a Dovecot INBOX as served by IMAP BODY[] (python3 imaplib). It differs from
+ * POP3 only for a message without a final line end: POP3 must add one before its ".", IMAP not.
+ */
+export function servedImap(port: number, user: string, password: string): Buffer[] {
+  requireTool('python3');
+  const r = execFileSync('python3', ['-c', PY_IMAP, JSON.stringify({ port, user, password })], { maxBuffer: 1 << 28 }).toString();
+  return (JSON.parse(r) as string[]).map((s) => Buffer.from(s, 'base64'));
+}
+
 /** A test message with CRLF line ends; `size` pads the body to about that many bytes (random). */
 export function testMessage(subject: string, headers: Record<string, string> = {}, size = 0): string {
   const h = { From: 'sender@example.net', To: 'alice@example.org', Subject: subject, 'Message-ID': `<${subject.replace(/\W+/g, '.')}@test.example.net>`, ...headers };

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { existsSync, readFileSync, readdirSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { Dovecot, startDovecot } from '../helpers/dovecot';
-import { served, stored, testMessage } from '../helpers/fetchkit';
+import { served, servedImap, stored, testMessage } from '../helpers/fetchkit';
 import { makePostOffice, PostOffice, runProgram } from '../helpers/postoffice';
 
 let dc: Dovecot;
@@ -219,12 +219,12 @@ test('corpus: 40 real messages byte-exact over POP3 and IMAP', async () => {
   const dir = join(process.cwd(), '..', 'shared', 'corpus');
   const files = readdirSync(dir).filter((f) => f !== 'MANIFEST.tsv' && f !== 'LICENSES').slice(0, 40);
   for (const f of files) dc.putMessage('corp', readFileSync(join(dir, f)));
-  const want = served(dc.pop3Port, 'corp', 'corppw');
+  const want = { pop3: served(dc.pop3Port, 'corp', 'corppw'), imap: servedImap(dc.imapPort, 'corp', 'corppw') };
   for (const proto of ['pop3', 'imap'] as const) {
     const po = await office(acct('corp', proto, 'corp', 'keep=yes'));
     const r = await fetch(po);
     assert.equal(r.code, 0, r.stderr + r.stdout);
-    sameBytes(stored(po.alice).map((m) => m.body), want);
+    sameBytes(stored(po.alice).map((m) => m.body), want[proto]);
     assert.ok(!existsSync(join(po.spool, 'fetch', 'tmp', 'corp')) || readdirSync(join(po.spool, 'fetch', 'tmp', 'corp')).length === 0);
   }
 });
