@@ -1,0 +1,160 @@
+// smtpd when things go wrong, over TCP (`smtpd --listen`): the idle timeout, a client that drops
+// mid-DATA (nothing delivered, no spool left), a copy that cannot be written (the copies already
+// made are removed, 451 4.3.0, and a retry delivers exactly once), and a 100 MB message that
+// passes with flat memory.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, ChildProcess } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync, mkdirSync, statSync } from 'node:fs';
+import { connect, Socket } from 'node:net';
+import { join } from 'node:path';
+import { dist, freePort, makePostOffice, PostOffice } from '../helpers/postoffice';
+
+const children: ChildProcess[] = [];
+const dirs: string[] = [];
+after(() => {
+  for (const c of children) c.kill('SIGTERM');
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+async function startSmtpd(po: PostOffice): Promise<{ port: number; child: ChildProcess }> {
+  const port = await freePort();
+  const env = { ...process.env };
+  delete env.NODE_EXTRA_CA_CERTS;
+  const child = spawn(process.execPath, [dist('smtpd'), '-c', po.cfgPath, '--listen', `127.0.0.1:${port}`], { env, stdio: ['ignore', 'ignore', 'inherit'] });
+  children.push(child);
+  for (let i = 0; i < 200; i++) {
+    const s = await open(port).catch(() => null);
+    if (s) {
+      await s.until(/^220 /m);
+      s.sock.destroy();
+      return { port, child };
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error('smtpd --listen did not come up');
+}
+
+interface Client {
+  sock: Socket;
+  text: () => string;
+  /** Resolves when the received text matches (counting from the start), or rejects at close. */
+  until: (re: RegExp) => Promise<string>;
+  closed: Promise<void>;
+}
+
+function open(port: number): Promise<Client> {
+  return new Promise((res, rej) => {
+    const sock = connect(port, '127.0.0.1');
+    let buf = '';
+    const waiters: Array<() => void> = [];
+    sock.on('data', (d) => {
+      buf += d.toString('latin1');
+      waiters.splice(0).forEach((w) => w());
+    });
+    const closed = new Promise<void>((r) => sock.on('close', () => r()));
+    closed.then(() => waiters.splice(0).forEach((w) => w()));
+    let isClosed = false;
+    closed.then(() => (isClosed = true));
+    const until = (re: RegExp) =>
+      new Promise<string>((ok, bad) => {
+        const check = () => {
+          if (re.test(buf)) ok(buf);
+          else if (isClosed) bad(new Error(`closed before ${re}: ${buf}`));
+          else waiters.push(check);
+        };
+        check();
+      });
+    sock.once('connect', () => res({ sock, text: () => buf, until, closed }));
+    sock.once('error', rej);
+  });
+}
+
+/** Waits until the log file contains `what` (the server has finished handling the event). */
+async function logged(po: PostOffice, what: string): Promise<void> {
+  const log = join(po.dir, 'outpost.log');
+  for (;;) {
+    if (existsSync(log) && readFileSync(log, 'utf8').includes(what)) return;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+const count = (dir: string) => (existsSync(dir) ? readdirSync(dir).length : 0);
+
+test('idle timeout: 421 4.4.2, then the server closes', async () => {
+  const po = await makePostOffice(undefined, 'smtpd_timeout 1\n');
+  dirs.push(po.dir);
+  const { port } = await startSmtpd(po);
+  const c = await open(port);
+  await c.until(/^220 /m);
+  c.sock.write('EHLO client.example\r\n');
+  await c.closed;
+  assert.match(c.text(), /\r\n421 4\.4\.2 mx\.example\.org Error: timeout exceeded\r\n$/);
+});
+
+test('a connection dropped mid-DATA delivers nothing and leaves no spool file', async () => {
+  const po = await makePostOffice();
+  dirs.push(po.dir);
+  const { port } = await startSmtpd(po);
+  const c = await open(port);
+  c.sock.write('EHLO client.example\r\nMAIL FROM:<a@elsewhere.net>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\n');
+  await c.until(/^354 /m);
+  c.sock.write('Subject: cut\r\n\r\n' + 'half a message\r\n'.repeat(1000));
+  c.sock.destroy();
+  await logged(po, 'lost connection during DATA');
+  const cfg = po.load();
+  assert.equal(count(join(cfg.users.get('alice@example.org')!.maildir, 'new')), 0);
+  assert.equal(count(join(cfg.spool, 'tmp')), 0);
+});
+
+test('a copy that fails: earlier copies removed, 451 4.3.0; the retry delivers exactly once', async () => {
+  const po = await makePostOffice(undefined, 'network 127.0.0.0/8\n'); // may relay: a queue copy too
+  dirs.push(po.dir);
+  const cfg = po.load();
+  const alice = cfg.users.get('alice@example.org')!.maildir;
+  const bob = cfg.users.get('bob@example.org')!.maildir;
+  mkdirSync(join(bob, '..'), { recursive: true });
+  writeFileSync(bob, 'not a directory'); // bob's Maildir cannot be created (root ignores modes)
+  const { port } = await startSmtpd(po);
+  const c = await open(port);
+  const tx = 'MAIL FROM:<a@elsewhere.net>\r\nRCPT TO:<alice@example.org>\r\nRCPT TO:<bob@example.org>\r\nRCPT TO:<x@elsewhere.net>\r\nDATA\r\n';
+  c.sock.write('EHLO client.example\r\n' + tx);
+  await c.until(/^354 /m);
+  c.sock.write('Subject: once\r\n\r\nbody\r\n.\r\n');
+  await c.until(/^451 4\.3\.0 /m);
+  assert.equal(count(join(alice, 'new')), 0, "alice's copy was removed");
+  assert.equal(count(join(cfg.spool, 'queue', 'new')), 0);
+  assert.equal(count(join(cfg.spool, 'tmp')), 0);
+  rmSync(bob);
+  c.sock.write(tx);
+  await c.until(/354 [^]*354 /);
+  c.sock.write('Subject: once\r\n\r\nbody\r\n.\r\nQUIT\r\n');
+  await c.until(/^221 /m);
+  assert.match(c.text(), /^250 2\.0\.0 Ok: queued as /m, c.text());
+  assert.equal(count(join(alice, 'new')), 1);
+  assert.equal(count(join(bob, 'new')), 1);
+  assert.equal(count(join(cfg.spool, 'queue', 'new')), 1);
+});
+
+test('100 MB message: delivered whole, server memory stays flat', async () => {
+  const po = await makePostOffice(undefined, 'message_size_limit 200M\n');
+  dirs.push(po.dir);
+  const { port, child } = await startSmtpd(po);
+  const c = await open(port);
+  c.sock.write('EHLO client.example\r\nMAIL FROM:<a@elsewhere.net> SIZE=104857600\r\nRCPT TO:<alice@example.org>\r\nDATA\r\n');
+  await c.until(/^354 /m);
+  const line = 'x'.repeat(76) + '\r\n'; // 78 octets
+  const block = Buffer.from(line.repeat(840)); // 65520 octets
+  const blocks = Math.ceil((100 * 1024 * 1024) / block.length);
+  for (let i = 0; i < blocks; i++) if (!c.sock.write(block)) await new Promise((r) => c.sock.once('drain', r));
+  c.sock.write('.\r\nQUIT\r\n');
+  await c.until(/^221 /m);
+  const hwm = Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'))![1]) * 1024;
+  const md = join(po.load().users.get('alice@example.org')!.maildir, 'new');
+  const files = readdirSync(md);
+  assert.equal(files.length, 1);
+  const size = statSync(join(md, files[0])).size;
+  assert.ok(size > blocks * block.length && size < blocks * block.length + 400, `stored ${size}`);
+  console.log(`# 100 MB message: server peak RSS ${(hwm / 1048576).toFixed(1)} MiB`);
+  assert.ok(hwm < 120 * 1048576, `peak RSS ${hwm} bytes: the message must not be held in memory`);
+});
