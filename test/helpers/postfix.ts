@@ -163,128 +163,131 @@ export async function startPostfixRelay(opts: {
   const { uid, gid } = postfixUid();
   chownSync(data, uid, gid);
   const log = join(dir, 'maillog');
+  const etc = join(dir, 'etc'); // the config directory: postfix-script checks everything under it
+  mkdirSync(etc);
   const stops: Array<() => Promise<void>> = [];
 
   let saslLines: string[] = [];
-  if (opts.users?.length) {
-    requireTool('dovecot');
-    const d = join(dir, 'dovecot');
-    mkdirSync(join(d, 'run'), { recursive: true });
-    mkdirSync(join(d, 'state'), { recursive: true });
-    writeFileSync(join(d, 'users'), opts.users.map((u) => `${u.user}:{PLAIN}${u.password}::::::\n`).join(''));
-    const conf = join(d, 'dovecot.conf');
-    writeFileSync(
-      conf,
-      `base_dir = ${d}/run
-state_dir = ${d}/state
-log_path = ${d}/dovecot.log
-protocols =
-listen =
-ssl = no
-disable_plaintext_auth = no
-auth_mechanisms = plain login
-passdb {
-  driver = passwd-file
-  args = scheme=PLAIN username_format=%u ${d}/users
-}
-userdb {
-  driver = static
-  args = uid=${uid} gid=${gid} home=/nonexistent
-}
-service auth {
-  unix_listener ${q}/private/auth {
-    mode = 0660
-    user = postfix
-    group = postfix
+  try {
+    if (opts.users?.length) {
+      requireTool('dovecot');
+      const d = join(dir, 'dovecot');
+      mkdirSync(join(d, 'run'), { recursive: true });
+      mkdirSync(join(d, 'state'), { recursive: true });
+      writeFileSync(join(d, 'users'), opts.users.map((u) => `${u.user}:{PLAIN}${u.password}::::::\n`).join(''));
+      const conf = join(d, 'dovecot.conf');
+      writeFileSync(
+        conf,
+        `base_dir = ${d}/run
+  state_dir = ${d}/state
+  log_path = ${d}/dovecot.log
+  protocols =
+  listen = 127.0.0.1
+  ssl = no
+  disable_plaintext_auth = no
+  auth_mechanisms = plain login
+  passdb {
+    driver = passwd-file
+    args = scheme=PLAIN username_format=%u ${d}/users
   }
-}
-`,
+  userdb {
+    driver = static
+    args = uid=${uid} gid=${gid} home=/nonexistent
+  }
+  service auth {
+    unix_listener ${d}/auth-postfix {
+      mode = 0660
+      user = postfix
+      group = postfix
+    }
+  }
+  `,
+      );
+      execFileSync('dovecot', ['-c', conf], { stdio: 'ignore' }); // it daemonizes: no pipes to wait on
+      stops.push(async () => {
+        try {
+          execFileSync('doveadm', ['-c', conf, 'stop'], { stdio: 'ignore' });
+        } catch {
+          /* already gone */
+        }
+      });
+      for (let i = 0; i < 100 && !existsSync(join(d, 'auth-postfix')); i++) await new Promise((r) => setTimeout(r, 50));
+      writeFileSync(join(dir, 'sender_logins'), opts.users.flatMap((u) => u.senders.map((s) => `${s} ${u.user}`)).join('\n') + '\n');
+      saslLines = [
+        'smtpd_sasl_auth_enable = yes',
+        'smtpd_sasl_type = dovecot',
+        `smtpd_sasl_path = ${dir}/dovecot/auth-postfix`,
+        'smtpd_tls_auth_only = no',
+        `smtpd_sender_login_maps = texthash:${dir}/sender_logins`,
+        'smtpd_sender_restrictions = reject_sender_login_mismatch',
+      ];
+    }
+
+    const rcptLines: string[] = [];
+    if (opts.recipientAccess?.length) {
+      writeFileSync(join(dir, 'rcpt_access'), opts.recipientAccess.join('\n') + '\n');
+      rcptLines.push(`smtpd_recipient_restrictions = check_recipient_access texthash:${dir}/rcpt_access, permit`);
+    }
+    writeFileSync(
+      join(etc, 'main.cf'),
+      [
+        'compatibility_level = 3.6',
+        `queue_directory = ${q}`,
+        `data_directory = ${data}`,
+        `maillog_file = ${log}`,
+        'maillog_file_prefixes = /',
+        'inet_interfaces = loopback-only',
+        'inet_protocols = ipv4',
+        'myhostname = relay.test',
+        'mydestination =',
+        'mynetworks = 127.0.0.0/8',
+        `relayhost = [127.0.0.1]:${opts.nexthop}`,
+        'smtp_tls_security_level = none',
+        `smtpd_tls_cert_file = ${cert}`,
+        `smtpd_tls_key_file = ${key}`,
+        'smtpd_tls_security_level = may',
+        'smtpd_tls_received_header = yes',
+        `smtpd_relay_restrictions = ${opts.users?.length ? 'permit_sasl_authenticated, ' : ''}permit_mynetworks, reject`,
+        'smtp_connection_cache_on_demand = yes',
+        `default_destination_concurrency_limit = ${opts.destinationConcurrency ?? 20}`,
+        `smtp_destination_concurrency_limit = ${opts.destinationConcurrency ?? 20}`,
+        'maximal_queue_lifetime = 1h',
+        'queue_run_delay = 1s',
+        'minimal_backoff_time = 1s',
+        'maximal_backoff_time = 2s',
+        'smtpd_client_connection_rate_limit = 0',
+        'anvil_rate_time_unit = 60s',
+        `message_size_limit = ${opts.messageSizeLimit ?? 10240000}`,
+        ...saslLines,
+        ...rcptLines,
+      ].join('\n') + '\n',
     );
-    mkdirSync(join(q, 'private'), { recursive: true });
-    execFileSync('dovecot', ['-c', conf]);
-    stops.push(async () => {
+    const mastercf = readFileSync('/etc/postfix/master.cf', 'utf8')
+      .split('\n')
+      .filter((l) => !/^smtp\s+inet/.test(l))
+      // chroot = n on every service: the throw-away instance has no chroot tree.
+      .map((l) => (/^\S+\s+(inet|unix|fifo|pass|unix-dgram)\s/.test(l) ? l.replace(/^(\S+\s+\S+\s+\S+\s+\S+\s+)\S+/, '$1n') : l));
+    mastercf.push(`127.0.0.1:${port} inet n - n - - smtpd`);
+    writeFileSync(join(etc, 'master.cf'), mastercf.join('\n') + '\n');
+    try {
+      execFileSync('postfix', ['-c', etc, 'start'], { stdio: 'ignore' });
+    } catch (err) {
+      for (const s of stops) await s();
+      const out = existsSync(log) ? readFileSync(log, 'utf8') : '';
+      throw new Error(`postfix -c ${etc} start failed: ${(err as Error).message}\n${out}`);
+    }
+    stops.unshift(async () => {
       try {
-        execFileSync('doveadm', ['-c', conf, 'stop'], { stdio: 'ignore' });
+        execFileSync('postfix', ['-c', etc, 'stop'], { stdio: 'ignore' });
       } catch {
-        /* already gone */
+        /* already stopped */
       }
     });
-    for (let i = 0; i < 100 && !existsSync(join(q, 'private', 'auth')); i++) await new Promise((r) => setTimeout(r, 50));
-    writeFileSync(join(dir, 'sender_logins'), opts.users.flatMap((u) => u.senders.map((s) => `${s} ${u.user}`)).join('\n') + '\n');
-    execFileSync('postmap', [join(dir, 'sender_logins')]);
-    saslLines = [
-      'smtpd_sasl_auth_enable = yes',
-      'smtpd_sasl_type = dovecot',
-      'smtpd_sasl_path = private/auth',
-      'smtpd_tls_auth_only = no',
-      `smtpd_sender_login_maps = hash:${dir}/sender_logins`,
-      'smtpd_sender_restrictions = reject_sender_login_mismatch',
-      'smtpd_relay_restrictions = permit_sasl_authenticated, reject',
-    ];
-  }
-
-  const rcptLines: string[] = [];
-  if (opts.recipientAccess?.length) {
-    writeFileSync(join(dir, 'rcpt_access'), opts.recipientAccess.join('\n') + '\n');
-    execFileSync('postmap', [join(dir, 'rcpt_access')]);
-    rcptLines.push(`smtpd_recipient_restrictions = check_recipient_access hash:${dir}/rcpt_access, permit`);
-  }
-  writeFileSync(
-    join(dir, 'main.cf'),
-    [
-      'compatibility_level = 3.6',
-      `queue_directory = ${q}`,
-      `data_directory = ${data}`,
-      `maillog_file = ${log}`,
-      'maillog_file_prefixes = /',
-      'inet_interfaces = loopback-only',
-      'inet_protocols = ipv4',
-      'myhostname = relay.test',
-      'mydestination =',
-      'mynetworks = 127.0.0.0/8',
-      `relayhost = [127.0.0.1]:${opts.nexthop}`,
-      'smtp_tls_security_level = none',
-      `smtpd_tls_cert_file = ${cert}`,
-      `smtpd_tls_key_file = ${key}`,
-      'smtpd_tls_security_level = may',
-      'smtpd_tls_received_header = yes',
-      'smtpd_relay_restrictions = permit_mynetworks, reject',
-      'smtp_connection_cache_on_demand = yes',
-      `default_destination_concurrency_limit = ${opts.destinationConcurrency ?? 20}`,
-      `smtp_destination_concurrency_limit = ${opts.destinationConcurrency ?? 20}`,
-      'maximal_queue_lifetime = 1h',
-      'queue_run_delay = 1s',
-      'minimal_backoff_time = 1s',
-      'maximal_backoff_time = 2s',
-      'smtpd_client_connection_rate_limit = 0',
-      'anvil_rate_time_unit = 60s',
-      `message_size_limit = ${opts.messageSizeLimit ?? 10240000}`,
-      ...saslLines,
-      ...rcptLines,
-    ].join('\n') + '\n',
-  );
-  const mastercf = readFileSync('/etc/postfix/master.cf', 'utf8')
-    .split('\n')
-    .filter((l) => !/^smtp\s+inet/.test(l))
-    // chroot = n on every service: the throw-away instance has no chroot tree.
-    .map((l) => (/^\S+\s+(inet|unix|fifo|pass|unix-dgram)\s/.test(l) ? l.replace(/^(\S+\s+\S+\s+\S+\s+\S+\s+)\S+/, '$1n') : l));
-  mastercf.push(`127.0.0.1:${port} inet n - n - - smtpd`);
-  writeFileSync(join(dir, 'master.cf'), mastercf.join('\n') + '\n');
-  try {
-    execFileSync('postfix', ['-c', dir, 'start'], { stdio: 'pipe' });
+    await waitPort(port);
   } catch (err) {
-    for (const s of stops) await s();
-    const out = existsSync(log) ? readFileSync(log, 'utf8') : '';
-    throw new Error(`postfix -c ${dir} start failed: ${(err as Error).message}\n${out}`);
+    for (const s of stops) await s(); // nothing started here outlives a failed start
+    throw err;
   }
-  stops.unshift(async () => {
-    try {
-      execFileSync('postfix', ['-c', dir, 'stop'], { stdio: 'ignore' });
-    } catch {
-      /* already stopped */
-    }
-  });
-  await waitPort(port);
   return {
     port,
     dir,
