@@ -109,7 +109,8 @@ export async function buildDsn(cfg: Config, d: DsnInput): Promise<Buffer> {
     text: human,
     attachments: [
       { contentType: 'message/delivery-status', content: status, contentDisposition: 'inline', filename: false },
-      { contentType: 'text/rfc822-headers', content: d.headers, contentTransferEncoding: /[\x80-\xff]/.test(d.headers.toString('latin1')) ? '8bit' : '7bit', contentDisposition: 'inline', filename: false },
+      // The original header section verbatim (never re-encoded): a pre-built part.
+      { raw: Buffer.concat([Buffer.from(`Content-Type: text/rfc822-headers\r\nContent-Transfer-Encoding: ${/[\x80-\xff]/.test(d.headers.toString('latin1')) ? '8bit' : '7bit'}\r\nContent-Disposition: inline\r\n\r\n`), d.headers]) },
     ],
   }).compile();
   root.setHeader('Content-Type', 'multipart/report; report-type=delivery-status');

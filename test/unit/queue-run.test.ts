@@ -1,0 +1,153 @@
+/**
+ * queue-run units: relay choice, retry schedule, the no-bounce rule, DSN shape, state files
+ * (durable, corrupt ones set aside), adoption new/ → cur/, and the --list formats.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { buildConfig } from '../../src/mail/config';
+import { parseCfg } from '../../src/mail/cfgfile';
+import { enqueue } from '../../src/mail/queue';
+import { relayFor } from '../../src/queue-run/relays';
+import { loadState, newState, retryDelay, saveState, pendingRcpts } from '../../src/queue-run/state';
+import { buildDsn, headerValue, noNotifyReason, readHeaderSection } from '../../src/queue-run/dsn';
+import { enhancedOf } from '../../src/queue-run/smtp';
+import { loadItems } from '../../src/queue-run/items';
+import { age, formatList, listEntries } from '../../src/queue-run/list';
+
+const cfgOf = (text: string) => buildConfig('/etc/outpost/mail.cfg', parseCfg(`hostname mx.example.org\nspool /tmp/s\ndomain example.org\n${text}`));
+
+test('relay choice: exact sender, then domain, then default; credentials stay with their entry', () => {
+  const cfg = cfgOf(['relay alice@example.org a.net:587 user=a password=pa', 'relay example.org b.net:587 user=b password=pb', 'relay default c.net:25 tls=none'].join('\n') + '\n');
+  assert.equal(cfg.diags.length, 0, cfg.diags.map((d) => d.message).join());
+  assert.deepEqual([relayFor(cfg, 'Alice@Example.org')?.host, relayFor(cfg, 'alice@example.org')?.user], ['a.net', 'a']);
+  assert.deepEqual([relayFor(cfg, 'bob@example.org')?.host, relayFor(cfg, 'bob@example.org')?.password], ['b.net', 'pb']);
+  assert.equal(relayFor(cfg, 'x@elsewhere.net')?.host, 'c.net');
+  assert.equal(relayFor(cfg, '')?.host, 'c.net', 'the null sender uses default');
+  assert.equal(relayFor(cfgOf('relay example.org b.net:587\n'), 'x@elsewhere.net'), null);
+  assert.equal(relayFor(cfgOf('relay example.org b.net:587\n'), ''), null);
+});
+
+test('relay ca= is resolved next to mail.cfg', () => {
+  const cfg = cfgOf('relay default c.net:587 tls=verify ca=certs/ca.pem\n');
+  assert.equal(cfg.relays[0].ca, '/etc/outpost/certs/ca.pem');
+});
+
+test('retry delay doubles from retry_min and stops at retry_max', () => {
+  assert.deepEqual([1, 2, 3, 4, 5, 6, 7].map((n) => retryDelay(n, 300, 14400)), [300, 600, 1200, 2400, 4800, 9600, 14400]);
+  assert.equal(retryDelay(0, 300, 14400), 300);
+  assert.equal(retryDelay(1000, 300, 14400), 14400);
+});
+
+test('no DSN for <> or Auto-Submitted other than "no" (RFC 3834)', () => {
+  const h = (s: string) => Buffer.from(s.replace(/\n/g, '\r\n'));
+  assert.equal(noNotifyReason('', h('Subject: x\n')), 'null sender <>');
+  assert.equal(noNotifyReason('a@b.c', h('Subject: x\nAuto-Submitted: auto-replied\n')), 'Auto-Submitted: auto-replied');
+  assert.equal(noNotifyReason('a@b.c', h('auto-submitted:\n auto-generated; owner-email="x@y"\n')), 'Auto-Submitted: auto-generated; owner-email="x@y"');
+  assert.equal(noNotifyReason('a@b.c', h('Auto-Submitted: no\n')), null);
+  assert.equal(noNotifyReason('a@b.c', h('Subject: x\n')), null);
+  assert.equal(headerValue(h('Subject: one\n two\n'), 'subject'), 'one two');
+});
+
+test('DSN: multipart/report with delivery-status fields and the original headers', async () => {
+  const cfg = cfgOf('');
+  const headers = Buffer.from('From: a@example.org\r\nSubject: hello\r\nMessage-ID: <x@example.org>\r\n');
+  const dsn = (
+    await buildDsn(cfg, {
+      queueId: 'Q1',
+      sender: 'a@example.org',
+      arrival: Date.parse('2026-01-02T03:04:05Z'),
+      headers,
+      rcpts: [
+        { address: 'b@far.net', action: 'failed', status: '5.1.1', diagnostic: '550 5.1.1 <b@far.net>: no such user', lastAttempt: Date.parse('2026-01-02T04:00:00Z') },
+        { address: 'c@far.net', action: 'failed', status: '4.4.7', diagnostic: 'delivery time expired' },
+      ],
+    })
+  ).toString('latin1');
+  assert.match(dsn, /^Content-Type: multipart\/report; report-type=delivery-status;/m);
+  assert.match(dsn, /^To: a@example\.org\r$/m);
+  assert.match(dsn, /^Reporting-MTA: dns; mx\.example\.org\r\nX-Outpost-Queue-ID: Q1\r\nArrival-Date: Fri, 02 Jan 2026 03:04:05 \+0000\r\n\r\nFinal-Recipient: rfc822; b@far\.net\r\nAction: failed\r\nStatus: 5\.1\.1\r\nDiagnostic-Code: smtp; 550 5\.1\.1 <b@far\.net>: no such user\r\nLast-Attempt-Date: Fri, 02 Jan 2026 04:00:00 \+0000\r\n\r\nFinal-Recipient: rfc822; c@far\.net\r\n/m);
+  assert.match(dsn, /Content-Type: text\/rfc822-headers\r\nContent-Transfer-Encoding: 7bit\r\nContent-Disposition: inline\r\n\r\nFrom: a@example\.org\r\nSubject: hello\r\n/);
+  assert.match(dsn, /Subject: Undelivered Mail Returned to Sender/);
+  const delayed = (await buildDsn(cfg, { queueId: 'Q2', sender: 'a@example.org', arrival: 0, headers, retryUntil: Date.parse('2026-01-07T00:00:00Z'), rcpts: [{ address: 'b@far.net', action: 'delayed', status: '4.4.1', diagnostic: 'connection refused' }] })).toString();
+  assert.match(delayed, /^Action: delayed\r\nStatus: 4\.4\.1\r\n/m);
+  assert.match(delayed, /^Will-Retry-Until: Wed, 07 Jan 2026 00:00:00 \+0000\r$/m);
+  assert.match(delayed, /Subject: Delayed Mail/);
+});
+
+test('enhanced status codes come from the reply, else from the basic code', () => {
+  assert.equal(enhancedOf(550, '550 5.1.1 <x>: no'), '5.1.1');
+  assert.equal(enhancedOf(451, '451 try later'), '4.0.0');
+  assert.equal(enhancedOf(554, '554-5.7.1 policy\r\n554 5.7.1 more'), '5.7.1');
+});
+
+test('state: durable round trip; a corrupt file is set aside and the message starts over', () => {
+  const q = mkdtempSync(join(tmpdir(), 'outpost-qstate-'));
+  const s = newState('id1', 1000, ['a@x.net', 'b@x.net']);
+  s.rcpts['a@x.net'].status = 'sent';
+  saveState(q, s);
+  assert.deepEqual(loadState(q, 'id1'), s);
+  assert.deepEqual(pendingRcpts(s), ['b@x.net']);
+  writeFileSync(join(q, 'state', 'id2.json'), '{"truncated');
+  assert.equal(loadState(q, 'id2'), null);
+  assert.ok(existsSync(join(q, 'state', 'id2.json.bad')));
+  assert.equal(loadState(q, 'nothing'), null);
+});
+
+test('adoption: a run moves new/ to cur/ with a state file; --list touches nothing', async () => {
+  const q = mkdtempSync(join(tmpdir(), 'outpost-qitems-'));
+  const d = await enqueue(q, { sender: 'a@example.org', recipients: ['b@far.net', 'c@far.net'] }, [Buffer.from('Subject: hi\r\n\r\nbody\r\n')]);
+  const listed = await loadItems(q, false);
+  assert.equal(listed.length, 1);
+  assert.equal(listed[0].stored, false);
+  assert.equal(listed[0].size, 21);
+  assert.deepEqual(readdirSync(join(q, 'new')).length, 1);
+  assert.ok(!existsSync(join(q, 'state', `${d.id}.json`)));
+  const items = await loadItems(q, true);
+  assert.equal(readdirSync(join(q, 'new')).length, 0);
+  assert.equal(readdirSync(join(q, 'cur')).length, 1);
+  assert.ok(items[0].path.includes('/cur/'));
+  const st = JSON.parse(readFileSync(join(q, 'state', `${d.id}.json`), 'utf8'));
+  assert.deepEqual(Object.keys(st.rcpts), ['b@far.net', 'c@far.net']);
+  assert.equal((await readHeaderSection(items[0].path, items[0].bodyOffset)).toString(), 'Subject: hi\r\n');
+  // An orphan state file (its queue file gone) is removed by the next run.
+  writeFileSync(join(q, 'state', 'gone.json'), JSON.stringify(newState('gone', 0, ['x@y.z'])));
+  await loadItems(q, true);
+  assert.ok(!existsSync(join(q, 'state', 'gone.json')));
+});
+
+test('--list text and JSON', () => {
+  const now = Date.parse('2026-01-02T00:00:00Z');
+  const st = newState('Q1', now - 7200_000, ['b@far.net', 'c@far.net']);
+  st.attempts = 2;
+  st.nextAttempt = now + 600_000;
+  st.lastError = '450 4.2.0 busy';
+  st.rcpts['b@far.net'] = { status: 'sent', reply: '250 2.0.0 ok' };
+  st.rcpts['c@far.net'] = { status: 'pending', reply: '450 4.2.0 busy' };
+  const items = [{ id: 'Q1', path: '/q/cur/Q1', sender: 'a@example.org', recipients: ['b@far.net', 'c@far.net'], bodyOffset: 80, size: 1234, state: st, stored: true }];
+  const e = listEntries(items, now);
+  assert.deepEqual(e[0], {
+    id: 'Q1',
+    size: 1234,
+    arrival: '2026-01-01T22:00:00.000Z',
+    age_seconds: 7200,
+    sender: 'a@example.org',
+    recipients: [
+      { address: 'b@far.net', status: 'sent', reply: '250 2.0.0 ok' },
+      { address: 'c@far.net', status: 'pending', reply: '450 4.2.0 busy' },
+    ],
+    attempts: 2,
+    next_attempt: '2026-01-02T00:10:00.000Z',
+    last_error: '450 4.2.0 busy',
+    in_progress: false,
+    delay_warned: false,
+  });
+  assert.equal(
+    formatList(e),
+    'Q1  1234  2026-01-01 22:00:00Z (2h)  <a@example.org>\n    attempts 2, next attempt 2026-01-02T00:10:00.000Z, last error: 450 4.2.0 busy\n    <b@far.net>  sent  250 2.0.0 ok\n    <c@far.net>  pending\n-- 1 message, 1234 bytes in the queue, oldest 2h\n',
+  );
+  assert.equal(formatList([]), 'queue is empty\n');
+  assert.deepEqual([age(5), age(600), age(7200), age(3 * 86400)], ['5s', '10m', '2h', '3d']);
+});
