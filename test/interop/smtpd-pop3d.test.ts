@@ -82,7 +82,7 @@ test('swaks: STARTTLS with a verified certificate, AUTH LOGIN, PIPELINING', asyn
     '--from', 'alice@example.org', '--to', 'bob@example.org',
     '--tls', '--tls-verify', '--tls-ca-path', cert.cert,
     '--auth', 'LOGIN', '--auth-user', 'alice@example.org', '--auth-password', 'alicepw',
-    '--pipelining', '--header', 'Subject: via swaks', '--body', 'sent by swaks',
+    '--pipeline', '--header', 'Subject: via swaks', '--body', 'sent by swaks',
   ]);
   assert.equal(r.code, 0, r.stdout + r.stderr);
   assert.match(r.stdout, /<~ +250[- ]PIPELINING/i, 'PIPELINING offered after STARTTLS');
