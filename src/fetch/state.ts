@@ -61,6 +61,14 @@ export function imapKey(uidvalidity: number, uid: number, folder: string): strin
  * Parses a state file's text; null when it is not a valid state file (the caller rebuilds).
  */
 export function parseState(text: string): FetchState | null {
+  try {
+    return parseLines(text);
+  } catch {
+    return null; // a malformed %-escape
+  }
+}
+
+function parseLines(text: string): FetchState | null {
   const lines = text.split('\n');
   if (lines[0] !== 'outpost-fetch-state 1') return null;
   const st = emptyState();
@@ -157,7 +165,12 @@ export function reconcile(st: FetchState, account: string, maildirs: string[]): 
   for (const s of findStamped(account, maildirs, st.saved)) {
     const m = /^(\d+):(\d+) (\S+)$/.exec(s.key);
     if (m) {
-      const folder = decodeURIComponent(m[3]);
+      let folder: string;
+      try {
+        folder = decodeURIComponent(m[3]);
+      } catch {
+        continue; // not a stamp of ours
+      }
       const uv = Number(m[1]);
       const uid = Number(m[2]);
       const cur = st.folders.get(folder);

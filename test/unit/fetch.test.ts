@@ -1,0 +1,149 @@
+/**
+ * fetch unit tests: POP3 reply parsing and dot-unstuffing (byte-exact), the state file format and
+ * its rebuild from Maildir stamps, multidrop routing, budgets, and the staging → Maildir commit.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
+import { LineReader } from '../../src/lib/linereader';
+import { buildConfig } from '../../src/mail/config';
+import { parseCfg } from '../../src/mail/cfgfile';
+import { deliver } from '../../src/mail/maildir';
+import { apopDigest, parseStatus, Unstuffer } from '../../src/fetch/pop3';
+import { emptyState, formatState, imapKey, parseState, reconcile, stampLine } from '../../src/fetch/state';
+import { addressesIn, commit, parseHeaders, routeMessage, Stage } from '../../src/fetch/store';
+import { Budget, budgetValue, Meter } from '../../src/fetch/budget';
+
+/** Runs wire bytes through LineReader + Unstuffer as the client does. */
+async function unstuff(wire: Buffer, maxLine = 65536): Promise<{ out: Buffer; rest: string }> {
+  const s = new PassThrough();
+  const r = new LineReader(s, maxLine);
+  s.end(wire);
+  const u = new Unstuffer();
+  const parts: Buffer[] = [];
+  for (;;) {
+    const l = await r.next();
+    assert.ok(l, 'terminator seen');
+    const b = u.push(l.line, l.crlf, l.partial);
+    if (b === null) break;
+    parts.push(b);
+  }
+  const rest: Buffer[] = [];
+  for (let l = await r.next(); l; l = await r.next()) rest.push(l.line);
+  return { out: Buffer.concat(parts), rest: rest.join('|') };
+}
+
+test('unstuffing restores the exact bytes: dots, bare LF, long lines', async () => {
+  const msg = Buffer.from('Subject: x\r\n\r\n.leading dot\r\n..two\r\nbare\nlf\r\n.\tdot-tab\r\nend\r\n');
+  const stuffed = Buffer.from(msg.toString('latin1').replace(/^\./gm, '..') + '.\r\n+OK next\r\n', 'latin1');
+  const { out, rest } = await unstuff(stuffed);
+  assert.ok(out.equals(msg), JSON.stringify(out.toString()));
+  assert.equal(rest, '+OK next', 'the reader stops exactly after the terminator');
+  const long = Buffer.from('.' + 'x'.repeat(200) + '\r\n');
+  const r2 = await unstuff(Buffer.concat([Buffer.from('.'), long, Buffer.from('.\r\n')]), 64);
+  assert.ok(r2.out.equals(long), 'a long line is split in pieces yet only its first dot is removed');
+});
+
+test('status lines and RESP-CODES; APOP digest (RFC 1939 example)', () => {
+  assert.deepEqual(parseStatus('+OK 2 messages'), { ok: true, text: '2 messages', code: '' });
+  assert.deepEqual(parseStatus('-ERR [IN-USE] locked'), { ok: false, text: '[IN-USE] locked', code: 'IN-USE' });
+  assert.equal(apopDigest('<1896.697170952@dbc.mtview.ca.us>', 'tanstaaf'), 'c4c9334bac560ecc979e58001b3e22fb');
+});
+
+test('state file round-trips; junk is refused', () => {
+  const st = emptyState();
+  st.saved = 1700000000000;
+  st.uidls.add('000000016b023be0');
+  st.folders.set('Lists/Ünïcode box', { uidvalidity: 1700000001, last: 42, big: [7, 9] });
+  const text = formatState(st);
+  const back = parseState(text)!;
+  assert.equal(formatState(back), text);
+  assert.deepEqual(back.folders.get('Lists/Ünïcode box'), { uidvalidity: 1700000001, last: 42, big: [7, 9] });
+  assert.equal(parseState('garbage\n'), null);
+  assert.equal(parseState('outpost-fetch-state 1\nuidl a b\n'), null);
+  assert.equal(parseState(text.slice(0, text.length - 20) + 'x y\n'), null);
+});
+
+test('reconcile rebuilds POP3 and IMAP state from stamps in the Maildir (tmp/ ignored)', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'fetch-unit-'));
+  const md = join(dir, 'Maildir');
+  await deliver(md, [stampLine('acct', 'UIDL-1'), 'Subject: a\r\n\r\nx\r\n']);
+  await deliver(md, [stampLine('acct', 'UIDL-2'), 'Subject: b\r\n\r\nx\r\n']);
+  await deliver(md, [stampLine('other', 'UIDL-3'), 'Subject: c\r\n\r\nx\r\n']);
+  await deliver(md, [stampLine('acct', imapKey(100, 5, 'INBOX')), 'Subject: d\r\n\r\n']);
+  await deliver(md, [stampLine('acct', imapKey(100, 3, 'INBOX')), 'Subject: e\r\n\r\n']);
+  await deliver(md, [stampLine('acct', imapKey(200, 1, 'INBOX')), 'Subject: f\r\n\r\n']);
+  await deliver(md, ['Subject: plain local mail\r\n\r\n']);
+  writeFileSync(join(md, 'tmp', 'half'), stampLine('acct', 'UIDL-9'));
+  const st = emptyState();
+  reconcile(st, 'acct', [md]);
+  assert.deepEqual([...st.uidls].sort(), ['UIDL-1', 'UIDL-2']);
+  assert.deepEqual(st.folders.get('INBOX'), { uidvalidity: 200, last: 1, big: [] }, 'the newest UIDVALIDITY wins');
+  // After a save, only newer deliveries are looked at, and they raise `last`.
+  st.saved = Date.now() - 5000;
+  await deliver(md, [stampLine('acct', imapKey(200, 4, 'INBOX')), 'Subject: g\r\n\r\n']);
+  assert.equal(reconcile(st, 'acct', [md]), 1);
+  assert.equal(st.folders.get('INBOX')!.last, 4);
+});
+
+const CFG = `hostname mx.example.org
+spool /tmp/none
+domain example.org
+user alice@example.org *
+user bob@example.org *
+user postmaster@example.org *
+alias team@example.org alice@example.org bob@example.org
+account md multidrop=example.org protocol=pop3 host=h user=u password=p
+account md2 multidrop=example.org protocol=pop3 host=h user=u password=p envelope=x-original-to,to
+`;
+
+test('multidrop routing: envelope order, To+Cc together, aliases, postmaster fallback', () => {
+  const cfg = buildConfig('/x/mail.cfg', parseCfg(CFG));
+  assert.equal(cfg.diags.length, 0, cfg.diags.map((d) => d.message).join());
+  const [md, md2] = cfg.accounts;
+  const who = (acct: typeof md, head: string) => routeMessage(cfg, acct, Buffer.from(head)).map((d) => d.split('/').pop()).sort();
+  assert.deepEqual(who(md, 'Delivered-To: bob@example.org\r\nTo: alice@example.org\r\n\r\nbody To: x@example.org\r\n'), ['bob']);
+  assert.deepEqual(who(md, 'To: "A, B" <alice@example.org>,\r\n\tother@else.net\r\nCc: (c) Bob@Example.ORG\r\n\r\n'), ['alice', 'bob']);
+  assert.deepEqual(who(md, 'To: team@example.org\r\nCc: alice@example.org\r\n\r\n'), ['alice', 'bob'], 'once per user');
+  assert.deepEqual(who(md, 'To: ghost@example.org\r\n\r\n'), ['postmaster']);
+  assert.deepEqual(who(md, 'To: someone@else.net\r\n\r\n'), ['postmaster']);
+  assert.deepEqual(who(md2, 'Delivered-To: bob@example.org\r\nX-Original-To: alice@example.org\r\n\r\n'), ['alice']);
+  const noPm = buildConfig('/x/mail.cfg', parseCfg(CFG.replace('user postmaster@example.org *\n', '')));
+  assert.deepEqual(routeMessage(noPm, noPm.accounts[0], Buffer.from('To: ghost@example.org\r\n\r\n')).map((d) => d.split('/').pop()), ['alice'], 'first mailbox of the domain');
+});
+
+test('header parsing unfolds and stops at the blank line', () => {
+  const h = parseHeaders(Buffer.from('To: a@x.org,\r\n b@x.org\r\nSubject: s\r\n\r\nTo: c@x.org\r\n'));
+  assert.deepEqual(addressesIn(h.get('to')!), ['a@x.org', 'b@x.org']);
+  assert.equal(h.get('subject')![0], 's');
+});
+
+test('budget: flag over env, limits, allows', () => {
+  assert.equal(budgetValue('5', '9'), 5);
+  assert.equal(budgetValue(undefined, '9.5'), 9.5);
+  assert.equal(budgetValue(undefined, ''), Infinity);
+  assert.ok(Number.isNaN(budgetValue('abc', undefined)));
+  const b = new Budget(Infinity, 1000, new Meter());
+  assert.ok(b.allows(900));
+  assert.ok(!b.allows(900, 100));
+  assert.ok(!new Budget(0, Infinity, new Meter()).allows(1));
+});
+
+test('commit: one staged file lands in several Maildirs (hard links), sizes in the names', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'fetch-unit-'));
+  const st = await Stage.create(join(dir, 'stage'), stampLine('a', 'U1'));
+  await st.write(Buffer.from('Subject: x\r\n\r\nhello\r\n'));
+  await st.finish();
+  const paths = await commit(st.path, [join(dir, 'm1'), join(dir, 'm2'), join(dir, 'm1')], 'mx.example.org');
+  assert.equal(paths.length, 2);
+  for (const p of paths) {
+    const data = readFileSync(p);
+    assert.ok(p.endsWith(`,S=${data.length},W=${data.length}`));
+    assert.ok(data.toString().startsWith('X-Outpost-Fetched: a U1\r\nSubject: x'));
+  }
+  assert.equal(readdirSync(join(dir, 'stage')).length, 0, 'staged file removed');
+  assert.equal(readdirSync(join(dir, 'm1', 'tmp')).length, 0);
+});
