@@ -22,6 +22,9 @@ import { LfNormalizer, readChunk, readData, Spool } from './data';
 import { deliverMessage, newQueueId } from './deliver';
 import { SmtpSession, Step } from './session';
 
+/** A well-formed scrypt hash that matches no password (see the auth action). */
+const DUMMY_HASH = `scrypt$16384$8$1$${'A'.repeat(22)}$${'A'.repeat(43)}`;
+
 /**
  * Serves one SMTP session on `conn` until QUIT, close, timeout or error limit.
  * Never throws for client behaviour; a spool or delivery failure becomes a 451 4.3.0 reply.
@@ -135,12 +138,10 @@ export async function smtpSession(cfg: Config, conn: Conn): Promise<void> {
         }
         case 'auth': {
           flush();
+          // An unknown user costs the same scrypt run as a known one: no user enumeration by timing.
           const u = cfg.users.get(a.user.toLowerCase());
-          let ok = false;
-          if (u) {
-            const { verifyPassword } = await import('../mail/passwords.js');
-            ok = await verifyPassword(u.hash, a.password);
-          }
+          const { verifyPassword } = await import('../mail/passwords.js');
+          const ok = (await verifyPassword(u?.hash ?? DUMMY_HASH, a.password)) && !!u;
           if (!ok) {
             log('info', 'auth failed', { peer, user: a.user });
             await new Promise((res) => setTimeout(res, num(cfg, 'login_delay') * 1000));
@@ -186,8 +187,6 @@ export async function smtpSession(cfg: Config, conn: Conn): Promise<void> {
           } else step = session.bdatRead({ tooBig: target.tooBig, failed: !!target.failed, size: target.size }, a.size);
           break;
         }
-        case 'deliver':
-          break;
       }
       // A transaction that ended (RSET, EHLO, error) leaves no BDAT spool behind.
       if (bdat && session.state !== 'bdat') {
