@@ -54,6 +54,7 @@ export async function smtpSession(cfg: Config, conn: Conn): Promise<void> {
     out = '';
   };
   const close = () => {
+    if (closed) return;
     flush();
     closed = true;
     const s = conn.stream;
@@ -108,7 +109,6 @@ export async function smtpSession(cfg: Config, conn: Conn): Promise<void> {
           close();
           return;
         case 'starttls': {
-          flush();
           let ctx;
           try {
             const { loadTlsContext } = await import('../lib/tlsctx.js');
@@ -117,11 +117,11 @@ export async function smtpSession(cfg: Config, conn: Conn): Promise<void> {
             log('error', 'TLS unavailable', { error: (err as Error).message });
           }
           if (!ctx) {
-            // The "220 Ready" is already out; the client is about to handshake. Say so and close.
-            out += '421 4.7.0 TLS not available due to local problem\r\n';
-            close();
-            return;
+            step = session.tlsUnavailable();
+            break;
           }
+          out += session.tlsReady().replies.join('\r\n') + '\r\n';
+          flush();
           reader.detach();
           try {
             conn = await startTls(conn, ctx, num(cfg, 'smtpd_timeout'));

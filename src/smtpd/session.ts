@@ -5,7 +5,8 @@
  * the replies to send (each a complete reply, lines joined by CRLF, without the final CRLF) and at
  * most one action the driver must perform before feeding the result back:
  *
- *   starttls  → driver sends the replies, discards buffered input, handshakes, calls tlsStarted()
+ *   starttls  → driver loads the TLS context: tlsUnavailable() (454) if it cannot, else sends
+ *               tlsReady() (220), discards buffered input, handshakes, calls tlsStarted()
  *   auth      → driver checks the password (after login_delay on failure), calls authResult()
  *   data      → driver reads the DATA stream (data.ts), calls dataRead()
  *   bdat      → driver reads exactly `size` octets (discarding them if `discard`), calls bdatRead()
@@ -447,7 +448,12 @@ export class SmtpSession {
     if (arg) return reply('501 5.5.4 Syntax: STARTTLS');
     if (this.secure) return reply('503 5.5.1 Error: TLS already active');
     if (!this.env.tlsAvailable) return reply('502 5.5.1 Error: STARTTLS not available');
-    return { replies: ['220 2.0.0 Ready to start TLS'], action: { kind: 'starttls' } };
+    return { replies: [], action: { kind: 'starttls' } };
+  }
+
+  /** The TLS context is loaded: the go-ahead, after which the client starts the handshake. */
+  tlsReady(): Step {
+    return reply('220 2.0.0 Ready to start TLS');
   }
 
   /** The TLS handshake finished: forget everything learnt before it (RFC 3207 section 4.2). */

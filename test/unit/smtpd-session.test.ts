@@ -44,7 +44,9 @@ test('EHLO lists the extensions; STARTTLS and AUTH only where usable', () => {
   assert.ok(say(session({ trusted: true }), 'EHLO c.example').endsWith('250 AUTH PLAIN LOGIN'));
   const s = session({ tlsAvailable: true });
   say(s, 'EHLO c');
-  assert.deepEqual(s.line('STARTTLS').action, { kind: 'starttls' });
+  assert.deepEqual(s.line('STARTTLS'), { replies: [], action: { kind: 'starttls' } });
+  assert.deepEqual(s.tlsReady().replies, ['220 2.0.0 Ready to start TLS']);
+  assert.match(s.tlsUnavailable().replies[0], /^454 4\.7\.0 /);
   s.tlsStarted();
   assert.equal(s.state, 'start');
   const after = say(s, 'EHLO c');
