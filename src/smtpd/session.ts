@@ -73,7 +73,7 @@ export interface Transaction {
 export interface Trace {
   helo: string;
   peer: string;
-  /** SMTP, ESMTP, ESMTPS, ESMTPA or ESMTPSA (RFC 3848). */
+  /** SMTP, ESMTP, ESMTPS, ESMTPA or ESMTPSA (RFC 3848); UTF8SMTP[S][A] with SMTPUTF8 (RFC 6531). */
   protocol: string;
   /** The authenticated user, if any (logged, not written into the header). */
   user: string;
@@ -283,7 +283,8 @@ export class SmtpSession {
 
   /** The Received header's facts for the current session. */
   trace(): Trace {
-    const protocol = this.esmtp ? `ESMTP${this.secure ? 'S' : ''}${this.user ? 'A' : ''}` : 'SMTP';
+    // RFC 3848 names; RFC 6531 3.7.4 for a transaction that used SMTPUTF8.
+    const protocol = this.esmtp ? `${this.tx?.smtputf8 ? 'UTF8SMTP' : 'ESMTP'}${this.secure ? 'S' : ''}${this.user ? 'A' : ''}` : 'SMTP';
     return { helo: this.heloName, peer: this.env.peer, protocol, user: this.user };
   }
 

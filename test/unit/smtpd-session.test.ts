@@ -148,6 +148,7 @@ test('sender checks: <> accepted, tricks refused with 5.1.7, UTF-8 needs SMTPUTF
   assert.equal(code(u, 'MAIL FROM:<jürgen@example.net>'), '553 5.6.7');
   assert.equal(code(u, 'MAIL FROM:<jürgen@example.net> SMTPUTF8'), '250 2.1.0');
   assert.equal(code(u, 'RCPT TO:<ünknown@example.org>'), '550 5.1.1');
+  assert.equal(u.trace().protocol, 'UTF8SMTP');
   const v = greeted();
   assert.equal(code(v, 'MAIL FROM: <spaced@example.net>'), '250 2.1.0'); // common client habit
   assert.deepEqual(checkMailbox('a.b@c.example', false, 'recipient'), { ok: true, address: 'a.b@c.example' });
