@@ -67,8 +67,13 @@ export async function smtpSession(cfg: Config, conn: Conn): Promise<void> {
   }, num(cfg, 'smtpd_timeout') * 1000);
   const activity = () => timer.refresh();
 
+  /** A spool file for a new message; a failure shows in Spool.failed (→ 451 4.3.0), never throws. */
   const newSpool = async (id: string) => {
-    mkdirSync(tmpDir, { recursive: true, mode: 0o700 });
+    try {
+      mkdirSync(tmpDir, { recursive: true, mode: 0o700 });
+    } catch {
+      /* Spool.create fails too and records why */
+    }
     return Spool.create(join(tmpDir, id), session.env.sizeLimit);
   };
 

@@ -158,3 +158,19 @@ test('100 MB message: delivered whole, server memory stays flat', async () => {
   console.log(`# 100 MB message: server peak RSS ${(hwm / 1048576).toFixed(1)} MiB`);
   assert.ok(hwm < 120 * 1048576, `peak RSS ${hwm} bytes: the message must not be held in memory`);
 });
+
+test('an unwritable spool: the message is read to its end, refused with 451 4.3.0, session goes on', async () => {
+  const po = await makePostOffice();
+  dirs.push(po.dir);
+  writeFileSync(join(po.spool, 'tmp'), 'not a directory');
+  const { port } = await startSmtpd(po);
+  const c = await open(port);
+  c.sock.write('EHLO client.example\r\nMAIL FROM:<a@elsewhere.net>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\n');
+  await c.until(/^354 /m);
+  c.sock.write('Subject: nowhere\r\n\r\nbody\r\n.\r\nMAIL FROM:<a@elsewhere.net>\r\nRCPT TO:<alice@example.org>\r\nBDAT 4 LAST\r\nhi\r\nNOOP\r\n');
+  await c.until(/^250 2\.0\.0 Ok\r\n/m);
+  assert.equal((c.text().match(/^451 4\.3\.0 /gm) ?? []).length, 2, c.text());
+  assert.doesNotMatch(c.text(), /^500 /m, 'the BDAT octets were consumed exactly');
+  assert.equal(count(join(po.load().users.get('alice@example.org')!.maildir, 'new')), 0);
+  c.sock.destroy();
+});
