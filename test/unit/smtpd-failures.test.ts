@@ -1,7 +1,7 @@
 // smtpd when things go wrong, over TCP (`smtpd --listen`): the idle timeout, a client that drops
 // mid-DATA (nothing delivered, no spool left), a copy that cannot be written (the copies already
-// made are removed, 451 4.3.0, and a retry delivers exactly once), and a 100 MB message that
-// passes with flat memory.
+// made are removed, 451 4.3.0, and a retry delivers exactly once), an unwritable spool (451 after
+// the data is read), and a 100 MB message that passes with flat memory.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, ChildProcess } from 'node:child_process';
