@@ -124,10 +124,15 @@ export class Stuffer {
   }
 }
 
-/** Writes with back-pressure; rejects when the peer goes away or stops reading for `timeout` s. */
+/**
+ * Writes with back-pressure (uncorking a corked stream once its buffer is full); rejects when the
+ * peer goes away or stops reading for `timeout` seconds.
+ */
 export function writeOut(out: Writable, buf: Buffer | string, timeout: number): Promise<void> {
   if (out.destroyed || out.writableEnded) return Promise.reject(Object.assign(new Error('connection closed'), { code: 'ECONNRESET' }));
   if (out.write(buf)) return Promise.resolve();
+  // A corked stream never drains: let the data go (the driver corks while pipelined input waits).
+  while (out.writableCorked) out.uncork();
   return new Promise((resolve, reject) => {
     const done = (err?: Error) => {
       clearTimeout(timer);
@@ -150,6 +155,8 @@ export function writeOut(out: Writable, buf: Buffer | string, timeout: number): 
  * Streams the reply for RETR (lines = -1) or TOP (lines >= 0) of the file at `path` to `out`:
  * `head` (the "+OK ..." line with its CRLF, written only once the file is open), the dot-stuffed
  * message, and the final ".\r\n".
+ * @param out a socket, TLS socket or pipe: a stream that has copied the bytes by the time its
+ *   write callback fires (the read buffer is reused after that).
  * @param timeout seconds the client may go without reading before the send is abandoned.
  * @returns bytes sent after `head`, trailer included.
  * @throws ENOENT (or another open error) before anything was written; later, the read error, or
@@ -158,23 +165,53 @@ export function writeOut(out: Writable, buf: Buffer | string, timeout: number): 
 export async function sendMessage(path: string, lines: number, out: Writable, timeout: number, head = ''): Promise<number> {
   const fh = await open(path, 'r');
   const st = new Stuffer(lines);
+  // One read buffer, reused: each chunk's pieces (slices of it plus stuffing dots) go out as one
+  // gathered write, and the next read waits until the socket has taken them (the write callback).
+  // So memory stays flat and no garbage is made per chunk, whatever the message size. A small
+  // message leaves as a single write (head, body and trailer together), which matters with Nagle
+  // and delayed ACKs.
+  const buf = Buffer.allocUnsafe(CHUNK);
+  const pending: Buffer[] = head ? [Buffer.from(head)] : [];
   try {
-    if (head) await writeOut(out, head, timeout);
     for (;;) {
-      // A fresh buffer per chunk: the pieces pushed into the socket are slices of it and must
-      // stay intact until written.
-      const buf = Buffer.allocUnsafe(CHUNK);
       const { bytesRead } = await fh.read(buf, 0, CHUNK, null);
       if (bytesRead === 0) break;
-      const pieces = st.push(bytesRead === CHUNK ? buf : buf.subarray(0, bytesRead));
-      // One write per chunk: a stuffed chunk is copied once, an unstuffed one goes as it is.
-      if (pieces.length) await writeOut(out, pieces.length === 1 ? pieces[0] : Buffer.concat(pieces), timeout);
+      pending.push(...st.push(bytesRead === CHUNK ? buf : buf.subarray(0, bytesRead)));
       if (st.done) break;
+      // A short read is normally the end of the file: keep a copy and let the next read (0 bytes)
+      // confirm it, so a small message still leaves in one write with its trailer.
+      if (bytesRead < CHUNK) pending.splice(0, pending.length, Buffer.concat(pending));
+      else await writeAll(out, pending.splice(0), timeout);
     }
+    const tail = st.end();
+    pending.push(tail);
+    await writeAll(out, pending.splice(0), timeout);
+    return st.bytes + tail.length;
   } finally {
     await fh.close();
   }
-  const tail = st.end();
-  await writeOut(out, tail, timeout);
-  return st.bytes + tail.length;
+}
+
+/**
+ * Writes `pieces` as one gathered write and resolves once the stream has taken all of them
+ * (so their memory may be reused); rejects like writeOut.
+ */
+function writeAll(out: Writable, pieces: Buffer[], timeout: number): Promise<void> {
+  if (out.destroyed || out.writableEnded) return Promise.reject(Object.assign(new Error('connection closed'), { code: 'ECONNRESET' }));
+  return new Promise((resolve, reject) => {
+    const done = (err?: Error) => {
+      clearTimeout(timer);
+      out.off('close', onClose);
+      if (err) reject(err);
+      else resolve();
+    };
+    const closed = (cause?: unknown) => Object.assign(new Error('connection closed', { cause }), { code: 'ECONNRESET' });
+    const onClose = () => done(closed());
+    const timer = setTimeout(() => done(Object.assign(new Error(`client did not read for ${timeout} s`), { code: 'ETIMEDOUT' })), timeout * 1000);
+    out.once('close', onClose);
+    out.cork();
+    for (let i = 0; i < pieces.length - 1; i++) out.write(pieces[i]);
+    out.write(pieces[pieces.length - 1], (err) => done(err ? closed(err) : undefined));
+    while (out.writableCorked) out.uncork();
+  });
 }

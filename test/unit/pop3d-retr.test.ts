@@ -59,7 +59,9 @@ test('sendMessage streams a file in chunks, stuffing across chunk boundaries', a
   writeFileSync(p, body);
   const out = new PassThrough();
   const got: Buffer[] = [];
-  out.on('data', (d) => got.push(d));
+  // Copy: sendMessage reuses its read buffer once a write's callback has fired (a socket has
+  // copied the bytes by then; a PassThrough hands on the very same buffer).
+  out.on('data', (d: Buffer) => got.push(Buffer.from(d)));
   const n = await sendMessage(p, -1, out, 5, '+OK x\r\n');
   const text = Buffer.concat(got).toString('latin1');
   assert.equal(text, '+OK x\r\n' + 'Subject: big\r\n\r\n' + ('.' + line).repeat(300) + '.\r\n');
