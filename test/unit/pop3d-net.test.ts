@@ -241,3 +241,35 @@ test('a 100 MB RETR to a slow reader streams with back-pressure (pop3d peak RSS 
   const peak = peakRss(server.pid!);
   assert.ok(peak - before < 48 * 1024 * 1024, `pop3d peak RSS grew from ${before >> 20} MiB to ${peak >> 20} MiB`);
 });
+
+test('pipelined: 100 LISTs sent at once (replies far beyond the socket buffer) all come back in order', async () => {
+  const sock = connect(port, '127.0.0.1');
+  await until(sock, /\r\n/);
+  let got = '';
+  sock.on('data', (d: Buffer) => (got += d.toString('latin1')));
+  const closed = new Promise((r) => sock.once('close', r));
+  sock.write('USER alice@example.org\r\nPASS alicepw\r\n' + 'LIST\r\n'.repeat(100) + 'QUIT\r\n');
+  await closed;
+  const firsts = got.split('\r\n').filter((l) => l.startsWith('+OK') || l.startsWith('-ERR'));
+  assert.equal(firsts.length, 103, firsts.slice(-3).join(' | '));
+  assert.ok(got.length > 64 * 1024, `replies total ${got.length} bytes`);
+  assert.match(firsts[1], /^\+OK alice@example.org has (\d+) messages/);
+  assert.ok(firsts.slice(2, 102).every((l) => /^\+OK \d+ messages \(\d+ octets\)$/.test(l)));
+  assert.match(firsts[102], /^\+OK Outpost POP3 server signing off/);
+});
+
+test('idle timeout (pop3d_timeout): autologout, and nothing is deleted', async () => {
+  const cfg = join(po.dir, 'short.cfg');
+  writeFileSync(cfg, readFileSync(po.cfgPath, 'utf8') + 'pop3d_timeout 1\n', { mode: 0o600 });
+  const before = files(bobDir);
+  const child = spawn('bash', ['-c', 'cat | "$0" "$1" -c "$2" | cat', process.execPath, dist('pop3d'), cfg], { env: childEnv(), stdio: ['pipe', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout.on('data', (d) => {
+    out += d;
+    if (out.includes('autologout')) child.stdin.end();
+  });
+  child.stdin.write('USER bob\r\nPASS bob pw with blanks\r\nDELE 1\r\n');
+  await new Promise((r) => child.once('close', r));
+  assert.match(out, /\+OK message 1 deleted\r\n-ERR \[SYS\/TEMP\] autologout: idle for too long\r\n$/);
+  assert.deepEqual(files(bobDir), before);
+});
