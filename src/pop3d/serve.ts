@@ -26,7 +26,7 @@ import type { SecureContext } from 'node:tls';
 import type { Socket } from 'node:net';
 import { openMaildrop } from './maildrop';
 import { sendMessage, writeOut } from './retr';
-import { DUMMY_HASH, Pop3Session, Services, Step } from './session';
+import { DUMMY_HASH, ERROR_LIMIT, Pop3Session, Services, Step } from './session';
 
 /** Longest command line in bytes (RFC 2449 allows 255; AUTH PLAIN responses need more). */
 export const MAX_LINE = 8192;
@@ -108,7 +108,14 @@ export async function pop3Session(cfg: Config, conn: Conn): Promise<void> {
         reader.detach();
         if (corked) (conn.stream as Socket).uncork?.();
         corked = false;
-        conn = await startTls(conn, tls.ctx!, timeout);
+        try {
+          conn = await startTls(conn, tls.ctx!, timeout);
+        } catch (err) {
+          // The client's fault or a dropped line, not ours: no reply is possible on a broken handshake.
+          log('warn', `STLS handshake failed: ${(err as Error).message}`, { peer: conn.peer || undefined });
+          reason = 'tls-failed';
+          return false;
+        }
         reader = new LineReader(conn.stream, MAX_LINE);
         session.secured();
         log('debug', 'STLS done', { peer: conn.peer || undefined });
@@ -146,7 +153,7 @@ export async function pop3Session(cfg: Config, conn: Conn): Promise<void> {
         steps = await session.handle(got.line.toString('latin1'));
       }
       if (!(await run(steps))) {
-        if (session.errors >= 10) reason = 'errors';
+        if (session.errors >= ERROR_LIMIT) reason = 'errors';
         break;
       }
     }
