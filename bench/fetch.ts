@@ -10,7 +10,7 @@
  * "link s" is the time the proxy saw a connection open (the link held); bytes are what crossed it.
  * Prints a Markdown table; measures only, asserts nothing. Run through bench/fetch.sh.
  */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -40,17 +40,30 @@ function corpus(): Buffer[] {
     .map((f) => readFileSync(join(dir, f[0])));
 }
 
-async function measure(client: string, port: number, run: (port: number) => { exit: number | null; messages: number }): Promise<Row> {
+/** Runs a command without blocking the event loop (the proxy lives in this process). */
+function run(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<{ status: number | null; out: string }> {
+  return new Promise((res) => {
+    const c = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    c.stdout.on('data', (d) => (out += d));
+    c.stderr.on('data', (d) => (out += d));
+    c.on('close', (status) => res({ status, out }));
+  });
+}
+
+type Client = (port: number) => Promise<{ exit: number | null; messages: number }>;
+
+async function measure(client: string, port: number, fetchWith: Client): Promise<Row> {
   const proxy = await startLinkProxy({ target: { host: '127.0.0.1', port }, rateBps: RATE, rttMs: RTT });
-  const r = run(proxy.port);
+  const r = await fetchWith(proxy.port);
   await new Promise((res) => setTimeout(res, RTT + 100)); // let the proxy see the close
   const s = proxy.stats();
   await proxy.close();
   return { client, seconds: s.heldMs / 1000, up: s.up, down: s.down, messages: r.messages, exit: r.exit };
 }
 
-function outpost(proto: 'pop3' | 'imap', user: string, password: string) {
-  return (port: number) => {
+function outpost(proto: 'pop3' | 'imap', user: string, password: string): Client {
+  return async (port: number) => {
     const dir = mkdtempSync(join(tmpdir(), 'bench-fetch-'));
     const spool = join(dir, 'spool');
     const cfg = join(dir, 'mail.cfg');
@@ -62,7 +75,7 @@ function outpost(proto: 'pop3' | 'imap', user: string, password: string) {
     );
     const env = { ...process.env };
     delete env.NODE_EXTRA_CA_CERTS;
-    const r = spawnSync(process.execPath, [join(ROOT, 'dist', 'fetch.js'), '-c', cfg], { env });
+    const r = await run(process.execPath, [join(ROOT, 'dist', 'fetch.js'), '-c', cfg], env);
     const md = join(spool, 'mail', 'example.org', 'alice', 'new');
     let messages = 0;
     try {
@@ -70,14 +83,14 @@ function outpost(proto: 'pop3' | 'imap', user: string, password: string) {
     } catch {
       /* none */
     }
-    if (r.status !== 0) process.stderr.write(`outpost ${proto}: exit ${r.status}: ${r.stdout}${r.stderr}\n`);
+    if (r.status !== 0) process.stderr.write(`outpost ${proto}: exit ${r.status}: ${r.out}\n`);
     rmSync(dir, { recursive: true, force: true });
     return { exit: r.status, messages };
   };
 }
 
-function fetchmail(proto: 'POP3' | 'IMAP', user: string, password: string) {
-  return (port: number) => {
+function fetchmail(proto: 'POP3' | 'IMAP', user: string, password: string): Client {
+  return async (port: number) => {
     const dir = mkdtempSync(join(tmpdir(), 'bench-fetchmail-'));
     const got = join(dir, 'got');
     const mda = join(dir, 'mda.sh');
@@ -91,7 +104,8 @@ function fetchmail(proto: 'POP3' | 'IMAP', user: string, password: string) {
         `  user "${user}" there with password "${password}" is "root" here keep fetchall mda "${mda}" sslproto ''\n`,
       { mode: 0o600 },
     );
-    const r = spawnSync('fetchmail', ['-f', rc, '-i', join(dir, 'ids'), '--nodetach'], { env: { ...process.env, HOME: dir } });
+    const r = await run('fetchmail', ['-f', rc, '-i', join(dir, 'ids'), '--nodetach'], { ...process.env, HOME: dir });
+    if (r.status !== 0) process.stderr.write(`fetchmail ${proto}: exit ${r.status}: ${r.out.slice(0, 500)}\n`);
     let messages = 0;
     try {
       messages = readdirSync(got).length;

@@ -20,7 +20,7 @@
  * never fetched again); everything else is fetched. A message without a Message-ID cannot be
  * matched and is fetched again: a possible duplicate, never a loss.
  */
-import { existsSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { log } from '../lib/log';
 import { EX_TEMPFAIL } from '../lib/exits';
@@ -158,6 +158,7 @@ async function fetchFolder(ctx: Ctx, client: any, folder: string, partialDir: st
     }
     todo.push(m);
   }
+  dropStalePartials(partialDir, folder, uv, new Set(todo.map((m) => m.uid)));
   // `last` may only pass a UID once it is done: keep it below the first one still to fetch.
   const firstTodo = todo.find((m) => !f.big.includes(m.uid));
   if (firstTodo && f.last >= firstTodo.uid) f.last = firstTodo.uid - 1;
@@ -230,6 +231,24 @@ async function fetchFolder(ctx: Ctx, client: any, folder: string, partialDir: st
   if (toDelete.length) {
     await client.messageDelete(toDelete.join(','), { uid: true });
     r.deleted += toDelete.length;
+  }
+}
+
+/** Removes this folder's partial downloads that can never be resumed (other UIDVALIDITY, or a
+ * UID no longer to fetch: gone from the server, or fetched meanwhile). */
+function dropStalePartials(partialDir: string, folder: string, uv: number, todo: Set<number>): void {
+  const prefix = `${encodeURIComponent(folder)}.`;
+  let files: string[] = [];
+  try {
+    files = readdirSync(partialDir);
+  } catch {
+    return;
+  }
+  for (const f of files) {
+    if (!f.startsWith(prefix)) continue;
+    const m = /^(\d+)\.(\d+)(\.json)?$/.exec(f.slice(prefix.length));
+    if (m && Number(m[1]) === uv && todo.has(Number(m[2]))) continue;
+    rmSync(join(partialDir, f), { force: true });
   }
 }
 

@@ -129,7 +129,15 @@ runMain('fetch', async () => {
   const timeout = o.timeout === undefined ? DEFAULT_TIMEOUT : Number(o.timeout);
   if (!(timeout > 0)) throw usage(`--timeout ${o.timeout} is not a positive number of seconds`);
 
-  const cfg = loadConfig(configPath(o.config));
+  const link = process.env.OUTPOST_LINK || undefined;
+  let cfg: Config;
+  try {
+    cfg = loadConfig(configPath(o.config));
+  } catch (err) {
+    // Even a run that could not start leaves its report line for dial.
+    report({ program: 'fetch', link, seconds: 0, bytes_in: 0, bytes_out: 0, messages: 0, left: 0, left_bytes: 0, exit: err instanceof OutpostError ? err.exit : 70 });
+    throw err;
+  }
   mkdirSync(spoolPaths(cfg).log, { recursive: true, mode: 0o700 });
   setupLog('fetch', logTarget(cfg));
   const accounts = o.account ? cfg.accounts.filter((a) => a.name === o.account) : cfg.accounts;
@@ -150,7 +158,6 @@ runMain('fetch', async () => {
   }
   const exit = results.find((r) => r.exit)?.exit ?? EX_OK;
   const line = summaryLine(results, meter);
-  const link = process.env.OUTPOST_LINK || undefined;
   process.stdout.write(line + '\n');
   log('info', line.replace(/^fetch: /, ''), { link, exit });
   report({

@@ -12,7 +12,7 @@ import { served, servedImap, stored, testMessage } from '../helpers/fetchkit';
 import { makePostOffice, PostOffice, runProgram } from '../helpers/postoffice';
 
 let dc: Dovecot;
-const USERS = ['p1', 'p2', 'i1', 'i2', 'md', 'big', 'bud', 'sec', 'lost', 'ilost', 'uv', 'corp'];
+const USERS = ['p1', 'p2', 'i1', 'i2', 'md', 'big', 'bud', 'sec', 'lost', 'ilost', 'uv', 'corp', 'au'];
 
 before(async () => {
   dc = await startDovecot(Object.fromEntries(USERS.map((u) => [u, `${u}pw`])));
@@ -227,4 +227,18 @@ test('corpus: 40 real messages byte-exact over POP3 and IMAP', async () => {
     sameBytes(stored(po.alice).map((m) => m.body), want[proto]);
     assert.ok(!existsSync(join(po.spool, 'fetch', 'tmp', 'corp')) || readdirSync(join(po.spool, 'fetch', 'tmp', 'corp')).length === 0);
   }
+});
+
+test('POP3 login methods: auth=user, plain, apop; a wrong password exits 77', async () => {
+  dc.putMessage('au', testMessage('au one'));
+  for (const auth of ['user', 'plain', 'apop']) {
+    const po = await office(acct('au', 'pop3', 'au', `keep=yes auth=${auth}`));
+    const r = await fetch(po);
+    assert.equal(r.code, 0, `${auth}: ${r.stdout}${r.stderr}`);
+    assert.equal(stored(po.alice).length, 1, auth);
+  }
+  const bad = await office(acct('au', 'pop3', 'au', 'keep=yes').replace('password=aupw', 'password=wrong'));
+  const r = await fetch(bad);
+  assert.equal(r.code, 77, r.stdout.toString());
+  assert.match(r.stdout.toString(), /failed: au \(-ERR \[AUTH\]/);
 });
