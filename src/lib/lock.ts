@@ -5,7 +5,6 @@
  * Used for: mail.cfg writes (mailcfg), a POP3 maildrop ([IN-USE]), one queue-run, one fetch per
  * account, one dial.
  */
-import lockfile from 'proper-lockfile';
 import { OutpostError } from './errors';
 import { EX_TEMPFAIL } from './exits';
 
@@ -17,6 +16,8 @@ export type Release = () => Promise<void>;
  * @throws OutpostError code 'ELOCKED' (exit EX_TEMPFAIL) when another process holds it.
  */
 export async function acquireLock(path: string, wait = 0, what = path): Promise<Release> {
+  // Loaded on first use: daemons only lock after a login.
+  const lockfile = require('proper-lockfile') as typeof import('proper-lockfile');
   try {
     const release = await lockfile.lock(path, {
       realpath: false,

@@ -16,7 +16,7 @@
 import { createServer, Server, Socket } from 'node:net';
 import { Duplex } from 'node:stream';
 import { fstatSync } from 'node:fs';
-import { TLSSocket, SecureContext } from 'node:tls';
+import type { SecureContext } from 'node:tls';
 
 export interface Conn {
   /** The byte stream to the client (replace it with the TLS one after STARTTLS). */
@@ -49,6 +49,8 @@ function connFromSocket(sock: Socket, env = false): Conn {
  * @throws the handshake error (the connection is then unusable: close it).
  */
 export function startTls(conn: Conn, secureContext: SecureContext, timeoutSeconds = 60): Promise<Conn> {
+  // node:tls is loaded here, not at start: most sessions never use it (start-up cost).
+  const { TLSSocket } = require('node:tls') as typeof import('node:tls');
   return new Promise((resolve, reject) => {
     const tls = new TLSSocket(conn.stream, { isServer: true, secureContext });
     const timer = setTimeout(() => reject(Object.assign(new Error('TLS handshake timed out'), { code: 'ETIMEDOUT' })), timeoutSeconds * 1000);

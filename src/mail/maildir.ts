@@ -29,12 +29,10 @@ export function safeHost(host: string): string {
   return host.replace(/\//g, '\\057').replace(/:/g, '\\072');
 }
 
-/** A fresh unique base name: time.M<usec>P<pid>Q<n>.host. */
+/** A fresh unique base name: time.M<usec>P<pid>Q<n>.host (wall-clock seconds and microseconds). */
 export function uniqueName(host = osHostname()): string {
-  const now = process.hrtime.bigint();
-  const ms = Date.now();
-  const usec = Number((now / 1000n) % 1000000n);
-  return `${Math.floor(ms / 1000)}.M${usec}P${process.pid}Q${++counter}.${safeHost(host)}`;
+  const us = Math.floor((performance.timeOrigin + performance.now()) * 1000);
+  return `${Math.floor(us / 1e6)}.M${us % 1e6}P${process.pid}Q${++counter}.${safeHost(host)}`;
 }
 
 /** Creates dir/{tmp,new,cur} (mode 0700) if missing. */
@@ -118,7 +116,7 @@ export interface MaildirMessage {
   size: number;
   /** Flag letters from ':2,' (cur/ only). */
   flags: string;
-  /** Delivery time in seconds (from the name), for ordering. */
+  /** Delivery time in seconds with microseconds (from the name), for ordering. */
   time: number;
 }
 
@@ -130,7 +128,10 @@ export function parseName(file: string): { id: string; size: number; flags: stri
   const comma = base.indexOf(',');
   const id = comma < 0 ? base : base.slice(0, comma);
   const m = /,S=(\d+)/.exec(base) ?? /,W=(\d+)/.exec(base);
-  return { id, size: m ? Number(m[1]) : -1, flags, time: Number(id.split('.')[0]) || 0 };
+  // Delivery time in seconds, with the microseconds of time.M<usec>… as a fraction.
+  const t = /^(\d+)\.M(\d+)/.exec(id) ?? /^(\d+)/.exec(id);
+  const time = t ? Number(t[1]) + (t[2] ? Number(t[2]) / 1e6 : 0) : 0;
+  return { id, size: m ? Number(m[1]) : -1, flags, time };
 }
 
 /**
