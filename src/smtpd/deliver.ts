@@ -19,9 +19,14 @@ import type { Trace, Transaction } from './session';
 
 let counter = 0;
 
-/** A fresh queue id: time (base 36, ms), pid and a counter; unique on this host. Upper-case. */
+/**
+ * A fresh queue id, unique on this host: time in ms (9 digits), pid (5) and a per-process counter
+ * (3, more after 46655 messages), all base 36 upper-case. Fixed width, so trace headers (and
+ * message sizes) do not change length with the pid.
+ */
 export function newQueueId(): string {
-  return `${Date.now().toString(36)}${process.pid.toString(36)}${(++counter).toString(36)}`.toUpperCase();
+  const b36 = (n: number, w: number) => n.toString(36).padStart(w, '0');
+  return `${b36(Date.now(), 9)}${b36(process.pid, 5)}${b36(++counter, 3)}`.toUpperCase();
 }
 
 const DAYS = ['Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat'];

@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { parseCfg } from '../../src/mail/cfgfile';
 import { buildConfig } from '../../src/mail/config';
 import { SessionEnv, SmtpSession, Step, checkMailbox, splitPath, stripRoute, parseParams } from '../../src/smtpd/session';
+import { newQueueId, receivedHeader, rfc5322Date } from '../../src/smtpd/deliver';
 
 const cfg = buildConfig(
   '/etc/outpost/mail.cfg',
@@ -243,4 +244,17 @@ test('AUTH PLAIN and LOGIN exchanges; refused before TLS from outside', () => {
   assert.equal(s.trace().protocol, 'ESMTPA');
   const before = session({ trusted: true });
   assert.equal(code(before, 'AUTH PLAIN'), '503 5.5.1'); // EHLO first
+});
+
+test('queue ids are fixed-width and unique; Received header and date format (RFC 5321 4.4, RFC 5322 3.3)', () => {
+  const ids = Array.from({ length: 50 }, () => newQueueId());
+  assert.ok(ids.every((id) => /^[0-9A-Z]{17}$/.test(id)), ids[0]);
+  assert.equal(new Set(ids).size, ids.length);
+  const d = new Date(Date.UTC(2026, 10, 2, 3, 4, 5));
+  assert.match(rfc5322Date(d), /^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{1,2} (Nov|Oct) 2026 \d\d:\d\d:\d\d [+-]\d{4}$/);
+  const trace = { helo: 'c.example', peer: '192.0.2.1', protocol: 'ESMTPSA', user: 'alice@example.org' };
+  const one = receivedHeader(trace, 'mx.example.org', 'ID1', 'bob@example.org', d);
+  assert.match(one, /^Received: from c\.example \(\[192\.0\.2\.1\]\)\r\n\tby mx\.example\.org \(Outpost\) with ESMTPSA id ID1\r\n\tfor <bob@example\.org>;\r\n\t[^\r\n]+\r\n$/);
+  assert.ok(!one.includes('alice'), 'the authenticated user is not disclosed');
+  assert.match(receivedHeader({ ...trace, peer: '' }, 'mx.example.org', 'ID2', undefined, d), /^Received: from c\.example \(unknown\)\r\n\tby mx\.example\.org \(Outpost\) with ESMTPSA id ID2;\r\n\t/);
 });
