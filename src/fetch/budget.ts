@@ -65,12 +65,23 @@ export class Budget {
     return this.bytes - this.meter.bytesIn - this.meter.bytesOut;
   }
 
+  /** Bytes per second received so far on the link (0 before a second of it). */
+  rate(): number {
+    const held = this.meter.heldSeconds;
+    return held >= 0.5 ? this.meter.bytesIn / held : 0;
+  }
+
   /**
    * True when a message of `size` bytes (plus `inFlight` bytes already asked for) may still be
-   * started: time is left, and the bytes fit (with 64 bytes of protocol overhead per message).
+   * started: time is left, the bytes fit (with 64 bytes of protocol overhead per message), and,
+   * under a time budget, what is in flight can arrive in the time left at the rate seen so far
+   * (so a pipeline never commits the link far past the budget; the first message may always go).
    */
   allows(size: number, inFlight = 0): boolean {
-    return this.secondsLeft() > 0 && this.bytesLeft() - inFlight - size - 64 >= 0;
+    const left = this.secondsLeft();
+    if (left <= 0 || this.bytesLeft() - inFlight - size - 64 < 0) return false;
+    if (!inFlight || !Number.isFinite(this.seconds)) return true;
+    return (inFlight + size) / Math.max(this.rate(), 1) <= left;
   }
 }
 

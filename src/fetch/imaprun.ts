@@ -198,11 +198,9 @@ async function fetchFolder(ctx: Ctx, client: any, folder: string, partialDir: st
         continue;
       }
       // A batch of small messages that fits the budget (bytes, and time at the rate seen so far).
-      const rate = budget.meter.heldSeconds > 1 ? budget.meter.bytesIn / budget.meter.heldSeconds : 32000;
-      const cap = Math.min(BATCH, Number.isFinite(budget.seconds) ? Math.max(m.size, budget.secondsLeft() * rate) : BATCH);
       const batch: Msg[] = [];
       let sum = 0;
-      while (i < todo.length && todo[i].size <= SMALL && (batch.length === 0 || sum + todo[i].size <= cap) && budget.allows(todo[i].size, sum)) {
+      while (i < todo.length && todo[i].size <= SMALL && (batch.length === 0 || sum + todo[i].size <= BATCH) && budget.allows(todo[i].size, sum)) {
         batch.push(todo[i]);
         sum += todo[i].size;
         i++;

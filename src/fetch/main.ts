@@ -103,6 +103,7 @@ export function summaryLine(rs: AccountResult[], meter: Meter): string {
 }
 
 runMain('fetch', async () => {
+  setupLog('fetch', 'none'); // until mail.cfg says where: runMain prints errors on stderr itself
   const program = new Command('fetch')
     .description('pull remote POP3/IMAP mailboxes into local Maildirs (see fetch(8))')
     .usage('[-c FILE] [--account NAME] [--budget-seconds N] [--budget-bytes N] [-v]')

@@ -55,6 +55,7 @@ export async function startLinkProxy(opts: LinkProxyOptions): Promise<LinkProxy>
     // The sender is paused while its chunk is "on the line" (transmission time), and the chunk
     // arrives `half` later (propagation). Due times only grow, so timers fire in order.
     let lastDue = 0;
+    let pending = 0; // segments scheduled but not yet written
     from.on('data', (chunk: Buffer) => {
       const total = stats.up + stats.down;
       let piece = chunk;
@@ -73,7 +74,9 @@ export async function startLinkProxy(opts: LinkProxyOptions): Promise<LinkProxy>
         lineFree[dir] = done;
         lastDue = done + half;
         const last = off + MSS >= piece.length;
+        pending++;
         setTimeout(() => {
+          pending--;
           if (seg.length && !to.destroyed) to.write(seg);
           if (cut && last) onCut();
         }, lastDue - now);
@@ -81,7 +84,10 @@ export async function startLinkProxy(opts: LinkProxyOptions): Promise<LinkProxy>
       }
       if (!cut) setTimeout(() => from.resume(), lineFree[dir] - now);
     });
-    from.on('end', () => setTimeout(() => to.end(), Math.max(0, lastDue - Date.now())));
+    // End only after the last segment was written (timers of equal due time may fire in any order).
+    const endWhenIdle = (): unknown => (pending === 0 ? to.end() : setTimeout(endWhenIdle, 1));
+    from.on('end', endWhenIdle);
+    return () => pending === 0;
   };
 
   const server = createServer((client) => {
@@ -107,10 +113,12 @@ export async function startLinkProxy(opts: LinkProxyOptions): Promise<LinkProxy>
     };
     client.on('error', finish);
     upstream.on('error', finish);
-    client.on('close', () => setTimeout(finish, half));
-    upstream.on('close', () => setTimeout(finish, half));
-    pipe(client, upstream, 'up', onCut);
-    pipe(upstream, client, 'down', onCut);
+    const upIdle = pipe(client, upstream, 'up', onCut);
+    const downIdle = pipe(upstream, client, 'down', onCut);
+    // A side that closes may still have its last bytes on the line: deliver them before closing.
+    const later = (): unknown => (upIdle() && downIdle() ? setTimeout(finish, half) : setTimeout(later, 5));
+    client.on('close', later);
+    upstream.on('close', later);
   });
   await new Promise<void>((res) => server.listen(0, '127.0.0.1', () => res()));
   return {

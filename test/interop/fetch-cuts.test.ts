@@ -23,7 +23,7 @@ let pop: LinkProxy;
 let imap: LinkProxy;
 
 before(async () => {
-  dc = await startDovecot({ cprob: 'cprobpw', cutme: 'cutmepw', iprob: 'iprobpw', icutm: 'icutmpw', large: 'largepw' });
+  dc = await startDovecot({ cprob: 'cprobpw', cutme: 'cutmepw', iprob: 'iprobpw', icutm: 'icutmpw', large: 'largepw', slow: 'slowpw', islow: 'islowpw' });
   pop = await startLinkProxy({ target: { host: '127.0.0.1', port: dc.pop3Port } });
   imap = await startLinkProxy({ target: { host: '127.0.0.1', port: dc.imapPort } });
 });
@@ -130,4 +130,28 @@ test('IMAP: a large message cut partway resumes from where it stopped', async ()
   assert.equal(dc.count('large'), 0);
   assert.ok(!existsSync(join(pdir, parts[0])) && !existsSync(join(pdir, parts[0] + '.json')));
   assert.match(readFileSync(join(po.dir, 'outpost.log'), 'utf8'), /resuming INBOX UID 1 at byte \d+/);
+});
+
+test('seconds budget on a slow link: stops between messages, 75, the rest next run', async () => {
+  // 16000 B/s: six 12 KB messages need at least 4.5 s; the budget is 1.5 s.
+  for (const [user, proto, port] of [['slow', 'pop3', dc.pop3Port], ['islow', 'imap', dc.imapPort]] as const) {
+    const slow = await startLinkProxy({ target: { host: '127.0.0.1', port }, rateBps: 16000, rttMs: 50 });
+    try {
+      for (let i = 0; i < 6; i++) dc.putMessage(user, testMessage(`${user} ${i}`, {}, 12000));
+      const po = await office(user, proto, slow.port);
+      const report = join(po.dir, 'report.jsonl');
+      const r = await runProgram('fetch', ['-c', po.cfgPath, '--budget-seconds', '1.5'], '', { OUTPOST_REPORT: report, OUTPOST_LINK: 'slow' });
+      assert.equal(r.code, 75, r.stdout.toString() + r.stderr);
+      const rep = JSON.parse(readFileSync(report, 'utf8'));
+      assert.ok(rep.messages < 6 && rep.left === 6 - rep.messages && rep.left_bytes > 0, JSON.stringify(rep));
+      assert.equal(stored(po.alice).length, rep.messages);
+      assert.equal(dc.count(user), 6 - rep.messages, 'delivered ones deleted, the rest kept');
+      const r2 = await runProgram('fetch', ['-c', po.cfgPath]);
+      assert.equal(r2.code, 0, r2.stdout.toString() + r2.stderr);
+      assert.deepEqual(subjects(po.alice), [0, 1, 2, 3, 4, 5].map((i) => `${user} ${i}`));
+      assert.equal(dc.count(user), 0);
+    } finally {
+      await slow.close();
+    }
+  }
 });
