@@ -17,6 +17,7 @@ import type { Budget } from './budget';
 import { FetchState, saveState } from './state';
 import { commit, readHead, routeMessage } from './store';
 
+/** What a runner needs: the config, the account, the run's budget, its state and where it lives. */
 export interface Ctx {
   cfg: Config;
   account: Account;
@@ -26,6 +27,7 @@ export interface Ctx {
   verbose: boolean;
 }
 
+/** One account's tally for the summary and report lines. */
 export interface AccountResult {
   account: string;
   /** Messages fetched and delivered this run. */
@@ -46,6 +48,7 @@ export interface AccountResult {
   error?: string;
 }
 
+/** A result with nothing done yet and exit 0. */
 export function newResult(account: string): AccountResult {
   return { account, messages: 0, bytes: 0, left: 0, leftBytes: 0, tooBig: 0, tooBigBytes: 0, deleted: 0, overBudget: false, exit: 0 };
 }

@@ -56,6 +56,7 @@ export class Unstuffer {
 const CRLF = Buffer.from('\r\n');
 const LF = Buffer.from('\n');
 
+/** How to reach a POP3 server (Pop3Conn.open). */
 export interface ConnectOptions {
   host: string;
   port: number;

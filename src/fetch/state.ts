@@ -26,6 +26,7 @@ import { atomicWriteFile } from '../lib/fsutil';
 import { isErrno } from '../lib/errors';
 import { scan } from '../mail/maildir';
 
+/** One IMAP folder's progress. */
 export interface FolderState {
   uidvalidity: number;
   /** Highest UID delivered (or skipped for size) with every lower UID done too. */
@@ -34,6 +35,7 @@ export interface FolderState {
   big: number[];
 }
 
+/** One account's state file, in memory (see the header for the format). */
 export interface FetchState {
   /** Epoch ms of the last save (0: never). */
   saved: number;
@@ -41,8 +43,10 @@ export interface FetchState {
   folders: Map<string, FolderState>;
 }
 
+/** The stamp header's name, with its colon: the first line of every fetched message. */
 export const STAMP = 'X-Outpost-Fetched:';
 
+/** A state with nothing fetched and never saved (saved 0: `reconcile` then scans everything). */
 export function emptyState(): FetchState {
   return { saved: 0, uidls: new Set(), folders: new Map() };
 }
@@ -130,6 +134,7 @@ function firstLine(path: string): string {
   }
 }
 
+/** A stamped message found in a Maildir: its stamp key (after the account), path and size. */
 export interface StampInfo {
   key: string;
   path: string;
