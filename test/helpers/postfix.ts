@@ -132,6 +132,12 @@ export interface PostfixRelay {
   cert: string;
   /** Postfix's log lines. */
   log: () => string;
+  /** The config directory (for postqueue -c, sendmail -C). */
+  etc: string;
+  /** Releases held mail (hold: true): defer_transports cleared, reload, postqueue -f. */
+  flush: () => void;
+  /** Number of messages in Postfix's queue (postqueue -j). */
+  queueSize: () => number;
   stop: () => Promise<void>;
 }
 
@@ -150,6 +156,8 @@ export async function startPostfixRelay(opts: {
   recipientAccess?: string[];
   /** message_size_limit (bytes; announced in EHLO SIZE). */
   messageSizeLimit?: number;
+  /** Hold outbound delivery (defer_transports = smtp) until flush(): for benchmarks. */
+  hold?: boolean;
 }): Promise<PostfixRelay> {
   requireTool('postfix');
   const dir = mkdtempSync(join(tmpdir(), 'outpost-postfix-'));
@@ -258,6 +266,7 @@ export async function startPostfixRelay(opts: {
         'smtpd_client_connection_rate_limit = 0',
         'anvil_rate_time_unit = 60s',
         `message_size_limit = ${opts.messageSizeLimit ?? 10240000}`,
+        ...(opts.hold ? ['defer_transports = smtp'] : []),
         ...saslLines,
         ...rcptLines,
       ].join('\n') + '\n',
@@ -293,6 +302,13 @@ export async function startPostfixRelay(opts: {
     dir,
     cert,
     log: () => (existsSync(log) ? readFileSync(log, 'utf8') : ''),
+    etc,
+    flush: () => {
+      execFileSync('postconf', ['-c', etc, '-e', 'defer_transports='], { stdio: 'ignore' });
+      execFileSync('postfix', ['-c', etc, 'reload'], { stdio: 'ignore' });
+      execFileSync('postqueue', ['-c', etc, '-f'], { stdio: 'ignore' });
+    },
+    queueSize: () => execFileSync('postqueue', ['-c', etc, '-j']).toString().split('\n').filter((l) => l.trim()).length,
     stop: async () => {
       for (const s of stops) await s();
     },
