@@ -32,7 +32,7 @@ import { Budget, budgetValue, Meter } from './budget';
 import { fetchImap } from './imaprun';
 import { fetchPop3 } from './pop3run';
 import { emptyState, loadState, reconcile, saveState } from './state';
-import { accountMaildirs } from './store';
+import { accountMaildirs, recoverCommits } from './store';
 
 interface Opts {
   config?: string;
@@ -62,6 +62,7 @@ async function runAccount(cfg: Config, a: Account, budget: Budget, meter: Meter,
     return r;
   }
   try {
+    await recoverCommits(cfg, a, dirs.tmp);
     rmSync(dirs.tmp, { recursive: true, force: true });
     let st = loadState(dirs.state);
     if (!st) {

@@ -118,7 +118,7 @@ export function loadState(path: string): FetchState | null {
 }
 
 /** Reads the first line of a file (up to 1 KiB); '' if unreadable. */
-function firstLine(path: string): string {
+export function firstLine(path: string): string {
   let fd = -1;
   try {
     fd = openSync(path, 'r');

@@ -9,8 +9,10 @@
  *      the envelope headers, read from the staged file's first 64 KiB (unfolded), never whole;
  *   3. commit: the staged file is hard-linked (copied and fsync'd across file systems) into every
  *      target's tmp/ first, and only then renamed into each new/ (,S= and ,W= = its size) and the
- *      new/ directories fsync'd — a crash leaves either nothing visible, or (in the microseconds
- *      between two renames of a multidrop message) some copies, which `reconcile` then records;
+ *      new/ directories fsync'd. Before the first rename the staged file is renamed to
+ *      `<name>.commit`: a crash between two renames of a multidrop message leaves that marker,
+ *      and the next run's `recoverCommits` gives the copy to every target still lacking it
+ *      (found by the stamp line) before anything else happens — no user loses a copy;
  *   4. the caller records the message in the state file, and only then deletes it remotely.
  * Messages are stored in the wire form the server sent (CRLF); only the stamp line is added.
  *
@@ -22,12 +24,13 @@
  * Errors: fs errors (ENOSPC, EACCES…) are thrown; the staged file is kept for the caller to drop.
  */
 import { promises as fsp, constants, mkdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fsyncDir } from '../lib/fsutil';
 import { log } from '../lib/log';
 import type { Account, Config } from '../mail/config';
-import { ensureMaildir, uniqueName } from '../mail/maildir';
+import { ensureMaildir, scan, uniqueName } from '../mail/maildir';
 import { resolveRecipient } from '../mail/route';
+import { firstLine } from './state';
 
 /** An open staging file. */
 export class Stage {
@@ -135,6 +138,12 @@ export async function commit(staged: string, maildirs: string[], host: string): 
     for (const t of tmps) await fsp.unlink(t.tmp).catch(() => undefined);
     throw err;
   }
+  // The marker: from here on a crash is finished by recoverCommits, not forgotten.
+  const marker = staged.endsWith(COMMIT) ? staged : staged + COMMIT;
+  if (marker !== staged) {
+    await fsp.rename(staged, marker);
+    fsyncDir(dirname(marker));
+  }
   const out: string[] = [];
   for (const t of tmps) {
     const final = join(t.dir, 'new', `${t.name},S=${size},W=${size}`);
@@ -142,8 +151,40 @@ export async function commit(staged: string, maildirs: string[], host: string): 
     out.push(final);
   }
   for (const t of tmps) fsyncDir(join(t.dir, 'new'));
-  await fsp.unlink(staged).catch(() => undefined);
+  await fsp.unlink(marker).catch(() => undefined);
   return out;
+}
+
+const COMMIT = '.commit';
+
+/**
+ * Finishes the commits a crash interrupted (the `.commit` markers in the account's staging dir):
+ * each target Maildir (routed again, as the first time) that has no message with the marker's
+ * stamp line in new/ or cur/ gets its copy now. Run under the account lock, before the staging
+ * dir is emptied and before reconcile.
+ * @returns the number of copies delivered. @throws fs errors.
+ */
+export async function recoverCommits(cfg: Config, account: Account, stagingDir: string): Promise<number> {
+  let files: string[];
+  try {
+    files = (await fsp.readdir(stagingDir)).filter((f) => f.endsWith(COMMIT));
+  } catch {
+    return 0;
+  }
+  let n = 0;
+  for (const f of files) {
+    const marker = join(stagingDir, f);
+    const stamp = firstLine(marker);
+    const missing = routeMessage(cfg, account, await readHead(marker)).filter((dir) => !scan(dir).some((m) => firstLine(m.path) === stamp));
+    if (missing.length) {
+      const paths = await commit(marker, missing, cfg.hostname);
+      n += paths.length;
+      log('warn', `finished an interrupted delivery: ${paths.length} missing cop${paths.length === 1 ? 'y' : 'ies'}`, { account: account.name, stamp });
+    } else {
+      await fsp.unlink(marker);
+    }
+  }
+  return n;
 }
 
 /** Unfolded header fields (lower-case name → values) of a message's first `max` bytes. */
