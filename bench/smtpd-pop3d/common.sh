@@ -1,3 +1,4 @@
+# shellcheck shell=sh disable=SC2034 # BENCH, CFG, MAILDIR are used by the scripts that source this
 # common.sh -- sourced by the smtpd/pop3d benchmarks (bench/smtpd-pop3d/*.sh).
 #
 # Gives: $ROOT (the repository), $B (this directory), $NODE, $BENCH (python3 bench.py), $WORK (a

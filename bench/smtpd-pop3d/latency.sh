@@ -6,6 +6,7 @@
 # round the client connects to each program in turn (so load changes hit all alike), sends QUIT
 # and waits for the close before the next connection: no two server processes overlap.
 # Prints a Markdown table; measures only, asserts nothing.
+# shellcheck source=bench/smtpd-pop3d/common.sh
 . "$(dirname "$0")/common.sh"
 need tcpserver "apt-get install ucspi-tcp"
 need systemd-socket-activate "apt-get install systemd"
@@ -39,7 +40,7 @@ for server in tcpserver socket-activate; do
   # shellcheck disable=SC2086
   start $server "$pp" $POP3D
   sleep 0.5 # let the probe connections' processes finish
-  $BENCH latency --tag server=$server "$N" "banner.js=$pb" "smtpd=$ps:QUIT" "pop3d=$pp:QUIT" >>"$rows"
+  $BENCH latency --tag server="$server" "$N" "banner.js=$pb" "smtpd=$ps:QUIT" "pop3d=$pp:QUIT" >>"$rows"
   stopall
 done
 ps=$(port) pp=$(port)

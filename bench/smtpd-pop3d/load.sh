@@ -5,6 +5,7 @@
 # with a new connection per message (no -d): under tcpserver that is 2000 smtpd process starts.
 # After each run the Maildir must hold exactly 2000 new messages (and none left in tmp/), or the
 # row says MISMATCH. Prints a Markdown table (messages/s = 2000 / smtp-source wall time).
+# shellcheck source=bench/smtpd-pop3d/common.sh
 . "$(dirname "$0")/common.sh"
 need smtp-source "apt-get install postfix (smtp-source is in /usr/sbin)"
 need tcpserver "apt-get install ucspi-tcp"

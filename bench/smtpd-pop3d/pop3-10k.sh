@@ -7,6 +7,7 @@
 # CPU by design) is part of every session. "tcpserver-D" is tcpserver -D (TCP_NODELAY set on the
 # socket before pop3d starts): it shows what Nagle's algorithm costs the multi-line replies.
 # The same sessions on an empty maildrop follow, for scale. Prints a Markdown table.
+# shellcheck source=bench/smtpd-pop3d/common.sh
 . "$(dirname "$0")/common.sh"
 need tcpserver "apt-get install ucspi-tcp"
 N=${POP3_N:-21}

@@ -9,6 +9,7 @@
 #           read buffers are collected sooner), for the 100 MB message only.
 # Each row uses a fresh post office (message_size_limit 200M), so the maildrop holds exactly the
 # one message. Prints a Markdown table (MB = 2^20 bytes).
+# shellcheck source=bench/smtpd-pop3d/common.sh
 . "$(dirname "$0")/common.sh"
 need tcpserver "apt-get install ucspi-tcp"
 [ -x /usr/bin/time ] || { echo "rss.sh: /usr/bin/time is missing; install it: apt-get install time" >&2; exit 69; }
@@ -57,14 +58,14 @@ one() {
   fi
   stopall
   python3 -c 'import json,sys; a=sys.argv; r=json.loads(a[4]); print(json.dumps({"daemon":a[1],"mode":a[2],"message":a[3],"bytes":r["bytes"],"seconds":r["seconds"],"peak RSS MB":round(int(a[5])/1024,1)}))' \
-    "$daemon" "$mode" "$(($bytes / 1000000)) MB" "$res" "$kb" >>"$rows"
+    "$daemon" "$mode" "$((bytes / 1000000)) MB" "$res" "$kb" >>"$rows"
 }
 
 for daemon in smtpd pop3d; do
   for mode in inetd listen; do
-    for bytes in 0 10000000 100000000; do one $daemon $mode $bytes; done
+    for bytes in 0 10000000 100000000; do one "$daemon" "$mode" "$bytes"; done
   done
-  one $daemon inetd-ofs 100000000
+  one "$daemon" inetd-ofs 100000000
 done
 
 $BENCH table "peak RSS of one session, by message size (goal ≤ 80 MB; inetd = tcpserver + /usr/bin/time -f %M, listen = VmHWM, inetd-ofs = inetd with node --optimize-for-size)" daemon mode message bytes seconds "peak RSS MB" <"$rows"

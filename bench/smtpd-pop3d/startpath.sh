@@ -7,6 +7,7 @@
 # The difference between a variant and "asis" is what that module costs on the start path.
 # Also prints the bundle sizes and the number of Node built-in modules loaded by the banner.
 # Measures only: dist/ and src/ are not touched.
+# shellcheck source=bench/smtpd-pop3d/common.sh
 . "$(dirname "$0")/common.sh"
 need systemd-socket-activate "apt-get install systemd"
 N=${STARTPATH_N:-100}
