@@ -33,6 +33,9 @@ export interface Conn {
 export type Handler = (conn: Conn) => Promise<void>;
 
 function connFromSocket(sock: Socket, env = false): Conn {
+  // Replies are whole lines written as they are ready; Nagle would hold a multi-line reply's
+  // tail for the client's delayed ACK (40 ms per LIST/UIDL).
+  sock.setNoDelay(true);
   const peer = (env && (process.env.TCPREMOTEIP || process.env.REMOTE_ADDR)) || sock.remoteAddress || '';
   return {
     stream: sock,

@@ -24,9 +24,7 @@
  * Errors: openMaildrop throws OutpostError ELOCKED when another session holds the lock (reply
  * [IN-USE]); any other error is a temporary failure ([SYS/TEMP]).
  */
-import { createHash } from 'node:crypto';
-import { closeSync, constants, fsyncSync, openSync } from 'node:fs';
-import { unlink } from 'node:fs/promises';
+import { closeSync, constants, fsyncSync, openSync, promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import { isErrno } from '../lib/errors';
 import { acquireLock, Release } from '../lib/lock';
@@ -54,7 +52,7 @@ const UIDL_OK = /^[\x21-\x7e]{1,70}$/;
 
 /** The POP3 UIDL for a Maildir base name (see header). */
 export function uidlFor(id: string): string {
-  return UIDL_OK.test(id) ? id : createHash('sha1').update(id).digest('hex');
+  return UIDL_OK.test(id) ? id : (require('node:crypto') as typeof import('node:crypto')).createHash('sha1').update(id).digest('hex');
 }
 
 function fsyncDir(dir: string): void {
@@ -97,7 +95,7 @@ export async function openMaildrop(dir: string, what: string): Promise<Drop> {
         for (const i of deleted) {
           const path = messages[i].path;
           try {
-            await unlink(path);
+            await fsp.unlink(path);
           } catch (err) {
             if (!isErrno(err, 'ENOENT')) throw err; // already gone counts as deleted
           }

@@ -21,7 +21,7 @@
  * multi-line reply cannot be taken back), or with code 'ETIMEDOUT' / 'ECONNRESET' when the
  * client stops reading for `timeout` seconds or goes away.
  */
-import { open } from 'node:fs/promises';
+import { promises as fsp } from 'node:fs';
 import type { Writable } from 'node:stream';
 
 const LF = 0x0a;
@@ -163,7 +163,7 @@ export function writeOut(out: Writable, buf: Buffer | string, timeout: number): 
  *   ECONNRESET / ETIMEDOUT (see the header) — the reply is then cut and the connection must go.
  */
 export async function sendMessage(path: string, lines: number, out: Writable, timeout: number, head = ''): Promise<number> {
-  const fh = await open(path, 'r');
+  const fh = await fsp.open(path, 'r');
   const st = new Stuffer(lines);
   // One read buffer, reused: each chunk's pieces (slices of it plus stuffing dots) go out as one
   // gathered write, and the next read waits until the socket has taken them (the write callback).

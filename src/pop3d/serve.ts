@@ -16,7 +16,6 @@
  *   - an unexpected failure inside a command (a bug) gets "-ERR [SYS/TEMP] internal error", is
  *     logged with its stack, and ends the session without UPDATE.
  */
-import { verifyPassword } from '../mail/passwords';
 import { Config, normalizeAddress, num, User } from '../mail/config';
 import { log } from '../lib/log';
 import { LineReader } from '../lib/linereader';
@@ -49,7 +48,7 @@ export function makeServices(cfg: Config, conn: Conn, tls: { ctx: SecureContext 
     peer: conn.peer,
     loginDelay: num(cfg, 'login_delay'),
     findUser: (name) => findUser(cfg, name),
-    verifyPassword: async (user, password) => (await verifyPassword(user?.hash ?? DUMMY_HASH, password)) && user !== undefined,
+    verifyPassword: async (user, password) => (await (await import('../mail/passwords.js')).verifyPassword(user?.hash ?? DUMMY_HASH, password)) && user !== undefined,
     openDrop: (user) => openMaildrop(user.maildir, user.address),
     tlsConfigured: Boolean(cfg.scalars.tls_cert || cfg.scalars.tls_key),
     prepareTls: () => {
