@@ -16,8 +16,6 @@ unset NODE_EXTRA_CA_CERTS
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 B=$ROOT/bench/smtpd-pop3d
 NODE=$(command -v node)
-# The flags bin/smtpd.js and bin/pop3d.js start node with (see their first line).
-DAEMON_FLAGS=--max-semi-space-size=1
 BENCH="python3 $B/bench.py"
 cd "$ROOT"
 

@@ -13,8 +13,8 @@ need systemd-socket-activate "apt-get install systemd"
 N=${LATENCY_N:-200}
 postoffice "$WORK/po"
 
-SMTPD="$NODE $DAEMON_FLAGS $ROOT/dist/smtpd.js -c $CFG"
-POP3D="$NODE $DAEMON_FLAGS $ROOT/dist/pop3d.js -c $CFG"
+SMTPD="$NODE $ROOT/dist/smtpd.js -c $CFG"
+POP3D="$NODE $ROOT/dist/pop3d.js -c $CFG"
 BANNER="$NODE $B/banner.js"
 
 # start SERVER PORT CMD...: CMD per connection under SERVER (or CMD --listen for "listen").

@@ -21,8 +21,8 @@ one() {
   postoffice "$WORK/po-$server$mode"
   p=$(port)
   case $server in
-    tcpserver) bg tcpserver -R -H -l 0 -c 20 127.0.0.1 "$p" "$NODE" $DAEMON_FLAGS "$ROOT/dist/smtpd.js" -c "$CFG" ;;
-    listen) bg "$NODE" $DAEMON_FLAGS "$ROOT/dist/smtpd.js" -c "$CFG" --listen "127.0.0.1:$p" ;;
+    tcpserver) bg tcpserver -R -H -l 0 -c 20 127.0.0.1 "$p" "$NODE" "$ROOT/dist/smtpd.js" -c "$CFG" ;;
+    listen) bg "$NODE" "$ROOT/dist/smtpd.js" -c "$CFG" --listen "127.0.0.1:$p" ;;
   esac
   waitport "$p"
   sleep 0.3

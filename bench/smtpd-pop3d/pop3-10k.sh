@@ -20,9 +20,9 @@ for count in $COUNT 0; do for server in tcpserver tcpserver-D listen; do
   $BENCH maildrop "$MAILDIR" "$count" 2048 >/dev/null
   p=$(port)
   case $server in
-    tcpserver) bg tcpserver -R -H -l 0 127.0.0.1 "$p" "$NODE" $DAEMON_FLAGS "$ROOT/dist/pop3d.js" -c "$CFG" ;;
-    tcpserver-D) bg tcpserver -D -R -H -l 0 127.0.0.1 "$p" "$NODE" $DAEMON_FLAGS "$ROOT/dist/pop3d.js" -c "$CFG" ;;
-    listen) bg "$NODE" $DAEMON_FLAGS "$ROOT/dist/pop3d.js" -c "$CFG" --listen "127.0.0.1:$p" ;;
+    tcpserver) bg tcpserver -R -H -l 0 127.0.0.1 "$p" "$NODE" "$ROOT/dist/pop3d.js" -c "$CFG" ;;
+    tcpserver-D) bg tcpserver -D -R -H -l 0 127.0.0.1 "$p" "$NODE" "$ROOT/dist/pop3d.js" -c "$CFG" ;;
+    listen) bg "$NODE" "$ROOT/dist/pop3d.js" -c "$CFG" --listen "127.0.0.1:$p" ;;
   esac
   waitport "$p"
   sleep 0.3

@@ -25,7 +25,7 @@ one() {
   if [ "$daemon" = pop3d ] && [ "$bytes" -gt 0 ]; then
     # Put the message in with smtpd first (a --listen one, not measured).
     ps=$(port)
-    bg "$NODE" $DAEMON_FLAGS "$ROOT/dist/smtpd.js" -c "$CFG" --listen "127.0.0.1:$ps"
+    bg "$NODE" "$ROOT/dist/smtpd.js" -c "$CFG" --listen "127.0.0.1:$ps"
     waitport "$ps"
     $BENCH send "$ps" sender@bench.example alice@example.org "$bytes" >/dev/null
     stopall
@@ -33,9 +33,9 @@ one() {
   p=$(port)
   out=$WORK/time$n
   case $mode in
-    inetd) bg tcpserver -R -H -l 0 127.0.0.1 "$p" /usr/bin/time -f %M -o "$out" "$NODE" $DAEMON_FLAGS "$ROOT/dist/$daemon.js" -c "$CFG" ;;
+    inetd) bg tcpserver -R -H -l 0 127.0.0.1 "$p" /usr/bin/time -f %M -o "$out" "$NODE" "$ROOT/dist/$daemon.js" -c "$CFG" ;;
     inetd-ofs) bg tcpserver -R -H -l 0 127.0.0.1 "$p" /usr/bin/time -f %M -o "$out" "$NODE" --optimize-for-size "$ROOT/dist/$daemon.js" -c "$CFG" ;;
-    listen) bg "$NODE" $DAEMON_FLAGS "$ROOT/dist/$daemon.js" -c "$CFG" --listen "127.0.0.1:$p" ;;
+    listen) bg "$NODE" "$ROOT/dist/$daemon.js" -c "$CFG" --listen "127.0.0.1:$p" ;;
   esac
   pid=${PIDS##* }
   waitport "$p"

@@ -12,6 +12,7 @@
  * be used (RFC 3207 section 4.2, RFC 2595 section 4).
  */
 import type { Readable } from 'node:stream';
+import { streamed } from './memory';
 
 export interface Line {
   /** The line without its terminator. */
@@ -28,6 +29,7 @@ export class LineReader {
   private failed: Error | null = null;
   private wake: (() => void) | null = null;
   private readonly onData = (chunk: Buffer) => {
+    streamed(chunk.length);
     this.buf = this.buf.length ? Buffer.concat([this.buf, chunk]) : chunk;
     this.stream.pause();
     this.poke();

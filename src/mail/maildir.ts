@@ -21,6 +21,7 @@ import { promises as fsp, constants, mkdirSync, readdirSync, statSync, openSync,
 import { join } from 'node:path';
 import { hostname as osHostname } from 'node:os';
 import type { Readable } from 'node:stream';
+import { streamed } from '../lib/memory';
 
 let counter = 0;
 
@@ -78,6 +79,7 @@ export async function deliver(dir: string, parts: Part[], host?: string, maxByte
   try {
     const put = async (buf: Buffer) => {
       size += buf.length;
+      streamed(buf.length);
       if (maxBytes && size > maxBytes) throw Object.assign(new Error(`message larger than ${maxBytes} bytes`), { code: 'EFBIG' });
       let off = 0;
       while (off < buf.length) off += (await fh.write(buf, off, buf.length - off)).bytesWritten;
