@@ -1,7 +1,7 @@
 /**
  * queue-bench — 100 queued corpus messages relayed upstream over an emulated slow link
  * (test/helpers/linkproxy: 256 kbit/s = 32000 B/s per direction, 300 ms round trip, one proxy
- * shared by all connections) to smtp-sink: queue-run with 1, 2, 4 and 8 connections, against a
+ * shared by all connections) to smtp-sink: queue-run with 1, 4, 8, 12 (the default) and 16 connections, against a
  * real Postfix relay flushing the same 100 messages over the same kind of link. Prints a table
  * of link-seconds (first connect to last close, as the proxy saw it), completion time, and bytes
  * on the link, plus the byte floor (message bytes / 32000 B/s).
@@ -49,7 +49,7 @@ async function main() {
   const sink = await startSink();
   const rows: Row[] = [];
   try {
-    for (const conns of (process.env.QUEUE_BENCH_CONNS ?? '1,2,4,8').split(',').map(Number)) {
+    for (const conns of (process.env.QUEUE_BENCH_CONNS ?? '1,4,8,12,16').split(',').map(Number)) {
       const proxy = await startLinkProxy({ target: { host: '127.0.0.1', port: sink.port }, rateBps: RATE, rttMs: RTT });
       const po = await makePostOffice(undefined, `relay default 127.0.0.1:${proxy.port} tls=none\n`);
       for (const m of msgs) await enqueue(join(po.spool, 'queue'), { sender: 'alice@example.org', recipients: ['bob@far.net'] }, [m]);
@@ -58,8 +58,9 @@ async function main() {
       const r = await runProgram('queue-run', ['-c', po.cfgPath, '--connections', String(conns)]);
       const done = (Date.now() - t0) / 1000;
       if (r.code !== 0) throw new Error(`queue-run exited ${r.code}: ${r.stderr}`);
-      const got = readdirSync(sink.dir).length - before;
-      if (got !== 100) throw new Error(`sink got ${got} of 100`);
+      let got = 0;
+      for (let i = 0; i < 50 && (got = readdirSync(sink.dir).length - before) < 100; i++) await sleep(100);
+      if (got !== 100) throw new Error(`sink got ${got} of 100 (queue-run said: ${r.stdout})`);
       await sleep(RTT); // the proxy closes its side half a round trip after the client
       const s = proxy.stats();
       rows.push({ peer: 'queue-run', conns: String(conns), held: s.heldMs / 1000, done, bytes: s.up + s.down });
@@ -73,7 +74,7 @@ async function main() {
     try {
       const po = await makePostOffice(undefined, `relay default 127.0.0.1:${relay.port} tls=none\n`);
       for (const m of msgs) await enqueue(join(po.spool, 'queue'), { sender: 'alice@example.org', recipients: ['bob@far.net'] }, [m]);
-      const load = await runProgram('queue-run', ['-c', po.cfgPath, '--connections', '4']);
+      const load = await runProgram('queue-run', ['-c', po.cfgPath]);
       if (load.code !== 0) throw new Error(`loading Postfix failed: ${load.stdout}${load.stderr}`);
       for (let i = 0; i < 300 && relay.queueSize() < 100; i++) await sleep(100);
       if (relay.queueSize() !== 100) throw new Error(`Postfix holds ${relay.queueSize()} of 100`);

@@ -1,6 +1,6 @@
 #!/bin/bash
 # queue.sh — benchmark: 100 queued corpus messages relayed over an emulated 256 kbit/s, 300 ms
-# RTT link to smtp-sink, queue-run (1/2/4/8 connections) against a real Postfix relay flushing the
+# RTT link to smtp-sink, queue-run (1/4/8/12/16 connections) against a real Postfix relay flushing the
 # same messages over the same link. Prints a table (link-seconds, completion, link bytes, ratio to
 # Postfix) and the byte floor. Standalone: builds queue-run, bundles bench/queue-bench.ts.
 #

@@ -167,6 +167,12 @@ class Runner {
     return true;
   }
 
+  /** Milliseconds left in the seconds budget (at least 5 s: a greeting needs a chance). */
+  private timeLeftMs(): number {
+    const { seconds } = this.opts.budget;
+    return seconds > 0 ? Math.max(5000, seconds * 1000 - (Date.now() - this.start)) : Infinity;
+  }
+
   private leave(item: QueueItem): void {
     this.res.left++;
     this.res.leftBytes += item.size;
@@ -193,7 +199,7 @@ class Runner {
         }
         if (!conn || !conn.usable) {
           try {
-            conn = await RelayConnection.open(relay, this.cfg.hostname, this.meter);
+            conn = await RelayConnection.open(relay, this.cfg.hostname, this.meter, this.timeLeftMs());
           } catch (err) {
             const e = err as { response?: string; message: string; code?: string };
             down = `relay ${relay.host}:${relay.port}: ${e.response ?? e.message}`;

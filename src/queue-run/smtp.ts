@@ -140,14 +140,14 @@ function tlsOptions(relay: Relay): Record<string, unknown> {
 }
 
 /** Opens the raw TCP socket (counted by `meter`). @throws on connect failure or timeout. */
-function openSocket(relay: Relay, meter: ByteMeter): Promise<Socket> {
+function openSocket(relay: Relay, meter: ByteMeter, timeoutMs: number): Promise<Socket> {
   return new Promise((res, rej) => {
     const s = netConnect({ host: relay.host, port: relay.port });
     meter.add(s);
     const timer = setTimeout(() => {
       s.destroy();
       rej(new Error(`connect to ${relay.host}:${relay.port} timed out`));
-    }, CONNECT_TIMEOUT);
+    }, timeoutMs);
     s.once('connect', () => {
       clearTimeout(timer);
       s.removeAllListeners('error');
@@ -181,13 +181,13 @@ export class RelayConnection {
 
   /**
    * Connects, greets (EHLO `heloName`), applies the TLS policy and logs in when the relay has
-   * credentials.
+   * credentials. `limitMs` caps the connect and greeting timeouts (the time left in a budget).
    * @throws Error with `code`, `responseCode`, `response` (nodemailer's) on any failure; the
    *   socket is closed.
    */
-  static async open(relay: Relay, heloName: string, meter: ByteMeter): Promise<RelayConnection> {
+  static async open(relay: Relay, heloName: string, meter: ByteMeter, limitMs = Infinity): Promise<RelayConnection> {
     const { default: SMTPConnectionCtor } = await import('nodemailer/lib/smtp-connection');
-    const socket = await openSocket(relay, meter);
+    const socket = await openSocket(relay, meter, Math.min(CONNECT_TIMEOUT, limitMs));
     const implicit = relay.port === 465;
     const conn = new SMTPConnectionCtor({
       host: relay.host,
@@ -199,8 +199,8 @@ export class RelayConnection {
       tls: tlsOptions(relay),
       name: heloName,
       connection: socket,
-      connectionTimeout: CONNECT_TIMEOUT,
-      greetingTimeout: GREETING_TIMEOUT,
+      connectionTimeout: Math.min(CONNECT_TIMEOUT, limitMs),
+      greetingTimeout: Math.min(GREETING_TIMEOUT, limitMs),
       socketTimeout: SOCKET_TIMEOUT,
       socketCloseTimeout: 2000,
     });

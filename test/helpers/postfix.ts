@@ -112,7 +112,11 @@ export async function startSink(args: string[] = [], port?: number): Promise<Sin
 function stopChild(child: ChildProcess): Promise<void> {
   return new Promise((res) => {
     if (child.exitCode !== null || child.signalCode !== null) return res();
-    child.once('exit', () => res());
+    const timer = setTimeout(() => child.kill('SIGKILL'), 3000);
+    child.once('exit', () => {
+      clearTimeout(timer);
+      res();
+    });
     child.kill('SIGTERM');
   });
 }
