@@ -162,6 +162,8 @@ export async function startPostfixRelay(opts: {
   messageSizeLimit?: number;
   /** Hold outbound delivery (defer_transports = smtp) until flush(): for benchmarks. */
   hold?: boolean;
+  /** Also listen on 127.0.0.1:465 with implicit TLS (smtpd_tls_wrappermode, RFC 8314). */
+  smtps?: boolean;
 }): Promise<PostfixRelay> {
   requireTool('postfix');
   const dir = mkdtempSync(join(tmpdir(), 'outpost-postfix-'));
@@ -281,6 +283,7 @@ export async function startPostfixRelay(opts: {
       // chroot = n on every service: the throw-away instance has no chroot tree.
       .map((l) => (/^\S+\s+(inet|unix|fifo|pass|unix-dgram)\s/.test(l) ? l.replace(/^(\S+\s+\S+\s+\S+\s+\S+\s+)\S+/, '$1n') : l));
     mastercf.push(`127.0.0.1:${port} inet n - n - - smtpd`);
+    if (opts.smtps) mastercf.push('127.0.0.1:465 inet n - n - - smtpd -o smtpd_tls_wrappermode=yes');
     writeFileSync(join(etc, 'master.cf'), mastercf.join('\n') + '\n');
     try {
       execFileSync('postfix', ['-c', etc, 'start'], { stdio: 'ignore' });
@@ -297,6 +300,7 @@ export async function startPostfixRelay(opts: {
       }
     });
     await waitPort(port);
+    if (opts.smtps) await waitPort(465);
   } catch (err) {
     for (const s of stops) await s(); // nothing started here outlives a failed start
     throw err;

@@ -26,6 +26,7 @@ before(async () => {
     ],
     recipientAccess: ['defer@far.net 450 4.2.0 try again later', 'reject@far.net 550 5.1.1 no such user'],
     messageSizeLimit: 60000,
+    smtps: true,
   });
 });
 after(async () => {
@@ -83,8 +84,11 @@ describe('queue-run with a real Postfix relay', () => {
     assert.match(stateOf(po, c.id).lastError, /535/);
   });
 
-  test('TLS policies: none, may, encrypt, verify (with ca=), verify without a trusted CA defers', async () => {
-    const cases: Array<{ tls: string; extra?: string; host?: string; ok: boolean; tlsUsed?: boolean }> = [
+  test('TLS policies: none, may, encrypt, verify (with ca=), verify without a trusted CA defers; 465 is implicit TLS', async () => {
+    const cases: Array<{ tls: string; extra?: string; host?: string; port?: number; ok: boolean; tlsUsed?: boolean }> = [
+      // Port 465: implicit TLS from the first byte (RFC 8314), whatever the policy says.
+      { tls: 'verify', extra: ` ca=${relay.cert}`, port: 465, ok: true, tlsUsed: true },
+      { tls: 'none', port: 465, ok: true, tlsUsed: true },
       { tls: 'none', ok: true, tlsUsed: false },
       { tls: 'may', ok: true, tlsUsed: true },
       { tls: 'encrypt', ok: true, tlsUsed: true },
@@ -93,7 +97,7 @@ describe('queue-run with a real Postfix relay', () => {
       { tls: 'verify', ok: false },
     ];
     for (const [i, k] of cases.entries()) {
-      const po = await makePostOffice(undefined, `relay default ${k.host ?? '127.0.0.1'}:${relay.port} tls=${k.tls}${k.extra ?? ''}\n`);
+      const po = await makePostOffice(undefined, `relay default ${k.host ?? '127.0.0.1'}:${k.port ?? relay.port} tls=${k.tls}${k.extra ?? ''}\n`);
       const id = `tls${i}-${k.tls}`;
       await enqueue(queueDir(po), { sender: 'bob@example.org', recipients: ['x@far.net'] }, [message(id)]);
       const r = await run(po);
