@@ -69,7 +69,7 @@ export function newState(id: string, arrival: number, recipients: string[]): Msg
  * <id>.json.bad (logged) and null returned: the message is treated as new.
  */
 export function loadState(queueDir: string, id: string): MsgState | null {
-  const path = join(stateDir(queueDir), `${id}.json`);
+  const path = join(queueDir, 'state', `${id}.json`);
   let text: string;
   try {
     text = readFileSync(path, 'utf8');

@@ -337,6 +337,26 @@ describe('queue-run with smtp-sink upstream', () => {
     await proxy.close();
   });
 
+  test('a seconds budget already spent sends nothing and leaves everything; no relay for a sender defers', async () => {
+    const s = await sink();
+    const po = await office(`relay other.org 127.0.0.1:${s.port} tls=none`);
+    const a = await enqueue(queueDir(po), { sender: 'alice@example.org', recipients: ['bob@far.net'] }, [message('norelay')]);
+    await enqueue(queueDir(po), { sender: 'carol@other.org', recipients: ['bob@far.net'] }, [message('nobudget')]);
+    const reportFile = join(po.dir, 'report.jsonl');
+    const r = await run(po, ['--budget-seconds', '0.001'], { OUTPOST_REPORT: reportFile, OUTPOST_BUDGET_SECONDS: '100' });
+    assert.equal(r.code, 75, r.stderr);
+    assert.equal(s.messages().length, 0);
+    const rep = JSON.parse(readFileSync(reportFile, 'utf8'));
+    assert.deepEqual([rep.messages, rep.left, rep.bytes_in, rep.bytes_out, rep.seconds], [0, 2, 0, 0, 0]);
+    assert.match(stateOf(po, a.id).lastError, /^no relay for sender <alice@example\.org>/);
+    // The message left over budget was not an attempt: it is due now; alice@'s waits for its retry.
+    const r2 = await run(po);
+    assert.equal(r2.code, 0, r2.stderr);
+    assert.match(r2.stdout.toString(), /^queue-run: 1 message, .*; 1 not due yet\n$/);
+    assert.deepEqual(ids(s), ['nobudget']);
+    assert.equal(stateOf(po, a.id).attempts, 1);
+  });
+
   test('usage and config errors exit 64 and 78', async () => {
     const po = await office('');
     assert.equal((await run(po, ['--json'])).code, 64);
