@@ -71,6 +71,9 @@ export interface RunResult {
 
 /** Per-message overhead on the wire (envelope commands and replies), for budget estimates. */
 const ENVELOPE_BYTES = 300;
+/** A new session's bytes (greeting, EHLO, AUTH, QUIT; a TLS handshake with certificates). */
+const SESSION_BYTES = 600;
+const TLS_SESSION_BYTES = 5000;
 
 const iso = (ms: number) => new Date(ms).toISOString();
 
@@ -98,6 +101,8 @@ class Runner {
   private readonly meter = new ByteMeter();
   private readonly res: RunResult = { delivered: 0, failed: 0, left: 0, leftBytes: 0, overBudget: false, notDue: 0, bytesIn: 0, bytesOut: 0, heldSeconds: 0 };
   private readonly lifetime: number;
+  /** Estimated bytes of messages (and sessions) started and not finished yet. */
+  private committed = 0;
   private readonly delayWarning: number;
   private readonly retryMin: number;
   private readonly retryMax: number;
@@ -152,10 +157,15 @@ class Runner {
     return this.res;
   }
 
-  /** May a message of `size` bytes still start? (budget.md: stop between messages.) */
-  private fits(size: number): boolean {
+  /**
+   * May `cost` more bytes still start? (budget.md: stop between messages.) Counts what is on the
+   * wire so far plus what other sessions have started and not finished (`committed`), so
+   * parallel sessions cannot together overshoot the budget.
+   */
+  private fits(cost: number): boolean {
     const { seconds, bytes } = this.opts.budget;
-    if (bytes > 0 && this.meter.bytesIn + this.meter.bytesOut + size + ENVELOPE_BYTES > bytes) return false;
+    const size = cost + this.committed;
+    if (bytes > 0 && this.meter.bytesIn + this.meter.bytesOut + size > bytes) return false;
     if (seconds > 0) {
       const elapsed = (Date.now() - this.start) / 1000;
       if (elapsed >= seconds) return false;
@@ -182,34 +192,45 @@ class Runner {
 
   private async runRelay(relay: Relay, jobs: QueueItem[]): Promise<void> {
     let down: string | null = null;
-    const take = (): QueueItem | undefined => {
+    const sessionBytes = relay.tls === 'none' && relay.port !== 465 ? SESSION_BYTES : TLS_SESSION_BYTES;
+    /** The next job that fits the budget with `extra` bytes of session set-up; the rest is left. */
+    const take = (extra: number): { job: QueueItem; cost: number } | undefined => {
       for (;;) {
         const job = jobs.shift();
         if (!job) return undefined;
-        if (down || this.fits(job.size)) return job;
+        const cost = job.size + ENVELOPE_BYTES + extra;
+        if (down || this.fits(cost)) {
+          this.committed += cost;
+          return { job, cost };
+        }
         this.leave(job);
       }
     };
     const worker = async () => {
       let conn: RelayConnection | null = null;
-      for (let job = take(); job; job = take()) {
-        if (down) {
-          await this.defer(job, down);
-          continue;
-        }
-        if (!conn || !conn.usable) {
-          try {
-            conn = await RelayConnection.open(relay, this.cfg.hostname, this.meter, this.timeLeftMs());
-          } catch (err) {
-            const e = err as { response?: string; message: string; code?: string };
-            down = `relay ${relay.host}:${relay.port}: ${e.response ?? e.message}`;
-            log('warn', 'cannot use relay', { relay: `${relay.host}:${relay.port}`, error: e.response ?? e.message, code: e.code });
+      for (let t = take(sessionBytes); t; t = take(conn?.usable ? 0 : sessionBytes)) {
+        const job = t.job;
+        try {
+          if (down) {
             await this.defer(job, down);
-            conn = null;
             continue;
           }
+          if (!conn || !conn.usable) {
+            try {
+              conn = await RelayConnection.open(relay, this.cfg.hostname, this.meter, this.timeLeftMs());
+            } catch (err) {
+              const e = err as { response?: string; message: string; code?: string };
+              down = `relay ${relay.host}:${relay.port}: ${e.response ?? e.message}`;
+              log('warn', 'cannot use relay', { relay: `${relay.host}:${relay.port}`, error: e.response ?? e.message, code: e.code });
+              conn = null;
+              await this.defer(job, down);
+              continue;
+            }
+          }
+          await this.attempt(job, conn);
+        } finally {
+          this.committed -= t.cost;
         }
-        await this.attempt(job, conn);
       }
       if (conn) await conn.quit();
     };

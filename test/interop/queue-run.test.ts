@@ -286,6 +286,14 @@ describe('queue-run with smtp-sink upstream', () => {
     const r2 = await run(po, ['--budget-bytes', '0'], { OUTPOST_BUDGET_BYTES: '1' });
     assert.equal(r2.code, 0, r2.stderr);
     assert.equal(s.messages().length, 5);
+    // Parallel sessions share one budget: together they do not overshoot it either.
+    for (let i = 5; i < 10; i++) await enqueue(queueDir(po), { sender: 'alice@example.org', recipients: ['bob@far.net'] }, [message(`b${i}`, { size: 10000 })]);
+    const r3 = await run(po, [], { OUTPOST_BUDGET_BYTES: '25000', OUTPOST_REPORT: reportFile });
+    assert.equal(r3.code, 75, r3.stderr);
+    const rep3 = JSON.parse(readFileSync(reportFile, 'utf8').trim().split('\n').pop()!);
+    assert.ok(rep3.bytes_in + rep3.bytes_out <= 25000, `parallel sessions kept the budget (${rep3.bytes_in + rep3.bytes_out})`);
+    assert.equal(s.messages().length, 5 + rep3.messages);
+    assert.ok(rep3.messages >= 1 && rep3.left === 5 - rep3.messages);
   });
 
   test('a bounce to an outside sender is queued from <>; a failed bounce is kept, never bounced', async () => {
