@@ -24,7 +24,8 @@
  */
 import { existsSync, mkdirSync } from 'node:fs';
 import { basename, join } from 'node:path';
-import { Command, CommanderError } from 'commander';
+import { Command } from 'commander';
+import { parseCommand } from '../lib/command';
 import { runMain } from '../lib/cli';
 import { OutpostError } from '../lib/errors';
 import { EX_CONFIG, EX_OK, EX_TEMPFAIL, EX_UNAVAILABLE, EX_USAGE } from '../lib/exits';
@@ -273,15 +274,9 @@ runMain('dial', async () => {
     .option('--dry-run', 'print the link that would be chosen and why, the commands and their environment; touch nothing')
     .option('--status', 'show the last cycle and the queue, without the link')
     .option('--json', 'with --status: print JSON')
-    .argument('[command...]', 'after --: the command(s) to run instead of fetch and queue-run; separate several with --')
-    .exitOverride()
-    .configureOutput({ outputError: (text, write) => write(`dial: ${text.replace(/^error: /, '').trimEnd()}; fix: see "dial --help"\n`) });
-  try {
-    program.parse(process.argv);
-  } catch (err) {
-    if (err instanceof CommanderError) return err.code === 'commander.helpDisplayed' || err.code === 'commander.version' ? EX_OK : EX_USAGE;
-    throw err;
-  }
+    .argument('[command...]', 'after --: the command(s) to run instead of fetch and queue-run; separate several with --');
+  const parsed = parseCommand(program, 'dial');
+  if (parsed !== null) return parsed;
   const o = program.opts<Opts>();
   const operands = program.args;
   if (o.link && o.auto) throw usage('--link and --auto exclude each other');

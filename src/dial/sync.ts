@@ -17,20 +17,11 @@
  */
 import { spawn } from 'node:child_process';
 import { readFileSync, rmSync } from 'node:fs';
+import type { Report } from '../lib/command';
 import { log } from '../lib/log';
 
-/** One report line (fields as in budget.md; unknown fields ignored, missing ones 0). */
-export interface Report {
-  program: string;
-  link?: string;
-  seconds: number;
-  bytes_in: number;
-  bytes_out: number;
-  messages: number;
-  left: number;
-  left_bytes: number;
-  exit: number;
-}
+/** One report line (src/lib/command.ts; unknown fields ignored, missing ones 0). */
+export type { Report };
 
 export interface SyncOptions {
   link: string;

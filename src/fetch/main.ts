@@ -19,8 +19,9 @@
  * fetch needs (POP3 UIDL); 64 usage; 78 mail.cfg invalid (66 unreadable); 70 a bug.
  * With several accounts the exit status is the first failing account's.
  */
-import { appendFileSync, mkdirSync, rmSync } from 'node:fs';
-import { Command, CommanderError } from 'commander';
+import { mkdirSync, rmSync } from 'node:fs';
+import { Command } from 'commander';
+import { appendReport, parseCommand } from '../lib/command';
 import { runMain } from '../lib/cli';
 import { OutpostError } from '../lib/errors';
 import { EX_OK, EX_TEMPFAIL, EX_USAGE } from '../lib/exits';
@@ -113,15 +114,9 @@ runMain('fetch', async () => {
     .option('--budget-seconds <n>', 'start no message after this many seconds (default $OUTPOST_BUDGET_SECONDS)')
     .option('--budget-bytes <n>', 'start no message that would pass this many link bytes (default $OUTPOST_BUDGET_BYTES)')
     .option('--timeout <seconds>', `idle timeout per connection (default ${DEFAULT_TIMEOUT})`)
-    .option('-v, --verbose', 'log one line per message')
-    .exitOverride()
-    .configureOutput({ outputError: (text, write) => write(`fetch: ${text.replace(/^error: /, '').trimEnd()}; fix: see "fetch --help"\n`) });
-  try {
-    program.parse(process.argv);
-  } catch (err) {
-    if (err instanceof CommanderError) return err.code === 'commander.helpDisplayed' || err.code === 'commander.version' ? EX_OK : EX_USAGE;
-    throw err;
-  }
+    .option('-v, --verbose', 'log one line per message');
+  const parsed = parseCommand(program, 'fetch');
+  if (parsed !== null) return parsed;
   const o = program.opts<Opts>();
   if (program.args.length) throw usage(`unexpected argument "${program.args[0]}"`);
   const seconds = budgetValue(o.budgetSeconds, process.env.OUTPOST_BUDGET_SECONDS);
@@ -137,7 +132,7 @@ runMain('fetch', async () => {
     cfg = loadConfig(configPath(o.config));
   } catch (err) {
     // Even a run that could not start leaves its report line for dial.
-    report({ program: 'fetch', link, seconds: 0, bytes_in: 0, bytes_out: 0, messages: 0, left: 0, left_bytes: 0, exit: err instanceof OutpostError ? err.exit : 70 });
+    appendReport({ program: 'fetch', link, seconds: 0, bytes_in: 0, bytes_out: 0, messages: 0, left: 0, left_bytes: 0, exit: err instanceof OutpostError ? err.exit : 70 });
     throw err;
   }
   mkdirSync(spoolPaths(cfg).log, { recursive: true, mode: 0o700 });
@@ -162,7 +157,7 @@ runMain('fetch', async () => {
   const line = summaryLine(results, meter);
   process.stdout.write(line + '\n');
   log('info', line.replace(/^fetch: /, ''), { link, exit });
-  report({
+  appendReport({
     program: 'fetch',
     link,
     seconds: Math.round(meter.heldSeconds * 10) / 10,
@@ -175,14 +170,3 @@ runMain('fetch', async () => {
   });
   return exit;
 });
-
-/** Appends the one JSON line to $OUTPOST_REPORT; a failure is logged, not fatal. */
-function report(r: Record<string, unknown>): void {
-  const file = process.env.OUTPOST_REPORT;
-  if (!file) return;
-  try {
-    appendFileSync(file, JSON.stringify(r) + '\n');
-  } catch (err) {
-    log('error', `cannot append the report line to ${file}: ${(err as Error).message}`);
-  }
-}

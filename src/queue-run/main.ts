@@ -19,8 +19,9 @@
  * (deferred, over budget, or another queue-run holds the lock); 64 usage; 78 mail.cfg invalid
  * (66 unreadable); 70 a bug.
  */
-import { appendFileSync, mkdirSync } from 'node:fs';
-import { Command, CommanderError } from 'commander';
+import { mkdirSync } from 'node:fs';
+import { Command } from 'commander';
+import { appendReport, parseCommand } from '../lib/command';
 import { runMain } from '../lib/cli';
 import { OutpostError } from '../lib/errors';
 import { EX_OK, EX_TEMPFAIL, EX_USAGE } from '../lib/exits';
@@ -85,15 +86,9 @@ runMain('queue-run', async () => {
     .option('--budget-seconds <n>', 'stop starting messages after this many seconds (default $OUTPOST_BUDGET_SECONDS)', number('--budget-seconds', false))
     .option('--budget-bytes <n>', 'stop starting messages before this many link bytes (default $OUTPOST_BUDGET_BYTES)', number('--budget-bytes', true))
     .option('--connections <n>', `parallel SMTP sessions per relay (default ${DEFAULT_CONNECTIONS})`, number('--connections', true))
-    .option('-v, --verbose', 'print one line per message on stderr')
-    .exitOverride()
-    .configureOutput({ outputError: (text, write) => write(`queue-run: ${text.replace(/^error: /, '').trimEnd()}; fix: see "queue-run --help"\n`) });
-  try {
-    program.parse(process.argv);
-  } catch (err) {
-    if (err instanceof CommanderError) return err.code === 'commander.helpDisplayed' || err.code === 'commander.version' ? EX_OK : EX_USAGE;
-    throw err;
-  }
+    .option('-v, --verbose', 'print one line per message on stderr');
+  const parsed = parseCommand(program, 'queue-run');
+  if (parsed !== null) return parsed;
   const o = program.opts<Opts>();
   if (program.args.length) throw usage(`unexpected argument "${program.args[0]}"`);
   if (o.json && !o.list) throw usage('--json goes with --list');
@@ -126,14 +121,14 @@ runMain('queue-run', async () => {
   } catch (err) {
     // Even a run that could not start (locked) leaves its report line for dial.
     const exit = err instanceof OutpostError ? err.exit : 70;
-    report({ program: 'queue-run', link, seconds: 0, bytes_in: 0, bytes_out: 0, messages: 0, left: 0, left_bytes: 0, exit });
+    appendReport({ program: 'queue-run', link, seconds: 0, bytes_in: 0, bytes_out: 0, messages: 0, left: 0, left_bytes: 0, exit });
     throw err;
   }
   const exit = result.left > 0 ? EX_TEMPFAIL : EX_OK;
   const line = summaryLine(result);
   process.stdout.write(line + '\n');
   log('info', line.replace(/^queue-run: /, ''), { link, exit });
-  report({
+  appendReport({
     program: 'queue-run',
     link,
     seconds: Math.round(result.heldSeconds * 10) / 10,
@@ -146,14 +141,3 @@ runMain('queue-run', async () => {
   });
   return exit;
 });
-
-/** Appends the one JSON line to $OUTPOST_REPORT (budget.md); a failure is logged, not fatal. */
-function report(r: Record<string, unknown>): void {
-  const file = process.env.OUTPOST_REPORT;
-  if (!file) return;
-  try {
-    appendFileSync(file, JSON.stringify(r) + '\n');
-  } catch (err) {
-    log('error', `cannot append the report line to ${file}: ${(err as Error).message}`);
-  }
-}
