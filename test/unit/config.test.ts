@@ -1,3 +1,5 @@
+// mail.cfg: the text layer keeps comments and order through edits and quotes round-trip; the model
+// validates with line numbers and fixes; routing through aliases and catch-alls; CIDR matching.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { appendLine, formatLine, parseCfg, removeLine, serialise } from '../../src/mail/cfgfile';
