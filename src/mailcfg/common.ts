@@ -14,7 +14,7 @@ import { existsSync, statSync } from 'node:fs';
 import type { Command } from 'commander';
 import { OutpostError } from '../lib/errors';
 import { EX_CONFIG, EX_DATAERR, EX_NOINPUT, EX_NOUSER, EX_USAGE } from '../lib/exits';
-import { appendLine, CfgText, parseCfg } from '../mail/cfgfile';
+import { appendLine, CfgText, parseCfg, removeLine } from '../mail/cfgfile';
 import { Config, buildConfig, configPath, editConfig, loadConfig } from '../mail/config';
 
 /** The config path for this invocation: -c/--config (anywhere on the line), $OUTPOST_CONFIG, default. */
@@ -121,6 +121,26 @@ export function findEntry(text: CfgText, keyword: string, name: string) {
   return text.entries.find((e) => e.keyword === keyword && (e.args[0] ?? '').toLowerCase() === want);
 }
 
+/**
+ * Adds `GROUP del ARG` to a command group: removes the `keyword` line whose first argument is
+ * `normalize(ARG)` (compared as findEntry does); exit 67 with the list command as the fix when
+ * there is none.
+ * @param what how the message names the thing, e.g. 'alias' or 'relay for'.
+ */
+export function delCommand(group: Command, keyword: string, arg: string, description: string, what = keyword, normalize = (s: string) => s): void {
+  group
+    .command(`del <${arg}>`)
+    .description(description)
+    .action(async (value: string, _o: unknown, cmd: Command) => {
+      const key = normalize(value);
+      await editChecked(cfgPathOf(cmd), (text, cfg) => {
+        const e = findEntry(text, keyword, key);
+        if (!e) throw noSuch(`no ${what} ${key} in ${cfg.path}; fix: mailcfg ${keyword} list`);
+        return removeLine(text, e.line);
+      });
+    });
+}
+
 /** Reads one line from stdin (--password-stdin): the first line, without its line end. */
 export async function readStdinLine(): Promise<string> {
   const chunks: Buffer[] = [];
@@ -138,8 +158,9 @@ export async function readStdinLine(): Promise<string> {
 /** Prompts on the terminal without echo; resolves at Enter. Ctrl-C or Ctrl-D aborts (64). */
 function promptHidden(prompt: string): Promise<string> {
   const stdin = process.stdin;
-  process.stderr.write(prompt);
+  // Echo off before the prompt shows: an answer typed the moment it appears must not echo.
   stdin.setRawMode(true);
+  process.stderr.write(prompt);
   stdin.setEncoding('utf8');
   stdin.resume();
   return new Promise((res, rej) => {

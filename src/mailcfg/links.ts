@@ -10,9 +10,9 @@
  * Exit codes: 65 bad value or already exists, 67 no such link, 64 usage; see common.ts.
  */
 import type { Command } from 'commander';
-import { formatLine, removeLine } from '../mail/cfgfile';
+import { formatLine } from '../mail/cfgfile';
 import type { Config } from '../mail/config';
-import { addLine, cfgPathOf, collect, dataErr, editChecked, noSuch, printJson, printTable, readConfig } from './common';
+import { addLine, cfgPathOf, collect, dataErr, delCommand, editChecked, printJson, printTable, readConfig } from './common';
 
 /** Command-line flag (camelCase as commander stores it) → mail.cfg option name, in line order. */
 const FLAGS: Array<[string, string]> = [
@@ -69,16 +69,7 @@ export function register(program: Command): void {
       });
       process.stdout.write(`added link ${name}\n`);
     });
-  link
-    .command('del <name>')
-    .description('remove a link')
-    .action(async (name: string, _o: unknown, cmd: Command) => {
-      await editChecked(cfgPathOf(cmd), (text, cfg) => {
-        const e = text.entries.find((x) => x.keyword === 'link' && x.args[0] === name);
-        if (!e) throw noSuch(`no link ${name} in ${cfg.path}; fix: mailcfg link list`);
-        return removeLine(text, e.line);
-      });
-    });
+  delCommand(link, 'link', 'name', 'remove a link');
   link
     .command('list')
     .description('list the links')

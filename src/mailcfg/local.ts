@@ -17,7 +17,7 @@ import { CfgText, formatLine, removeLine, replaceLine } from '../mail/cfgfile';
 import { Config, isDomain, isPlainAddress, normalizeAddress, parseCidr, splitAddress } from '../mail/config';
 import { ensureMaildir } from '../mail/maildir';
 import { hashPassword } from '../mail/passwords';
-import { addLine, cfgPathOf, dataErr, editChecked, findEntry, noSuch, printJson, printTable, readConfig, readPassword } from './common';
+import { addLine, cfgPathOf, dataErr, delCommand, editChecked, findEntry, noSuch, printJson, printTable, readConfig, readPassword } from './common';
 
 /** Removes several directive lines at once (highest line first, so numbers stay right). */
 function removeLines(text: CfgText, lines: number[]): CfgText {
@@ -184,17 +184,7 @@ function aliasCommands(program: Command): void {
         return addLine(text, 'alias', formatLine('alias', [a, ...t]));
       });
     });
-  alias
-    .command('del <address>')
-    .description('remove an alias')
-    .action(async (address: string, _o: unknown, cmd: Command) => {
-      const a = normalizeAddress(address);
-      await editChecked(cfgPathOf(cmd), (text, cfg) => {
-        const e = findEntry(text, 'alias', a);
-        if (!e) throw noSuch(`no alias ${a} in ${cfg.path}; fix: mailcfg alias list`);
-        return removeLine(text, e.line);
-      });
-    });
+  delCommand(alias, 'alias', 'address', 'remove an alias', 'alias', normalizeAddress);
   alias
     .command('list')
     .description('list the aliases')
@@ -224,16 +214,7 @@ function networkCommands(program: Command): void {
         return addLine(text, 'network', formatLine('network', [n]));
       });
     });
-  network
-    .command('del <cidr>')
-    .description('stop trusting a network')
-    .action(async (cidr: string, _o: unknown, cmd: Command) => {
-      await editChecked(cfgPathOf(cmd), (text, cfg) => {
-        const e = findEntry(text, 'network', cidr);
-        if (!e) throw noSuch(`no network ${cidr} in ${cfg.path}; fix: mailcfg network list`);
-        return removeLine(text, e.line);
-      });
-    });
+  delCommand(network, 'network', 'cidr', 'stop trusting a network');
   network
     .command('list')
     .description('list the trusted networks')

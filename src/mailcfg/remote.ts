@@ -11,9 +11,9 @@
 import { accessSync, constants, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
-import { formatLine, removeLine, replaceLine } from '../mail/cfgfile';
+import { formatLine, replaceLine } from '../mail/cfgfile';
 import { Config, isDomain, isPlainAddress, normalizeAddress, parseBytes } from '../mail/config';
-import { addLine, cfgPathOf, collect, dataErr, editChecked, findEntry, noSuch, parsePort, printJson, printTable, readConfig, readPassword, usage } from './common';
+import { addLine, cfgPathOf, collect, dataErr, delCommand, editChecked, findEntry, parsePort, printJson, printTable, readConfig, readPassword, usage } from './common';
 
 interface SecretOpts {
   passwordStdin?: boolean;
@@ -135,16 +135,7 @@ function accountCommands(program: Command): void {
       });
       process.stdout.write(`added account ${name}\n`);
     });
-  account
-    .command('del <name>')
-    .description('remove an account (its fetch state in the spool is left alone)')
-    .action(async (name: string, _o: unknown, cmd: Command) => {
-      await editChecked(cfgPathOf(cmd), (text, cfg) => {
-        const e = text.entries.find((x) => x.keyword === 'account' && x.args[0] === name);
-        if (!e) throw noSuch(`no account ${name} in ${cfg.path}; fix: mailcfg account list`);
-        return removeLine(text, e.line);
-      });
-    });
+  delCommand(account, 'account', 'name', 'remove an account (its fetch state in the spool is left alone)');
   account
     .command('list')
     .description('list the accounts (passwords masked)')
@@ -231,16 +222,7 @@ function relayCommands(program: Command): void {
       return addLine(text, 'relay', line);
     });
   });
-  relay
-    .command('del <sender>')
-    .description('remove the relay for SENDER, or the default relay')
-    .action(async (sender: string, _o: unknown, cmd: Command) => {
-      await editChecked(cfgPathOf(cmd), (text, cfg) => {
-        const e = findEntry(text, 'relay', sender);
-        if (!e) throw noSuch(`no relay for ${sender} in ${cfg.path}; fix: mailcfg relay list`);
-        return removeLine(text, e.line);
-      });
-    });
+  delCommand(relay, 'relay', 'sender', 'remove the relay for SENDER, or the default relay', 'relay for');
   relay
     .command('list')
     .description('list the relays (passwords masked)')
