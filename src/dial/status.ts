@@ -14,6 +14,7 @@
  *   - after `dial_failure_report` consecutive failed cycles (0: never);
  *   - when the queue holds mail older than `queue_warn_age` seconds (0: never).
  */
+import { rfc5322Date } from '../mail/date';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { atomicWriteFile } from '../lib/fsutil';
@@ -153,7 +154,7 @@ export async function sendReports(cfg: Config, s: DialStatus, now: Date): Promis
       continue;
     }
     const msg =
-      `From: Outpost dial <MAILER-DAEMON@${cfg.hostname}>\r\nTo: postmaster@${domain}\r\nSubject: ${subject}\r\nDate: ${now.toUTCString().replace('GMT', '+0000')}\r\n` +
+      `From: Outpost dial <MAILER-DAEMON@${cfg.hostname}>\r\nTo: postmaster@${domain}\r\nSubject: ${subject}\r\nDate: ${rfc5322Date(now)}\r\n` +
       `Message-ID: <dial.${now.getTime()}.${key}@${cfg.hostname}>\r\nAuto-Submitted: auto-generated\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n` +
       body +
       `\r\nStatus: ${formatStatus(s, s.queue, now)}\r\n\r\n(dial --status shows this at any time; see dial(8).)\r\n`;

@@ -17,10 +17,11 @@
  *
  * Flags live in cur/ as `:2,<letters>` (D draft, F flagged, P passed, R replied, S seen, T trashed).
  */
-import { promises as fsp, constants, mkdirSync, readdirSync, statSync, openSync, closeSync, fsyncSync } from 'node:fs';
+import { promises as fsp, constants, mkdirSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { hostname as osHostname } from 'node:os';
 import type { Readable } from 'node:stream';
+import { fsyncDir } from '../lib/fsutil';
 import { streamed } from '../lib/memory';
 
 let counter = 0;
@@ -39,15 +40,6 @@ export function uniqueName(host = osHostname()): string {
 /** Creates dir/{tmp,new,cur} (mode 0700) if missing. */
 export function ensureMaildir(dir: string): void {
   for (const sub of ['tmp', 'new', 'cur']) mkdirSync(join(dir, sub), { recursive: true, mode: 0o700 });
-}
-
-function fsyncDirSync(dir: string): void {
-  const fd = openSync(dir, constants.O_RDONLY | constants.O_DIRECTORY);
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
 }
 
 /** A piece of a message to write: bytes, or a readable stream (consumed), or a factory of one. */
@@ -97,7 +89,7 @@ export async function deliver(dir: string, parts: Part[], host?: string, maxByte
     const final = join(dir, 'new', `${id},S=${size},W=${size}`);
     await fsp.rename(tmp, final);
     renamed = true;
-    fsyncDirSync(join(dir, 'new'));
+    fsyncDir(join(dir, 'new'));
     return { id, path: final, size };
   } catch (err) {
     await fh.close().catch(() => undefined);

@@ -24,9 +24,10 @@
  * Errors: openMaildrop throws OutpostError ELOCKED when another session holds the lock (reply
  * [IN-USE]); any other error is a temporary failure ([SYS/TEMP]).
  */
-import { closeSync, constants, fsyncSync, openSync, promises as fsp } from 'node:fs';
+import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import { isErrno } from '../lib/errors';
+import { fsyncDir } from '../lib/fsutil';
 import { acquireLock, Release } from '../lib/lock';
 import { ensureMaildir, scan, setFlags } from '../mail/maildir';
 
@@ -53,15 +54,6 @@ const UIDL_OK = /^[\x21-\x7e]{1,70}$/;
 /** The POP3 UIDL for a Maildir base name (see header). */
 export function uidlFor(id: string): string {
   return UIDL_OK.test(id) ? id : (require('node:crypto') as typeof import('node:crypto')).createHash('sha1').update(id).digest('hex');
-}
-
-function fsyncDir(dir: string): void {
-  const fd = openSync(dir, constants.O_RDONLY | constants.O_DIRECTORY);
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
 }
 
 /**

@@ -13,6 +13,7 @@
  * delivery, durable), and into the queue with the null sender for a sender outside.
  * No notification (mayNotify → false): the null sender, or Auto-Submitted other than "no".
  */
+import { rfc5322Date } from '../mail/date';
 import { promises as fsp } from 'node:fs';
 import type { Config } from '../mail/config';
 import { deliver } from '../mail/maildir';
@@ -81,7 +82,7 @@ export function noNotifyReason(sender: string, headers: Buffer): string | null {
   return null;
 }
 
-const rfcDate = (ms: number) => new Date(ms).toUTCString().replace('GMT', '+0000');
+const rfcDate = (ms: number) => rfc5322Date(new Date(ms));
 
 /**
  * Builds the DSN message (wire form, CRLF). Pure apart from MailComposer's own Message-ID/Date.

@@ -14,6 +14,7 @@
 import { createReadStream, promises as fsp } from 'node:fs';
 import { Config, spoolPaths } from '../mail/config';
 import { deliver as maildirDeliver, Delivered } from '../mail/maildir';
+import { rfc5322Date } from '../mail/date';
 import { enqueue } from '../mail/queue';
 import type { Trace, Transaction } from './session';
 
@@ -27,18 +28,6 @@ let counter = 0;
 export function newQueueId(): string {
   const b36 = (n: number, w: number) => n.toString(36).padStart(w, '0');
   return `${b36(Date.now(), 9)}${b36(process.pid, 5)}${b36(++counter, 3)}`.toUpperCase();
-}
-
-const DAYS = ['Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat'];
-const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
-const pad = (n: number) => String(n).padStart(2, '0');
-
-/** An RFC 5322 section 3.3 date-time in local time, e.g. `Sun, 22 Nov 2026 00:31:00 +0000`. */
-export function rfc5322Date(d: Date): string {
-  const off = -d.getTimezoneOffset();
-  const sign = off < 0 ? '-' : '+';
-  const a = Math.abs(off);
-  return `${DAYS[d.getDay()]}, ${d.getDate()} ${MONTHS[d.getMonth()]} ${d.getFullYear()} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())} ${sign}${pad(Math.floor(a / 60))}${pad(a % 60)}`;
 }
 
 /**

@@ -17,6 +17,9 @@ import { enhancedOf } from '../../src/queue-run/smtp';
 import { loadItems } from '../../src/queue-run/items';
 import { age, formatList, listEntries } from '../../src/queue-run/list';
 
+// DSN dates are local time (src/mail/date.ts); the expected texts below are written for UTC.
+process.env.TZ = 'UTC';
+
 const cfgOf = (text: string) => buildConfig('/etc/outpost/mail.cfg', parseCfg(`hostname mx.example.org\nspool /tmp/s\ndomain example.org\n${text}`));
 
 test('relay choice: exact sender, then domain, then default; credentials stay with their entry', () => {

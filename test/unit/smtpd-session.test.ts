@@ -5,7 +5,8 @@ import assert from 'node:assert/strict';
 import { parseCfg } from '../../src/mail/cfgfile';
 import { buildConfig } from '../../src/mail/config';
 import { SessionEnv, SmtpSession, Step, checkMailbox, splitPath, stripRoute, parseParams } from '../../src/smtpd/session';
-import { newQueueId, receivedHeader, rfc5322Date } from '../../src/smtpd/deliver';
+import { newQueueId, receivedHeader } from '../../src/smtpd/deliver';
+import { rfc5322Date } from '../../src/mail/date';
 
 const cfg = buildConfig(
   '/etc/outpost/mail.cfg',
