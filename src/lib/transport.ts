@@ -56,7 +56,10 @@ export function startTls(conn: Conn, secureContext: SecureContext, timeoutSecond
   const { TLSSocket } = require('node:tls') as typeof import('node:tls');
   return new Promise((resolve, reject) => {
     const tls = new TLSSocket(conn.stream, { isServer: true, secureContext });
-    const timer = setTimeout(() => reject(Object.assign(new Error('TLS handshake timed out'), { code: 'ETIMEDOUT' })), timeoutSeconds * 1000);
+    const timer = setTimeout(() => {
+      tls.destroy(); // a client that never finishes the handshake must not hold the process
+      reject(Object.assign(new Error('TLS handshake timed out'), { code: 'ETIMEDOUT' }));
+    }, timeoutSeconds * 1000);
     tls.once('secure', () => {
       clearTimeout(timer);
       resolve({ ...conn, stream: tls, secure: true });
