@@ -36,9 +36,8 @@ test('dial + real queue-run: a byte budget sends part of the queue, the next cyc
   dirs.push(po.dir);
   const queue = join(po.spool, 'queue');
   for (let i = 0; i < 4; i++) await enqueue(queue, { sender: 'alice@example.org', recipients: ['bob@far.net'] }, [message(i, 5000)]);
-  // one SMTP session: with parallel sessions queue-run starts several messages before any byte
-  // is counted, and the 4 × 5 KB would all be in flight at once (allowed: in-flight may finish)
-  const qr = [process.execPath, dist('queue-run'), '-c', po.cfgPath, '--connections', '1'];
+  // queue-run's default parallel sessions share the byte budget (queue-run(8), Budget)
+  const qr = [process.execPath, dist('queue-run'), '-c', po.cfgPath];
 
   const r1 = await runDial(['-c', po.cfgPath, '--', ...qr]);
   assert.equal(r1.code, 75, r1.stdout + r1.stderr);
@@ -46,7 +45,7 @@ test('dial + real queue-run: a byte budget sends part of the queue, the next cyc
   assert.equal(st1.result, 'partial');
   assert.ok(st1.messages_out >= 1 && st1.messages_out < 4, `sent ${st1.messages_out}`);
   assert.equal(st1.left, 4 - st1.messages_out);
-  assert.ok(st1.bytes > 0);
+  assert.ok(st1.bytes > 0 && st1.bytes <= 12000, `${st1.bytes} bytes over a 12000-byte budget`);
   assert.equal(st1.queue.count, st1.left);
   assert.match(r1.stdout, /^queue-run: /m);
   assert.match(r1.stdout, /^dial: lan always up, 0 in, \d out, \d+ bytes.* left .* over budget/m);
@@ -57,6 +56,8 @@ test('dial + real queue-run: a byte budget sends part of the queue, the next cyc
   for (let i = 0; i < 4 && scan(queue).length; i++) {
     last = await runDial(['-c', po.cfgPath, '--', ...qr]);
     assert.ok(last.code === 0 || last.code === 75, last.stderr);
+    const st = JSON.parse(readFileSync(join(po.spool, 'run', 'dial.status'), 'utf8'));
+    assert.ok(st.bytes <= 12000, `${st.bytes} bytes over a 12000-byte budget`);
   }
   assert.equal(last.code, 0, last.stdout);
   assert.equal(scan(queue).length, 0);
