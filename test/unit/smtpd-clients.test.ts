@@ -4,40 +4,25 @@
 // check that plaintext pipelined behind STARTTLS is discarded, not executed.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, ChildProcess, execFileSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { readFileSync, readdirSync, existsSync, rmSync } from 'node:fs';
-import { connect } from 'node:net';
 import { join } from 'node:path';
-import { dist, freePort, makeCert, makePostOffice, PostOffice, requireTool, ROOT } from '../helpers/postoffice';
+import { listenDaemon, Listening } from '../helpers/daemons';
+import { makeCert, makePostOffice, PostOffice, requireTool, ROOT } from '../helpers/postoffice';
 
 const CORPUS = join(ROOT, '..', 'shared', 'corpus');
-const children: ChildProcess[] = [];
+const daemons: Listening[] = [];
 const dirs: string[] = [];
-after(() => {
-  for (const c of children) c.kill('SIGTERM');
+after(async () => {
+  await Promise.all(daemons.map((d) => d.stop()));
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
 
-/** Starts `smtpd --listen 127.0.0.1:PORT` and resolves once it answers with a banner. */
+/** Starts `smtpd --listen 127.0.0.1:PORT` on a free port; resolves to the port once it listens. */
 async function startSmtpd(po: PostOffice): Promise<number> {
-  const port = await freePort();
-  const env = { ...process.env };
-  delete env.NODE_EXTRA_CA_CERTS;
-  const child = spawn(process.execPath, [dist('smtpd'), '-c', po.cfgPath, '--listen', `127.0.0.1:${port}`], { env, stdio: ['ignore', 'ignore', 'inherit'] });
-  children.push(child);
-  for (let i = 0; i < 200; i++) {
-    const up = await new Promise<boolean>((res) => {
-      const s = connect(port, '127.0.0.1');
-      s.once('data', (d) => {
-        s.end('QUIT\r\n');
-        res(d.toString().startsWith('220 '));
-      });
-      s.once('error', () => res(false));
-    });
-    if (up) return port;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error('smtpd --listen did not come up');
+  const d = await listenDaemon('smtpd', po.cfgPath);
+  daemons.push(d);
+  return d.port;
 }
 
 function python(script: string, args: string[]): string {

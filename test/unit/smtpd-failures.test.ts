@@ -4,35 +4,24 @@
 // the data is read), and a 100 MB message that passes with flat memory.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, ChildProcess } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync, mkdirSync, statSync } from 'node:fs';
 import { connect, Socket } from 'node:net';
 import { join } from 'node:path';
-import { dist, freePort, makePostOffice, PostOffice } from '../helpers/postoffice';
+import { listenDaemon, Listening } from '../helpers/daemons';
+import { makePostOffice, PostOffice } from '../helpers/postoffice';
 
-const children: ChildProcess[] = [];
+const daemons: Listening[] = [];
 const dirs: string[] = [];
-after(() => {
-  for (const c of children) c.kill('SIGTERM');
+after(async () => {
+  await Promise.all(daemons.map((d) => d.stop()));
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
 
-async function startSmtpd(po: PostOffice): Promise<{ port: number; child: ChildProcess }> {
-  const port = await freePort();
-  const env = { ...process.env };
-  delete env.NODE_EXTRA_CA_CERTS;
-  const child = spawn(process.execPath, [dist('smtpd'), '-c', po.cfgPath, '--listen', `127.0.0.1:${port}`], { env, stdio: ['ignore', 'ignore', 'inherit'] });
-  children.push(child);
-  for (let i = 0; i < 200; i++) {
-    const s = await open(port).catch(() => null);
-    if (s) {
-      await s.until(/^220 /m);
-      s.sock.destroy();
-      return { port, child };
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error('smtpd --listen did not come up');
+/** Starts `smtpd --listen 127.0.0.1:PORT` on a free port, once it listens. */
+async function startSmtpd(po: PostOffice): Promise<Listening> {
+  const d = await listenDaemon('smtpd', po.cfgPath);
+  daemons.push(d);
+  return d;
 }
 
 interface Client {
