@@ -25,7 +25,7 @@
  * the session says so and closes.
  */
 import type { User } from '../mail/config';
-import type { Drop } from './maildrop';
+import type { Drop, DropMessage } from './maildrop';
 
 /** -ERR replies after which the session is closed. */
 export const ERROR_LIMIT = 10;
@@ -55,7 +55,7 @@ export interface Services {
   verifyPassword(user: User | undefined, password: string): Promise<boolean>;
   /** Locks and opens the user's maildrop. @throws OutpostError ELOCKED, or anything else. */
   openDrop(user: User): Promise<Drop>;
-  /** True when tls_cert and tls_key are set. */
+  /** True when tls_cert or tls_key is set (STLS is offered; a half setting fails in prepareTls). */
   tlsConfigured: boolean;
   /** Loads the TLS context before "+OK Begin TLS". @throws when it cannot be loaded. */
   prepareTls(): void;
@@ -79,6 +79,8 @@ interface Verb {
 
 const line = (text: string): Step => ({ kind: 'line', text });
 const ok = (text: string): Step => line(`+OK ${text}`);
+/** "1 message", "3 messages". */
+const nMessages = (n: number): string => `${n} message${n === 1 ? '' : 's'}`;
 const AUTH_FAILED = '[AUTH] invalid user name or password';
 /** A parseable scrypt field that matches nothing: unknown users cost the same time as known. */
 export const DUMMY_HASH = `scrypt$16384$8$1$${'A'.repeat(22)}$${'A'.repeat(43)}`;
@@ -201,7 +203,7 @@ export class Pop3Session {
     this.state = 'TRANSACTION';
     const { n, octets } = this.totals();
     this.sv.log('info', 'login', { user: user.address, peer: this.sv.peer || undefined, method, tls: this.secure ? 'yes' : 'no', messages: n });
-    return [ok(`${user.address} has ${n} message${n === 1 ? '' : 's'} (${octets} octets)`)];
+    return [ok(`${user.address} has ${nMessages(n)} (${octets} octets)`)];
   }
 
   /** A failed login: log (without the password), wait login_delay, -ERR [AUTH]. */
@@ -301,14 +303,16 @@ export class Pop3Session {
     this.deletedCount = del.length;
     const left = this.drop!.messages.length - del.length;
     await this.end('quit');
-    return [ok(`Outpost POP3 server signing off (${left} message${left === 1 ? '' : 's'} left)`), { kind: 'close' }];
+    return [ok(`Outpost POP3 server signing off (${nMessages(left)} left)`), { kind: 'close' }];
   }
 
   /** CAPA lines for the current state (RFC 2449 section 5). */
   capabilities(): string[] {
     const caps = ['TOP', 'UIDL', 'PIPELINING', 'RESP-CODES', 'AUTH-RESP-CODE', 'LOGIN-DELAY 0', 'EXPIRE NEVER'];
-    if (this.state === 'AUTHORIZATION') caps.splice(1, 0, 'USER');
-    if (this.state === 'AUTHORIZATION') caps.push('SASL PLAIN');
+    if (this.state === 'AUTHORIZATION') {
+      caps.splice(1, 0, 'USER');
+      caps.push('SASL PLAIN');
+    }
     if (this.canStls) caps.push('STLS');
     caps.push('IMPLEMENTATION Outpost');
     return caps;
@@ -326,11 +330,25 @@ function multi(first: string, lines: string[]): Step[] {
   return [ok(first), ...lines.map((l) => line(l.startsWith('.') ? '.' + l : l)), line('.')];
 }
 
+/**
+ * LIST and UIDL (RFC 1939 sections 5, 7): with a message number, "+OK n value" for that message;
+ * without, `heading()` and a "n value" line for every message not marked deleted.
+ */
+function listing(s: Pop3Session, args: string[], value: (m: DropMessage) => string | number, heading: () => string): Step[] {
+  if (args.length) {
+    const i = s.message(args[0]);
+    return typeof i === 'number' ? [ok(`${i + 1} ${value(s.messages[i])}`)] : i;
+  }
+  const lines: string[] = [];
+  s.messages.forEach((m, i) => s.isLive(i) && lines.push(`${i + 1} ${value(m)}`));
+  return multi(heading(), lines);
+}
+
 const AUTH: State[] = ['AUTHORIZATION'];
 const TRANS: State[] = ['TRANSACTION'];
 
 /** The verb table: command → handler, the states it is allowed in, its argument counts. */
-export const VERBS: Record<string, Verb> = {
+const VERBS: Record<string, Verb> = {
   CAPA: { states: ['AUTHORIZATION', 'TRANSACTION'], args: [0], handler: (s) => multi('Capability list follows', s.capabilities()) },
   USER: {
     states: AUTH,
@@ -406,30 +424,12 @@ export const VERBS: Record<string, Verb> = {
   LIST: {
     states: TRANS,
     args: [0, 1],
-    handler: (s, args) => {
-      if (args.length) {
-        const i = s.message(args[0]);
-        return typeof i === 'number' ? [ok(`${i + 1} ${s.messages[i].size}`)] : i;
-      }
+    handler: (s, args) => listing(s, args, (m) => m.size, () => {
       const { n, octets } = s.totals();
-      const lines: string[] = [];
-      s.messages.forEach((m, i) => s.isLive(i) && lines.push(`${i + 1} ${m.size}`));
-      return multi(`${n} message${n === 1 ? '' : 's'} (${octets} octets)`, lines);
-    },
+      return `${nMessages(n)} (${octets} octets)`;
+    }),
   },
-  UIDL: {
-    states: TRANS,
-    args: [0, 1],
-    handler: (s, args) => {
-      if (args.length) {
-        const i = s.message(args[0]);
-        return typeof i === 'number' ? [ok(`${i + 1} ${s.messages[i].uidl}`)] : i;
-      }
-      const lines: string[] = [];
-      s.messages.forEach((m, i) => s.isLive(i) && lines.push(`${i + 1} ${m.uidl}`));
-      return multi('unique-id listing follows', lines);
-    },
-  },
+  UIDL: { states: TRANS, args: [0, 1], handler: (s, args) => listing(s, args, (m) => m.uidl, () => 'unique-id listing follows') },
   RETR: {
     states: TRANS,
     args: [1],
@@ -468,7 +468,7 @@ export const VERBS: Record<string, Verb> = {
     handler: (s) => {
       s.unmarkAll();
       const { n, octets } = s.totals();
-      return [ok(`maildrop has ${n} message${n === 1 ? '' : 's'} (${octets} octets)`)];
+      return [ok(`maildrop has ${nMessages(n)} (${octets} octets)`)];
     },
   },
 };
