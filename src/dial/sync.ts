@@ -85,7 +85,6 @@ export function budgetEnv(base: NodeJS.ProcessEnv, o: { link: string; cfgPath: s
   const env: NodeJS.ProcessEnv = { ...base, OUTPOST_LINK: o.link, OUTPOST_REPORT: o.reportPath, OUTPOST_CONFIG: o.cfgPath };
   delete env.OUTPOST_BUDGET_SECONDS;
   delete env.OUTPOST_BUDGET_BYTES;
-  delete env.NODE_EXTRA_CA_CERTS;
   if (o.secondsLeft !== undefined) env.OUTPOST_BUDGET_SECONDS = o.secondsLeft.toFixed(1);
   if (o.bytesLeft !== undefined) env.OUTPOST_BUDGET_BYTES = String(Math.floor(o.bytesLeft));
   return env;

@@ -148,13 +148,14 @@ test('report lines: parsed, missing fields 0, malformed skipped', () => {
   assert.equal(r[1].exit, 75);
 });
 
-test('budget environment: set when limited, removed when not', () => {
-  const e = budgetEnv({ OUTPOST_BUDGET_BYTES: '5', PATH: '/bin' }, { link: 'gsm', cfgPath: '/c', reportPath: '/r', secondsLeft: 12.345 });
+test('budget environment: set when limited, removed when not; the rest passed on', () => {
+  const e = budgetEnv({ OUTPOST_BUDGET_BYTES: '5', PATH: '/bin', NODE_EXTRA_CA_CERTS: '/etc/ca.pem' }, { link: 'gsm', cfgPath: '/c', reportPath: '/r', secondsLeft: 12.345 });
   assert.equal(e.OUTPOST_LINK, 'gsm');
   assert.equal(e.OUTPOST_BUDGET_SECONDS, '12.3');
   assert.equal(e.OUTPOST_BUDGET_BYTES, undefined);
   assert.equal(e.OUTPOST_REPORT, '/r');
   assert.equal(e.PATH, '/bin');
+  assert.equal(e.NODE_EXTRA_CA_CERTS, '/etc/ca.pem', 'queue-run tls=verify may trust a CA through it');
 });
 
 const status = (o: Partial<DialStatus> = {}): DialStatus => ({
