@@ -6,11 +6,12 @@
  *      lock is the directory `<maildir>/.pop3d.lock`, refreshed every 10 s while held and
  *      considered stale 30 s after its holder died, so a killed pop3d never blocks a mailbox
  *      for longer than that);
- *   2. moves every new/ message to cur/ as `<name>:2,` (the base name is kept, as Dovecot does),
- *      so a message is "seen by POP3" once and later deliveries do not disturb the numbering;
- *   3. scans cur/ once: the message list (numbering, sizes, UIDLs) is fixed for the session.
- *      Sizes come from the ,S= in the name (our files are stored with CRLF, so that is the exact
- *      POP3 octet count); a name without ,S= is stat'ed. No message body is read.
+ *   2. scans new/ and cur/ once and moves every new/ message to cur/ as `<name>:2,` (the base name
+ *      is kept, as Dovecot does), so a message is "seen by POP3" once;
+ *   3. the message list (numbering, sizes, UIDLs) is that scan's, fixed for the session (mail
+ *      delivered meanwhile waits for the next session). Sizes come from
+ *      the ,S= in the name (our files are stored with CRLF, so that is the exact POP3 octet
+ *      count); a name without ,S= is stat'ed. No message body is read.
  *
  * UIDL (RFC 1939 section 7): the Maildir unique base name (the part before ',' and ':'), which
  * never changes for the life of the message, so UIDLs survive sessions, restarts and the
@@ -18,7 +19,7 @@
  * (too long, or with blanks or 8-bit bytes) is replaced by the SHA-1 of the name in hex
  * (40 characters), which is just as stable.
  *
- * update() is the UPDATE state: it unlinks the deleted files and then fsyncs cur/ (and new/),
+ * update() is the UPDATE state: it unlinks the deleted files (all in cur/) and then fsyncs cur/,
  * and only then may the session say +OK: a deletion acknowledged is a deletion on disk.
  *
  * Errors: openMaildrop throws OutpostError ELOCKED when another session holds the lock (reply
@@ -71,29 +72,30 @@ export async function openMaildrop(dir: string, what: string): Promise<Drop> {
     await release().catch(() => undefined);
   };
   try {
+    const messages: DropMessage[] = [];
     for (const m of scan(dir)) {
-      if (m.sub !== 'new') continue;
-      try {
-        await setFlags(dir, m, '');
-      } catch (err) {
-        if (!isErrno(err, 'ENOENT')) throw err; // gone meanwhile (another reader expunged it)
+      let path = m.path;
+      if (m.sub === 'new') {
+        try {
+          path = await setFlags(dir, m, '');
+        } catch (err) {
+          if (!isErrno(err, 'ENOENT')) throw err;
+          continue; // gone meanwhile (another reader expunged it)
+        }
       }
+      messages.push({ uidl: uidlFor(m.id), size: m.size, path });
     }
-    const messages: DropMessage[] = scan(dir).map((m) => ({ uidl: uidlFor(m.id), size: m.size, path: m.path }));
     return {
       messages,
       async update(deleted: number[]) {
-        const dirs = new Set<string>();
         for (const i of deleted) {
-          const path = messages[i].path;
           try {
-            await fsp.unlink(path);
+            await fsp.unlink(messages[i].path);
           } catch (err) {
             if (!isErrno(err, 'ENOENT')) throw err; // already gone counts as deleted
           }
-          dirs.add(join(path, '..'));
         }
-        for (const d of dirs) fsyncDir(d);
+        if (deleted.length) fsyncDir(join(dir, 'cur'));
       },
       release: giveUp,
     };
