@@ -33,7 +33,7 @@ import { cleanTmp } from '../mail/maildir';
 import { buildDsn, DsnRcpt, noNotifyReason, readHeaderSection, sendDsn } from './dsn';
 import { finish, loadItems, QueueItem } from './items';
 import { relayFor, relayKey } from './relays';
-import { ByteMeter, Outcome, RelayConnection } from './smtp';
+import { ByteMeter, enhancedOf, Outcome, RelayConnection } from './smtp';
 import { pendingRcpts, retryDelay, saveState } from './state';
 
 export interface Budget {
@@ -329,7 +329,7 @@ class Runner {
         const rcpts: DsnRcpt[] = news.map(([address, r]) => ({
           address,
           action: 'failed',
-          status: /^expired|delivery time expired/.test(r.reply ?? '') ? '4.4.7' : statusOf(r.reply),
+          status: /^delivery time expired/.test(r.reply ?? '') ? '4.4.7' : statusOf(r.reply),
           diagnostic: r.reply ?? 'failed',
           lastAttempt: r.at ? Date.parse(r.at) : undefined,
         }));
@@ -375,10 +375,9 @@ class Runner {
   }
 }
 
-/** The enhanced status of a stored reply ("550 5.1.1 …" → 5.1.1), else from its basic code. */
-function statusOf(reply: string | undefined, dflt = '5.0.0'): string {
-  const m = /^(\d)\d\d[ -](\d\.\d{1,3}\.\d{1,3})\b/.exec(reply ?? '');
-  if (m) return m[2];
-  const c = /^([245])\d\d\b/.exec(reply ?? '');
-  return c ? `${c[1]}.0.0` : dflt;
+/** The enhanced status of a stored reply ("550 5.1.1 …" → 5.1.1, "451 later" → 4.0.0); `dflt`
+ *  for a reply that is no SMTP reply (our own reasons: "no relay…", "connection … lost"). */
+function statusOf(reply = '', dflt = '5.0.0'): string {
+  const code = /^[245]\d\d\b/.exec(reply)?.[0];
+  return code ? enhancedOf(Number(code), reply) : dflt;
 }

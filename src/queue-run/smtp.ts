@@ -22,8 +22,9 @@
  * `connection`; TLS runs on top of it, so socket.bytesRead/bytesWritten count everything that
  * crossed the link, TLS records included (budget.md).
  *
- * Outcomes are values (Outcome), never exceptions: per recipient a reply code, enhanced code and
- * text; `broken` says the connection is unusable afterwards.
+ * Outcomes are values (Outcome), never exceptions: per recipient a reply code and text (its
+ * enhanced status is read back from the text when a DSN needs it: enhancedOf); `broken` says the
+ * connection is unusable afterwards.
  */
 import { connect as netConnect, Socket } from 'node:net';
 import { readFileSync } from 'node:fs';
@@ -35,8 +36,6 @@ import type SMTPConnectionT from 'nodemailer/lib/smtp-connection';
 export interface RcptResult {
   /** SMTP reply code (250, 450, 550…); 0 when no reply came (connection trouble). */
   code: number;
-  /** Enhanced status code (RFC 3463), e.g. '5.1.1'. */
-  enhanced: string;
   /** The reply text as the server sent it (or our own description). */
   reply: string;
 }
@@ -63,11 +62,12 @@ const CONNECT_TIMEOUT = 60_000;
 const GREETING_TIMEOUT = 120_000;
 const SOCKET_TIMEOUT = 300_000;
 
-/** Extracts the enhanced status code from a reply, or makes one from the basic code. */
+/** Extracts the enhanced status code (RFC 3463) from a reply, or makes one of the basic code's
+ *  class (2.0.0, 4.0.0, 5.0.0). */
 export function enhancedOf(code: number, text: string): string {
   const m = /^\d{3}[ -](\d\.\d{1,3}\.\d{1,3})\b/.exec(text);
   if (m) return m[1];
-  return code >= 500 ? '5.0.0' : '4.0.0';
+  return code >= 500 ? '5.0.0' : code >= 300 ? '4.0.0' : '2.0.0';
 }
 
 /** Wire bytes counter over the link sockets this process opened (budget.md). */
@@ -242,12 +242,12 @@ export class RelayConnection {
         resolve({ rcpts, broken: this.broken });
       };
       if (this.broken) {
-        allWith({ code: 0, enhanced: '4.4.2', reply: 'connection to relay lost' });
+        allWith({ code: 0, reply: 'connection to relay lost' });
         return done(true);
       }
       // A connection that dies with no callback (a server that cuts between replies) still ends here.
       const onDead = () => {
-        for (const a of to) if (!rcpts.has(a)) rcpts.set(a, { code: 0, enhanced: '4.4.2', reply: 'connection to relay lost during the transaction' });
+        for (const a of to) if (!rcpts.has(a)) rcpts.set(a, { code: 0, reply: 'connection to relay lost during the transaction' });
         done(true);
       };
       this.conn.once('end', onDead);
@@ -258,13 +258,13 @@ export class RelayConnection {
         this.conn.removeListener('end', onDead);
         if (!err) {
           const reply = String(info.response ?? '250 ok');
-          for (const a of info.accepted ?? []) rcpts.set(String(a), { code: 250, enhanced: enhancedOf(250, reply), reply });
+          for (const a of info.accepted ?? []) rcpts.set(String(a), { code: 250, reply });
           for (const e of (info.rejectedErrors ?? []) as NodemailerError[]) this.rejected(rcpts, e);
           return done(false);
         }
         const e = err as NodemailerError;
         if (e.code === 'EMESSAGE' && !e.responseCode && /larger than allowed/.test(e.message)) {
-          allWith({ code: 552, enhanced: '5.3.4', reply: `552 5.3.4 message size ${size} exceeds the relay's limit (${e.message})` });
+          allWith({ code: 552, reply: `552 5.3.4 message size ${size} exceeds the relay's limit (${e.message})` });
           return done(false);
         }
         for (const r of e.rejectedErrors ?? []) this.rejected(rcpts, r);
@@ -272,7 +272,7 @@ export class RelayConnection {
         const code = e.responseCode ?? 0;
         const reply = e.response ?? `${e.code ?? 'ERROR'}: ${e.message}`;
         const rest = to.filter((a) => !rcpts.has(a));
-        allWith({ code, enhanced: code ? enhancedOf(code, reply) : '4.4.2', reply }, rest);
+        allWith({ code, reply }, rest);
         const broken = !code || code === 421 || !['EENVELOPE', 'EMESSAGE'].includes(e.code ?? '');
         if (broken) return done(true);
         // The server refused this message; the session itself is fine: RSET and reuse it.
@@ -285,10 +285,10 @@ export class RelayConnection {
     if (!e.recipient) return;
     const code = e.responseCode ?? 0;
     const reply = e.response ?? e.message;
-    rcpts.set(e.recipient, { code, enhanced: code ? enhancedOf(code, reply) : '4.4.2', reply });
+    rcpts.set(e.recipient, { code, reply });
   }
 
-  /** Says QUIT politely and closes; resolves when the socket is closed (at most ~2 s). */
+  /** Says QUIT politely and closes; resolves when the server has closed (at most 5 s, then closes). */
   quit(): Promise<void> {
     return new Promise((res) => {
       if (this.broken) {

@@ -84,6 +84,7 @@ test('enhanced status codes come from the reply, else from the basic code', () =
   assert.equal(enhancedOf(550, '550 5.1.1 <x>: no'), '5.1.1');
   assert.equal(enhancedOf(451, '451 try later'), '4.0.0');
   assert.equal(enhancedOf(554, '554-5.7.1 policy\r\n554 5.7.1 more'), '5.7.1');
+  assert.equal(enhancedOf(250, '250 ok'), '2.0.0');
 });
 
 test('state: durable round trip; a corrupt file is set aside and the message starts over', () => {
