@@ -63,7 +63,8 @@ async function runAccount(cfg: Config, a: Account, budget: Budget, meter: Meter,
     return r;
   }
   try {
-    await recoverCommits(cfg, a, dirs.tmp);
+    // Large IMAP messages are committed from their partial file: their markers live there.
+    for (const d of [dirs.tmp, dirs.partial]) await recoverCommits(cfg, a, d);
     rmSync(dirs.tmp, { recursive: true, force: true });
     let st = loadState(dirs.state);
     if (!st) {

@@ -10,9 +10,10 @@
  *   3. commit: the staged file is hard-linked (copied and fsync'd across file systems) into every
  *      target's tmp/ first, and only then renamed into each new/ (,S= and ,W= = its size) and the
  *      new/ directories fsync'd. Before the first rename the staged file is renamed to
- *      `<name>.commit`: a crash between two renames of a multidrop message leaves that marker,
- *      and the next run's `recoverCommits` gives the copy to every target still lacking it
- *      (found by the stamp line) before anything else happens — no user loses a copy;
+ *      `<name>.commit` (in the staging dir, or beside the partial file): a crash between two
+ *      renames of a multidrop message leaves that marker, and the next run's `recoverCommits`
+ *      (on both dirs) gives the copy to every target still lacking it (found by the stamp line)
+ *      before anything else happens — no user loses a copy;
  *   4. the caller records the message in the state file, and only then deletes it remotely.
  * Messages are stored in the wire form the server sent (CRLF); only the stamp line is added.
  *
@@ -158,10 +159,11 @@ export async function commit(staged: string, maildirs: string[], host: string): 
 const COMMIT = '.commit';
 
 /**
- * Finishes the commits a crash interrupted (the `.commit` markers in the account's staging dir):
+ * Finishes the commits a crash interrupted (the `.commit` markers in `stagingDir`: the account's
+ * tmp/ or partial/ dir):
  * each target Maildir (routed again, as the first time) that has no message with the marker's
  * stamp line in new/ or cur/ gets its copy now. Run under the account lock, before the staging
- * dir is emptied and before reconcile.
+ * dir is emptied, before reconcile, and before any partial file is dropped as stale.
  * @returns the number of copies delivered. @throws fs errors.
  */
 export async function recoverCommits(cfg: Config, account: Account, stagingDir: string): Promise<number> {
