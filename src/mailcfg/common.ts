@@ -15,7 +15,7 @@ import type { Command } from 'commander';
 import { OutpostError } from '../lib/errors';
 import { EX_CONFIG, EX_DATAERR, EX_NOINPUT, EX_NOUSER, EX_USAGE } from '../lib/exits';
 import { appendLine, CfgText, parseCfg, removeLine } from '../mail/cfgfile';
-import { Config, buildConfig, configPath, editConfig, loadConfig } from '../mail/config';
+import { Config, buildConfig, configPath, editConfig, loadConfig, logTarget } from '../mail/config';
 
 /** The config path for this invocation: -c/--config (anywhere on the line), $OUTPOST_CONFIG, default. */
 export function cfgPathOf(cmd: Command): string {
@@ -109,10 +109,26 @@ export function addLine(text: CfgText, keyword: string, line: string): CfgText {
   text.lines.forEach((l, i) => {
     if (re.test(l)) at = i;
   });
-  if (at < 0) return appendLine(text, keyword, line);
+  return at < 0 ? appendLine(text, keyword, line) : insertAfter(text, at + 1, line);
+}
+
+/** Inserts `line` after the line with 1-based number `after` (0: at the top). */
+export function insertAfter(text: CfgText, after: number, line: string): CfgText {
   const lines = text.lines.slice();
-  lines.splice(at + 1, 0, line);
+  lines.splice(after, 0, line);
   return parseCfg(lines.join('\n') + '\n');
+}
+
+/**
+ * Adds `line`, a `keyword` directive whose first argument is `name`, with editChecked and addLine.
+ * @throws dataErr (65) with message `exists` when a `keyword` line for `name` is already there
+ *   (compared as findEntry and delCommand compare: case-insensitive), so del can tell entries apart.
+ */
+export function addEntry(path: string, keyword: string, name: string, line: string, exists: string): Promise<Config> {
+  return editChecked(path, (text) => {
+    if (findEntry(text, keyword, name)) throw dataErr(exists);
+    return addLine(text, keyword, line);
+  });
 }
 
 /** The directive entries with keyword `keyword` whose first argument (case-insensitive) is `name`. */
@@ -139,6 +155,32 @@ export function delCommand(group: Command, keyword: string, arg: string, descrip
         return removeLine(text, e.line);
       });
     });
+}
+
+/**
+ * Adds `GROUP list [--json]`: `rows(cfg)` as a JSON array (`json` describes its shape), else one
+ * aligned line per row made by `columns`. Reads with readConfig (problems elsewhere do not stop a
+ * listing; a world-readable file with secrets is refused, 78).
+ */
+export function listCommand<T>(group: Command, description: string, json: string, rows: (cfg: Config) => T[], columns: (row: T) => string[]): void {
+  group
+    .command('list')
+    .description(description)
+    .option('--json', json)
+    .action(async (o: { json?: boolean }, cmd: Command) => {
+      const all = rows(readConfig(cfgPathOf(cmd)));
+      if (o.json) printJson(all);
+      else printTable(all.map(columns));
+    });
+}
+
+/**
+ * The effective value of setting `name` (mail.cfg(5), SETTINGS): the file's, else its default;
+ * hostname falls back to the system's name, log to where daemons would log (logTarget).
+ * undefined when unset without a default.
+ */
+export function settingValue(cfg: Config, name: string): string | undefined {
+  return name === 'hostname' ? cfg.hostname : name === 'log' ? logTarget(cfg) : cfg.scalars[name];
 }
 
 /** Reads one line from stdin (--password-stdin): the first line, without its line end. */
@@ -209,7 +251,7 @@ export function printJson(value: unknown): void {
 }
 
 /** Writes rows as aligned columns (the last column is not padded). */
-export function printTable(rows: string[][]): void {
+function printTable(rows: string[][]): void {
   const widths: number[] = [];
   for (const r of rows) r.forEach((c, i) => (widths[i] = Math.max(widths[i] ?? 0, c.length)));
   for (const r of rows) process.stdout.write(r.map((c, i) => (i < r.length - 1 ? c.padEnd(widths[i]) : c)).join('  ') + '\n');

@@ -12,7 +12,7 @@
 import type { Command } from 'commander';
 import { formatLine } from '../mail/cfgfile';
 import type { Config } from '../mail/config';
-import { addLine, cfgPathOf, collect, dataErr, delCommand, editChecked, printJson, printTable, readConfig } from './common';
+import { addEntry, cfgPathOf, collect, dataErr, delCommand, listCommand } from './common';
 
 /** Command-line flag (camelCase as commander stores it) → mail.cfg option name, in line order. */
 const FLAGS: Array<[string, string]> = [
@@ -60,29 +60,18 @@ export function register(program: Command): void {
       if (!/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(name)) throw dataErr(`"${name}" is not a link name; fix: letters, digits, ".", "_", "-"`);
       const opts: Record<string, string | string[] | undefined> = {};
       for (const [flag, key] of FLAGS) opts[key] = o[flag];
-      const line = formatLine('link', [name], opts);
-      await editChecked(cfgPathOf(cmd), (text, cfg) => {
-        if (cfg.links.some((l) => l.name === name) || text.entries.some((e) => e.keyword === 'link' && e.args[0] === name)) {
-          throw dataErr(`link ${name} already exists; fix: mailcfg link del ${name} first`);
-        }
-        return addLine(text, 'link', line);
-      });
+      await addEntry(cfgPathOf(cmd), 'link', name, formatLine('link', [name], opts), `link ${name} already exists; fix: mailcfg link del ${name} first`);
       process.stdout.write(`added link ${name}\n`);
     });
   delCommand(link, 'link', 'name', 'remove a link');
-  link
-    .command('list')
-    .description('list the links')
-    .option('--json', 'as a JSON array')
-    .action(async (o: { json?: boolean }, cmd: Command) => {
-      const cfg = readConfig(cfgPathOf(cmd));
-      const rows = linkRows(cfg);
-      if (o.json) printJson(rows);
-      else
-        printTable(
-          rows.map((l) => [l.name, l.kind, `priority=${l.priority}`, l.hours.length ? l.hours.join(',') : 'any time', `cost=${l.costPerMinute}/min,${l.costPerMb}/MB`, l.device ?? l.up ?? '']),
-        );
-    });
+  listCommand(link, 'list the links', 'as a JSON array', linkRows, (l) => [
+    l.name,
+    l.kind,
+    `priority=${l.priority}`,
+    l.hours.length ? l.hours.join(',') : 'any time',
+    `cost=${l.costPerMinute}/min,${l.costPerMb}/MB`,
+    l.device ?? l.up ?? '',
+  ]);
 }
 
 /** The links as listed (list --json, show --json), hours as HH:MM-HH:MM. */

@@ -17,7 +17,7 @@ import { CfgText, formatLine, removeLine, replaceLine } from '../mail/cfgfile';
 import { Config, isDomain, isPlainAddress, normalizeAddress, parseCidr, splitAddress } from '../mail/config';
 import { ensureMaildir } from '../mail/maildir';
 import { hashPassword } from '../mail/passwords';
-import { addLine, cfgPathOf, dataErr, delCommand, editChecked, findEntry, noSuch, printJson, printTable, readConfig, readPassword } from './common';
+import { addEntry, addLine, cfgPathOf, dataErr, delCommand, editChecked, findEntry, listCommand, noSuch, readConfig, readPassword } from './common';
 
 /** Removes several directive lines at once (highest line first, so numbers stay right). */
 function removeLines(text: CfgText, lines: number[]): CfgText {
@@ -45,10 +45,7 @@ function domainCommands(program: Command): void {
     .action(async (name: string, _o: unknown, cmd: Command) => {
       const d = name.toLowerCase();
       if (!isDomain(d)) throw dataErr(`"${name}" is not a domain name; fix: e.g. example.org`);
-      await editChecked(cfgPathOf(cmd), (text, cfg) => {
-        if (cfg.domains.has(d)) throw dataErr(`domain ${d} already exists; fix: nothing to do (mailcfg domain del ${d} first to re-add it)`);
-        return addLine(text, 'domain', formatLine('domain', [d]));
-      });
+      await addEntry(cfgPathOf(cmd), 'domain', d, formatLine('domain', [d]), `domain ${d} already exists; fix: nothing to do (mailcfg domain del ${d} first to re-add it)`);
     });
   domain
     .command('del <name>')
@@ -71,15 +68,7 @@ function domainCommands(program: Command): void {
       });
       for (const m of kept) process.stdout.write(`kept the Maildir ${m}\n`);
     });
-  domain
-    .command('list')
-    .description('list the local domains')
-    .option('--json', 'as a JSON array')
-    .action(async (o: { json?: boolean }, cmd: Command) => {
-      const cfg = readConfig(cfgPathOf(cmd));
-      if (o.json) printJson([...cfg.domains]);
-      else for (const d of cfg.domains) process.stdout.write(d + '\n');
-    });
+  listCommand(domain, 'list the local domains', 'as a JSON array', (cfg) => [...cfg.domains], (d) => [d]);
 }
 
 function userCommands(program: Command): void {
@@ -152,16 +141,13 @@ function userCommands(program: Command): void {
       });
       process.stdout.write(`changed the password of ${addr}\n`);
     });
-  user
-    .command('list')
-    .description('list the mailboxes')
-    .option('--json', 'as JSON: [{address, maildir, apop}]')
-    .action(async (o: { json?: boolean }, cmd: Command) => {
-      const cfg = readConfig(cfgPathOf(cmd));
-      const users = [...cfg.users.values()];
-      if (o.json) printJson(users.map((u) => ({ address: u.address, maildir: u.maildir, apop: u.apop !== undefined })));
-      else printTable(users.map((u) => [u.address, u.apop !== undefined ? 'apop' : '-', u.maildir]));
-    });
+  listCommand(
+    user,
+    'list the mailboxes',
+    'as JSON: [{address, maildir, apop}]',
+    (cfg) => [...cfg.users.values()].map((u) => ({ address: u.address, maildir: u.maildir, apop: u.apop !== undefined })),
+    (u) => [u.address, u.apop ? 'apop' : '-', u.maildir],
+  );
 }
 
 function aliasCommands(program: Command): void {
@@ -185,16 +171,13 @@ function aliasCommands(program: Command): void {
       });
     });
   delCommand(alias, 'alias', 'address', 'remove an alias', 'alias', normalizeAddress);
-  alias
-    .command('list')
-    .description('list the aliases')
-    .option('--json', 'as JSON: [{address, targets}]')
-    .action(async (o: { json?: boolean }, cmd: Command) => {
-      const cfg = readConfig(cfgPathOf(cmd));
-      const rows = [...cfg.aliases].map(([address, targets]) => ({ address, targets }));
-      if (o.json) printJson(rows);
-      else printTable(rows.map((r) => [r.address, r.targets.join(' ')]));
-    });
+  listCommand(
+    alias,
+    'list the aliases',
+    'as JSON: [{address, targets}]',
+    (cfg) => [...cfg.aliases].map(([address, targets]) => ({ address, targets })),
+    (r) => [r.address, r.targets.join(' ')],
+  );
 }
 
 function networkCommands(program: Command): void {
@@ -209,21 +192,10 @@ function networkCommands(program: Command): void {
     .description('trust a network (CIDR, or a single address)')
     .action(async (cidr: string, _o: unknown, cmd: Command) => {
       const n = norm(cidr);
-      await editChecked(cfgPathOf(cmd), (text) => {
-        if (findEntry(text, 'network', n)) throw dataErr(`network ${n} already exists; fix: nothing to do`);
-        return addLine(text, 'network', formatLine('network', [n]));
-      });
+      await addEntry(cfgPathOf(cmd), 'network', n, formatLine('network', [n]), `network ${n} already exists; fix: nothing to do`);
     });
   delCommand(network, 'network', 'cidr', 'stop trusting a network');
-  network
-    .command('list')
-    .description('list the trusted networks')
-    .option('--json', 'as a JSON array of strings')
-    .action(async (o: { json?: boolean }, cmd: Command) => {
-      const nets = readConfig(cfgPathOf(cmd)).networks.map((n) => n.text);
-      if (o.json) printJson(nets);
-      else for (const n of nets) process.stdout.write(n + '\n');
-    });
+  listCommand(network, 'list the trusted networks', 'as a JSON array of strings', (cfg) => cfg.networks.map((n) => n.text), (n) => [n]);
 }
 
 /** Registers `domain`, `user`, `alias` and `network`. */

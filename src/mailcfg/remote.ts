@@ -13,7 +13,7 @@ import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { formatLine, replaceLine } from '../mail/cfgfile';
 import { Config, isDomain, isPlainAddress, normalizeAddress, parseBytes } from '../mail/config';
-import { addLine, cfgPathOf, collect, dataErr, delCommand, editChecked, findEntry, parsePort, printJson, printTable, readConfig, readPassword, usage } from './common';
+import { addEntry, addLine, cfgPathOf, collect, dataErr, delCommand, editChecked, findEntry, listCommand, parsePort, readConfig, readPassword, usage } from './common';
 
 interface SecretOpts {
   passwordStdin?: boolean;
@@ -113,7 +113,9 @@ function accountCommands(program: Command): void {
       if (o.multidrop && !isDomain(o.multidrop)) throw dataErr(`"${o.multidrop}" is not a domain name`);
       const name = o.name ?? `${o.user}@${o.host}`;
       const path = cfgPathOf(cmd);
-      if (readConfig(path).accounts.some((a) => a.name === name)) throw dataErr(`account ${name} already exists; fix: mailcfg account del ${name} first, or pick another --name`);
+      const exists = `account ${name} already exists; fix: mailcfg account del ${name} first, or pick another --name`;
+      // Checked before the password is asked for, and again under the lock (addEntry).
+      if (findEntry(readConfig(path).text, 'account', name)) throw dataErr(exists);
       const secret = await secretOpts(o, 'password');
       const line = formatLine('account', [name], {
         local: local ? normalizeAddress(local) : undefined,
@@ -129,23 +131,18 @@ function accountCommands(program: Command): void {
         size_limit: o.sizeLimit,
         envelope: o.envelope?.toLowerCase(),
       });
-      await editChecked(path, (text, cfg) => {
-        if (cfg.accounts.some((a) => a.name === name) || findEntry(text, 'account', name)) throw dataErr(`account ${name} already exists; fix: mailcfg account del ${name} first, or pick another --name`);
-        return addLine(text, 'account', line);
-      });
+      await addEntry(path, 'account', name, line, exists);
       process.stdout.write(`added account ${name}\n`);
     });
   delCommand(account, 'account', 'name', 'remove an account (its fetch state in the spool is left alone)');
-  account
-    .command('list')
-    .description('list the accounts (passwords masked)')
-    .option('--json', 'as a JSON array')
-    .action(async (o: { json?: boolean }, cmd: Command) => {
-      const cfg = readConfig(cfgPathOf(cmd));
-      const rows = accountRows(cfg);
-      if (o.json) printJson(rows);
-      else printTable(rows.map((a) => [a.name, a.local ?? `multidrop=${a.multidrop}`, `${a.protocol}://${a.host}:${a.port}`, `tls=${a.tls}`, `user=${a.user}`, a.keep ? 'keep' : 'delete']));
-    });
+  listCommand(account, 'list the accounts (passwords masked)', 'as a JSON array', accountRows, (a) => [
+    a.name,
+    a.local ?? `multidrop=${a.multidrop}`,
+    `${a.protocol}://${a.host}:${a.port}`,
+    `tls=${a.tls}`,
+    `user=${a.user}`,
+    a.keep ? 'keep' : 'delete',
+  ]);
 }
 
 interface RelayOpts extends SecretOpts {
@@ -215,24 +212,12 @@ function relayCommands(program: Command): void {
     if (!isPlainAddress(match) && !isDomain(match)) throw dataErr(`"${sender}" is not an address or a domain`);
     const path = cfgPathOf(cmd);
     const exists = `a relay for ${match} already exists; fix: mailcfg relay del ${match} first`;
-    if (readConfig(path).relays.some((r) => r.match === match)) throw dataErr(exists);
-    const line = await relayLine(match, hostport, o);
-    await editChecked(path, (text) => {
-      if (findEntry(text, 'relay', match)) throw dataErr(exists);
-      return addLine(text, 'relay', line);
-    });
+    // Checked before the password is asked for, and again under the lock (addEntry).
+    if (findEntry(readConfig(path).text, 'relay', match)) throw dataErr(exists);
+    await addEntry(path, 'relay', match, await relayLine(match, hostport, o), exists);
   });
   delCommand(relay, 'relay', 'sender', 'remove the relay for SENDER, or the default relay', 'relay for');
-  relay
-    .command('list')
-    .description('list the relays (passwords masked)')
-    .option('--json', 'as a JSON array')
-    .action(async (o: { json?: boolean }, cmd: Command) => {
-      const cfg = readConfig(cfgPathOf(cmd));
-      const rows = relayRows(cfg);
-      if (o.json) printJson(rows);
-      else printTable(rows.map((r) => [r.match, `${r.host}:${r.port}`, `tls=${r.tls}`, r.user ? `user=${r.user}` : '-']));
-    });
+  listCommand(relay, 'list the relays (passwords masked)', 'as a JSON array', relayRows, (r) => [r.match, `${r.host}:${r.port}`, `tls=${r.tls}`, r.user ? `user=${r.user}` : '-']);
 }
 
 /** Registers `account` and `relay`. */

@@ -102,6 +102,10 @@ test('relay default/add/list/del round trip', async () => {
   assert.equal(c.relays.filter((r) => r.match === 'default').length, 1);
   assert.deepEqual([c.relays[0].host, c.relays[0].line, c.relays[0].user], ['smtp2.isp.example', lineBefore, undefined]);
 
+  assert.equal(
+    (await mc(cfg, ['relay', 'list'])).stdout.toString(),
+    'default                smtp2.isp.example:25   tls=may     -\namina@village.example  smtp.mail.example:465  tls=verify  user=amina\nschool.example         192.0.2.1:25           tls=none    -\n',
+  );
   const list = json(await mc(cfg, ['relay', 'list', '--json']));
   assert.equal(list[1].password, '***');
   assert.equal(list[1].user, 'amina');
@@ -142,6 +146,16 @@ test('link add/list/del round trip; an invalid link is refused and nothing writt
   assert.deepEqual([s.kind, s.up, s.down, m.kind, m.priority], ['command', 'nmcli con up "sat one"', 'nmcli con down "sat one"', 'always', 1]);
   const list = json(await mc(cfg, ['link', 'list', '--json']));
   assert.deepEqual(list.map((l: { name: string; hours: string[] }) => [l.name, l.hours]), [['gsm', ['22:00-06:00']], ['sat', []], ['marina', []]]);
+  assert.deepEqual(
+    (await mc(cfg, ['link', 'list'])).stdout.toString().split('\n'),
+    [
+      'gsm     modem    priority=2  22:00-06:00  cost=0.1/min,0.5/MB  /dev/ttyUSB0',
+      'sat     command  priority=5  any time     cost=0/min,7/MB      nmcli con up "sat one"',
+      'marina  always   priority=1  any time     cost=0/min,0/MB      ',
+      '',
+    ],
+    'aligned columns, the last one not padded',
+  );
 
   const before = readFileSync(cfg, 'utf8');
   const bad = await mc(cfg, ['link', 'add', 'modem2', '--kind', 'modem']);
@@ -149,6 +163,9 @@ test('link add/list/del round trip; an invalid link is refused and nothing writt
   assert.match(bad.stderr, /needs device= and at least one number=.*nothing written/);
   assert.equal((await mc(cfg, ['link', 'add', 'x', '--kind', 'always', '--hours', '25:00-26:00'])).code, 65);
   assert.equal((await mc(cfg, ['link', 'add', 'gsm', '--kind', 'always'])).code, 65);
+  const caseTwin = await mc(cfg, ['link', 'add', 'GSM', '--kind', 'always']);
+  assert.equal(caseTwin.code, 65, 'link del compares names without case, so add refuses a case twin');
+  assert.match(caseTwin.stderr, /link GSM already exists; fix: mailcfg link del GSM first/);
   assert.equal((await mc(cfg, ['link', 'add', 'y'])).code, 64, '--kind is required');
   assert.equal(readFileSync(cfg, 'utf8'), before);
 

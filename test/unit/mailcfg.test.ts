@@ -110,6 +110,7 @@ test('user add/passwd/list/del with --password-stdin; APOP secret; no tty → 64
   assert.ok(!(await verifyPassword(c.users.get('alice@example.org')!.hash, 'correct horse')));
   assert.equal(c.users.get('alice@example.org')!.apop, 'new pw', 'the APOP secret follows the password');
 
+  assert.equal(text(await mc(cfg, ['user', 'list'])), `alice@example.org  apop  ${maildir}\nbob@example.org    -     ${join(spool, 'mail', 'example.org', 'bob')}\n`);
   const list = await mc(cfg, ['user', 'list', '--json']);
   assert.deepEqual(JSON.parse(text(list)), [
     { address: 'alice@example.org', maildir, apop: true },
