@@ -9,9 +9,9 @@
  *   2. scans new/ and cur/ once and moves every new/ message to cur/ as `<name>:2,` (the base name
  *      is kept, as Dovecot does), so a message is "seen by POP3" once;
  *   3. the message list (numbering, sizes, UIDLs) is that scan's, fixed for the session (mail
- *      delivered meanwhile waits for the next session). Sizes come from
- *      the ,S= in the name (our files are stored with CRLF, so that is the exact POP3 octet
- *      count); a name without ,S= is stat'ed. No message body is read.
+ *      delivered meanwhile waits for the next session). Sizes come from the ,S= in the name (our
+ *      files are stored with CRLF, so that is the exact POP3 octet count); a name without ,S= is
+ *      stat'ed. No message body is read.
  *
  * UIDL (RFC 1939 section 7): the Maildir unique base name (the part before ',' and ':'), which
  * never changes for the life of the message, so UIDLs survive sessions, restarts and the
