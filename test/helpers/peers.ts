@@ -4,16 +4,16 @@
  * --listen), and drive them with real clients (python3 smtplib/poplib, curl, swaks, fetchmail).
  *
  * Guarantees: every process a helper starts is a child of the test process, is recorded, and is
- * killed by its `stop()` (call it in `after`); readiness is seen in /proc/net/tcp (a LISTEN socket
- * on the port), so no probe connection ever reaches a daemon. Spawned processes never inherit
- * NODE_EXTRA_CA_CERTS (it slows every node start by ~50 ms, PEERS.md).
+ * killed by its `stop()` (call it in `after`), which also removes its temp files; readiness is
+ * seen in /proc/net/tcp (a LISTEN socket on the port), so no probe connection ever reaches a
+ * daemon. Spawned processes get childEnv() (no NODE_EXTRA_CA_CERTS).
  * Throws: an Error naming the missing tool and `.ci/install-peers` when a peer is not installed
  * (never a silent skip), or saying which super-server did not start listening within 10 s.
  *
  * How each super-server hands over the connection (see outpost(7), etc-samples/):
  *   tcpserver    socket on fd 0/1, TCPREMOTEIP/TCPREMOTEPORT/TCPLOCALIP set (tcp-environ(5))
  *   inetd        socket on fd 0/1, no peer variables; openbsd-inetd writes /run/inetd.pid, so only
- *                one instance at a time (startInetd refuses a second one)
+ *                one instance at a time (startServices refuses a second one)
  *   ssa-inetd    systemd-socket-activate --inetd -a: socket on fd 0/1 (systemd Accept=yes,
  *                StandardInput=socket)
  *   ssa-accept   systemd-socket-activate -a: the connected socket as fd 3, LISTEN_FDS=1
@@ -22,10 +22,12 @@
  *   listen       the daemon's own --listen HOST:PORT
  */
 import { ChildProcess, execFile, spawn } from 'node:child_process';
-import { readFileSync, writeFileSync, mkdtempSync, readdirSync, chmodSync, existsSync } from 'node:fs';
+import { readFileSync, writeFileSync, mkdtempSync, readdirSync, chmodSync, existsSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { dist, requireTool } from './postoffice';
+import { childEnv, dist, requireTool } from './postoffice';
+
+export { childEnv };
 
 export type SuperServer = 'tcpserver' | 'inetd' | 'ssa-inetd' | 'ssa-accept' | 'ssa-listen' | 'listen';
 export const SUPER_SERVERS: SuperServer[] = ['tcpserver', 'inetd', 'ssa-inetd', 'ssa-accept', 'ssa-listen', 'listen'];
@@ -35,28 +37,17 @@ export interface Service {
   /** The daemon's program name (smtpd, pop3d). */
   program: string;
   port: number;
-  /** Extra daemon arguments after `-c CFG`. */
-  args?: string[];
 }
 
-/** A running super-server; `stop()` kills it (SIGTERM, then SIGKILL after 2 s) and waits. */
+/** Running super-servers; `stop()` kills them (SIGTERM, then SIGKILL after 2 s) and waits. */
 export interface Running {
-  kind: SuperServer;
+  /** The processes started (one per service, or the one inetd), in the order of `services`. */
   children: ChildProcess[];
-  /** Everything the super-servers wrote to stderr so far (for failure messages). */
-  stderr: () => string;
   stop: () => Promise<void>;
 }
 
-/** The environment every spawned process gets: ours minus NODE_EXTRA_CA_CERTS, plus `extra`. */
-export function childEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
-  const e: NodeJS.ProcessEnv = { ...process.env, ...extra };
-  delete e.NODE_EXTRA_CA_CERTS;
-  return e;
-}
-
 /** True when something LISTENs on 127.0.0.1:port (or the wildcard), read from /proc/net/tcp{,6}. */
-export function isListening(port: number): boolean {
+function isListening(port: number): boolean {
   const hex = ':' + port.toString(16).toUpperCase().padStart(4, '0');
   for (const f of ['/proc/net/tcp', '/proc/net/tcp6']) {
     let text = '';
@@ -94,22 +85,22 @@ function kill(child: ChildProcess): Promise<void> {
   });
 }
 
-/** The daemon's command line: node dist/PROGRAM.js -c CFG ARGS… */
+/** The daemon's command line: node dist/PROGRAM.js -c CFG */
 function daemonArgv(cfgPath: string, s: Service): string[] {
-  return [process.execPath, dist(s.program), '-c', cfgPath, ...(s.args ?? [])];
+  return [process.execPath, dist(s.program), '-c', cfgPath];
 }
 
 /**
  * Starts `services` (e.g. smtpd and pop3d on two ports) under the super-server `kind`, all reading
  * mail.cfg `cfgPath`, and waits until every port listens.
- * @param env extra environment for the daemons (systemd-socket-activate passes it with -E).
  * @throws the missing-tool error, or the not-listening error with the super-server's stderr.
  */
-export async function startServices(kind: SuperServer, cfgPath: string, services: Service[], env: Record<string, string> = {}): Promise<Running> {
+export async function startServices(kind: SuperServer, cfgPath: string, services: Service[]): Promise<Running> {
   const children: ChildProcess[] = [];
+  const temp: string[] = [];
   let err = '';
-  const run = (cmd: string, args: string[], e = childEnv(env)) => {
-    const c = spawn(cmd, args, { env: e, stdio: ['ignore', 'ignore', 'pipe'] });
+  const run = (cmd: string, args: string[]) => {
+    const c = spawn(cmd, args, { env: childEnv(), stdio: ['ignore', 'ignore', 'pipe'] });
     c.stderr!.on('data', (d) => (err += d));
     c.on('error', (e2) => (err += String(e2)));
     children.push(c);
@@ -119,6 +110,7 @@ export async function startServices(kind: SuperServer, cfgPath: string, services
     requireTool('inetd');
     if (inetdRunning()) throw new Error('an openbsd-inetd already runs (/run/inetd.pid names a live process); openbsd-inetd allows only one instance at a time');
     const dir = mkdtempSync(join(tmpdir(), 'outpost-inetd-'));
+    temp.push(dir);
     const conf = join(dir, 'inetd.conf');
     // service name = HOST:PORT; nowait (one process per connection); root (tests run as root in
     // CI; inetd cannot switch user otherwise, so it runs the program as whoever runs the test).
@@ -142,8 +134,7 @@ export async function startServices(kind: SuperServer, cfgPath: string, services
       } else if (kind.startsWith('ssa-')) {
         requireTool('systemd-socket-activate');
         const flags = kind === 'ssa-inetd' ? ['--inetd', '-a'] : kind === 'ssa-accept' ? ['-a'] : [];
-        const setenv = Object.entries(env).flatMap(([k, v]) => ['-E', `${k}=${v}`]);
-        run('systemd-socket-activate', [...flags, ...setenv, '-l', `127.0.0.1:${s.port}`, ...argv]);
+        run('systemd-socket-activate', [...flags, '-l', `127.0.0.1:${s.port}`, ...argv]);
       } else {
         run(argv[0], [...argv.slice(1), '--listen', `127.0.0.1:${s.port}`]);
       }
@@ -151,6 +142,7 @@ export async function startServices(kind: SuperServer, cfgPath: string, services
   }
   const stop = async () => {
     await Promise.all(children.map(kill));
+    for (const d of temp) rmSync(d, { recursive: true, force: true });
   };
   try {
     await waitListening(
@@ -162,7 +154,7 @@ export async function startServices(kind: SuperServer, cfgPath: string, services
     await stop();
     throw new Error(`${(e as Error).message}; stderr: ${err.trim() || '(none)'}`);
   }
-  return { kind, children, stderr: () => err, stop };
+  return { children, stop };
 }
 
 /** True when /run/inetd.pid names a live process (another openbsd-inetd). */
@@ -188,10 +180,10 @@ export interface Ran {
  * Runs a client program to completion (stdin `input`), with a 60 s safety limit so a hung peer
  * fails the test instead of hanging the run. Never throws for a non-zero exit: look at `code`.
  */
-export function runClient(cmd: string, args: string[], opts: { input?: string; env?: Record<string, string>; cwd?: string } = {}): Promise<Ran> {
+export function runClient(cmd: string, args: string[], opts: { input?: string; env?: Record<string, string> } = {}): Promise<Ran> {
   requireTool(cmd);
   return new Promise((res) => {
-    const c = execFile(cmd, args, { env: childEnv(opts.env), cwd: opts.cwd, timeout: 60000, maxBuffer: 64 << 20 }, (error, stdout, stderr) => {
+    const c = execFile(cmd, args, { env: childEnv(opts.env), timeout: 60000, maxBuffer: 64 << 20 }, (error, stdout, stderr) => {
       const code = error ? (typeof (error as { code?: unknown }).code === 'number' ? ((error as { code: number }).code) : null) : 0;
       res({ code, stdout: String(stdout), stderr: String(stderr) });
     });
@@ -307,8 +299,8 @@ export async function pyRetr(req: { port: number; user: string; password: string
 }
 
 /**
- * Fetches a POP3 mailbox with fetchmail (UIDL mode, keep) into `<dir>/got/` through an MDA script,
- * as PEERS.md describes. `stls` adds STARTTLS with the test certificate.
+ * Fetches a POP3 mailbox with fetchmail (UIDL mode, keep) into a temp dir through an MDA script,
+ * as PEERS.md describes, and removes the temp dir. `stls` adds STARTTLS with the test certificate.
  * @returns fetchmail's exit (0 fetched, 1 nothing new, else an error) and the messages fetched.
  */
 export async function fetchmailPop3(port: number, user: string, password: string, opts: { stls?: { cafile: string } } = {}): Promise<Ran & { messages: string[] }> {
@@ -328,10 +320,29 @@ export async function fetchmailPop3(port: number, user: string, password: string
       `  user "${user}" there with password "${password}" is "root" here keep mda "${mda}"${tls}\n`,
     { mode: 0o600 },
   );
-  const r = await runClient('fetchmail', ['-f', rc, '-i', join(dir, 'ids'), '--nodetach', '-v'], { env: { HOME: dir } });
-  const log = existsSync(join(dir, 'fetchmail.log')) ? readFileSync(join(dir, 'fetchmail.log'), 'utf8') : '';
-  const messages = existsSync(got) ? readdirSync(got).map((f) => readFileSync(join(got, f), 'utf8')) : [];
-  return { ...r, stderr: r.stderr + log, messages };
+  try {
+    const r = await runClient('fetchmail', ['-f', rc, '-i', join(dir, 'ids'), '--nodetach', '-v'], { env: { HOME: dir } });
+    const log = existsSync(join(dir, 'fetchmail.log')) ? readFileSync(join(dir, 'fetchmail.log'), 'utf8') : '';
+    const messages = existsSync(got) ? readdirSync(got).map((f) => readFileSync(join(got, f), 'utf8')) : [];
+    return { ...r, stderr: r.stderr + log, messages };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** The messages in a Maildir's new/ and cur/ as text (latin1, so every byte survives); [] when absent. */
+export function maildirTexts(dir: string): string[] {
+  const out: string[] = [];
+  for (const sub of ['new', 'cur']) {
+    let files: string[] = [];
+    try {
+      files = readdirSync(join(dir, sub));
+    } catch {
+      continue;
+    }
+    for (const f of files) out.push(readFileSync(join(dir, sub, f), 'latin1'));
+  }
+  return out;
 }
 
 /** A small RFC 5322 message with CRLF line ends and a unique Subject. */

@@ -18,7 +18,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { dist, freePort, makeCert, makePostOffice, PostOffice, requireTool } from '../helpers/postoffice';
-import { fetchmailPop3, message, pyRetr, pySend, runClient, Running, startServices } from '../helpers/peers';
+import { fetchmailPop3, maildirTexts, message, pyRetr, pySend, runClient, Running, startServices } from '../helpers/peers';
 import { readEnvelope } from '../../src/mail/queue';
 
 const certDir = mkdtempSync(join(tmpdir(), 'outpost-cert-'));
@@ -45,21 +45,7 @@ after(async () => {
   rmSync(certDir, { recursive: true, force: true });
 });
 
-/** Files in a Maildir's new/ and cur/ (text). */
-function maildir(dir: string): string[] {
-  const out: string[] = [];
-  for (const sub of ['new', 'cur']) {
-    let files: string[] = [];
-    try {
-      files = readdirSync(join(dir, sub));
-    } catch {
-      continue;
-    }
-    for (const f of files) out.push(readFileSync(join(dir, sub, f), 'latin1'));
-  }
-  return out;
-}
-const bob = () => maildir(join(po.spool, 'mail', 'example.org', 'bob'));
+const bob = () => maildirTexts(join(po.spool, 'mail', 'example.org', 'bob'));
 const queueFiles = () => {
   try {
     return readdirSync(join(po.spool, 'queue', 'new')).map((f) => join(po.spool, 'queue', 'new', f));
@@ -112,6 +98,7 @@ test('relay from an untrusted peer without AUTH is refused with 554, nothing que
   assert.equal(r.refused?.['friend@elsewhere.net']?.[0], 554, JSON.stringify(r));
   assert.match(r.refused!['friend@elsewhere.net'][1], /5\.7\.1/);
   assert.equal(queueFiles().length, before);
+  assert.ok(!bob().some((m) => m.includes('Subject: no relay')), 'a refused message lands nowhere');
 });
 
 test('relay from a trusted network (127.0.0.2/32) is queued with its envelope', async () => {
@@ -127,13 +114,14 @@ test('relay from a trusted network (127.0.0.2/32) is queued with its envelope', 
 });
 
 test('AUTH: not offered in plaintext to an untrusted peer; with TLS a wrong password gets 535 and AUTH relays', async () => {
+  const before = queueFiles();
   const plain = await pySend({ port: smtp, user: 'alice@example.org', password: 'alicepw', from: 'alice@example.org', to: ['friend@elsewhere.net'], data: message('alice@example.org', 'friend@elsewhere.net', 'plain auth') });
   assert.equal(plain.ok, false, JSON.stringify(plain));
   assert.ok(plain.ehlo && !('auth' in plain.ehlo), `no AUTH before STARTTLS: ${JSON.stringify(plain.ehlo)}`);
   const bad = await pySend({ port: smtp, starttls: true, cafile: cert.cert, user: 'alice@example.org', password: 'wrong', from: 'alice@example.org', to: ['friend@elsewhere.net'], data: message('alice@example.org', 'friend@elsewhere.net', 'bad auth') });
   assert.equal(bad.ok, false);
   assert.equal(bad.code, 535, JSON.stringify(bad));
-  const before = queueFiles();
+  assert.equal(queueFiles().length, before.length, 'neither refused attempt queued anything');
   const r = await pySend({ port: smtp, user: 'alice@example.org', password: 'alicepw', starttls: true, cafile: cert.cert, from: 'alice@example.org', to: ['friend@elsewhere.net'], data: message('alice@example.org', 'friend@elsewhere.net', 'auth relay') });
   assert.equal(r.ok, true, JSON.stringify(r));
   assert.equal(queueFiles().filter((f) => !before.includes(f)).length, 1);

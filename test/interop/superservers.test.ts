@@ -13,13 +13,11 @@
  */
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort, makeCert, makePostOffice, PostOffice, requireTool } from '../helpers/postoffice';
-import { fetchmailPop3, message, pyRetr, pySend, runClient, Running, startServices, SuperServer } from '../helpers/peers';
-
-const KINDS: SuperServer[] = ['tcpserver', 'inetd', 'ssa-inetd', 'ssa-accept', 'ssa-listen', 'listen'];
+import { fetchmailPop3, maildirTexts, message, pyRetr, pySend, runClient, Running, startServices, SUPER_SERVERS } from '../helpers/peers';
 
 const certDir = mkdtempSync(join(tmpdir(), 'outpost-cert-'));
 let cert: { cert: string; key: string };
@@ -31,22 +29,9 @@ before(() => {
 after(() => rmSync(certDir, { recursive: true, force: true }));
 
 /** Bob's delivered messages (new/ and cur/), as text. */
-function bobsMail(po: PostOffice): string[] {
-  const md = join(po.spool, 'mail', 'example.org', 'bob');
-  const out: string[] = [];
-  for (const sub of ['new', 'cur']) {
-    let files: string[] = [];
-    try {
-      files = readdirSync(join(md, sub));
-    } catch {
-      continue;
-    }
-    for (const f of files) out.push(readFileSync(join(md, sub, f), 'latin1'));
-  }
-  return out;
-}
+const bobsMail = (po: PostOffice) => maildirTexts(join(po.spool, 'mail', 'example.org', 'bob'));
 
-for (const kind of KINDS) {
+for (const kind of SUPER_SERVERS) {
   describe(`under ${kind}`, () => {
     let po: PostOffice;
     let run: Running;
