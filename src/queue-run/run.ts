@@ -33,7 +33,7 @@ import { cleanTmp } from '../mail/maildir';
 import { buildDsn, DsnRcpt, noNotifyReason, readHeaderSection, sendDsn } from './dsn';
 import { finish, loadItems, QueueItem } from './items';
 import { relayFor, relayKey } from './relays';
-import { ByteMeter, enhancedOf, Outcome, RelayConnection } from './smtp';
+import { ByteMeter, enhancedOf, implicitTls, Outcome, RelayConnection } from './smtp';
 import { pendingRcpts, retryDelay, saveState } from './state';
 
 export interface Budget {
@@ -183,16 +183,21 @@ class Runner {
     return seconds > 0 ? Math.max(5000, seconds * 1000 - (Date.now() - this.start)) : Infinity;
   }
 
-  private leave(item: QueueItem): void {
+  /** Counts a due message that stays queued (deferred, or over budget) in the result. */
+  private countLeft(item: QueueItem): void {
     this.res.left++;
     this.res.leftBytes += item.size;
+  }
+
+  private leave(item: QueueItem): void {
+    this.countLeft(item);
     this.res.overBudget = true;
     this.opts.verbose?.(`${item.id}: left for a later run (over budget)`);
   }
 
   private async runRelay(relay: Relay, jobs: QueueItem[]): Promise<void> {
     let down: string | null = null;
-    const sessionBytes = relay.tls === 'none' && relay.port !== 465 ? SESSION_BYTES : TLS_SESSION_BYTES;
+    const sessionBytes = relay.tls === 'none' && !implicitTls(relay) ? SESSION_BYTES : TLS_SESSION_BYTES;
     /** The next job that fits the budget with `extra` bytes of session set-up; the rest is left. */
     const take = (extra: number): { job: QueueItem; cost: number } | undefined => {
       for (;;) {
@@ -268,8 +273,7 @@ class Runner {
     const stillPending = pendingRcpts(st).length > 0;
     if (stillPending) {
       st.nextAttempt = now + retryDelay(st.attempts, this.retryMin, this.retryMax) * 1000;
-      this.res.left++;
-      this.res.leftBytes += item.size;
+      this.countLeft(item);
     }
     saveState(this.queueDir, st);
     if (allSent) this.res.delivered++;
@@ -289,8 +293,7 @@ class Runner {
     st.nextAttempt = now + retryDelay(st.attempts, this.retryMin, this.retryMax) * 1000;
     for (const a of pendingRcpts(st)) Object.assign(st.rcpts[a], { reply: reason, at: iso(now) });
     saveState(this.queueDir, st);
-    this.res.left++;
-    this.res.leftBytes += item.size;
+    this.countLeft(item);
     log('warn', 'deferred', { id: item.id, from: `<${item.sender}>`, reason, next: iso(st.nextAttempt) });
     this.opts.verbose?.(`${item.id}: deferred: ${reason}`);
     await this.maybeDelayWarning(item);

@@ -129,6 +129,11 @@ export class ByteMeter {
   }
 }
 
+/** Port 465 is implicit TLS from the first byte (RFC 8314 3.3), whatever the relay's tls= says. */
+export function implicitTls(relay: Relay): boolean {
+  return relay.port === 465;
+}
+
 function tlsOptions(relay: Relay): Record<string, unknown> {
   if (relay.tls !== 'verify') return { rejectUnauthorized: false, minVersion: 'TLSv1.2' };
   const opts: Record<string, unknown> = { rejectUnauthorized: true, minVersion: 'TLSv1.2' };
@@ -188,7 +193,7 @@ export class RelayConnection {
   static async open(relay: Relay, heloName: string, meter: ByteMeter, limitMs = Infinity): Promise<RelayConnection> {
     const { default: SMTPConnectionCtor } = await import('nodemailer/lib/smtp-connection');
     const socket = await openSocket(relay, meter, Math.min(CONNECT_TIMEOUT, limitMs));
-    const implicit = relay.port === 465;
+    const implicit = implicitTls(relay);
     const conn = new SMTPConnectionCtor({
       host: relay.host,
       port: relay.port,
