@@ -53,12 +53,14 @@ export async function loadItems(queueDir: string, adopt: boolean): Promise<Queue
     items.push(item);
   }
   if (adopt) {
-    for (const f of readdirSync(stateDir(queueDir))) {
-      const id = f.replace(/\.json$/, '');
-      if (f.endsWith('.json') && !seen.has(id)) {
-        // Only an orphan if the queue file is truly gone (not just arrived after our scan).
-        if (!scan(queueDir).some((m) => m.id === id)) removeState(queueDir, id);
-      }
+    const candidates = readdirSync(stateDir(queueDir))
+      .filter((f) => f.endsWith('.json'))
+      .map((f) => f.slice(0, -'.json'.length))
+      .filter((id) => !seen.has(id));
+    if (candidates.length) {
+      // Only an orphan if the queue file is truly gone (not just arrived after our scan): one rescan.
+      const present = new Set(scan(queueDir).map((m) => m.id));
+      for (const id of candidates) if (!present.has(id)) removeState(queueDir, id);
     }
   }
   return items;
