@@ -19,8 +19,8 @@ import type { Command } from 'commander';
 import { OutpostError } from '../lib/errors';
 import { EX_CONFIG, EX_NOINPUT } from '../lib/exits';
 import { Diag, formatLine, parseCfg } from '../mail/cfgfile';
-import { buildConfig, Config, DIRECTIVES, formatDiags, logTarget, normalizeAddress, SCALARS, splitAddress } from '../mail/config';
-import { cfgPathOf, holdsSecrets, printJson, requireFile } from './common';
+import { buildConfig, Config, DIRECTIVES, formatDiags, normalizeAddress, SCALARS, splitAddress } from '../mail/config';
+import { cfgPathOf, holdsSecrets, printJson, requireFile, settingValue } from './common';
 import { SPOOL_DIRS } from './init';
 import { linkRows } from './links';
 import { accountRows, relayRows } from './remote';
@@ -87,7 +87,7 @@ function showText(cfg: Config): string {
   const out: string[] = [`# ${cfg.path} (effective; secrets shown as ***)`];
   for (const name of Object.keys(SCALARS)) {
     const set = cfg.text.entries.some((e) => e.keyword === name);
-    const v = name === 'hostname' ? cfg.hostname : name === 'log' ? logTarget(cfg) : cfg.scalars[name];
+    const v = settingValue(cfg, name);
     if (v === undefined) out.push(`#${name} (not set)`);
     else out.push(formatLine(name, [v]) + (set ? '' : '  # default'));
   }
@@ -104,7 +104,7 @@ function showText(cfg: Config): string {
 /** The effective configuration as one JSON object, secrets masked. */
 function showJson(cfg: Config) {
   const settings: Record<string, string | null> = {};
-  for (const name of Object.keys(SCALARS)) settings[name] = (name === 'hostname' ? cfg.hostname : name === 'log' ? logTarget(cfg) : cfg.scalars[name]) ?? null;
+  for (const name of Object.keys(SCALARS)) settings[name] = settingValue(cfg, name) ?? null;
   return {
     path: cfg.path,
     settings,

@@ -14,9 +14,9 @@
 import { accessSync, constants, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
-import { CfgText, formatLine, parseCfg, replaceLine } from '../mail/cfgfile';
-import { isDomain, logTarget, parseBytes, parseSeconds, SCALARS } from '../mail/config';
-import { addLine, cfgPathOf, dataErr, editChecked, readConfig, usage } from './common';
+import { formatLine, replaceLine } from '../mail/cfgfile';
+import { isDomain, parseBytes, parseSeconds, SCALARS } from '../mail/config';
+import { addLine, cfgPathOf, dataErr, editChecked, insertAfter, readConfig, settingValue, usage } from './common';
 
 function known(name: string): void {
   if (!SCALARS[name]) throw usage(`unknown setting "${name}"; fix: one of ${Object.keys(SCALARS).join(', ')} (see mail.cfg(5))`);
@@ -54,13 +54,6 @@ function validate(name: string, value: string): string {
   }
 }
 
-/** Inserts `line` after the line with 1-based number `after` (0: at the top). */
-function insertAfter(text: CfgText, after: number, line: string): CfgText {
-  const lines = text.lines.slice();
-  lines.splice(after, 0, line);
-  return parseCfg(lines.join('\n') + '\n');
-}
-
 /** Registers `set` and `get`. */
 export function register(program: Command): void {
   program
@@ -83,8 +76,7 @@ export function register(program: Command): void {
     .description('print the effective value of a setting (the default when unset)')
     .action(async (name: string, _o: unknown, cmd: Command) => {
       known(name);
-      const cfg = readConfig(cfgPathOf(cmd));
-      const v = name === 'hostname' ? cfg.hostname : name === 'log' ? logTarget(cfg) : cfg.scalars[name];
+      const v = settingValue(readConfig(cfgPathOf(cmd)), name);
       if (v !== undefined && v !== '') process.stdout.write(v + '\n');
     });
 }
