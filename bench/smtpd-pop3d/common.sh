@@ -23,9 +23,7 @@ need() {
   command -v "$1" >/dev/null 2>&1 || { echo "$(basename "$0"): $1 is missing; install it: $2" >&2; exit 69; }
 }
 
-for p in smtpd pop3d; do
-  [ -f "dist/$p.js" ] || node build.mjs smtpd pop3d
-done
+if [ ! -f dist/smtpd.js ] || [ ! -f dist/pop3d.js ]; then node build.mjs smtpd pop3d; fi
 
 WORK=$(mktemp -d /tmp/outpost-bench.XXXXXX)
 PIDS=""

@@ -6,11 +6,14 @@
 //
 // Variants (OUTDIR/<daemon>-<variant>.js), each bundled like build.mjs does (esbuild, cjs, node20):
 //   asis        the sources as they are
-//   lazylock    proper-lockfile (pulled in by src/mail/config.ts -> src/lib/lock.ts, and by
-//               pop3d's maildrop) loaded on first use instead of at start
+//   lazylock    proper-lockfile loaded on first use instead of at start
 //   lazytls     node:tls, node:crypto and node:fs/promises loaded on first use
 //   nocommander commander replaced by node:util parseArgs (-c/--config, --listen only)
 //   all         the three above together
+// The sources have since taken these findings in (src/lib/lock.ts and transport.ts require their
+// modules on first use, src/lib/daemon.ts parses the two flags by hand, commander is in neither
+// bundle), so today a variant that differs from asis by less than the noise floor (~2 ms,
+// bench/RESULTS.md) means that module is no longer on the start path.
 // A lazy module exports wrappers that require() the real one on their first call; good enough for
 // this measurement (the code paths they serve run after the banner), not a fix to ship.
 import { build } from '../../node_modules/esbuild/lib/main.js';
