@@ -119,7 +119,7 @@ transcript "$DEMO/curl-smtp.log"
 say "4. Where the message landed (Maildir: written to tmp/, fsynced, renamed into new/)"
 MAILDIR=$DEMO/spool/mail/demo.example/bob
 FILES=$(ls "$MAILDIR/new")
-[ "$(echo "$FILES" | wc -l)" -eq 1 ] && [ -n "$FILES" ] || fail "expected one file in $MAILDIR/new, found: $FILES"
+if [ -z "$FILES" ] || [ "$(echo "$FILES" | wc -l)" -ne 1 ]; then fail "expected one file in $MAILDIR/new, found: $FILES"; fi
 echo "   demo/spool/mail/demo.example/bob/new/$FILES"
 echo "   (S= and W= in the name are its size in bytes; the file holds the message as sent on the"
 echo "    wire, CRLF line ends, with smtpd's trace headers on top:)"
@@ -140,7 +140,7 @@ tr -d '\r' <"$DEMO/retrieved.eml" | sed 's/^/   | /'
 grep -q '^Subject: Hello from the Outpost demo' "$DEMO/retrieved.eml" || fail "the retrieved message is not the one alice sent"
 STORED=$(find "$MAILDIR/new" "$MAILDIR/cur" -type f)
 cmp -s "$DEMO/retrieved.eml" "$STORED" || fail "RETR did not return the stored bytes ($STORED)"
-echo "   Byte for byte what is stored in the Maildir; POP3 kept it (no DELE): $(ls "$MAILDIR/new" "$MAILDIR/cur" | grep -c ,S=) message(s) in bob's Maildir."
+echo "   Byte for byte what is stored in the Maildir; POP3 kept it (no DELE): $(find "$MAILDIR/new" "$MAILDIR/cur" -type f | wc -l) message(s) in bob's Maildir."
 
 say "6. Done: the daemons' log is demo/spool/log/outpost.log"
 if [ -f "$DEMO/spool/log/outpost.log" ]; then tail -n 8 "$DEMO/spool/log/outpost.log" | sed 's/^/   /'; fi
