@@ -10,12 +10,12 @@
  * now (select.ts), bring the first one up (links.ts), falling back to the next when that fails,
  * run the commands (default: fetch -c FILE, then queue-run -c FILE, the sibling bundles in dist/)
  * with the budget environment (sync.ts), take the link down on every path (normal end, failure,
- * budget spent, carrier lost, SIGTERM/SIGINT), write <spool>/run/dial.status and send the
+ * budget spent, carrier lost, SIGTERM/SIGINT/SIGHUP), write <spool>/run/dial.status and send the
  * postmaster reports that are due (status.ts), print one summary line.
  *
  * Exit status (sysexits): 0 the cycle ran and every command exited 0; 75 work left (a command
  * exited 75, reported messages left, or was not started/killed for the budget), a command failed,
- * the link was lost, every link failed to come up, another dial holds the lock, or SIGTERM;
+ * the link was lost, every link failed to come up, another dial holds the lock, or SIGTERM/SIGHUP;
  * 130 SIGINT; 69 no link may be used now (all outside their hours); 64 usage; 78 mail.cfg invalid
  * or it has no link, or fetch/queue-run are missing beside dial (66 when mail.cfg cannot be read).
  *
@@ -110,7 +110,7 @@ function dryRun(cfg: Config, order: Link[], reasons: string[], commands: string[
   return order.length ? EX_OK : EX_UNAVAILABLE;
 }
 
-/** Signals to dial: the first SIGTERM/SIGINT fires `stop`; the cycle then winds down. */
+/** Signals to dial: the first SIGTERM/SIGINT/SIGHUP fires `stop`; the cycle then winds down. */
 function trapSignals(stop: AbortController): { signal: () => NodeJS.Signals | null; dispose: () => void } {
   let got: NodeJS.Signals | null = null;
   const on = (sig: NodeJS.Signals) => () => {
@@ -167,13 +167,10 @@ async function cycle(cfg: Config, order: Link[], commands: string[][], flags: { 
     }
     if (session && used) {
       const upAt = Date.now();
-      const lostCtl = new AbortController();
-      const onStop = () => lostCtl.abort();
-      stop.signal.addEventListener('abort', onStop);
       session.onLost((why) => {
         lost.why = why;
         log('warn', `link ${used!.name} lost: ${why}`, { link: used!.name });
-        lostCtl.abort();
+        stop.abort();
       });
       try {
         sync = await runSync(commands, {
@@ -182,11 +179,10 @@ async function cycle(cfg: Config, order: Link[], commands: string[][], flags: { 
           budget: sessionBudget(used, flags),
           startedAt: upAt,
           reportPath: join(run, `dial.report.${process.pid}`),
-          stop: lostCtl.signal,
+          stop: stop.signal,
           grace: graceSeconds(),
         });
       } finally {
-        stop.signal.removeEventListener('abort', onStop);
         await session.down();
         held = (Date.now() - upAt) / 1000;
         log('info', `link ${used.name} down after ${held.toFixed(1)} s`, { link: used.name });
