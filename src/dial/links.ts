@@ -62,7 +62,7 @@ function linkEnv(link: Link): NodeJS.ProcessEnv {
  * Runs `sh -c command` to its end or its timeout (SIGTERM, then SIGKILL 2 s later).
  * @returns the exit code (null when killed by a signal or timed out) and whether it timed out.
  */
-export function runShell(command: string, link: Link, what: string, timeoutSec: number): Promise<{ code: number | null; timedOut: boolean }> {
+function runShell(command: string, link: Link, what: string, timeoutSec: number): Promise<{ code: number | null; timedOut: boolean }> {
   return new Promise((resolve) => {
     log('info', `${what}: sh -c ${JSON.stringify(command)}`, { link: link.name });
     const child = spawn('sh', ['-c', command], { env: linkEnv(link), stdio: ['ignore', 'pipe', 'pipe'] });

@@ -13,7 +13,7 @@
 import type { Link } from '../mail/config';
 
 /** Minutes since local midnight of `now`. */
-export function minuteOfDay(now: Date): number {
+function minuteOfDay(now: Date): number {
   return now.getHours() * 60 + now.getMinutes();
 }
 
@@ -24,7 +24,7 @@ export function inHours(hours: Array<[number, number]>, m: number): boolean {
 }
 
 /** Formats hours windows as HH:MM-HH:MM[,…] ("any time" when none). */
-export function formatHours(hours: Array<[number, number]>): string {
+function formatHours(hours: Array<[number, number]>): string {
   if (!hours.length) return 'any time';
   const f = (m: number) => `${String(Math.floor(m / 60)).padStart(2, '0')}:${String(m % 60).padStart(2, '0')}`;
   return hours.map(([a, b]) => `${f(a)}-${f(b)}`).join(',');

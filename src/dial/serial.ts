@@ -41,13 +41,13 @@ interface Port {
 const sleep = (s: number) => new Promise<void>((r) => setTimeout(r, s * 1000));
 
 /** Seconds of guard time around `+++` and of the DTR drop ($OUTPOST_DIAL_GUARD, default 1). */
-export function guardSeconds(): number {
+function guardSeconds(): number {
   const v = Number(process.env.OUTPOST_DIAL_GUARD);
   return Number.isFinite(v) && v >= 0 && process.env.OUTPOST_DIAL_GUARD ? v : 1;
 }
 
 /** The back-off delays between dial rounds ($OUTPOST_DIAL_BACKOFF, comma list, default "5,10"). */
-export function backoffSeconds(): number[] {
+function backoffSeconds(): number[] {
   const v = process.env.OUTPOST_DIAL_BACKOFF;
   if (!v) return [5, 10];
   const list = v.split(',').filter((s) => s.trim() !== '').map(Number);

@@ -53,7 +53,7 @@ export interface DialStatus {
 }
 
 /** Path of the status file. */
-export function statusPath(cfg: Config): string {
+function statusPath(cfg: Config): string {
   return join(spoolPaths(cfg).run, 'dial.status');
 }
 
@@ -115,7 +115,7 @@ export function formatStatus(s: DialStatus | null, q: QueueInfo, now: Date): str
   const at = `at ${hhmm(s.end)}${new Date(s.end).toDateString() === now.toDateString() ? '' : ` on ${s.end.slice(0, 10)}`}`;
   if (s.result === 'ok' || s.result === 'partial') {
     parts.push(
-      `last sync ${s.result === 'ok' ? 'ok' : 'partial'} ${at}${via}: ${s.messages_in} in, ${s.messages_out} out, ${formatBytes(s.bytes)}, link held ${s.seconds.toFixed(1)} s, cost ${s.cost}`,
+      `last sync ${s.result} ${at}${via}: ${s.messages_in} in, ${s.messages_out} out, ${formatBytes(s.bytes)}, link held ${s.seconds.toFixed(1)} s, cost ${s.cost}`,
     );
     if (s.left) parts.push(`${s.left} left (${formatBytes(s.left_bytes)}) pending`);
   } else parts.push(`last sync failed ${at}${via}: ${s.reason}`);
@@ -136,18 +136,17 @@ export function reportsDue(s: DialStatus, warnAge: number, failLimit: number, no
  * Sends the due reports to the postmaster and records them in `s` (which the caller then writes).
  * Never throws: a report that cannot be delivered is logged (and tried again next cycle).
  */
-export async function sendReports(cfg: Config, s: DialStatus, now: Date): Promise<string[]> {
+export async function sendReports(cfg: Config, s: DialStatus, now: Date): Promise<void> {
   const prev = { ...s.reported };
   const due = reportsDue(s, num(cfg, 'queue_warn_age'), num(cfg, 'dial_failure_report'), now.getTime());
-  const sent: string[] = [];
-  const domain = [...cfg.domains][0];
   const texts: Array<[keyof DialStatus['reported'], string, string]> = [];
   if (due.failures) texts.push(['failures', `dial: ${s.failures} failed cycles in a row`, `The last ${s.failures} dial cycles failed.\r\nThe last one: ${s.reason}${s.link ? ` (link ${s.link})` : ''}.\r\n`]);
   if (due.queueAge)
     texts.push(['queue_age', `dial: queued mail older than ${formatAge(num(cfg, 'queue_warn_age'))}`, `The outbound queue holds ${s.queue.count} message(s), ${formatBytes(s.queue.bytes)}; the oldest was queued ${formatAge(now.getTime() / 1000 - s.queue.oldest)} ago.\r\n`]);
+  if (!texts.length) return;
+  const domain = [...cfg.domains][0];
+  const boxes = (domain ? resolveRecipient(cfg, `postmaster@${domain}`) : null)?.local ?? [];
   for (const [key, subject, body] of texts) {
-    const route = domain ? resolveRecipient(cfg, `postmaster@${domain}`) : null;
-    const boxes = route?.local ?? [];
     if (!boxes.length) {
       log('warn', `no local postmaster mailbox for a report: ${subject}`);
       s.reported[key] = prev[key];
@@ -160,12 +159,10 @@ export async function sendReports(cfg: Config, s: DialStatus, now: Date): Promis
       `\r\nStatus: ${formatStatus(s, s.queue, now)}\r\n\r\n(dial --status shows this at any time; see dial(8).)\r\n`;
     try {
       for (const u of boxes) await deliver(u.maildir, [msg], cfg.hostname);
-      sent.push(subject);
       log('info', `reported to postmaster: ${subject}`);
     } catch (err) {
       s.reported[key] = prev[key];
       log('error', `cannot deliver a report to postmaster: ${(err as Error).message}`);
     }
   }
-  return sent;
 }

@@ -20,9 +20,6 @@ import { readFileSync, rmSync } from 'node:fs';
 import type { Report } from '../lib/command';
 import { log } from '../lib/log';
 
-/** One report line (src/lib/command.ts; unknown fields ignored, missing ones 0). */
-export type { Report };
-
 export interface SyncOptions {
   link: string;
   cfgPath: string;
@@ -55,7 +52,7 @@ export interface SyncResult {
 
 const n = (v: unknown) => (typeof v === 'number' && Number.isFinite(v) ? v : 0);
 
-/** Parses report lines; malformed ones are logged and skipped. */
+/** Parses report lines (Report, src/lib/command.ts): unknown fields ignored, missing ones 0; malformed lines are logged and skipped. */
 export function parseReports(text: string): Report[] {
   const out: Report[] = [];
   for (const line of text.split('\n')) {
