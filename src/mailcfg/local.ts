@@ -58,7 +58,8 @@ function domainCommands(program: Command): void {
         const e = findEntry(text, 'domain', d);
         if (!e) throw noSuch(`domain ${d} is not in ${cfg.path}; fix: mailcfg domain list`);
         const users = [...cfg.users.values()].filter((u) => splitAddress(u.address).domain === d);
-        const aliases = text.entries.filter((a) => a.keyword === 'alias' && (splitAddress(normalizeAddress(a.args[0])).domain === d || normalizeAddress(a.args[0]) === '@' + d));
+        // splitAddress('@d') is { local: '', domain: 'd' }: catch-alls are found too.
+        const aliases = text.entries.filter((a) => a.keyword === 'alias' && splitAddress(normalizeAddress(a.args[0])).domain === d);
         if ((users.length || aliases.length) && !o.force) {
           const what = [...users.map((u) => u.address), ...aliases.map((a) => `alias ${a.args[0]}`)];
           throw dataErr(`domain ${d} is still used by ${what.join(', ')}; fix: delete those first, or pass --force to remove them too (Maildirs stay on disk)`);
@@ -82,13 +83,15 @@ function userCommands(program: Command): void {
       const path = cfgPathOf(cmd);
       const current = readConfig(path);
       const addr = localAddress(address, current);
-      if (current.users.has(addr)) throw dataErr(`mailbox ${addr} already exists; fix: mailcfg user passwd ${addr}, or mailcfg user del ${addr} first`);
+      const exists = `mailbox ${addr} already exists; fix: mailcfg user passwd ${addr}, or mailcfg user del ${addr} first`;
+      // Checked before the password is asked for, and again under the lock.
+      if (current.users.has(addr)) throw dataErr(exists);
       const pw = await readPassword(!!o.passwordStdin);
       const hash = await hashPassword(pw);
       const cfg = await editChecked(
         path,
         (text, now) => {
-          if (now.users.has(addr)) throw dataErr(`mailbox ${addr} already exists; fix: mailcfg user passwd ${addr}, or mailcfg user del ${addr} first`);
+          if (now.users.has(addr)) throw dataErr(exists);
           if (now.aliases.has(addr)) throw dataErr(`${addr} is an alias; fix: mailcfg alias del ${addr} first`);
           return addLine(text, 'user', formatLine('user', [addr, hash], { apop: o.apop ? pw : undefined }));
         },
@@ -128,12 +131,14 @@ function userCommands(program: Command): void {
     .action(async (address: string, o: { passwordStdin?: boolean }, cmd: Command) => {
       const path = cfgPathOf(cmd);
       const addr = normalizeAddress(address);
-      if (!readConfig(path).users.has(addr)) throw noSuch(`no mailbox ${addr} in ${path}; fix: mailcfg user add ${addr}`);
+      const missing = `no mailbox ${addr} in ${path}; fix: mailcfg user add ${addr}`;
+      // Checked before the password is asked for, and again under the lock.
+      if (!readConfig(path).users.has(addr)) throw noSuch(missing);
       const pw = await readPassword(!!o.passwordStdin);
       const hash = await hashPassword(pw);
       await editChecked(path, (text, cfg) => {
         const u = cfg.users.get(addr);
-        if (!u) throw noSuch(`no mailbox ${addr} in ${path}; fix: mailcfg user add ${addr}`);
+        if (!u) throw noSuch(missing);
         const e = text.entries.find((x) => x.line === u.line)!;
         const opts: Record<string, string[]> = Object.fromEntries(e.opts);
         if (opts.apop) opts.apop = [pw];
