@@ -9,11 +9,12 @@
  *      the envelope headers, read from the staged file's first 64 KiB (unfolded), never whole;
  *   3. commit: the staged file is hard-linked (copied and fsync'd across file systems) into every
  *      target's tmp/ first, and only then renamed into each new/ (,S= and ,W= = its size) and the
- *      new/ directories fsync'd. Before the first rename the staged file is renamed to
- *      `<name>.commit` (in the staging dir, or beside the partial file): a crash between two
- *      renames of a multidrop message leaves that marker, and the next run's `recoverCommits`
- *      (on both dirs) gives the copy to every target still lacking it (found by the stamp line)
- *      before anything else happens — no user loses a copy;
+ *      new/ directories fsync'd. With two or more targets, before the first rename the staged
+ *      file is renamed to `<name>.commit` (in the staging dir, or beside the partial file): a
+ *      crash between two renames of a multidrop message leaves that marker, and the next run's
+ *      `recoverCommits` (on both dirs) gives the copy to every target still lacking it (found by
+ *      the stamp line) before anything else happens — no user loses a copy. One target needs no
+ *      marker (one rename: before it nothing is visible, after it everything is);
  *   4. the caller records the message in the state file, and only then deletes it remotely.
  * Messages are stored in the wire form the server sent (CRLF); only the stamp line is added.
  *
@@ -139,8 +140,9 @@ export async function commit(staged: string, maildirs: string[], host: string): 
     for (const t of tmps) await fsp.unlink(t.tmp).catch(() => undefined);
     throw err;
   }
-  // The marker: from here on a crash is finished by recoverCommits, not forgotten.
-  const marker = staged.endsWith(COMMIT) ? staged : staged + COMMIT;
+  // The marker: from here on a crash is finished by recoverCommits, not forgotten. One target has
+  // one rename, nothing to finish: a crash before it leaves the message to be fetched again.
+  const marker = staged.endsWith(COMMIT) || tmps.length < 2 ? staged : staged + COMMIT;
   if (marker !== staged) {
     await fsp.rename(staged, marker);
     fsyncDir(dirname(marker));

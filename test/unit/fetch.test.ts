@@ -4,7 +4,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { promises as fsp, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
@@ -146,4 +146,21 @@ test('commit: one staged file lands in several Maildirs (hard links), sizes in t
   }
   assert.equal(readdirSync(join(dir, 'stage')).length, 0, 'staged file removed');
   assert.equal(readdirSync(join(dir, 'm1', 'tmp')).length, 0);
+});
+
+test('commit to one Maildir: no marker on the way, the staged file is gone after', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'fetch-unit-'));
+  const st = await Stage.create(join(dir, 'stage'), stampLine('a', 'U2'));
+  await st.write(Buffer.from('Subject: y\r\n\r\nhello\r\n'));
+  await st.finish();
+  const rename = fsp.rename;
+  const renamed: string[] = [];
+  fsp.rename = (from, to) => (renamed.push(String(to)), rename(from, to));
+  try {
+    assert.equal((await commit(st.path, [join(dir, 'm1')], 'mx.example.org')).length, 1);
+  } finally {
+    fsp.rename = rename;
+  }
+  assert.deepEqual(renamed.map((p) => p.split('/').slice(-2, -1)[0]), ['new'], 'one rename, into new/');
+  assert.equal(readdirSync(join(dir, 'stage')).length, 0);
 });
