@@ -9,9 +9,9 @@
  */
 import { ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { waitListening } from './peers';
 import { freePort, makeCert, requireTool } from './postoffice';
 
 /** One message captured by smtp-sink -d. */
@@ -40,25 +40,8 @@ function postfixUid(): { uid: number; gid: number } {
   return { uid: Number(f[2]), gid: Number(f[3]) };
 }
 
-/** Resolves once 127.0.0.1:port accepts connections (tries for up to 10 s). */
-export async function waitPort(port: number): Promise<void> {
-  for (let i = 0; i < 100; i++) {
-    const ok = await new Promise<boolean>((res) => {
-      const s = connect(port, '127.0.0.1');
-      s.once('connect', () => {
-        s.destroy();
-        res(true);
-      });
-      s.once('error', () => res(false));
-    });
-    if (ok) return;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`nothing listens on 127.0.0.1:${port} after 10 s`);
-}
-
 /** Parses one smtp-sink dump file. */
-export function parseSinkFile(file: string): SinkMessage {
+function parseSinkFile(file: string): SinkMessage {
   const text = readFileSync(file, 'latin1');
   const lines = text.split('\n');
   let i = 0;
@@ -94,7 +77,7 @@ export async function startSink(args: string[] = [], port?: number): Promise<Sin
   const child = spawn('smtp-sink', ['-u', 'postfix', '-d', `${dir}/%Y%m%d-%H%M%S.`, ...args, `127.0.0.1:${p}`, '256'], { stdio: ['ignore', 'ignore', 'pipe'] });
   let err = '';
   child.stderr!.on('data', (d) => (err += d));
-  await waitPort(p).catch((e) => {
+  await waitListening([p], 10000, 'smtp-sink').catch((e) => {
     child.kill();
     throw new Error(`${e.message}: smtp-sink: ${err}`);
   });
@@ -299,8 +282,7 @@ export async function startPostfixRelay(opts: {
         /* already stopped */
       }
     });
-    await waitPort(port);
-    if (opts.smtps) await waitPort(465);
+    await waitListening(opts.smtps ? [port, 465] : [port], 10000, 'postfix');
   } catch (err) {
     for (const s of stops) await s(); // nothing started here outlives a failed start
     throw err;
