@@ -16,8 +16,6 @@ export interface LinkProxyOptions {
   rateBps?: number;
   /** Round-trip time in ms added (half each way). */
   rttMs?: number;
-  /** Cut every connection once this many bytes (both directions together) went through. */
-  cutAfterBytes?: number;
 }
 
 export interface LinkStats {
@@ -46,7 +44,7 @@ export async function startLinkProxy(opts: LinkProxyOptions): Promise<LinkProxy>
   const half = (opts.rttMs ?? 0) / 2;
   const rate = opts.rateBps ?? 0;
   const lineFree = { up: 0, down: 0 };
-  let cutAt = opts.cutAfterBytes === undefined ? Infinity : opts.cutAfterBytes;
+  let cutAt = Infinity; // total bytes (both directions) at which the open connections are cut
   let open = 0;
   let openedAt = 0;
   const sockets = new Set<Socket>();
