@@ -48,6 +48,7 @@ test('init writes a commented 0600 mail.cfg and the spool, refuses to overwrite'
   const check = await mc(cfg, ['check']);
   assert.equal(check.code, 0, check.stderr);
   assert.match(text(check), /: OK, 1 domain, 0 mailboxes/);
+  assert.match(check.stderr, /^mailcfg: warning: .*no postmaster@other\.org .*fix: mailcfg alias add postmaster@other\.org /m, 'a missing postmaster is a warning only');
 });
 
 test('exit codes: missing config 66, usage 64, bad data 65, unknown 67', async () => {
@@ -327,6 +328,18 @@ test('a world-readable mail.cfg with secrets is refused, with the chmod fix', as
   assert.equal(readFileSync(cfg, 'utf8'), before);
   chmodSync(cfg, 0o600);
   assert.equal((await mc(cfg, ['check'])).code, 0);
+});
+
+test('an edit that would put secrets into a world-readable mail.cfg is refused (78), nothing written', async () => {
+  const { cfg, spool } = await fresh();
+  chmodSync(cfg, 0o644);
+  const before = readFileSync(cfg, 'utf8');
+  const r = await mc(cfg, ['user', 'add', 'ann@example.org', '--password-stdin'], 'pw\n');
+  assert.equal(r.code, 78, r.stderr);
+  assert.ok(r.stderr.includes(`fix: chmod 600 ${cfg}`), r.stderr);
+  assert.equal(readFileSync(cfg, 'utf8'), before);
+  assert.ok(!existsSync(join(spool, 'mail', 'example.org', 'ann')), 'no Maildir for a mailbox that was not added');
+  assert.equal((await mc(cfg, ['network', 'add', '10.0.0.0/8'])).code, 0, 'edits without secrets still work');
 });
 
 test('10 parallel user add: all 10 land, the file is never torn', async () => {
