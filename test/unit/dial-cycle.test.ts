@@ -2,13 +2,16 @@
  * dial-cycle.test — whole dial cycles with `always` and `command` links (no modem): the budget
  * contract with commands that move messages between Maildirs, stopping between messages and
  * losing nothing; `down` on every exit path (normal, failure, overrun, SIGTERM); --auto fallback;
- * hours windows; the lock; the status file and --status; postmaster reports; --dry-run; usage.
+ * hours windows; the lock; the status file and --status; postmaster reports; --dry-run; a failed
+ * command; SIGHUP; usage and config errors (a missing default command bundle).
  */
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, rmSync, writeFileSync, mkdirSync, readdirSync } from 'node:fs';
+import { copyFileSync, existsSync, readFileSync, rmSync, writeFileSync, mkdirSync, readdirSync } from 'node:fs';
+import { spawn } from 'node:child_process';
 import { join } from 'node:path';
-import { makePostOffice } from '../helpers/postoffice';
+import { dist, makePostOffice } from '../helpers/postoffice';
+import { childEnv } from '../helpers/peers';
 import { fillMaildir, emptyMaildir, names, transferCommand, envLog, runDial, startDial, waitForFile } from '../helpers/dialkit';
 
 const dirs: string[] = [];
@@ -24,6 +27,14 @@ async function office(links: string, extraUsers = false) {
   const remote = join(po.dir, 'remote');
   const local = join(po.dir, 'local');
   return { po, remote, local, xfer: transferCommand(po.dir) };
+}
+
+/** Runs a dial bundle at `file` (not dist/dial.js) to its end. */
+function runProgramAt(file: string, args: string[]): Promise<{ code: number | null; stderr: string }> {
+  const child = spawn(process.execPath, [file, ...args], { env: childEnv(), stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (d) => (stderr += d));
+  return new Promise((res) => child.on('close', (code) => res({ code, stderr })));
 }
 
 /** Every message is in exactly one of the Maildirs, and the set is what we started with. */
@@ -235,4 +246,42 @@ test('usage and config errors', async () => {
   const r = await runDial(['-c', bare.po.cfgPath, '--', 'true']);
   assert.equal(r.code, 78);
   assert.match(r.stderr, /no link is defined; fix: /);
+  const unreadable = await runDial(['-c', join(po.dir, 'no-such.cfg'), '--', 'true']);
+  assert.equal(unreadable.code, 66);
+  assert.match(unreadable.stderr, /cannot read .*no-such\.cfg.*; fix: /);
+  // the default commands are the fetch.js and queue-run.js bundles beside dial.js
+  const alone = join(po.dir, 'alone');
+  mkdirSync(alone);
+  copyFileSync(dist('dial'), join(alone, 'dial.js'));
+  const missing = await runProgramAt(join(alone, 'dial.js'), ['-c', po.cfgPath]);
+  assert.equal(missing.code, 78);
+  assert.match(missing.stderr, /fetch\.js is missing; fix: build it \("node build\.mjs fetch" or make\) or name the commands after --/);
+  assert.equal(existsSync(join(po.spool, 'run', 'dial.status')), false);
+});
+
+test('a command that fails: the cycle fails (75), named in the summary, down still runs', async () => {
+  const { po } = await office('');
+  writeFileSync(po.cfgPath, readFileSync(po.cfgPath, 'utf8') + `link cmd kind=command up="true" down="touch ${po.dir}/down.ran"\n`);
+  const r = await runDial(['-c', po.cfgPath, '--', 'sh', '-c', 'exit 3', '--', 'touch', join(po.dir, 'second.ran')]);
+  assert.equal(r.code, 75);
+  assert.match(r.stdout, /; failed: sh exited 3$/m);
+  assert.ok(existsSync(join(po.dir, 'second.ran')), 'the next command did not run');
+  assert.ok(existsSync(join(po.dir, 'down.ran')), 'down did not run');
+  const st = JSON.parse(readFileSync(join(po.spool, 'run', 'dial.status'), 'utf8'));
+  assert.equal(st.result, 'failed');
+  assert.equal(st.failures, 1);
+});
+
+test('SIGHUP mid-sync: like SIGTERM, down runs and dial exits 75', async () => {
+  const { po } = await office('');
+  writeFileSync(po.cfgPath, readFileSync(po.cfgPath, 'utf8') + `link cmd kind=command up="true" down="touch ${po.dir}/down.ran"\n`);
+  const started = join(po.dir, 'started');
+  const d = startDial(['-c', po.cfgPath, '--', 'sh', '-c', `touch ${started}; exec sleep 30`]);
+  await waitForFile(started);
+  d.child.kill('SIGHUP');
+  const r = await d.done;
+  assert.equal(r.code, 75, r.stderr);
+  assert.ok(existsSync(join(po.dir, 'down.ran')), 'down did not run');
+  const st = JSON.parse(readFileSync(join(po.spool, 'run', 'dial.status'), 'utf8'));
+  assert.equal(st.reason, 'stopped by SIGHUP');
 });
