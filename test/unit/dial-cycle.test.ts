@@ -79,7 +79,7 @@ test('two commands share the byte budget: the second gets what the first left', 
   const out = join(po.dir, 'outq');
   const sent = join(po.dir, 'sent');
   const inAll = fillMaildir(remote, 3, 1000, 'in');
-  const outAll = fillMaildir(out, 3, 1000, 'out').map((n) => n);
+  const outAll = fillMaildir(out, 3, 1000, 'out');
   emptyMaildir(local);
   emptyMaildir(sent);
   const r = await runDial(['-c', po.cfgPath, '--budget-bytes', '3500', '--', ...xfer(remote, local, 'fetch'), '--', ...xfer(out, sent, 'queue-run')]);
