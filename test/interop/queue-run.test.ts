@@ -1,8 +1,9 @@
 /**
  * queue-run against smtp-sink (Postfix's test server) as the upstream relay: exact bytes,
  * sender-dependent routing, retries on 4xx and on disconnects, DSNs on 5xx, no bounce for <> or
- * Auto-Submitted, expiry and delay warnings, a link cut mid-DATA, two runs at once, the budget,
- * and the --list --json shape. Every test checks that each message is somewhere exactly once.
+ * Auto-Submitted, expiry and delay warnings, a link cut mid-DATA, a kill mid-send and one after
+ * the results were recorded, two runs at once, the budget, and the --list --json shape. Every
+ * test checks that each message is somewhere exactly once.
  */
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -11,6 +12,7 @@ import { appendFileSync, readdirSync, readFileSync, writeFileSync, existsSync, u
 import { join } from 'node:path';
 import { enqueue, readEnvelope } from '../../src/mail/queue';
 import { scan } from '../../src/mail/maildir';
+import { newState, saveState } from '../../src/queue-run/state';
 import { makePostOffice, freePort, runProgram, PostOffice, dist } from '../helpers/postoffice';
 import { startSink, Sink } from '../helpers/postfix';
 import { startLinkProxy } from '../helpers/linkproxy';
@@ -343,6 +345,23 @@ describe('queue-run with smtp-sink upstream', () => {
     assert.equal(ids(s).length, copies);
     assert.equal(queued(po).length, 0);
     await proxy.close();
+  });
+
+  test('killed after recording the results, before removing: the next run sends nothing again, only removes', async () => {
+    const s = await sink();
+    const po = await office(`relay default 127.0.0.1:${s.port} tls=none`);
+    const d = await enqueue(queueDir(po), { sender: 'alice@example.org', recipients: ['bob@far.net', 'carol@far.net'] }, [message('recorded')]);
+    // What step 3 leaves on disk (run.ts): every recipient sent, in-progress cleared; the queue file still there.
+    const st = newState(d.id, Date.now(), ['bob@far.net', 'carol@far.net']);
+    st.attempts = 1;
+    for (const r of Object.values(st.rcpts)) Object.assign(r, { status: 'sent', reply: '250 2.0.0 Ok' });
+    saveState(queueDir(po), st);
+    const r = await run(po);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(s.messages().length, 0, 'no second copy');
+    assert.equal(queued(po).length, 0);
+    assert.deepEqual(readdirSync(join(queueDir(po), 'state')), []);
+    assert.equal(inbox(po, 'alice').length, 0, 'no DSN');
   });
 
   test('a seconds budget already spent sends nothing and leaves everything; no relay for a sender defers', async () => {
