@@ -184,7 +184,7 @@ export function settingValue(cfg: Config, name: string): string | undefined {
 }
 
 /** Reads one line from stdin (--password-stdin): the first line, without its line end. */
-export async function readStdinLine(): Promise<string> {
+async function readStdinLine(): Promise<string> {
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of process.stdin as AsyncIterable<Buffer>) {
