@@ -27,6 +27,7 @@
  */
 import { promises as fsp, constants, mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { isErrno } from '../lib/errors';
 import { fsyncDir } from '../lib/fsutil';
 import { log } from '../lib/log';
 import type { Account, Config } from '../mail/config';
@@ -36,16 +37,14 @@ import { firstLine } from './state';
 
 /** An open staging file. */
 export class Stage {
-  private size0 = 0;
   private pending: Buffer[] = [];
   private pendingBytes = 0;
   private constructor(
     readonly path: string,
     private readonly fh: fsp.FileHandle,
-    size: number,
-  ) {
-    this.size0 = size;
-  }
+    /** Bytes already in the file. */
+    private size0: number,
+  ) {}
 
   /** Creates a fresh staging file holding `head` (the stamp line). */
   static async create(dir: string, head: string): Promise<Stage> {
@@ -61,7 +60,7 @@ export class Stage {
     return st;
   }
 
-  /** Opens an existing (partial) file to append to it; `size` is its current length. */
+  /** Opens an existing (partial) file to append to it (`size` starts at its current length). */
   static async append(path: string): Promise<Stage> {
     const fh = await fsp.open(path, constants.O_WRONLY | constants.O_APPEND);
     const { size } = await fh.stat();
@@ -73,9 +72,9 @@ export class Stage {
     return this.size0 + this.pendingBytes;
   }
 
-  /** Appends bytes (buffered up to 64 KiB, then written). */
+  /** Appends bytes (buffered up to 64 KiB, then written). `buf` is kept, not copied: do not reuse it. */
   async write(buf: Buffer): Promise<void> {
-    this.pending.push(Buffer.from(buf));
+    this.pending.push(buf);
     this.pendingBytes += buf.length;
     if (this.pendingBytes >= 65536) await this.flush();
   }
@@ -112,6 +111,9 @@ export class Stage {
   }
 }
 
+/** The suffix of a staged file whose commit has begun (see the header). */
+const COMMIT = '.commit';
+
 /**
  * Links (or copies) the finished staged file into every target Maildir's tmp/, then renames each
  * into new/; removes the staged file. See the header.
@@ -128,7 +130,7 @@ export async function commit(staged: string, maildirs: string[], host: string): 
       try {
         await fsp.link(staged, tmp);
       } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EXDEV') throw err;
+        if (!isErrno(err, 'EXDEV')) throw err;
         await fsp.copyFile(staged, tmp, constants.COPYFILE_EXCL);
         const fh = await fsp.open(tmp, 'r+');
         await fh.sync();
@@ -157,8 +159,6 @@ export async function commit(staged: string, maildirs: string[], host: string): 
   await fsp.unlink(marker).catch(() => undefined);
   return out;
 }
-
-const COMMIT = '.commit';
 
 /**
  * Finishes the commits a crash interrupted (the `.commit` markers in `stagingDir`: the account's
@@ -191,7 +191,7 @@ export async function recoverCommits(cfg: Config, account: Account, stagingDir: 
   return n;
 }
 
-/** Unfolded header fields (lower-case name → values) of a message's first `max` bytes. */
+/** Unfolded header fields (lower-case name → values) of a message's head (see readHead). */
 export function parseHeaders(head: Buffer): Map<string, string[]> {
   let text = head.toString('latin1');
   const end = text.search(/\r?\n\r?\n/);
@@ -266,7 +266,7 @@ export function routeMessage(cfg: Config, account: Account, head: Buffer): strin
   return [...out];
 }
 
-/** Reads the first `max` bytes of a file, skipping its first line (the stamp). */
+/** Reads the first `max` (+1 KiB for the stamp line) bytes of a file, without its first line (the stamp). */
 export async function readHead(path: string, max = 65536): Promise<Buffer> {
   const fh = await fsp.open(path, 'r');
   try {
