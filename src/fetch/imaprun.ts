@@ -71,7 +71,7 @@ export async function fetchImap(ctx: Ctx, meter: Meter, timeout: number): Promis
     if (client.socket) meter.track(client.socket);
     await connecting;
     for (const folder of a.folders) {
-      await fetchFolder(ctx, client, folder, dirs.partial, r);
+      await fetchFolder(ctx, client, folder, dirs, r);
       if (r.overBudget) break;
     }
     await client.logout();
@@ -108,7 +108,7 @@ async function knownMessages(ctx: Ctx, folder: string): Promise<Set<string>> {
  * Throws on a session failure (the caller maps it to the exit code); what was landed is recorded.
  */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-async function fetchFolder(ctx: Ctx, client: any, folder: string, partialDir: string, r: AccountResult): Promise<void> {
+async function fetchFolder(ctx: Ctx, client: any, folder: string, dirs: { tmp: string; partial: string }, r: AccountResult): Promise<void> {
   const { account: a, st, budget } = ctx;
   const mb = await client.mailboxOpen(folder, { readOnly: a.keep });
   const uv = Number(mb.uidValidity);
@@ -158,7 +158,7 @@ async function fetchFolder(ctx: Ctx, client: any, folder: string, partialDir: st
     }
     todo.push(m);
   }
-  dropStalePartials(partialDir, folder, uv, new Set(todo.map((m) => m.uid)));
+  dropStalePartials(dirs.partial, folder, uv, new Set(todo.map((m) => m.uid)));
   // `last` may only pass a UID once it is done: keep it below the first one still to fetch.
   const firstTodo = todo.find((m) => !f.big.includes(m.uid));
   if (firstTodo && f.last >= firstTodo.uid) f.last = firstTodo.uid - 1;
@@ -189,7 +189,7 @@ async function fetchFolder(ctx: Ctx, client: any, folder: string, partialDir: st
         break;
       }
       if (m.size > SMALL) {
-        const ok = await fetchLarge(ctx, client, folder, uv, m, partialDir, landed);
+        const ok = await fetchLarge(ctx, client, folder, uv, m, dirs.partial, landed);
         if (!ok) {
           r.overBudget = true;
           break;
@@ -209,7 +209,7 @@ async function fetchFolder(ctx: Ctx, client: any, folder: string, partialDir: st
       for await (const msg of client.fetch(batch.map((x) => x.uid).join(','), { uid: true, source: true }, { uid: true })) {
         const bm = bySize.get(msg.uid);
         if (!bm || !msg.source) continue;
-        const stage = await Stage.create(fetchDirs(ctx.cfg, a.name).tmp, stampLine(a.name, imapKey(uv, msg.uid, folder)));
+        const stage = await Stage.create(dirs.tmp, stampLine(a.name, imapKey(uv, msg.uid, folder)));
         try {
           await stage.write(msg.source);
           await stage.finish();
