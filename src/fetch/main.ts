@@ -25,7 +25,7 @@ import { appendReport, parseCommand } from '../lib/command';
 import { runMain } from '../lib/cli';
 import { OutpostError } from '../lib/errors';
 import { EX_OK, EX_TEMPFAIL, EX_USAGE } from '../lib/exits';
-import { acquireLock } from '../lib/lock';
+import { acquireLock, Release } from '../lib/lock';
 import { log, setupLog } from '../lib/log';
 import { Account, Config, configPath, loadConfig, logTarget, spoolPaths } from '../mail/config';
 import { AccountResult, Ctx, fetchDirs, newResult } from './account';
@@ -53,16 +53,9 @@ export const DEFAULT_TIMEOUT = 120;
 async function runAccount(cfg: Config, a: Account, budget: Budget, meter: Meter, timeout: number, verbose: boolean): Promise<AccountResult> {
   const dirs = fetchDirs(cfg, a.name);
   mkdirSync(dirs.partial, { recursive: true, mode: 0o700 });
-  let release: (() => Promise<void>) | undefined;
+  let release: Release | undefined;
   try {
     release = await acquireLock(dirs.state, 0, `account ${a.name}`);
-  } catch (err) {
-    const r = newResult(a.name);
-    r.exit = err instanceof OutpostError ? err.exit : EX_TEMPFAIL;
-    r.error = (err as Error).message;
-    return r;
-  }
-  try {
     // Large IMAP messages are committed from their partial file: their markers live there.
     for (const d of [dirs.tmp, dirs.partial]) await recoverCommits(cfg, a, d);
     rmSync(dirs.tmp, { recursive: true, force: true });
@@ -84,10 +77,10 @@ async function runAccount(cfg: Config, a: Account, budget: Budget, meter: Meter,
     const r = newResult(a.name);
     r.exit = err instanceof OutpostError ? err.exit : EX_TEMPFAIL;
     r.error = (err as Error).message;
-    log('error', `account ${a.name}: ${r.error}`, { account: a.name });
+    if (release) log('error', `account ${a.name}: ${r.error}`, { account: a.name }); // not for a lock held elsewhere: the summary says it
     return r;
   } finally {
-    await release().catch(() => undefined);
+    await release?.().catch(() => undefined);
   }
 }
 

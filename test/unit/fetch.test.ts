@@ -1,14 +1,16 @@
 /**
  * fetch unit tests: POP3 reply parsing and dot-unstuffing (byte-exact), the state file format and
- * its rebuild from Maildir stamps, multidrop routing, budgets, and the staging → Maildir commit.
+ * its rebuild from Maildir stamps, multidrop routing, budgets, the staging → Maildir commit, and
+ * the account lock (the built program).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { promises as fsp, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { promises as fsp, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { LineReader } from '../../src/lib/linereader';
+import { acquireLock } from '../../src/lib/lock';
 import { buildConfig } from '../../src/mail/config';
 import { parseCfg } from '../../src/mail/cfgfile';
 import { deliver } from '../../src/mail/maildir';
@@ -16,6 +18,7 @@ import { apopDigest, parseStatus, Unstuffer } from '../../src/fetch/pop3';
 import { emptyState, formatState, imapKey, parseState, reconcile, stampLine } from '../../src/fetch/state';
 import { addressesIn, commit, parseHeaders, routeMessage, Stage } from '../../src/fetch/store';
 import { Budget, budgetValue, Meter } from '../../src/fetch/budget';
+import { freePort, makePostOffice, runProgram } from '../helpers/postoffice';
 
 /** Runs wire bytes through LineReader + Unstuffer as the client does. */
 async function unstuff(wire: Buffer, maxLine = 65536): Promise<{ out: Buffer; rest: string }> {
@@ -163,4 +166,18 @@ test('commit to one Maildir: no marker on the way, the staged file is gone after
   }
   assert.deepEqual(renamed.map((p) => p.split('/').slice(-2, -1)[0]), ['new'], 'one rename, into new/');
   assert.equal(readdirSync(join(dir, 'stage')).length, 0);
+});
+
+test('an account another fetch holds is skipped with 75 and named in the summary', async () => {
+  const port = await freePort(); // never reached: the lock is checked first
+  const po = await makePostOffice([{ address: 'alice@example.org', password: 'a' }], `account held local=alice@example.org protocol=pop3 host=127.0.0.1 port=${port} tls=none user=u password=p\n`);
+  mkdirSync(join(po.spool, 'fetch'), { recursive: true });
+  const release = await acquireLock(join(po.spool, 'fetch', 'held.state'));
+  try {
+    const r = await runProgram('fetch', ['-c', po.cfgPath]);
+    assert.equal(r.code, 75, r.stdout.toString() + r.stderr);
+    assert.match(r.stdout.toString(), /^fetch: 0 messages, 0 bytes in, 0 out, .*; failed: held \(account held is locked by another process\)\n$/);
+  } finally {
+    await release();
+  }
 });
