@@ -149,7 +149,7 @@ class Runner {
       if (!groups.has(key)) groups.set(key, { relay, jobs: [] });
       groups.get(key)!.jobs.push(item);
     }
-    await Promise.all([...groups.values()].map((g) => this.runRelay(g.relay, g.jobs)));
+    await settleAll([...groups.values()].map((g) => this.runRelay(g.relay, g.jobs)));
     await this.meter.allClosed();
     this.res.bytesIn = this.meter.bytesIn;
     this.res.bytesOut = this.meter.bytesOut;
@@ -240,7 +240,7 @@ class Runner {
       if (conn) await conn.quit();
     };
     const n = Math.max(1, Math.min(this.opts.connections, jobs.length));
-    await Promise.all(Array.from({ length: n }, worker));
+    await settleAll(Array.from({ length: n }, worker));
   }
 
   private async attempt(item: QueueItem, conn: RelayConnection): Promise<void> {
@@ -383,4 +383,14 @@ class Runner {
 function statusOf(reply = '', dflt = '5.0.0'): string {
   const code = /^[245]\d\d\b/.exec(reply)?.[0];
   return code ? enhancedOf(Number(code), reply) : dflt;
+}
+
+/**
+ * Waits for every session to stop before passing on the first failure (e.g. a DSN that cannot be
+ * written: ENOSPC). With Promise.all the run would return — and release the queue lock — while
+ * other sessions were still sending, and a second queue-run could then send the same message.
+ */
+async function settleAll(work: Promise<void>[]): Promise<void> {
+  const failed = (await Promise.allSettled(work)).find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) throw failed.reason;
 }
