@@ -287,7 +287,8 @@ function parseHours(s: string): Array<[number, number]> | null {
   return out;
 }
 
-function hostPort(s: string): { host: string; port: number } | null {
+/** Parses `HOST:PORT` or `[IPv6]:PORT`; null when malformed or the port is not 1–65535. */
+export function hostPort(s: string): { host: string; port: number } | null {
   const m = /^\[?([^\]]+?)\]?:(\d+)$/.exec(s);
   if (!m || Number(m[2]) < 1 || Number(m[2]) > 65535) return null;
   return { host: m[1], port: Number(m[2]) };
@@ -553,7 +554,7 @@ export function formatDiags(path: string, diags: Diag[]): string {
 }
 
 /** True when the file holds secrets (password hashes, APOP secrets, remote passwords). */
-function holdsSecrets(cfg: Config): boolean {
+export function holdsSecrets(cfg: Config): boolean {
   return cfg.users.size > 0 || cfg.accounts.some((a) => a.password !== undefined) || cfg.relays.some((r) => r.password !== undefined);
 }
 

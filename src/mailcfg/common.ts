@@ -15,7 +15,7 @@ import type { Command } from 'commander';
 import { OutpostError } from '../lib/errors';
 import { EX_CONFIG, EX_DATAERR, EX_NOINPUT, EX_NOUSER, EX_USAGE } from '../lib/exits';
 import { appendLine, CfgText, parseCfg, removeLine } from '../mail/cfgfile';
-import { Config, buildConfig, configPath, editConfig, loadConfig, logTarget } from '../mail/config';
+import { Config, buildConfig, configPath, editConfig, holdsSecrets, loadConfig, logTarget } from '../mail/config';
 
 /** The config path for this invocation: -c/--config (anywhere on the line), $OUTPOST_CONFIG, default. */
 export function cfgPathOf(cmd: Command): string {
@@ -55,11 +55,6 @@ export function requireFile(path: string): void {
 export function readConfig(path: string): Config {
   requireFile(path);
   return loadConfig(path, false);
-}
-
-/** True when the configuration holds password hashes, APOP secrets or remote passwords. */
-export function holdsSecrets(cfg: Config): boolean {
-  return cfg.users.size > 0 || cfg.accounts.some((a) => a.password !== undefined) || cfg.relays.some((r) => r.password !== undefined);
 }
 
 /**

@@ -12,7 +12,7 @@ import { accessSync, constants, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { formatLine, replaceLine } from '../mail/cfgfile';
-import { Config, isDomain, isPlainAddress, normalizeAddress, parseBytes } from '../mail/config';
+import { Config, hostPort, isDomain, isPlainAddress, normalizeAddress, parseBytes } from '../mail/config';
 import { addEntry, addLine, cfgPathOf, collect, dataErr, delCommand, editChecked, findEntry, listCommand, parsePort, readConfig, readPassword, usage } from './common';
 
 interface SecretOpts {
@@ -153,9 +153,7 @@ interface RelayOpts extends SecretOpts {
 
 /** The relay line for `match`, validated; asks for the password only when --user is given. */
 async function relayLine(match: string, hostport: string, o: RelayOpts): Promise<string> {
-  const m = /^\[?([^\]]+?)\]?:(\d+)$/.exec(hostport);
-  if (!m) throw dataErr(`"${hostport}" is not HOST:PORT; fix: e.g. smtp.example.net:587`);
-  parsePort(m[2]);
+  if (!hostPort(hostport)) throw dataErr(`"${hostport}" is not HOST:PORT (port 1–65535); fix: e.g. smtp.example.net:587`);
   if (!['none', 'may', 'encrypt', 'verify'].includes(o.tls)) throw dataErr(`--tls ${o.tls} is not none, may, encrypt or verify`);
   if (!o.user && (o.passwordStdin || o.passwordFile)) throw usage('a password needs --user');
   let ca: string | undefined;
