@@ -12,6 +12,7 @@ import { execFileSync } from 'node:child_process';
 import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { waitListening } from './peers';
 import { freePort, makeCert, requireTool } from './postoffice';
 
 export interface Dovecot {
@@ -110,22 +111,7 @@ service anvil {
   );
   // stdio ignored: the daemonized master keeps inherited pipes open, and execFileSync would wait.
   execFileSync('dovecot', ['-c', conf], { stdio: 'ignore' });
-  // Wait until both listeners accept (the master forks the login services).
-  const { connect } = await import('node:net');
-  for (const port of [pop3Port, imapPort]) {
-    for (let i = 0; ; i++) {
-      const ok = await new Promise<boolean>((res) => {
-        const s = connect(port, '127.0.0.1', () => {
-          s.destroy();
-          res(true);
-        });
-        s.on('error', () => res(false));
-      });
-      if (ok) break;
-      if (i > 100) throw new Error(`dovecot did not listen on ${port}; see ${D}/dovecot.log`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
+  await waitListening([pop3Port, imapPort], 10000, `dovecot (see ${D}/dovecot.log)`);
   const doveadm = (...args: string[]) => execFileSync('doveadm', ['-c', conf, ...args]).toString();
   return {
     dir,

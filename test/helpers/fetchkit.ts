@@ -7,29 +7,16 @@
  */
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readdirSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { STAMP } from '../../src/fetch/state';
+import { maildirTexts } from './peers';
 import { requireTool } from './postoffice';
 
-/** The messages in a Maildir (new/ and cur/), each without its first line when it is our stamp. */
-export function stored(maildir: string): { stamp: string; body: Buffer; file: string }[] {
-  const out: { stamp: string; body: Buffer; file: string }[] = [];
-  for (const sub of ['new', 'cur']) {
-    let files: string[] = [];
-    try {
-      files = readdirSync(join(maildir, sub));
-    } catch {
-      continue;
-    }
-    for (const f of files.sort()) {
-      const b = readFileSync(join(maildir, sub, f));
-      const nl = b.indexOf(10);
-      const first = b.subarray(0, nl + 1).toString('latin1');
-      if (first.startsWith('X-Outpost-Fetched:')) out.push({ stamp: first.trim(), body: b.subarray(nl + 1), file: f });
-      else out.push({ stamp: '', body: b, file: f });
-    }
-  }
-  return out;
+/** The messages in a Maildir (new/ and cur/), each split into our stamp line (or '') and the rest. */
+export function stored(maildir: string): { stamp: string; body: Buffer }[] {
+  return maildirTexts(maildir).map((text) => {
+    const end = text.startsWith(STAMP) ? text.indexOf('\n') + 1 : 0;
+    return { stamp: text.slice(0, end).trim(), body: Buffer.from(text.slice(end), 'latin1') };
+  });
 }
 
 const PY = `
