@@ -73,7 +73,8 @@ export async function waitListening(ports: number[], ms = 10000, what = 'service
   }
 }
 
-function kill(child: ChildProcess): Promise<void> {
+/** Stops a child: SIGTERM, then SIGKILL after 2 s; resolves once it has exited. */
+export function kill(child: ChildProcess): Promise<void> {
   return new Promise((res) => {
     if (child.exitCode !== null || child.signalCode !== null) return res();
     const t = setTimeout(() => child.kill('SIGKILL'), 2000);

@@ -7,11 +7,11 @@
  * Needs: postfix (smtp-sink, postfix), dovecot-core (for AUTH), run as root (smtp-sink -u postfix,
  * Postfix's own privilege drop). requireTool() fails with an install hint when one is missing.
  */
-import { ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { waitListening } from './peers';
+import { kill, waitListening } from './peers';
 import { freePort, makeCert, requireTool } from './postoffice';
 
 /** One message captured by smtp-sink -d. */
@@ -88,20 +88,8 @@ export async function startSink(args: string[] = [], port?: number): Promise<Sin
       readdirSync(dir)
         .sort()
         .map((f) => parseSinkFile(join(dir, f))),
-    stop: () => stopChild(child),
+    stop: () => kill(child),
   };
-}
-
-function stopChild(child: ChildProcess): Promise<void> {
-  return new Promise((res) => {
-    if (child.exitCode !== null || child.signalCode !== null) return res();
-    const timer = setTimeout(() => child.kill('SIGKILL'), 3000);
-    child.once('exit', () => {
-      clearTimeout(timer);
-      res();
-    });
-    child.kill('SIGTERM');
-  });
 }
 
 export interface SaslUser {
