@@ -32,16 +32,12 @@ export interface AccountResult {
   account: string;
   /** Messages fetched and delivered this run. */
   messages: number;
-  /** Their size as the server counted it (bytes). */
-  bytes: number;
   /** Messages not fetched: budget spent, or the session failed. */
   left: number;
   leftBytes: number;
   /** Messages left on the server for their size. */
   tooBig: number;
   tooBigBytes: number;
-  /** Messages deleted on the server this run. */
-  deleted: number;
   /** True when the budget stopped the run. */
   overBudget: boolean;
   exit: number;
@@ -50,11 +46,11 @@ export interface AccountResult {
 
 /** A result with nothing done yet and exit 0. */
 export function newResult(account: string): AccountResult {
-  return { account, messages: 0, bytes: 0, left: 0, leftBytes: 0, tooBig: 0, tooBigBytes: 0, deleted: 0, overBudget: false, exit: 0 };
+  return { account, messages: 0, left: 0, leftBytes: 0, tooBig: 0, tooBigBytes: 0, overBudget: false, exit: 0 };
 }
 
 /** A name safe in a file name. */
-export const safeName = (name: string) => name.replace(/[^A-Za-z0-9._-]/g, '_');
+const safeName = (name: string) => name.replace(/[^A-Za-z0-9._-]/g, '_');
 
 /**
  * The account's places under <spool>/fetch: `<account>.state`, the staging dir `tmp/<account>/`

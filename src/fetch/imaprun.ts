@@ -30,9 +30,9 @@ import { FolderState, findStamped, imapKey, stampLine } from './state';
 import { parseHeaders, readHead, Stage, accountMaildirs } from './store';
 
 /** Messages up to this size are fetched whole in pipelined batches. */
-export const SMALL = 256 * 1024;
+const SMALL = 256 * 1024;
 /** Piece size of a resumable large download. */
-export const PIECE = 128 * 1024;
+const PIECE = 128 * 1024;
 /** Largest batch of small messages in one FETCH (bytes), when no budget says less. */
 const BATCH = 1024 * 1024;
 
@@ -176,7 +176,6 @@ async function fetchFolder(ctx: Ctx, client: any, folder: string, dirs: { tmp: s
   const landed = async (m: Msg, staged: string) => {
     await land(ctx, staged, () => advance(m.uid), `${folder} UID ${m.uid} (${m.size} bytes)`);
     r.messages++;
-    r.bytes += m.size;
     if (!a.keep) toDelete.push(m.uid);
   };
 
@@ -226,10 +225,7 @@ async function fetchFolder(ctx: Ctx, client: any, folder: string, dirs: { tmp: s
     r.left += left.length;
     r.leftBytes += left.reduce((n, m) => n + m.size, 0);
   }
-  if (toDelete.length) {
-    await client.messageDelete(toDelete.join(','), { uid: true });
-    r.deleted += toDelete.length;
-  }
+  if (toDelete.length) await client.messageDelete(toDelete.join(','), { uid: true });
 }
 
 /** Removes this folder's partial downloads that can never be resumed (other UIDVALIDITY, or a

@@ -2,7 +2,7 @@
  * fetch — pulls users' remote POP3/IMAP mailboxes into local Maildirs, exactly once, within a
  * link budget (fetch(8)).
  *
- *   fetch [-c FILE] [--account NAME] [--budget-seconds N] [--budget-bytes N] [-v]
+ *   fetch [-c FILE] [--account NAME] [--budget-seconds N] [--budget-bytes N] [--timeout S] [-v]
  *
  * For each `account` in mail.cfg (or the one named), one after another on one connection each:
  * take the account lock (<spool>/fetch/<account>.state.lock: one fetch per account at a time),
@@ -47,7 +47,7 @@ interface Opts {
 const usage = (m: string) => new OutpostError(`${m}; fix: see "fetch --help" or fetch(8)`, { exit: EX_USAGE, code: 'EUSAGE' });
 
 /** Idle timeout per read/write on a connection (seconds): long enough for a GSM link's stalls. */
-export const DEFAULT_TIMEOUT = 120;
+const DEFAULT_TIMEOUT = 120;
 
 /** Runs one account under its lock; never throws (failures are in the result). */
 async function runAccount(cfg: Config, a: Account, budget: Budget, meter: Meter, timeout: number, verbose: boolean): Promise<AccountResult> {
@@ -85,7 +85,7 @@ async function runAccount(cfg: Config, a: Account, budget: Budget, meter: Meter,
 }
 
 /** The one summary line (budget contract). */
-export function summaryLine(rs: AccountResult[], meter: Meter): string {
+function summaryLine(rs: AccountResult[], meter: Meter): string {
   const sum = (k: keyof AccountResult) => rs.reduce((n, r) => n + (r[k] as number), 0);
   const m = sum('messages');
   let s = `fetch: ${m} message${m === 1 ? '' : 's'}, ${meter.bytesIn} bytes in, ${meter.bytesOut} out, link held ${meter.heldSeconds.toFixed(1)} s`;
@@ -102,7 +102,7 @@ runMain('fetch', async () => {
   setupLog('fetch', 'none'); // until mail.cfg says where: runMain prints errors on stderr itself
   const program = new Command('fetch')
     .description('pull remote POP3/IMAP mailboxes into local Maildirs (see fetch(8))')
-    .usage('[-c FILE] [--account NAME] [--budget-seconds N] [--budget-bytes N] [-v]')
+    .usage('[-c FILE] [--account NAME] [--budget-seconds N] [--budget-bytes N] [--timeout S] [-v]')
     .option('-c, --config <file>', 'the mail.cfg to use (default: $OUTPOST_CONFIG, else /etc/outpost/mail.cfg)')
     .option('--account <name>', 'fetch only this account')
     .option('--budget-seconds <n>', 'start no message after this many seconds (default $OUTPOST_BUDGET_SECONDS)')

@@ -79,7 +79,6 @@ export class Pop3Conn {
   greeting = '';
   /** CAPA lines, upper-cased keyword first ('PIPELINING', 'SASL PLAIN LOGIN', …). */
   capa: string[] = [];
-  secure = false;
   private reader: LineReader;
   private constructor(
     private raw: Socket,
@@ -102,23 +101,15 @@ export class Pop3Conn {
       });
     });
     raw.on('error', () => undefined);
-    let stream: Duplex = raw;
-    let secure = false;
-    if (opts.tls === 'implicit') {
-      stream = await Pop3Conn.handshake(raw, opts);
-      secure = true;
-    }
+    const stream: Duplex = opts.tls === 'implicit' ? await Pop3Conn.handshake(raw, opts) : raw;
     const c = new Pop3Conn(raw, stream, opts);
-    c.secure = secure;
-    const g = await c.status();
-    c.greeting = g;
+    c.greeting = await c.status();
     if (opts.tls === 'starttls') {
       c.write('STLS');
       await c.status();
       c.reader.detach();
       c.stream = await Pop3Conn.handshake(raw, opts);
       c.reader = new LineReader(c.stream, 65536);
-      c.secure = true;
     }
     return c;
   }

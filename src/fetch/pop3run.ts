@@ -136,13 +136,11 @@ export async function fetchPop3(ctx: Ctx, meter: Meter, timeout: number): Promis
       await land(ctx, stage.path, () => st.uidls.add(m.uidl), `${m.uidl} (${m.size} bytes)`);
       done.add(m.uidl);
       r.messages++;
-      r.bytes += m.size;
       if (!a.keep) sendQ.push({ kind: 'dele', m });
     }
     await conn.quit();
     conn = undefined;
     for (const u of deleted) st.uidls.delete(u);
-    r.deleted = deleted.length;
     saveState(ctx.statePath, st);
   } catch (err) {
     r.exit = failureExit(err);
