@@ -16,6 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startDovecot } from '../test/helpers/dovecot';
 import { startLinkProxy } from '../test/helpers/linkproxy';
+import { childEnv, dist } from '../test/helpers/postoffice';
 
 const ROOT = process.cwd();
 const RATE = Number(process.env.BENCH_RATE ?? 32000);
@@ -73,9 +74,7 @@ function outpost(proto: 'pop3' | 'imap', user: string, password: string): Client
         `account bench local=alice@example.org protocol=${proto} host=127.0.0.1 port=${port} tls=none user=${user} password=${password} keep=yes\n`,
       { mode: 0o600 },
     );
-    const env = { ...process.env };
-    delete env.NODE_EXTRA_CA_CERTS;
-    const r = await run(process.execPath, [join(ROOT, 'dist', 'fetch.js'), '-c', cfg], env);
+    const r = await run(process.execPath, [dist('fetch'), '-c', cfg], childEnv());
     const md = join(spool, 'mail', 'example.org', 'alice', 'new');
     let messages = 0;
     try {
@@ -104,7 +103,7 @@ function fetchmail(proto: 'POP3' | 'IMAP', user: string, password: string): Clie
         `  user "${user}" there with password "${password}" is "root" here keep fetchall mda "${mda}" sslproto ''\n`,
       { mode: 0o600 },
     );
-    const r = await run('fetchmail', ['-f', rc, '-i', join(dir, 'ids'), '--nodetach'], { ...process.env, HOME: dir });
+    const r = await run('fetchmail', ['-f', rc, '-i', join(dir, 'ids'), '--nodetach'], childEnv({ HOME: dir }));
     if (r.status !== 0) process.stderr.write(`fetchmail ${proto}: exit ${r.status}: ${r.out.slice(0, 500)}\n`);
     let messages = 0;
     try {
