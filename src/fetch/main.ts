@@ -112,7 +112,6 @@ runMain('fetch', async () => {
   const parsed = parseCommand(program, 'fetch');
   if (parsed !== null) return parsed;
   const o = program.opts<Opts>();
-  if (program.args.length) throw usage(`unexpected argument "${program.args[0]}"`);
   const seconds = budgetValue(o.budgetSeconds, process.env.OUTPOST_BUDGET_SECONDS);
   const bytes = budgetValue(o.budgetBytes, process.env.OUTPOST_BUDGET_BYTES);
   if (Number.isNaN(seconds)) throw usage(`budget seconds "${o.budgetSeconds ?? process.env.OUTPOST_BUDGET_SECONDS}" is not a non-negative number`);
