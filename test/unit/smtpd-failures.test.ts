@@ -1,7 +1,7 @@
 // smtpd when things go wrong, over TCP (`smtpd --listen`): the idle timeout, a client that drops
-// mid-DATA (nothing delivered, no spool left), a copy that cannot be written (the copies already
-// made are removed, 451 4.3.0, and a retry delivers exactly once), an unwritable spool (451 after
-// the data is read), and a 100 MB message that passes with flat memory.
+// mid-DATA or mid-BDAT (nothing delivered, no spool left), a copy that cannot be written (the
+// copies already made are removed, 451 4.3.0, and a retry delivers exactly once), an unwritable
+// spool (451 after the data is read), and a 100 MB message that passes with flat memory.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync, mkdirSync, statSync } from 'node:fs';
@@ -91,6 +91,22 @@ test('a connection dropped mid-DATA delivers nothing and leaves no spool file', 
   c.sock.write('Subject: cut\r\n\r\n' + 'half a message\r\n'.repeat(1000));
   c.sock.destroy();
   await logged(po, 'lost connection during DATA');
+  const cfg = po.load();
+  assert.equal(count(join(cfg.users.get('alice@example.org')!.maildir, 'new')), 0);
+  assert.equal(count(join(cfg.spool, 'tmp')), 0);
+});
+
+test('a connection dropped between BDAT chunks delivers nothing and leaves no spool file', async () => {
+  const po = await makePostOffice();
+  dirs.push(po.dir);
+  const { port } = await startSmtpd(po);
+  const c = await open(port);
+  c.sock.write('EHLO client.example\r\nMAIL FROM:<a@elsewhere.net>\r\nRCPT TO:<alice@example.org>\r\nBDAT 16\r\nSubject: cut\r\n\r\n');
+  await c.until(/^250 2\.0\.0 16 octets received/m);
+  c.sock.write('BDAT 1000 LAST\r\nhalf a chunk\r\n');
+  c.sock.destroy();
+  await logged(po, 'lost connection during BDAT');
+  await logged(po, 'disconnect');
   const cfg = po.load();
   assert.equal(count(join(cfg.users.get('alice@example.org')!.maildir, 'new')), 0);
   assert.equal(count(join(cfg.spool, 'tmp')), 0);
