@@ -4,7 +4,9 @@
  * (STARTTLS, password checks, reading DATA/BDAT into the spool, delivery).
  *
  * PIPELINING (RFC 2920): replies are collected and written when no more input is buffered, or
- * before any step that waits (DATA, BDAT, AUTH, STARTTLS, delivery, close).
+ * before any step that waits for the client (DATA, AUTH, STARTTLS, close). BDAT chunks follow their
+ * command without waiting for a reply (RFC 3030), so BDAT and the delivery after it flush only when
+ * no more input is buffered.
  * STARTTLS (RFC 3207 4.2): after "220 Ready", the line reader is detached and everything buffered
  * behind the STARTTLS command is dropped unread; the session forgets all state.
  * Timeout: smtpd_timeout seconds without input → 421 4.4.2 and close (RFC 5321 4.5.3.2).
@@ -20,7 +22,14 @@ import { log } from '../lib/log';
 import { Conn, startTls } from '../lib/transport';
 import { LfNormalizer, readChunk, readData, Spool } from './data';
 import { deliverMessage, newQueueId } from './deliver';
-import { SmtpSession, Step } from './session';
+import { Action, SmtpSession, Step } from './session';
+
+/** A message being received by BDAT: its queue id, spool file and bare-LF state across chunks. */
+interface Bdat {
+  id: string;
+  spool: Spool;
+  norm: LfNormalizer;
+}
 
 /** A well-formed scrypt hash that matches no password (see the auth action). */
 const DUMMY_HASH = `scrypt$16384$8$1$${'A'.repeat(22)}$${'A'.repeat(43)}`;
@@ -47,7 +56,8 @@ export async function smtpSession(cfg: Config, conn: Conn): Promise<void> {
   let out = '';
   let closed = false;
   let messages = 0;
-  let bdat = null as { spool: Spool; norm: LfNormalizer; id: string } | null;
+  /** The BDAT message being received (chunks before LAST). */
+  let bdat: Bdat | null = null;
 
   const flush = () => {
     if (out && !closed) conn.stream.write(out);
@@ -67,14 +77,15 @@ export async function smtpSession(cfg: Config, conn: Conn): Promise<void> {
   }, num(cfg, 'smtpd_timeout') * 1000);
   const activity = () => timer.refresh();
 
-  /** A spool file for a new message; a failure shows in Spool.failed (→ 451 4.3.0), never throws. */
-  const newSpool = async (id: string) => {
+  /** A queue id and its spool file; a failure shows in Spool.failed (→ 451 4.3.0), never throws. */
+  const newSpool = async () => {
+    const id = newQueueId();
     try {
       mkdirSync(tmpDir, { recursive: true, mode: 0o700 });
     } catch {
       /* Spool.create fails too and records why */
     }
-    return Spool.create(join(tmpDir, id), session.env.sizeLimit);
+    return { id, spool: await Spool.create(join(tmpDir, id), session.env.sizeLimit) };
   };
 
   /** Delivers a complete spool when the session asks for it, logs, and removes the spool. */
@@ -106,7 +117,7 @@ export async function smtpSession(cfg: Config, conn: Conn): Promise<void> {
         out += r + '\r\n';
         if (r[0] === '4' || r[0] === '5') log('info', 'reject', { peer, reply: r.split('\r\n')[0] });
       }
-      const a = step.action;
+      const a: Action | undefined = step.action;
       step = null;
       if (!a) break;
       switch (a.kind) {
@@ -157,8 +168,7 @@ export async function smtpSession(cfg: Config, conn: Conn): Promise<void> {
         }
         case 'data': {
           flush();
-          const id = newQueueId();
-          const spool = await newSpool(id);
+          const { id, spool } = await newSpool();
           const r = await readData(reader, spool, activity);
           if (r === 'eof') {
             await spool.discard();
@@ -170,26 +180,17 @@ export async function smtpSession(cfg: Config, conn: Conn): Promise<void> {
         }
         case 'bdat': {
           if (reader.buffered === 0) flush();
-          if (!a.discard && !bdat) {
-            const id = newQueueId();
-            bdat = { spool: await newSpool(id), norm: new LfNormalizer(), id };
-          }
-          const target = a.discard || !bdat ? await Spool.create(null, 0) : bdat.spool;
-          const norm = a.discard || !bdat ? new LfNormalizer() : bdat.norm;
-          if ((await readChunk(reader, a.size, target, norm, activity)) === 'eof') {
-            log('info', 'lost connection during BDAT', { peer, size: target.size });
+          // A chunk out of sequence (discard) is read into a counting sink and thrown away.
+          const cur: Bdat = a.discard ? { id: '', spool: await Spool.create(null, 0), norm: new LfNormalizer() } : (bdat ??= { ...(await newSpool()), norm: new LfNormalizer() });
+          if ((await readChunk(reader, a.size, cur.spool, cur.norm, activity)) === 'eof') {
+            log('info', 'lost connection during BDAT', { peer, size: cur.spool.size });
             return close();
           }
-          if (a.discard || !bdat) {
-            step = session.bdatRead({ tooBig: false, failed: false, size: 0 }, a.size);
-            break;
-          }
-          if (a.last) {
-            target.push(norm.finish());
-            const b = bdat;
-            bdat = null;
-            step = await finishMessage(b.spool, b.id, session.bdatRead({ tooBig: target.tooBig, failed: !!target.failed, size: target.size }, a.size));
-          } else step = session.bdatRead({ tooBig: target.tooBig, failed: !!target.failed, size: target.size }, a.size);
+          const last: boolean = a.last && !a.discard;
+          if (last) cur.spool.push(cur.norm.finish());
+          const read = session.bdatRead({ tooBig: cur.spool.tooBig, failed: !!cur.spool.failed, size: cur.spool.size }, a.size);
+          if (last) bdat = null;
+          step = last ? await finishMessage(cur.spool, cur.id, read) : read;
           break;
         }
       }
