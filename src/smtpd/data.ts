@@ -24,7 +24,7 @@ import type { Line, LineReader } from '../lib/linereader';
 
 const CRLF = Buffer.from('\r\n');
 /** Data lines are read in pieces of at most this many octets (longer lines pass through whole). */
-export const DATA_PIECE = 65536;
+const DATA_PIECE = 65536;
 const FLUSH_AT = 65536;
 
 /**
@@ -122,7 +122,7 @@ export class Spool {
  * The DATA decoder: fed the pieces a LineReader returns, in order.
  * `feed` returns the octets to store for the piece, or null when the piece is the terminator.
  */
-export class DotDecoder {
+class DotDecoder {
   /** The next piece starts a line (the previous piece was not a partial line). */
   private atLineStart = true;
   /** The previous line ended in a real CRLF (the DATA command line counts as one). */

@@ -42,7 +42,7 @@ export interface SessionEnv {
   peer: string;
   /** The peer lies in a mail.cfg `network` (may relay, may AUTH without TLS). */
   trusted: boolean;
-  /** TLS is configured (tls_cert and tls_key set): STARTTLS is offered. */
+  /** tls_cert or tls_key is set: STARTTLS is offered (with only one set, loading fails → 454). */
   tlsAvailable: boolean;
   /** message_size_limit (0: none). */
   sizeLimit: number;
@@ -101,9 +101,9 @@ export interface ReadResult {
 }
 
 /** Command line limits in octets including CRLF: RFC 5321 4.5.3.1.4 (512), raised after EHLO. */
-export const LINE_LIMIT_SMTP = 512;
+const LINE_LIMIT_SMTP = 512;
 /** After EHLO extensions are in use (AUTH initial responses, several ESMTP parameters). */
-export const LINE_LIMIT_ESMTP = 4096;
+const LINE_LIMIT_ESMTP = 4096;
 
 interface Verb {
   states: State[];
@@ -166,7 +166,7 @@ export function checkMailbox(addr: string, utf8: boolean, what: 'recipient' | 's
   const code = what === 'recipient' ? '553 5.1.3' : '553 5.1.7';
   const bad = (why: string): Checked => ({ ok: false, reply: `${code} <${addr}>: ${what} address rejected: ${why}` });
   if (addr.length > 254) return bad('too long');
-  if (addr.startsWith('"') || addr.includes('"')) return bad('quoted local parts are not accepted');
+  if (addr.includes('"')) return bad('quoted local parts are not accepted');
   if (!addr.includes('@')) return bad(addr.includes('!') ? 'bang paths are not accepted' : 'need a fully-qualified address');
   const { local, domain } = splitAddress(addr);
   if (domain.startsWith('[')) return bad('IP address literals are not accepted');
@@ -342,7 +342,7 @@ export class SmtpSession {
         // RFC 4954 section 5: the value is advisory; Outpost does not pass it on.
       } else return reply(`555 5.5.4 Error: unsupported parameter ${k}`);
     }
-    if (this.env.sizeLimit && tx.declaredSize > this.env.sizeLimit) return reply(`552 5.3.4 Error: message size exceeds fixed limit of ${this.env.sizeLimit} octets`);
+    if (this.env.sizeLimit && tx.declaredSize > this.env.sizeLimit) return reply(this.sizeExceeded());
     if (sp.path !== '') {
       const path = stripRoute(sp.path);
       if (path === null) return reply('501 5.1.7 Error: bad source route');
@@ -396,9 +396,18 @@ export class SmtpSession {
   dataRead(r: ReadResult): Step {
     if (r.tooBig) {
       this.reset();
-      return this.count(reply(`552 5.3.4 Error: message size exceeds fixed limit of ${this.env.sizeLimit} octets`));
+      return this.count(reply(this.sizeExceeded()));
     }
     if (r.failed) return this.delivered(null);
+    return this.deliver();
+  }
+
+  private sizeExceeded(): string {
+    return `552 5.3.4 Error: message size exceeds fixed limit of ${this.env.sizeLimit} octets`;
+  }
+
+  /** The message is complete: ask the driver to deliver it. */
+  private deliver(): Step {
     return { replies: [], action: { kind: 'deliver', tx: this.tx!, trace: this.trace() } };
   }
 
@@ -431,11 +440,11 @@ export class SmtpSession {
     }
     if (r.tooBig) {
       this.reset();
-      return this.count(reply(`552 5.3.4 Error: message size exceeds fixed limit of ${this.env.sizeLimit} octets`));
+      return this.count(reply(this.sizeExceeded()));
     }
     if (r.failed) return this.delivered(null);
     if (!this.bdatLast) return reply(`250 2.0.0 ${chunk} octets received`);
-    return { replies: [], action: { kind: 'deliver', tx: this.tx!, trace: this.trace() } };
+    return this.deliver();
   }
 
   /** After delivery: `id` on success (every copy on disk), null when it failed (copies removed). */
