@@ -39,13 +39,11 @@ const DUMMY_HASH = `scrypt$16384$8$1$${'A'.repeat(22)}$${'A'.repeat(43)}`;
  * Never throws for client behaviour; a spool or delivery failure becomes a 451 4.3.0 reply.
  */
 export async function smtpSession(cfg: Config, conn: Conn): Promise<void> {
-  const tlsConfigured = !!(cfg.scalars.tls_cert || cfg.scalars.tls_key);
   const session = new SmtpSession({
     cfg,
-    hostname: cfg.hostname,
     peer: conn.peer,
     trusted: !!conn.peer && inNetworks(conn.peer, cfg.networks),
-    tlsAvailable: tlsConfigured,
+    tlsAvailable: !!(cfg.scalars.tls_cert || cfg.scalars.tls_key),
     sizeLimit: num(cfg, 'message_size_limit'),
     maxRecipients: num(cfg, 'max_recipients'),
     errorLimit: num(cfg, 'smtpd_error_limit'),

@@ -35,9 +35,8 @@ export type State = 'start' | 'ready' | 'mail' | 'rcpt' | 'bdat';
 
 /** What the session knows about its surroundings. Sizes in bytes. */
 export interface SessionEnv {
+  /** mail.cfg: domains, users, aliases, and `hostname` (banner, replies). */
   cfg: Config;
-  /** This host's name (banner, replies). */
-  hostname: string;
   /** Peer IP address, '' when unknown. */
   peer: string;
   /** The peer lies in a mail.cfg `network` (may relay, may AUTH without TLS). */
@@ -124,7 +123,7 @@ const VERBS: Record<string, Verb> = {
   BDAT: { states: ['start', 'ready', 'mail', 'rcpt', 'bdat'], seq: '', run: (s, a) => s.bdat(a) },
   RSET: { states: ['start', 'ready', 'mail', 'rcpt', 'bdat'], seq: '', run: (s, a) => s.rset(a) },
   NOOP: { states: ['start', 'ready', 'mail', 'rcpt', 'bdat'], seq: '', run: () => reply('250 2.0.0 Ok') },
-  QUIT: { states: ['start', 'ready', 'mail', 'rcpt', 'bdat'], seq: '', run: (s) => ({ replies: [`221 2.0.0 ${s.env.hostname} closing connection`], action: { kind: 'close' } }) },
+  QUIT: { states: ['start', 'ready', 'mail', 'rcpt', 'bdat'], seq: '', run: (s) => ({ replies: [`221 2.0.0 ${s.env.cfg.hostname} closing connection`], action: { kind: 'close' } }) },
   VRFY: { states: ['start', 'ready', 'mail', 'rcpt'], seq: 'finish the BDAT transaction first', run: () => reply('252 2.5.2 Cannot VRFY user, but will accept message and attempt delivery') },
   EXPN: { states: ['start', 'ready', 'mail', 'rcpt'], seq: 'finish the BDAT transaction first', run: () => reply('502 5.5.1 EXPN not implemented') },
   HELP: { states: ['start', 'ready', 'mail', 'rcpt', 'bdat'], seq: '', run: () => reply('214-2.0.0 Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP STARTTLS AUTH', '214 2.0.0 See smtpd(8)') },
@@ -240,7 +239,7 @@ export class SmtpSession {
 
   /** The banner (RFC 5321 4.3.1). */
   greeting(): Step {
-    return reply(`220 ${this.env.hostname} ESMTP Outpost`);
+    return reply(`220 ${this.env.cfg.hostname} ESMTP Outpost`);
   }
 
   /** Feeds one command line (or SASL response during AUTH), without its CRLF. */
@@ -263,14 +262,14 @@ export class SmtpSession {
 
   /** The idle timeout (smtpd_timeout) expired. */
   timeout(): Step {
-    return { replies: [`421 4.4.2 ${this.env.hostname} Error: timeout exceeded`], action: { kind: 'close' } };
+    return { replies: [`421 4.4.2 ${this.env.cfg.hostname} Error: timeout exceeded`], action: { kind: 'close' } };
   }
 
   /** Counts error replies; past smtpd_error_limit the session ends with 421 4.7.0. */
   private count(step: Step): Step {
     for (const r of step.replies) if (r[0] === '4' || r[0] === '5') this.errors++;
     if (this.env.errorLimit && this.errors >= this.env.errorLimit && step.action?.kind !== 'close') {
-      return { replies: [...step.replies, `421 4.7.0 ${this.env.hostname} Error: too many errors`], action: { kind: 'close' } };
+      return { replies: [...step.replies, `421 4.7.0 ${this.env.cfg.hostname} Error: too many errors`], action: { kind: 'close' } };
     }
     return step;
   }
@@ -296,9 +295,9 @@ export class SmtpSession {
     this.esmtp = esmtp;
     this.state = 'ready';
     this.reset();
-    if (!esmtp) return reply(`250 ${this.env.hostname}`);
+    if (!esmtp) return reply(`250 ${this.env.cfg.hostname}`);
     const ext = [
-      `${this.env.hostname} greets ${name}`,
+      `${this.env.cfg.hostname} greets ${name}`,
       'PIPELINING',
       this.env.sizeLimit ? `SIZE ${this.env.sizeLimit}` : 'SIZE',
       '8BITMIME',
@@ -369,7 +368,7 @@ export class SmtpSession {
     let path = stripRoute(sp.path);
     if (path === null) return reply('501 5.1.3 Error: bad source route');
     if (path === '') return reply('501 5.1.3 Error: empty recipient address');
-    if (/^postmaster$/i.test(path)) path = `postmaster@${[...this.env.cfg.domains][0] ?? this.env.hostname}`;
+    if (/^postmaster$/i.test(path)) path = `postmaster@${[...this.env.cfg.domains][0] ?? this.env.cfg.hostname}`;
     const c = checkMailbox(path, tx.smtputf8, 'recipient');
     if (!c.ok) return reply(c.reply);
     const address = c.address;

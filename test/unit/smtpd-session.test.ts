@@ -22,7 +22,7 @@ network 192.168.1.0/24
 assert.equal(cfg.diags.length, 0, cfg.diags.map((d) => d.message).join());
 
 function session(over: Partial<SessionEnv> = {}): SmtpSession {
-  return new SmtpSession({ cfg, hostname: 'mx.example.org', peer: '203.0.113.5', trusted: false, tlsAvailable: false, sizeLimit: 1000, maxRecipients: 3, errorLimit: 0, ...over });
+  return new SmtpSession({ cfg, peer: '203.0.113.5', trusted: false, tlsAvailable: false, sizeLimit: 1000, maxRecipients: 3, errorLimit: 0, ...over });
 }
 /** Feeds lines, returns the first line of each reply (joined) of the last one. */
 const say = (s: SmtpSession, ...lines: string[]): string => {
