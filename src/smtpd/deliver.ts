@@ -58,18 +58,19 @@ export interface Outcome {
  */
 export async function deliverMessage(cfg: Config, tx: Transaction, trace: Trace, id: string, spoolFile: string, now = new Date()): Promise<Outcome> {
   // One copy per mailbox, even if several recipients (or aliases) lead to it.
-  const mailboxes = new Map<string, { maildir: string; address: string; rcpt: string }>();
+  // Maildir → the mailbox address and the recipient that first led there.
+  const mailboxes = new Map<string, { address: string; rcpt: string }>();
   const remote: string[] = [];
   for (const r of tx.recipients) {
-    for (const u of r.route.local) if (!mailboxes.has(u.maildir)) mailboxes.set(u.maildir, { maildir: u.maildir, address: u.address, rcpt: r.address });
+    for (const u of r.route.local) if (!mailboxes.has(u.maildir)) mailboxes.set(u.maildir, { address: u.address, rcpt: r.address });
     for (const a of r.route.remote) if (!remote.includes(a)) remote.push(a);
   }
   const body = () => createReadStream(spoolFile, { highWaterMark: 65536 });
   const made: Delivered[] = [];
   try {
-    for (const m of mailboxes.values()) {
+    for (const [maildir, m] of mailboxes) {
       const head = `Return-Path: <${tx.sender}>\r\nDelivered-To: ${m.address}\r\n` + receivedHeader(trace, cfg.hostname, id, m.rcpt, now);
-      made.push(await maildirDeliver(m.maildir, [head, body], cfg.hostname));
+      made.push(await maildirDeliver(maildir, [head, body], cfg.hostname));
     }
     if (remote.length) {
       const head = receivedHeader(trace, cfg.hostname, id, remote.length === 1 ? remote[0] : undefined, now);
