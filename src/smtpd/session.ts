@@ -18,7 +18,8 @@
  *   mail   MAIL accepted, no RCPT  rcpt   at least one RCPT accepted
  *   bdat   BDAT chunks received, LAST not yet seen (RFC 3030)
  * A verb table maps each command to its handler and the states it is allowed in; anything else
- * gets 503 5.5.1. Every reply carries an RFC 3463 enhanced status code (RFC 2034).
+ * gets 503 5.5.1. Every 2xx/4xx/5xx reply but the greeting and HELO/EHLO's carries an RFC 3463
+ * enhanced status code (RFC 2034 section 3).
  *
  * Policy (see smtpd(8)): a local-domain recipient must resolve (route.ts) or 550 5.1.1; an outside
  * recipient needs an authenticated session or a trusted peer (mail.cfg `network`), else 554 5.7.1.

@@ -62,6 +62,9 @@ function mask(s: string): string {
     .replace(/^421 4\.3\.5 \S+ /m, '421 4.3.5 HOSTNAME ');
 }
 
+/** A line of a HELO or EHLO reply (no enhanced status code there, RFC 2034 section 3). */
+const HELO_LINE = /^250[ -](mx\.example\.org( greets \S+)?|PIPELINING|SIZE( \d+)?|8BITMIME|ENHANCEDSTATUSCODES|SMTPUTF8|CHUNKING|STARTTLS|AUTH PLAIN LOGIN)$/;
+
 /** Lists files under dir/new, oldest first (by the Maildir name's delivery counter). */
 function delivered(dir: string): string[] {
   const nd = join(dir, 'new');
@@ -91,6 +94,13 @@ for (const file of readdirSync(DIR).filter((f) => f.endsWith('.in')).sort()) {
     assert.equal(r.stderr, '', 'nothing on stderr: under inetd it could be the client socket');
     const out = r.stdout.toString('latin1');
     assert.ok(!/[^\r]\n/.test(out) && (out === '' || out.endsWith('\r\n')), 'every reply line ends CRLF');
+    // RFC 2034 section 3: every 2xx/4xx/5xx reply but the greeting and HELO/EHLO's carries an
+    // enhanced status code of the same class.
+    for (const l of out.split('\r\n').slice(1)) {
+      if (!/^[245]/.test(l) || HELO_LINE.test(l)) continue;
+      const m = /^([245])\d\d[ -]([245])\.\d{1,3}\.\d{1,3}( |$)/.exec(l);
+      assert.ok(m && m[1] === m[2], `enhanced status code: ${l}`);
+    }
     let transcript = out.replace(/\r\n/g, '\n') + `== exit ${r.code}\n`;
     const boxes: Array<[string, string]> = [
       ['alice@example.org', join(po.spool, 'mail', 'example.org', 'alice')],
