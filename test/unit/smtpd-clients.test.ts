@@ -5,7 +5,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { readFileSync, readdirSync, existsSync, rmSync } from 'node:fs';
+import { appendFileSync, readFileSync, readdirSync, existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { listenDaemon, Listening } from '../helpers/daemons';
 import { makeCert, makePostOffice, PostOffice, requireTool, ROOT } from '../helpers/postoffice';
@@ -84,7 +84,6 @@ test('STARTTLS: AUTH only after TLS, ESMTPSA relay into the queue; pipelined pla
   const po = await makePostOffice();
   dirs.push(po.dir);
   const { cert, key } = makeCert(po.dir);
-  const { appendFileSync } = await import('node:fs');
   appendFileSync(po.cfgPath, `tls_cert ${cert}\ntls_key ${key}\n`);
   const port = await startSmtpd(po);
   const out = python(

@@ -59,11 +59,15 @@ function open(port: number): Promise<Client> {
   });
 }
 
-/** Waits until the log file contains `what` (the server has finished handling the event). */
+/**
+ * Waits until the log file contains `what` (the server has finished handling the event).
+ * @throws after 30 s, with the log, rather than hanging the run.
+ */
 async function logged(po: PostOffice, what: string): Promise<void> {
   const log = join(po.dir, 'outpost.log');
-  for (;;) {
-    if (existsSync(log) && readFileSync(log, 'utf8').includes(what)) return;
+  const text = () => (existsSync(log) ? readFileSync(log, 'utf8') : '');
+  for (const end = Date.now() + 30000; !text().includes(what); ) {
+    if (Date.now() > end) throw new Error(`smtpd never logged "${what}"; log:\n${text()}`);
     await new Promise((r) => setTimeout(r, 20));
   }
 }
