@@ -375,9 +375,10 @@ export class SmtpSession {
     const address = c.address;
     const { domain } = splitAddress(address);
     if (isLocalDomain(this.env.cfg, domain)) {
-      const route = resolveRecipient(this.env.cfg, normalizeAddress(address));
+      const local = normalizeAddress(address);
+      const route = resolveRecipient(this.env.cfg, local);
       if (!route) return reply(`550 5.1.1 <${address}>: Recipient address rejected: User unknown in local recipient table`);
-      tx.recipients.push({ address: normalizeAddress(address), route });
+      tx.recipients.push({ address: local, route });
     } else {
       if (!this.user && !this.env.trusted) return reply(`554 5.7.1 <${address}>: Relay access denied`);
       tx.recipients.push({ address, route: { local: [], remote: [address] } });
