@@ -12,7 +12,8 @@
  *   - idle timeout (mail.cfg pop3d_timeout, default 600 s, RFC 1939 section 3): the client gets
  *     "-ERR [SYS/TEMP] autologout" and the session ends without UPDATE (nothing deleted); the
  *     same limit applies to a client that stops reading a RETR;
- *   - a command line longer than MAX_LINE bytes gets -ERR and is skipped whole;
+ *   - a command line longer than MAX_LINE bytes gets -ERR and is skipped whole (the idle timeout
+ *     applies while it is skipped);
  *   - an unexpected failure inside a command (a bug) gets "-ERR [SYS/TEMP] internal error", is
  *     logged with its stack, and ends the session without UPDATE.
  */
@@ -28,13 +29,13 @@ import { sendMessage, writeOut } from './retr';
 import { DUMMY_HASH, ERROR_LIMIT, Pop3Session, Services, Step } from './session';
 
 /** Longest command line in bytes (RFC 2449 allows 255; AUTH PLAIN responses need more). */
-export const MAX_LINE = 8192;
+const MAX_LINE = 8192;
 
 /**
  * Finds the mailbox for a login name: the full address, or a bare local part when mail.cfg has
  * exactly one domain (pop3d(8), LOGIN NAMES). Case-insensitive.
  */
-export function findUser(cfg: Config, name: string): User | undefined {
+function findUser(cfg: Config, name: string): User | undefined {
   const n = normalizeAddress(name);
   if (n.includes('@')) return cfg.users.get(n);
   if (cfg.domains.size !== 1) return undefined;
@@ -42,7 +43,7 @@ export function findUser(cfg: Config, name: string): User | undefined {
 }
 
 /** The real services for a session: mail.cfg, scrypt, the Maildir, TLS files, the log. */
-export function makeServices(cfg: Config, conn: Conn, tls: { ctx: SecureContext | null }): Services {
+function makeServices(cfg: Config, conn: Conn, tls: { ctx: SecureContext | null }): Services {
   return {
     hostname: cfg.hostname,
     peer: conn.peer,
@@ -83,6 +84,10 @@ export async function pop3Session(cfg: Config, conn: Conn): Promise<void> {
   let corked = false;
   let reason = 'disconnect';
   const say = (text: string) => writeOut(conn.stream, text + '\r\n', timeout);
+  const uncork = () => {
+    if (corked) (conn.stream as Socket).uncork?.();
+    corked = false;
+  };
 
   /** Carries out the steps; false when the connection is to be closed. */
   const run = async (steps: Step[]): Promise<boolean> => {
@@ -105,8 +110,7 @@ export async function pop3Session(cfg: Config, conn: Conn): Promise<void> {
       } else if (step.kind === 'stls') {
         // RFC 2595 section 4: nothing the client sent before the handshake may be used.
         reader.detach();
-        if (corked) (conn.stream as Socket).uncork?.();
-        corked = false;
+        uncork();
         try {
           conn = await startTls(conn, tls.ctx!, timeout);
         } catch (err) {
@@ -125,11 +129,10 @@ export async function pop3Session(cfg: Config, conn: Conn): Promise<void> {
 
   try {
     await run(session.greeting());
+    /** Inside an over-long line: its pieces are dropped, and its end gets the -ERR. */
+    let skipping = false;
     for (;;) {
-      if (corked && reader.buffered === 0) {
-        (conn.stream as Socket).uncork?.();
-        corked = false;
-      }
+      if (reader.buffered === 0) uncork();
       const got = await nextLine(reader, timeout);
       if (got === TIMEOUT) {
         reason = 'timeout';
@@ -141,16 +144,12 @@ export async function pop3Session(cfg: Config, conn: Conn): Promise<void> {
         (conn.stream as Socket).cork();
         corked = true;
       }
-      let steps: Step[];
       if (got.partial) {
-        // Skip the rest of the over-long line, then refuse it.
-        let piece: typeof got | null | typeof TIMEOUT = got;
-        while (piece !== null && piece !== TIMEOUT && piece.partial) piece = await nextLine(reader, timeout);
-        if (piece === null || piece === TIMEOUT) break;
-        steps = session.tooLong();
-      } else {
-        steps = await session.handle(got.line.toString('latin1'));
+        skipping = true;
+        continue;
       }
+      const steps = skipping ? session.tooLong() : await session.handle(got.line.toString('latin1'));
+      skipping = false;
       if (!(await run(steps))) {
         if (session.errors >= ERROR_LIMIT) reason = 'errors';
         break;
@@ -167,7 +166,7 @@ export async function pop3Session(cfg: Config, conn: Conn): Promise<void> {
     }
   } finally {
     await session.end(reason);
-    if (corked) (conn.stream as Socket).uncork?.();
+    uncork();
     reader.detach();
     await new Promise<void>((res) => {
       if (conn.stream.destroyed || conn.stream.writableFinished) return res();

@@ -1,6 +1,7 @@
 // pop3d over TCP (--listen) with real clients: python3 poplib RETRs the CRLF corpus byte-exact
 // after STLS; UIDLs are the delivered ids; DELE without QUIT keeps everything, DELE + QUIT removes
-// durably; STLS discards pipelined plaintext (RFC 2595); a 100 MB RETR keeps pop3d's memory flat.
+// durably; STLS discards pipelined plaintext (RFC 2595); a 100 MB RETR keeps pop3d's memory flat;
+// over-long lines, the idle timeout inside one, and a message removed behind a session.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, ChildProcess, execFile } from 'node:child_process';
@@ -272,4 +273,46 @@ test('idle timeout (pop3d_timeout): autologout, and nothing is deleted', async (
   await new Promise((r) => child.once('close', r));
   assert.match(out, /\+OK message 1 deleted\r\n-ERR \[SYS\/TEMP\] autologout: idle for too long\r\n$/);
   assert.deepEqual(files(bobDir), before);
+});
+
+test('an over-long command line gets one -ERR and is skipped whole; the session goes on', async () => {
+  const sock = connect(port, '127.0.0.1');
+  await until(sock, /\r\n/);
+  const replies = until(sock, /signing off.*\r\n/);
+  sock.write('CAPA ' + 'x'.repeat(20000) + '\r\nQUIT\r\n');
+  assert.equal(await replies, '-ERR line too long\r\n+OK Outpost POP3 server signing off\r\n');
+  sock.destroy();
+});
+
+test('idle timeout inside an over-long line: autologout all the same', async () => {
+  const cfg = join(po.dir, 'short-long.cfg');
+  writeFileSync(cfg, readFileSync(po.cfgPath, 'utf8') + 'pop3d_timeout 1\n', { mode: 0o600 });
+  const child = spawn('bash', ['-c', 'cat | "$0" "$1" -c "$2" | cat', process.execPath, dist('pop3d'), cfg], { env: childEnv(), stdio: ['pipe', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout.on('data', (d) => {
+    out += d;
+    if (out.includes('autologout')) child.stdin.end();
+  });
+  // Without an autologout the pipeline would wait for stdin forever: end it late, so the test fails.
+  const guard = setTimeout(() => child.stdin.end(), 20_000);
+  child.stdin.write('NOOP ' + 'x'.repeat(10000));
+  await new Promise((r) => child.once('close', r));
+  clearTimeout(guard);
+  assert.match(out, /^\+OK Outpost POP3 server ready <[^>]+>\r\n-ERR \[SYS\/TEMP\] autologout: idle for too long\r\n$/);
+});
+
+test('a message removed behind the session: RETR gets [SYS/TEMP], the session goes on', async () => {
+  const { id } = await deliver(bobDir, ['Subject: vanishing\r\n\r\nsoon gone\r\n'], 'mx.example.org');
+  const sock = connect(port, '127.0.0.1');
+  await until(sock, /\r\n/);
+  const listing = until(sock, /\r\n\.\r\n/);
+  sock.write('USER bob@example.org\r\nPASS bob pw with blanks\r\nUIDL\r\n');
+  const hit = (await listing).split('\r\n').filter((l) => l.endsWith(` ${id}`));
+  assert.equal(hit.length, 1, 'the new message is listed');
+  const file = readdirSync(join(bobDir, 'cur')).find((f) => f.startsWith(id))!;
+  rmSync(join(bobDir, 'cur', file));
+  const replies = until(sock, /signing off.*\r\n/);
+  sock.write(`RETR ${hit[0].split(' ')[0]}\r\nNOOP\r\nQUIT\r\n`);
+  assert.match(await replies, /^-ERR \[SYS\/TEMP\] message is no longer there\r\n\+OK\r\n\+OK Outpost POP3 server signing off/);
+  sock.destroy();
 });
