@@ -31,7 +31,12 @@ const DOT_BUF = Buffer.from('.');
 const CRLF = Buffer.from('\r\n');
 const END = Buffer.from('.\r\n');
 /** Read size: big enough for throughput, small enough that memory stays flat. */
-export const CHUNK = 64 * 1024;
+const CHUNK = 64 * 1024;
+
+/** The rejection when the client went away (code ECONNRESET). */
+const closedError = (cause?: unknown) => Object.assign(new Error('connection closed', { cause }), { code: 'ECONNRESET' });
+/** The rejection when the client stopped reading for `timeout` seconds (code ETIMEDOUT). */
+const stalledError = (timeout: number) => Object.assign(new Error(`client did not read for ${timeout} s`), { code: 'ETIMEDOUT' });
 
 /**
  * Dot-stuffs a message's bytes, optionally stopping after the header plus `lines` body lines.
@@ -129,7 +134,7 @@ export class Stuffer {
  * peer goes away or stops reading for `timeout` seconds.
  */
 export function writeOut(out: Writable, buf: Buffer | string, timeout: number): Promise<void> {
-  if (out.destroyed || out.writableEnded) return Promise.reject(Object.assign(new Error('connection closed'), { code: 'ECONNRESET' }));
+  if (out.destroyed || out.writableEnded) return Promise.reject(closedError());
   if (out.write(buf)) return Promise.resolve();
   // A corked stream never drains: let the data go (the driver corks while pipelined input waits).
   while (out.writableCorked) out.uncork();
@@ -143,8 +148,8 @@ export function writeOut(out: Writable, buf: Buffer | string, timeout: number): 
       else resolve();
     };
     const onDrain = () => done();
-    const onClose = () => done(Object.assign(new Error('connection closed'), { code: 'ECONNRESET' }));
-    const timer = setTimeout(() => done(Object.assign(new Error(`client did not read for ${timeout} s`), { code: 'ETIMEDOUT' })), timeout * 1000);
+    const onClose = () => done(closedError());
+    const timer = setTimeout(() => done(stalledError(timeout)), timeout * 1000);
     out.on('drain', onDrain);
     out.once('close', onClose);
     out.once('error', onClose);
@@ -197,7 +202,7 @@ export async function sendMessage(path: string, lines: number, out: Writable, ti
  * (so their memory may be reused); rejects like writeOut.
  */
 function writeAll(out: Writable, pieces: Buffer[], timeout: number): Promise<void> {
-  if (out.destroyed || out.writableEnded) return Promise.reject(Object.assign(new Error('connection closed'), { code: 'ECONNRESET' }));
+  if (out.destroyed || out.writableEnded) return Promise.reject(closedError());
   return new Promise((resolve, reject) => {
     const done = (err?: Error) => {
       clearTimeout(timer);
@@ -205,13 +210,12 @@ function writeAll(out: Writable, pieces: Buffer[], timeout: number): Promise<voi
       if (err) reject(err);
       else resolve();
     };
-    const closed = (cause?: unknown) => Object.assign(new Error('connection closed', { cause }), { code: 'ECONNRESET' });
-    const onClose = () => done(closed());
-    const timer = setTimeout(() => done(Object.assign(new Error(`client did not read for ${timeout} s`), { code: 'ETIMEDOUT' })), timeout * 1000);
+    const onClose = () => done(closedError());
+    const timer = setTimeout(() => done(stalledError(timeout)), timeout * 1000);
     out.once('close', onClose);
     out.cork();
     for (let i = 0; i < pieces.length - 1; i++) out.write(pieces[i]);
-    out.write(pieces[pieces.length - 1], (err) => done(err ? closed(err) : undefined));
+    out.write(pieces[pieces.length - 1], (err) => done(err ? closedError(err) : undefined));
     while (out.writableCorked) out.uncork();
   });
 }
