@@ -82,10 +82,10 @@ for (const file of readdirSync(DIR).filter((f) => f.endsWith('.in')).sort()) {
     mkdirSync(join(cfg.spool, 'mail', 'example.org', 'bob'), { recursive: true });
     let release: (() => Promise<void>) | undefined;
     for (const d of directives) if (d.startsWith('# lock ')) release = await acquireLock(join(cfg.users.get(d.slice(7).trim())!.maildir, '.pop3d'));
-    const broken = directives.includes('# config broken');
+    const cfgPath = directives.includes('# config broken') ? brokenCfg : directives.includes('# config missing') ? join(po.dir, 'no-such.cfg') : po.cfgPath;
     let r: Awaited<ReturnType<typeof converse>>;
     try {
-      r = await converse(broken ? brokenCfg : po.cfgPath, script);
+      r = await converse(cfgPath, script);
     } finally {
       await release?.();
     }
