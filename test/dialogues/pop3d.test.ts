@@ -59,7 +59,8 @@ function converse(cfgPath: string, script: string): Promise<{ out: string; err: 
 let po: PostOffice;
 let cfg: Config;
 let aliceDir: string;
-let brokenCfg: string;
+/** The mail.cfg for each `# config NAME` directive (README.md). */
+const configs: Record<string, string> = {};
 before(async () => {
   po = await makePostOffice([
     { address: 'alice@example.org', password: 'alicepw', apop: 'tanstaaf' },
@@ -68,8 +69,13 @@ before(async () => {
   dirs.push(po.dir);
   cfg = po.load();
   aliceDir = cfg.users.get('alice@example.org')!.maildir;
-  brokenCfg = join(po.dir, 'broken.cfg');
-  writeFileSync(brokenCfg, readFileSync(po.cfgPath, 'utf8') + 'no_such_setting 1\n', { mode: 0o600 });
+  const variant = (name: string, extra: string) => {
+    configs[name] = join(po.dir, `${name}.cfg`);
+    writeFileSync(configs[name], readFileSync(po.cfgPath, 'utf8') + extra, { mode: 0o600 });
+  };
+  variant('broken', 'no_such_setting 1\n');
+  variant('half-tls', `tls_cert ${join(po.dir, 'cert.pem')}\n`);
+  configs.missing = join(po.dir, 'no-such.cfg');
 });
 
 for (const file of readdirSync(DIR).filter((f) => f.endsWith('.in')).sort()) {
@@ -82,7 +88,9 @@ for (const file of readdirSync(DIR).filter((f) => f.endsWith('.in')).sort()) {
     mkdirSync(join(cfg.spool, 'mail', 'example.org', 'bob'), { recursive: true });
     let release: (() => Promise<void>) | undefined;
     for (const d of directives) if (d.startsWith('# lock ')) release = await acquireLock(join(cfg.users.get(d.slice(7).trim())!.maildir, '.pop3d'));
-    const cfgPath = directives.includes('# config broken') ? brokenCfg : directives.includes('# config missing') ? join(po.dir, 'no-such.cfg') : po.cfgPath;
+    const special = directives.find((d) => d.startsWith('# config '))?.slice(9).trim();
+    const cfgPath = special ? configs[special] : po.cfgPath;
+    assert.ok(cfgPath, `unknown directive "# config ${special}"`);
     let r: Awaited<ReturnType<typeof converse>>;
     try {
       r = await converse(cfgPath, script);
