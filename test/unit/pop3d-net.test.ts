@@ -5,7 +5,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, ChildProcess, execFile } from 'node:child_process';
-import { readFileSync, readdirSync, writeFileSync, mkdirSync, rmSync, openSync, writeSync, closeSync, existsSync } from 'node:fs';
+import { readFileSync, readdirSync, writeFileSync, mkdirSync, rmSync, openSync, writeSync, closeSync } from 'node:fs';
 import { connect, Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { join } from 'node:path';
@@ -83,8 +83,9 @@ else:
 print(json.dumps(out))
 `;
 
+let py: string | undefined;
 function python(): string {
-  return existsSync('/usr/bin/python3') ? '/usr/bin/python3' : requireTool('python3');
+  return (py ??= requireTool('python3'));
 }
 
 /** Runs the poplib client above; returns its JSON result. */
