@@ -33,3 +33,15 @@ export async function verifyPassword(stored: string, password: string): Promise<
   const got = await scryptAsync(password, Buffer.from(parts[4], 'base64url'), n, r, p);
   return want.length === got.length && timingSafeEqual(want, got);
 }
+
+/** A well-formed scrypt field that matches no password: an unknown user costs a real hash. */
+const DUMMY_HASH = `scrypt$${N}$${R}$${P}$${'A'.repeat(22)}$${'A'.repeat(43)}`;
+
+/**
+ * Checks a login: true only for a known user whose password matches. An unknown user (undefined)
+ * is checked against a dummy hash first, so the reply takes as long as for a known one and the
+ * timing does not tell which user names exist.
+ */
+export async function verifyUser(user: { hash: string } | undefined, password: string): Promise<boolean> {
+  return (await verifyPassword(user?.hash ?? DUMMY_HASH, password)) && user !== undefined;
+}

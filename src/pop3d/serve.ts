@@ -26,7 +26,7 @@ import type { SecureContext } from 'node:tls';
 import type { Socket } from 'node:net';
 import { openMaildrop } from './maildrop';
 import { sendMessage, writeOut } from './retr';
-import { DUMMY_HASH, ERROR_LIMIT, Pop3Session, Services, Step } from './session';
+import { ERROR_LIMIT, Pop3Session, Services, Step } from './session';
 
 /** Longest command line in bytes (RFC 2449 allows 255; AUTH PLAIN responses need more). */
 const MAX_LINE = 8192;
@@ -49,7 +49,7 @@ function makeServices(cfg: Config, conn: Conn, tls: { ctx: SecureContext | null 
     peer: conn.peer,
     loginDelay: num(cfg, 'login_delay'),
     findUser: (name) => findUser(cfg, name),
-    verifyPassword: async (user, password) => (await (await import('../mail/passwords.js')).verifyPassword(user?.hash ?? DUMMY_HASH, password)) && user !== undefined,
+    verifyPassword: async (user, password) => (await import('../mail/passwords.js')).verifyUser(user, password),
     openDrop: (user) => openMaildrop(user.maildir, user.address),
     tlsConfigured: Boolean(cfg.scalars.tls_cert || cfg.scalars.tls_key),
     prepareTls: () => {

@@ -82,8 +82,6 @@ const ok = (text: string): Step => line(`+OK ${text}`);
 /** "1 message", "3 messages". */
 const nMessages = (n: number): string => `${n} message${n === 1 ? '' : 's'}`;
 const AUTH_FAILED = '[AUTH] invalid user name or password';
-/** A parseable scrypt field that matches nothing: unknown users cost the same time as known. */
-export const DUMMY_HASH = `scrypt$16384$8$1$${'A'.repeat(22)}$${'A'.repeat(43)}`;
 
 function decodeBase64(s: string): Buffer | null {
   if (s === '=') return Buffer.alloc(0);

@@ -31,9 +31,6 @@ interface Bdat {
   norm: LfNormalizer;
 }
 
-/** A well-formed scrypt hash that matches no password (see the auth action). */
-const DUMMY_HASH = `scrypt$16384$8$1$${'A'.repeat(22)}$${'A'.repeat(43)}`;
-
 /**
  * Serves one SMTP session on `conn` until QUIT, close, timeout or error limit.
  * Never throws for client behaviour; a spool or delivery failure becomes a 451 4.3.0 reply.
@@ -154,8 +151,8 @@ export async function smtpSession(cfg: Config, conn: Conn): Promise<void> {
           flush();
           // An unknown user costs the same scrypt run as a known one: no user enumeration by timing.
           const u = cfg.users.get(a.user.toLowerCase());
-          const { verifyPassword } = await import('../mail/passwords.js');
-          const ok = (await verifyPassword(u?.hash ?? DUMMY_HASH, a.password)) && !!u;
+          const { verifyUser } = await import('../mail/passwords.js');
+          const ok = await verifyUser(u, a.password);
           if (!ok) {
             log('info', 'auth failed', { peer, user: a.user });
             await new Promise((res) => setTimeout(res, num(cfg, 'login_delay') * 1000));

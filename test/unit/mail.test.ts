@@ -15,6 +15,7 @@ import { acquireLock } from '../../src/lib/lock';
 import { LineReader } from '../../src/lib/linereader';
 import { parseDaemonArgs } from '../../src/lib/daemon';
 import { OutpostError } from '../../src/lib/errors';
+import { hashPassword, verifyUser } from '../../src/mail/passwords';
 
 const tmp = () => mkdtempSync(join(tmpdir(), 'outpost-mail-'));
 const files = (dir: string, sub: string) => readdirSync(join(dir, sub));
@@ -95,4 +96,12 @@ test('daemon flags: -c, --config=, --listen; anything else is a usage error (64)
   assert.deepEqual(parseDaemonArgs('smtpd', '', ['--config=/y.cfg']), { config: '/y.cfg' });
   assert.throws(() => parseDaemonArgs('smtpd', '', ['-c']), (e: unknown) => e instanceof OutpostError && e.exit === 64 && /needs a value/.test(e.message));
   assert.throws(() => parseDaemonArgs('smtpd', '', ['--verbose']), (e: unknown) => e instanceof OutpostError && e.exit === 64 && /unknown argument "--verbose"/.test(e.message));
+});
+
+test('verifyUser: the right password of a known user only; an unknown user never', async () => {
+  const user = { hash: await hashPassword('s3cret') };
+  assert.equal(await verifyUser(user, 's3cret'), true);
+  assert.equal(await verifyUser(user, 'S3cret'), false);
+  assert.equal(await verifyUser(undefined, 's3cret'), false);
+  assert.equal(await verifyUser({ hash: '*' }, '*'), false, 'a locked mailbox');
 });
