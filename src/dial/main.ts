@@ -24,39 +24,27 @@
  */
 import { existsSync, mkdirSync } from 'node:fs';
 import { basename, join } from 'node:path';
-import { Command } from 'commander';
-import { parseCommand } from '../lib/command';
-import { runMain } from '../lib/cli';
+import type { Limits } from '../lib/budget';
+import { LinkOptions, runLinkProgram, usageError } from '../lib/command';
 import { OutpostError } from '../lib/errors';
-import { EX_CONFIG, EX_OK, EX_TEMPFAIL, EX_UNAVAILABLE, EX_USAGE } from '../lib/exits';
+import { EX_CONFIG, EX_OK, EX_TEMPFAIL, EX_UNAVAILABLE } from '../lib/exits';
 import { acquireLock } from '../lib/lock';
-import { log, setupLog } from '../lib/log';
+import { log } from '../lib/log';
 import { Config, Link, configPath, loadConfig, logTarget, spoolPaths } from '../mail/config';
 import { bringUp, LinkSession } from './links';
 import { chooseLinks, sessionBudget, sessionCost } from './select';
 import { CycleResult, DialStatus, formatBytes, formatStatus, queueInfo, readStatus, sendReports, writeStatus } from './status';
 import { budgetEnv, runSync, SyncResult } from './sync';
 
-interface Opts {
-  config?: string;
+interface Opts extends LinkOptions {
   link?: string;
   auto?: boolean;
-  budgetSeconds?: number;
-  budgetBytes?: number;
   dryRun?: boolean;
   status?: boolean;
   json?: boolean;
 }
 
-const usage = (m: string) => new OutpostError(`${m}; fix: see "dial --help" or dial(8)`, { exit: EX_USAGE, code: 'EUSAGE' });
-
-function nonNegative(flag: string) {
-  return (v: string) => {
-    const x = Number(v);
-    if (!/^\d+(\.\d+)?$/.test(v) || !Number.isFinite(x)) throw usage(`${flag} ${v} is not a non-negative number`);
-    return x;
-  };
-}
+const usage = (m: string) => usageError('dial', m);
 
 /** Splits the operands after `--` into commands at each further `--`. */
 function splitCommands(operands: string[]): string[][] {
@@ -82,12 +70,12 @@ function requireDefaults(commands: string[][]): void {
   }
 }
 
-function describeBudget(b: { seconds: number; bytes: number }): string {
-  return `${b.seconds ? `${b.seconds} s` : 'no time limit'}, ${b.bytes ? `${b.bytes} bytes` : 'no byte limit'}`;
+function describeBudget(b: Limits): string {
+  return `${b.seconds === undefined ? 'no time limit' : `${b.seconds} s`}, ${b.bytes === undefined ? 'no byte limit' : `${b.bytes} bytes`}`;
 }
 
 /** --dry-run: what would happen, touching nothing. */
-function dryRun(cfg: Config, order: Link[], reasons: string[], commands: string[][], flags: { seconds?: number; bytes?: number }): number {
+function dryRun(cfg: Config, order: Link[], reasons: string[], commands: string[][], flags: Limits): number {
   const out: string[] = [];
   out.push(order.length ? `dial: would try ${order.map((l) => l.name).join(', then ')}` : 'dial: no link may be used now');
   for (const r of reasons) out.push(`  ${r}`);
@@ -102,7 +90,7 @@ function dryRun(cfg: Config, order: Link[], reasons: string[], commands: string[
   if (order.length) {
     const l = order[0];
     const b = sessionBudget(l, flags);
-    const env = budgetEnv({}, { link: l.name, cfgPath: cfg.path, reportPath: join(spoolPaths(cfg).run, 'dial.report.PID'), secondsLeft: b.seconds || undefined, bytesLeft: b.bytes || undefined });
+    const env = budgetEnv({}, { link: l.name, cfgPath: cfg.path, reportPath: join(spoolPaths(cfg).run, 'dial.report.PID'), secondsLeft: b.seconds, bytesLeft: b.bytes });
     out.push(`environment (first command via ${l.name}):`);
     for (const [k, v] of Object.entries(env)) out.push(`  ${k}=${v}`);
   }
@@ -136,7 +124,7 @@ function trapSignals(stop: AbortController): { signal: () => NodeJS.Signals | nu
 }
 
 /** One cycle under the lock. Returns the exit status. */
-async function cycle(cfg: Config, order: Link[], commands: string[][], flags: { seconds?: number; bytes?: number }): Promise<number> {
+async function cycle(cfg: Config, order: Link[], commands: string[][], flags: Limits): Promise<number> {
   const run = spoolPaths(cfg).run;
   const stop = new AbortController();
   const sig = trapSignals(stop);
@@ -257,65 +245,60 @@ function graceSeconds(): number {
   return process.env.OUTPOST_DIAL_GRACE && Number.isFinite(v) && v >= 0 ? v : 10;
 }
 
-runMain('dial', async () => {
-  setupLog('dial', 'none');
-  const program = new Command('dial')
-    .description('bring a link up on demand, sync within a budget, hang up (see dial(8))')
-    .usage('[-c FILE] [--link NAME | --auto] [--budget-seconds N] [--budget-bytes N] [--dry-run] [-- COMMAND...]\n       dial [-c FILE] --status [--json]')
-    .option('-c, --config <file>', 'the mail.cfg to use (default: $OUTPOST_CONFIG, else /etc/outpost/mail.cfg)')
-    .option('--link <name>', 'use this link only')
-    .option('--auto', 'choose among the links by hours, priority and cost (the default)')
-    .option('--budget-seconds <n>', 'hold the link at most this many seconds (with the link\'s own budget: the smaller)', nonNegative('--budget-seconds'))
-    .option('--budget-bytes <n>', 'move at most this many bytes (with the link\'s own budget: the smaller)', nonNegative('--budget-bytes'))
-    .option('--dry-run', 'print the link that would be chosen and why, the commands and their environment; touch nothing')
-    .option('--status', 'show the last cycle and the queue, without the link')
-    .option('--json', 'with --status: print JSON')
-    .argument('[command...]', 'after --: the command(s) to run instead of fetch and queue-run; separate several with --');
-  const parsed = parseCommand(program, 'dial');
-  if (parsed !== null) return parsed;
-  const o = program.opts<Opts>();
-  const operands = program.args;
-  if (o.link && o.auto) throw usage('--link and --auto exclude each other');
-  if (o.json && !o.status) throw usage('--json goes with --status');
-  if (o.status && (o.link || o.auto || o.dryRun || operands.length || o.budgetSeconds !== undefined || o.budgetBytes !== undefined)) throw usage('--status takes only -c and --json');
-  const cfgPath = configPath(o.config);
-  const cfg = loadConfig(cfgPath);
-  setupLog('dial', logTarget(cfg));
+runLinkProgram<Opts, Config>({
+  name: 'dial',
+  description: 'bring a link up on demand, sync within a budget, hang up (see dial(8))',
+  usage: '[-c FILE] [--link NAME | --auto] [--budget-seconds N] [--budget-bytes N] [--dry-run] [-- COMMAND...]\n       dial [-c FILE] --status [--json]',
+  budgetNote: { seconds: "(with the link's budget_seconds: the smaller)", bytes: "(with the link's budget_bytes: the smaller)" },
+  reports: false,
+  options: (program) =>
+    program
+      .option('--link <name>', 'use this link only')
+      .option('--auto', 'choose among the links by hours, priority and cost (the default)')
+      .option('--dry-run', 'print the link that would be chosen and why, the commands and their environment; touch nothing')
+      .option('--status', 'show the last cycle and the queue, without the link')
+      .option('--json', 'with --status: print JSON')
+      .argument('[command...]', 'after --: the command(s) to run instead of fetch and queue-run; separate several with --'),
+  check: (o, operands) => {
+    if (o.link && o.auto) throw usage('--link and --auto exclude each other');
+    if (o.json && !o.status) throw usage('--json goes with --status');
+    if (o.status && (o.link || o.auto || o.dryRun || operands.length || o.budgetSeconds !== undefined || o.budgetBytes !== undefined)) throw usage('--status takes only -c and --json');
+  },
+  loadConfig: (flag) => loadConfig(configPath(flag)),
+  logTarget,
+  run: async (o, { cfg, limits, args: operands }) => {
+    if (o.status) {
+      const s = readStatus(cfg);
+      const q = queueInfo(cfg);
+      if (o.json) process.stdout.write(JSON.stringify({ last: s, queue: q, now: new Date().toISOString() }, null, 1) + '\n');
+      else process.stdout.write(formatStatus(s, q, new Date()) + '\n');
+      return EX_OK;
+    }
+    if (cfg.links.length === 0) {
+      throw new OutpostError(`${cfg.path}: no link is defined; fix: add one, e.g. "mailcfg link add lan kind=always" (mail.cfg(5), link)`, { exit: EX_CONFIG, code: 'ECONFIG' });
+    }
+    if (o.link && !cfg.links.some((l) => l.name === o.link)) {
+      throw usage(`no link named "${o.link}" in ${cfg.path} (links: ${cfg.links.map((l) => l.name).join(', ')})`);
+    }
+    const commands = operands.length ? splitCommands(operands) : defaultCommands(cfg.path);
+    if (commands.length === 0) throw usage('no command after --');
+    const { order, reasons } = chooseLinks(cfg.links, new Date(), limits, o.link);
+    if (o.dryRun) return dryRun(cfg, order, reasons, commands, limits);
+    if (!operands.length) requireDefaults(commands);
 
-  if (o.status) {
-    const s = readStatus(cfg);
-    const q = queueInfo(cfg);
-    if (o.json) process.stdout.write(JSON.stringify({ last: s, queue: q, now: new Date().toISOString() }, null, 1) + '\n');
-    else process.stdout.write(formatStatus(s, q, new Date()) + '\n');
-    return EX_OK;
-  }
-
-  if (cfg.links.length === 0) {
-    throw new OutpostError(`${cfgPath}: no link is defined; fix: add one, e.g. "mailcfg link add lan kind=always" (mail.cfg(5), link)`, { exit: EX_CONFIG, code: 'ECONFIG' });
-  }
-  if (o.link && !cfg.links.some((l) => l.name === o.link)) {
-    throw usage(`no link named "${o.link}" in ${cfgPath} (links: ${cfg.links.map((l) => l.name).join(', ')})`);
-  }
-  const commands = operands.length ? splitCommands(operands) : defaultCommands(cfgPath);
-  if (commands.length === 0) throw usage('no command after --');
-  const flags = { seconds: o.budgetSeconds, bytes: o.budgetBytes };
-  const now = new Date();
-  const { order, reasons } = chooseLinks(cfg.links, now, o.link);
-  if (o.dryRun) return dryRun(cfg, order, reasons, commands, flags);
-  if (!operands.length) requireDefaults(commands);
-
-  if (order.length === 0) {
-    const msg = `no link may be used now: ${reasons.join('; ')}`;
-    log('warn', msg);
-    process.stdout.write(`dial: ${msg}\n`);
-    return EX_UNAVAILABLE;
-  }
-  const run = spoolPaths(cfg).run;
-  mkdirSync(run, { recursive: true });
-  const release = await acquireLock(join(run, 'dial'), 0, 'dial (another dial cycle is running)');
-  try {
-    return await cycle(cfg, order, commands, flags);
-  } finally {
-    await release().catch(() => undefined);
-  }
+    if (order.length === 0) {
+      const msg = `no link may be used now: ${reasons.join('; ')}`;
+      log('warn', msg);
+      process.stdout.write(`dial: ${msg}\n`);
+      return EX_UNAVAILABLE;
+    }
+    const run = spoolPaths(cfg).run;
+    mkdirSync(run, { recursive: true });
+    const release = await acquireLock(join(run, 'dial'), 0, 'dial (another dial cycle is running)');
+    try {
+      return await cycle(cfg, order, commands, limits);
+    } finally {
+      await release().catch(() => undefined);
+    }
+  },
 });

@@ -8,8 +8,10 @@
  *   2. Available links are tried by priority (lower number first), then by cost (cost_per_minute,
  *      then cost_per_mb; cheaper first), then in mail.cfg order.
  *   3. The session budget is the smaller of the link's budget and the command-line flag for each
- *      of seconds and bytes; 0 means "no limit" on either side.
+ *      of seconds and bytes (BUDGETS: unset means no limit, 0 means nothing may start); a link
+ *      whose session budget lets nothing start is not used (it is never brought up).
  */
+import { Budget, Limits, narrower } from '../lib/budget';
 import type { Link } from '../mail/config';
 
 /** Minutes since local midnight of `now`. */
@@ -38,33 +40,27 @@ export interface Choice {
 }
 
 /**
- * Orders the links that may be used at `now`.
+ * Orders the links that may be used at `now` with the budget flags `flags` (rules 1–3).
  * @param only a link name (--link): only that one is considered
  */
-export function chooseLinks(links: Link[], now: Date, only?: string): Choice {
+export function chooseLinks(links: Link[], now: Date, flags: Limits, only?: string): Choice {
   const m = minuteOfDay(now);
   const considered = only ? links.filter((l) => l.name === only) : links;
   const ok: Link[] = [];
   const out: string[] = [];
   for (const l of considered) {
-    if (inHours(l.hours, m)) ok.push(l);
-    else out.push(`${l.name}: not now (hours ${formatHours(l.hours)})`);
+    if (!inHours(l.hours, m)) out.push(`${l.name}: not now (hours ${formatHours(l.hours)})`);
+    else if (!new Budget(sessionBudget(l, flags), { bytesIn: 0, bytesOut: 0, heldSeconds: 0 }).allows(0)) out.push(`${l.name}: not used (its session budget is 0: nothing may start)`);
+    else ok.push(l);
   }
   ok.sort((a, b) => a.priority - b.priority || a.costPerMinute - b.costPerMinute || a.costPerMb - b.costPerMb || a.line - b.line);
   const tried = ok.map((l, i) => `${l.name}: try ${i + 1} — available (hours ${formatHours(l.hours)}), priority ${l.priority}, cost ${l.costPerMinute}/min ${l.costPerMb}/MB`);
   return { order: ok, reasons: [...tried, ...out] };
 }
 
-/** The smaller of two limits where 0 means none. */
-export function minLimit(a: number, b: number | undefined): number {
-  if (b === undefined || b === 0) return a;
-  if (a === 0) return b;
-  return Math.min(a, b);
-}
-
-/** The session budget for `link` given the flags (seconds, bytes; 0 = no limit). */
-export function sessionBudget(link: Link, flags: { seconds?: number; bytes?: number }): { seconds: number; bytes: number } {
-  return { seconds: minLimit(link.budgetSeconds, flags.seconds), bytes: minLimit(link.budgetBytes, flags.bytes) };
+/** The session budget for `link` given the flags (rule 3; seconds and bytes, undefined = no limit). */
+export function sessionBudget(link: Link, flags: Limits): Limits {
+  return narrower({ seconds: link.budgetSeconds, bytes: link.budgetBytes }, flags);
 }
 
 /** Cost of a session: minutes × cost_per_minute + MB (2^20 bytes) × cost_per_mb. */

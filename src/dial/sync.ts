@@ -10,21 +10,23 @@
  *                           there is no limit
  *   OUTPOST_REPORT          a file to which the command appends one JSON line when it ends
  *   OUTPOST_CONFIG          the mail.cfg in use
- * A command is not started when the budget is already spent. A command still running
+ * A command is not started when nothing is left (Budget.allows: BUDGETS in dial(8); a budget of 0
+ * leaves nothing, so no command starts). A command still running
  * `grace` seconds after the seconds budget ran out is sent SIGTERM (it should have stopped itself
  * between messages), and SIGKILL 5 s later. When the link is lost or dial is told to stop, the
  * running command gets SIGTERM at once (then SIGKILL 5 s later) and no further command starts.
  */
 import { spawn } from 'node:child_process';
 import { readFileSync, rmSync } from 'node:fs';
+import { Budget, Limits } from '../lib/budget';
 import type { Report } from '../lib/command';
 import { log } from '../lib/log';
 
 export interface SyncOptions {
   link: string;
   cfgPath: string;
-  /** Session budget: seconds and bytes, 0 = no limit. */
-  budget: { seconds: number; bytes: number };
+  /** Session budget (seconds, bytes; undefined = no limit, 0 = nothing may start). */
+  budget: Limits;
   /** When the session's clock started (ms since the epoch). */
   startedAt: number;
   /** Where commands append their report lines (removed afterwards). */
@@ -91,10 +93,20 @@ export function budgetEnv(base: NodeJS.ProcessEnv, o: { link: string; cfgPath: s
 export async function runSync(commands: string[][], o: SyncOptions): Promise<SyncResult> {
   const r: SyncResult = { reports: [], exits: [], skipped: 0, overran: false, bytes: 0, messagesIn: 0, messagesOut: 0, left: 0, leftBytes: 0 };
   rmSync(o.reportPath, { force: true });
+  // The bytes spent are what the commands reported; a command is asked about as 0 bytes.
+  const spent = {
+    get bytesIn() {
+      return r.bytes;
+    },
+    bytesOut: 0,
+    heldSeconds: 0,
+  };
+  const budget = new Budget(o.budget, spent, { start: o.startedAt });
+  const finite = (x: number) => (Number.isFinite(x) ? x : undefined);
   for (let i = 0; i < commands.length; i++) {
-    const secondsLeft = o.budget.seconds ? o.budget.seconds - (Date.now() - o.startedAt) / 1000 : undefined;
-    const bytesLeft = o.budget.bytes ? o.budget.bytes - r.bytes : undefined;
-    if (o.stop.aborted || (secondsLeft !== undefined && secondsLeft <= 0) || (bytesLeft !== undefined && bytesLeft <= 0)) {
+    const secondsLeft = finite(budget.secondsLeft());
+    const bytesLeft = finite(budget.bytesLeft());
+    if (o.stop.aborted || !budget.allows(0)) {
       r.skipped = commands.length - i;
       log('info', `${r.skipped} command(s) not started: ${o.stop.aborted ? 'stopped' : 'budget spent'}`, { link: o.link });
       break;

@@ -13,7 +13,7 @@ import type { Account, Config } from '../mail/config';
 import { spoolPaths } from '../mail/config';
 import { EX_NOPERM, EX_PROTOCOL, EX_TEMPFAIL } from '../lib/exits';
 import { log } from '../lib/log';
-import type { Budget } from './budget';
+import type { Budget } from '../lib/budget';
 import { FetchState, saveState } from './state';
 import { commit, readHead, routeMessage } from './store';
 

@@ -25,7 +25,7 @@ import { join } from 'node:path';
 import { log } from '../lib/log';
 import { EX_TEMPFAIL } from '../lib/exits';
 import { AccountResult, Ctx, failureExit, fetchDirs, land, newResult } from './account';
-import type { Meter } from './budget';
+import type { Meter } from '../lib/budget';
 import { FolderState, findStamped, imapKey, stampLine } from './state';
 import { parseHeaders, readHead, Stage, accountMaildirs } from './store';
 

@@ -20,31 +20,27 @@
  * With several accounts the exit status is the first failing account's.
  */
 import { mkdirSync, rmSync } from 'node:fs';
-import { Command } from 'commander';
-import { appendReport, parseCommand } from '../lib/command';
-import { runMain } from '../lib/cli';
+import { Budget, Meter } from '../lib/budget';
+import { LinkOptions, runLinkProgram, usageError } from '../lib/command';
 import { OutpostError } from '../lib/errors';
-import { EX_OK, EX_TEMPFAIL, EX_USAGE } from '../lib/exits';
+import { EX_OK, EX_TEMPFAIL } from '../lib/exits';
 import { acquireLock, Release } from '../lib/lock';
-import { log, setupLog } from '../lib/log';
+import { log } from '../lib/log';
 import { Account, Config, configPath, loadConfig, logTarget, spoolPaths } from '../mail/config';
 import { AccountResult, Ctx, fetchDirs, newResult } from './account';
-import { Budget, budgetValue, Meter } from './budget';
 import { fetchImap } from './imaprun';
 import { fetchPop3 } from './pop3run';
 import { emptyState, loadState, reconcile, saveState } from './state';
 import { accountMaildirs, recoverCommits } from './store';
 
-interface Opts {
-  config?: string;
+interface Opts extends LinkOptions {
   account?: string;
-  budgetSeconds?: string;
-  budgetBytes?: string;
   timeout?: string;
   verbose?: boolean;
 }
 
-const usage = (m: string) => new OutpostError(`${m}; fix: see "fetch --help" or fetch(8)`, { exit: EX_USAGE, code: 'EUSAGE' });
+/** Protocol bytes counted with each message the budget is asked about (the RETR/FETCH lines). */
+const MESSAGE_OVERHEAD = 64;
 
 /** Idle timeout per read/write on a connection (seconds): long enough for a GSM link's stalls. */
 const DEFAULT_TIMEOUT = 120;
@@ -84,11 +80,11 @@ async function runAccount(cfg: Config, a: Account, budget: Budget, meter: Meter,
   }
 }
 
-/** The one summary line (budget contract). */
+/** The one summary line (budget contract), without the program's name. */
 function summaryLine(rs: AccountResult[], meter: Meter): string {
   const sum = (k: keyof AccountResult) => rs.reduce((n, r) => n + (r[k] as number), 0);
   const m = sum('messages');
-  let s = `fetch: ${m} message${m === 1 ? '' : 's'}, ${meter.bytesIn} bytes in, ${meter.bytesOut} out, link held ${meter.heldSeconds.toFixed(1)} s`;
+  let s = `${m} message${m === 1 ? '' : 's'}, ${meter.bytesIn} bytes in, ${meter.bytesOut} out, link held ${meter.heldSeconds.toFixed(1)} s`;
   const left = sum('left');
   if (left) s += `; ${left} left (${sum('leftBytes')} bytes)${rs.some((r) => r.overBudget) ? ' over budget' : ' for a later run'}`;
   const big = sum('tooBig');
@@ -98,68 +94,50 @@ function summaryLine(rs: AccountResult[], meter: Meter): string {
   return s;
 }
 
-runMain('fetch', async () => {
-  setupLog('fetch', 'none'); // until mail.cfg says where: runMain prints errors on stderr itself
-  const program = new Command('fetch')
-    .description('pull remote POP3/IMAP mailboxes into local Maildirs (see fetch(8))')
-    .usage('[-c FILE] [--account NAME] [--budget-seconds N] [--budget-bytes N] [--timeout S] [-v]')
-    .option('-c, --config <file>', 'the mail.cfg to use (default: $OUTPOST_CONFIG, else /etc/outpost/mail.cfg)')
-    .option('--account <name>', 'fetch only this account')
-    .option('--budget-seconds <n>', 'start no message after this many seconds (default $OUTPOST_BUDGET_SECONDS)')
-    .option('--budget-bytes <n>', 'start no message that would pass this many link bytes (default $OUTPOST_BUDGET_BYTES)')
-    .option('--timeout <seconds>', `idle timeout per connection (default ${DEFAULT_TIMEOUT})`)
-    .option('-v, --verbose', 'log one line per message');
-  const parsed = parseCommand(program, 'fetch');
-  if (parsed !== null) return parsed;
-  const o = program.opts<Opts>();
-  const seconds = budgetValue(o.budgetSeconds, process.env.OUTPOST_BUDGET_SECONDS);
-  const bytes = budgetValue(o.budgetBytes, process.env.OUTPOST_BUDGET_BYTES);
-  if (Number.isNaN(seconds)) throw usage(`budget seconds "${o.budgetSeconds ?? process.env.OUTPOST_BUDGET_SECONDS}" is not a non-negative number`);
-  if (Number.isNaN(bytes)) throw usage(`budget bytes "${o.budgetBytes ?? process.env.OUTPOST_BUDGET_BYTES}" is not a non-negative number`);
-  const timeout = o.timeout === undefined ? DEFAULT_TIMEOUT : Number(o.timeout);
-  if (!(timeout > 0)) throw usage(`--timeout ${o.timeout} is not a positive number of seconds`);
-
-  const link = process.env.OUTPOST_LINK || undefined;
-  let cfg: Config;
-  try {
-    cfg = loadConfig(configPath(o.config));
-  } catch (err) {
-    // Even a run that could not start leaves its report line for dial.
-    appendReport({ program: 'fetch', link, seconds: 0, bytes_in: 0, bytes_out: 0, messages: 0, left: 0, left_bytes: 0, exit: err instanceof OutpostError ? err.exit : 70 });
-    throw err;
-  }
-  mkdirSync(spoolPaths(cfg).log, { recursive: true, mode: 0o700 });
-  setupLog('fetch', logTarget(cfg));
-  const accounts = o.account ? cfg.accounts.filter((a) => a.name === o.account) : cfg.accounts;
-  if (o.account && !accounts.length) throw usage(`no account "${o.account}" in ${cfg.path}`);
-
-  const meter = new Meter();
-  const budget = new Budget(seconds, bytes, meter);
-  const results: AccountResult[] = [];
-  for (const a of accounts) {
-    if (budget.secondsLeft() <= 0 || budget.bytesLeft() <= 0) {
-      const r = newResult(a.name);
-      r.overBudget = true;
-      r.exit = EX_TEMPFAIL;
-      results.push(r);
-      continue;
+runLinkProgram<Opts, Config>({
+  name: 'fetch',
+  description: 'pull remote POP3/IMAP mailboxes into local Maildirs (see fetch(8))',
+  usage: '[-c FILE] [--account NAME] [--budget-seconds N] [--budget-bytes N] [--timeout S] [-v]',
+  budgetNote: { seconds: '(default $OUTPOST_BUDGET_SECONDS)', bytes: '(default $OUTPOST_BUDGET_BYTES)' },
+  reports: true,
+  options: (program) =>
+    program
+      .option('--account <name>', 'fetch only this account')
+      .option('--timeout <seconds>', `idle timeout per connection (default ${DEFAULT_TIMEOUT})`)
+      .option('-v, --verbose', 'log one line per message'),
+  check: (o) => {
+    if (o.timeout !== undefined && !(Number(o.timeout) > 0)) throw usageError('fetch', `--timeout ${o.timeout} is not a positive number of seconds`);
+  },
+  loadConfig: (flag) => loadConfig(configPath(flag)),
+  logTarget,
+  run: async (o, { cfg, limits }) => {
+    mkdirSync(spoolPaths(cfg).log, { recursive: true, mode: 0o700 });
+    const timeout = o.timeout === undefined ? DEFAULT_TIMEOUT : Number(o.timeout);
+    const accounts = o.account ? cfg.accounts.filter((a) => a.name === o.account) : cfg.accounts;
+    if (o.account && !accounts.length) throw usageError('fetch', `no account "${o.account}" in ${cfg.path}`);
+    const meter = new Meter();
+    const budget = new Budget(limits, meter, { overhead: MESSAGE_OVERHEAD });
+    const results: AccountResult[] = [];
+    for (const a of accounts) {
+      if (!budget.allows(0)) {
+        const r = newResult(a.name);
+        r.overBudget = true;
+        r.exit = EX_TEMPFAIL;
+        results.push(r);
+        continue;
+      }
+      results.push(await runAccount(cfg, a, budget, meter, timeout, !!o.verbose));
     }
-    results.push(await runAccount(cfg, a, budget, meter, timeout, !!o.verbose));
-  }
-  const exit = results.find((r) => r.exit)?.exit ?? EX_OK;
-  const line = summaryLine(results, meter);
-  process.stdout.write(line + '\n');
-  log('info', line.replace(/^fetch: /, ''), { link, exit });
-  appendReport({
-    program: 'fetch',
-    link,
-    seconds: Math.round(meter.heldSeconds * 10) / 10,
-    bytes_in: meter.bytesIn,
-    bytes_out: meter.bytesOut,
-    messages: results.reduce((n, r) => n + r.messages, 0),
-    left: results.reduce((n, r) => n + r.left, 0),
-    left_bytes: results.reduce((n, r) => n + r.leftBytes, 0),
-    exit,
-  });
-  return exit;
+    const total = (k: 'messages' | 'left' | 'leftBytes') => results.reduce((n, r) => n + r[k], 0);
+    return {
+      summary: summaryLine(results, meter),
+      seconds: meter.heldSeconds,
+      bytes_in: meter.bytesIn,
+      bytes_out: meter.bytesOut,
+      messages: total('messages'),
+      left: total('left'),
+      left_bytes: total('leftBytes'),
+      exit: results.find((r) => r.exit)?.exit ?? EX_OK,
+    };
+  },
 });

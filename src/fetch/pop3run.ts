@@ -15,7 +15,7 @@ import { readFileSync } from 'node:fs';
 import { log } from '../lib/log';
 import { EX_TEMPFAIL } from '../lib/exits';
 import { AccountResult, Ctx, failureExit, fetchDirs, land, newResult } from './account';
-import type { Meter } from './budget';
+import type { Meter } from '../lib/budget';
 import { Pop3Conn, Pop3Error } from './pop3';
 import { saveState, stampLine } from './state';
 import { Stage } from './store';

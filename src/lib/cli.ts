@@ -2,14 +2,16 @@
  * cli — the one top-level handler every program's main() runs under.
  *
  * An OutpostError ends the program with its sysexits code and one line `program: message` on
- * stderr; any other exception is a bug (EX_SOFTWARE, with its stack). Daemons pass
+ * stderr; any other exception is a bug (EX_SOFTWARE, with its stack). The error is also logged,
+ * unless the log is stderr itself: each error appears once there, prefixed with the program's
+ * own name (never a second time as a log line). Daemons pass
  * `stderrIsClient` when stderr may be the client's socket (inetd): the message then goes only to
  * the log (see log.ts), never into the protocol stream. Never calls process.exit(): the exit code
  * is set and the event loop drains, so a last reply still reaches the client.
  */
 import { OutpostError } from './errors';
 import { EX_SOFTWARE } from './exits';
-import { log } from './log';
+import { log, logDestination } from './log';
 
 /** Runs `main`, mapping what it throws to an exit status as described above. */
 export function runMain(program: string, main: () => Promise<number | void>, stderrIsClient = false): void {
@@ -20,7 +22,7 @@ export function runMain(program: string, main: () => Promise<number | void>, std
     (err: unknown) => {
       const known = err instanceof OutpostError;
       const text = known ? err.message : err instanceof Error ? (err.stack ?? err.message) : String(err);
-      log('error', text.split('\n')[0], { code: known ? err.code : 'EBUG' });
+      if (stderrIsClient || logDestination() !== 'stderr') log('error', text.split('\n')[0], { code: known ? err.code : 'EBUG' });
       if (!stderrIsClient) process.stderr.write(`${program}: ${text.replace(/\n/g, `\n${program}: `)}\n`);
       process.exitCode = known ? err.exit : EX_SOFTWARE;
     },

@@ -22,6 +22,11 @@ export function setupLog(name: string, where: LogTarget | undefined): void {
   target = where && where.length ? where : 'stderr';
 }
 
+/** Where log lines go now (cli.ts prints an error itself and logs it only when that is elsewhere). */
+export function logDestination(): LogTarget {
+  return target;
+}
+
 function fields(extra?: Record<string, unknown>): string {
   if (!extra) return '';
   let s = '';

@@ -16,7 +16,12 @@ import { OutpostError, isErrno } from '../lib/errors';
 import { EX_CONFIG, EX_NOINPUT } from '../lib/exits';
 import { atomicWriteFile } from '../lib/fsutil';
 import { acquireLock } from '../lib/lock';
+import { budgetProblem, parseBudget } from '../lib/budget';
+import { parseBytes, parseSeconds } from '../lib/units';
 import { CfgText, Diag, Entry, opt, parseCfg, serialise } from './cfgfile';
+
+// mailcfg imports the unit parsers from here until config.ts is split (issue 7).
+export { parseBytes, parseSeconds };
 
 export const DEFAULT_CONFIG = '/etc/outpost/mail.cfg';
 
@@ -146,8 +151,9 @@ export interface Link {
   costPerMb: number;
   /** Allowed windows in minutes since midnight, [start, end); end < start wraps midnight. */
   hours: Array<[number, number]>;
-  budgetSeconds: number;
-  budgetBytes: number;
+  /** Session budget (seconds, a fraction allowed; bytes): undefined when the option is absent (no limit). */
+  budgetSeconds?: number;
+  budgetBytes?: number;
   device?: string;
   speed: number;
   numbers: string[];
@@ -175,21 +181,6 @@ export interface Config {
   relays: Relay[];
   links: Link[];
   diags: Diag[];
-}
-
-/** Parses a size: 123, 10k, 5M, 1G (1024-based). NaN when malformed. */
-export function parseBytes(s: string): number {
-  const m = /^(\d+)([kKmMgG]?)$/.exec(s.trim());
-  if (!m) return NaN;
-  const mult = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 }[m[2].toLowerCase() as '' | 'k' | 'm' | 'g'];
-  return Number(m[1]) * mult;
-}
-
-/** Parses a duration: 300, 300s, 15m, 4h, 5d → seconds. NaN when malformed. */
-export function parseSeconds(s: string): number {
-  const m = /^(\d+)([smhd]?)$/.exec(s.trim());
-  if (!m) return NaN;
-  return Number(m[1]) * { '': 1, s: 1, m: 60, h: 3600, d: 86400 }[m[2] as '' | 's' | 'm' | 'h' | 'd'];
 }
 
 /** A scalar as a number (bytes, count or seconds, per its kind). */
@@ -520,9 +511,14 @@ function buildLink(cfg: Config, e: Entry, bad: (e: Entry, m: string) => void): v
   const hoursText = opt(e, 'hours');
   const hours = hoursText ? parseHours(hoursText) : [];
   if (hours === null) return bad(e, `hours=${hoursText} is not HH:MM-HH:MM[,HH:MM-HH:MM]`);
-  const budgetSeconds = parseSeconds(opt(e, 'budget_seconds') ?? '0');
-  const budgetBytes = parseBytes(opt(e, 'budget_bytes') ?? '0');
-  if (Number.isNaN(budgetSeconds) || Number.isNaN(budgetBytes)) return bad(e, 'budget_seconds/budget_bytes must be a duration / a size');
+  // Budgets (BUDGETS in dial(8)): an absent option is unset (no limit); 0 means nothing may start.
+  const budget: { seconds?: number; bytes?: number } = {};
+  for (const k of ['seconds', 'bytes'] as const) {
+    const v = opt(e, `budget_${k}`);
+    if (v === undefined) continue;
+    budget[k] = parseBudget(k, v);
+    if (Number.isNaN(budget[k])) return bad(e, budgetProblem(k, `link ${name}: budget_${k}`, v));
+  }
   const link: Link = {
     name,
     kind: kind as Link['kind'],
@@ -530,8 +526,8 @@ function buildLink(cfg: Config, e: Entry, bad: (e: Entry, m: string) => void): v
     costPerMinute: n('cost_per_minute', 0),
     costPerMb: n('cost_per_mb', 0),
     hours,
-    budgetSeconds,
-    budgetBytes,
+    budgetSeconds: budget.seconds,
+    budgetBytes: budget.bytes,
     device: opt(e, 'device'),
     speed: n('speed', 115200),
     numbers: e.opts.get('number') ?? [],

@@ -24,6 +24,7 @@
  */
 import { createReadStream } from 'node:fs';
 import { join } from 'node:path';
+import { Budget, Limits, Meter } from '../lib/budget';
 import { OutpostError } from '../lib/errors';
 import { EX_TEMPFAIL } from '../lib/exits';
 import { acquireLock } from '../lib/lock';
@@ -33,19 +34,13 @@ import { cleanTmp } from '../mail/maildir';
 import { buildDsn, DsnRcpt, noNotifyReason, readHeaderSection, sendDsn } from './dsn';
 import { finish, loadItems, QueueItem } from './items';
 import { relayFor, relayKey } from './relays';
-import { ByteMeter, enhancedOf, implicitTls, Outcome, RelayConnection } from './smtp';
+import { enhancedOf, implicitTls, Outcome, RelayConnection } from './smtp';
 import { pendingRcpts, retryDelay, saveState } from './state';
-
-export interface Budget {
-  /** Seconds this run may hold the link (counted from the start of the run); 0: no limit. */
-  seconds: number;
-  /** Bytes (in + out on the link sockets) this run may use; 0: no limit. */
-  bytes: number;
-}
 
 export interface RunOptions {
   flush: boolean;
-  budget: Budget;
+  /** The run's budget (lib/budget.ts; its seconds count from the start of the run). */
+  budget: Limits;
   /** Connections per relay (parallel SMTP sessions sharing the link). */
   connections: number;
   /** Called with one line per message outcome (for -v). */
@@ -97,8 +92,8 @@ export async function runQueue(cfg: Config, opts: RunOptions): Promise<RunResult
 }
 
 class Runner {
-  private readonly start = Date.now();
-  private readonly meter = new ByteMeter();
+  private readonly meter = new Meter();
+  private readonly budget: Budget;
   private readonly res: RunResult = { delivered: 0, failed: 0, left: 0, leftBytes: 0, overBudget: false, notDue: 0, bytesIn: 0, bytesOut: 0, heldSeconds: 0 };
   private readonly lifetime: number;
   /** Estimated bytes of messages (and sessions) started and not finished yet. */
@@ -112,6 +107,7 @@ class Runner {
     private readonly queueDir: string,
     private readonly opts: RunOptions,
   ) {
+    this.budget = new Budget(opts.budget, this.meter);
     this.lifetime = num(cfg, 'queue_lifetime') * 1000;
     this.delayWarning = num(cfg, 'delay_warning') * 1000;
     this.retryMin = num(cfg, 'retry_min');
@@ -153,34 +149,22 @@ class Runner {
     await this.meter.allClosed();
     this.res.bytesIn = this.meter.bytesIn;
     this.res.bytesOut = this.meter.bytesOut;
-    this.res.heldSeconds = this.meter.heldSeconds();
+    this.res.heldSeconds = this.meter.heldSeconds;
     return this.res;
   }
 
   /**
-   * May `cost` more bytes still start? (budget.md: stop between messages.) Counts what is on the
-   * wire so far plus what other sessions have started and not finished (`committed`), so
-   * parallel sessions cannot together overshoot the budget.
+   * May `cost` more bytes still start? (Budget.allows, BUDGETS in queue-run(8): stop between
+   * messages.) What other sessions have started and not finished (`committed`) counts as in
+   * flight, so parallel sessions cannot together overshoot the budget.
    */
   private fits(cost: number): boolean {
-    const { seconds, bytes } = this.opts.budget;
-    const size = cost + this.committed;
-    if (bytes > 0 && this.meter.bytesIn + this.meter.bytesOut + size > bytes) return false;
-    if (seconds > 0) {
-      const elapsed = (Date.now() - this.start) / 1000;
-      if (elapsed >= seconds) return false;
-      // With a measured rate, do not start what cannot finish in time.
-      const held = this.meter.heldSeconds();
-      const rate = held > 1 ? this.meter.bytesOut / held : 0;
-      if (rate > 0 && elapsed + size / rate > seconds) return false;
-    }
-    return true;
+    return this.budget.allows(cost, this.committed);
   }
 
   /** Milliseconds left in the seconds budget (at least 5 s: a greeting needs a chance). */
   private timeLeftMs(): number {
-    const { seconds } = this.opts.budget;
-    return seconds > 0 ? Math.max(5000, seconds * 1000 - (Date.now() - this.start)) : Infinity;
+    return Math.max(5000, this.budget.secondsLeft() * 1000);
   }
 
   /** Counts a due message that stays queued (deferred, or over budget) in the result. */

@@ -20,7 +20,7 @@
  *
  * Bytes: the TCP socket is opened here (net.connect) and handed to SMTPConnection as
  * `connection`; TLS runs on top of it, so socket.bytesRead/bytesWritten count everything that
- * crossed the link, TLS records included (budget.md).
+ * crossed the link, TLS records included (lib/budget.ts Meter).
  *
  * Outcomes are values (Outcome), never exceptions: per recipient a reply code and text (its
  * enhanced status is read back from the text when a DSN needs it: enhancedOf); `broken` says the
@@ -29,6 +29,7 @@
 import { connect as netConnect, Socket } from 'node:net';
 import { readFileSync } from 'node:fs';
 import type { Readable } from 'node:stream';
+import type { Meter } from '../lib/budget';
 import type { Relay } from '../mail/config';
 import type SMTPConnectionT from 'nodemailer/lib/smtp-connection';
 
@@ -70,65 +71,6 @@ export function enhancedOf(code: number, text: string): string {
   return code >= 500 ? '5.0.0' : code >= 300 ? '4.0.0' : '2.0.0';
 }
 
-/** Wire bytes counter over the link sockets this process opened (budget.md). */
-export class ByteMeter {
-  private closedIn = 0;
-  private closedOut = 0;
-  private live = new Set<Socket>();
-  /** ms epoch of the first connect, 0 before. */
-  firstConnect = 0;
-  /** ms epoch of the last close, 0 while none closed. */
-  lastClose = 0;
-  add(s: Socket): void {
-    if (!this.firstConnect) this.firstConnect = Date.now();
-    this.live.add(s);
-    s.once('close', () => {
-      this.closedIn += s.bytesRead;
-      this.closedOut += s.bytesWritten;
-      this.live.delete(s);
-      this.lastClose = Date.now();
-    });
-  }
-  get bytesIn(): number {
-    let n = this.closedIn;
-    for (const s of this.live) n += s.bytesRead;
-    return n;
-  }
-  get bytesOut(): number {
-    let n = this.closedOut;
-    for (const s of this.live) n += s.bytesWritten;
-    return n;
-  }
-  /** Resolves once every socket opened through this meter is closed (at most `maxMs` later). */
-  allClosed(maxMs = 5000): Promise<void> {
-    const live = [...this.live];
-    if (!live.length) return Promise.resolve();
-    return new Promise((res) => {
-      const timer = setTimeout(() => {
-        for (const s of this.live) s.destroy();
-        res();
-      }, maxMs);
-      let n = live.length;
-      for (const s of live) {
-        const done = () => {
-          if (--n === 0) {
-            clearTimeout(timer);
-            res();
-          }
-        };
-        if (s.closed) done();
-        else s.once('close', done);
-      }
-    });
-  }
-  /** Seconds the link was held: first connect to last close (or now while open). */
-  heldSeconds(): number {
-    if (!this.firstConnect) return 0;
-    const end = this.live.size || !this.lastClose ? Date.now() : this.lastClose;
-    return (end - this.firstConnect) / 1000;
-  }
-}
-
 /** Port 465 is implicit TLS from the first byte (RFC 8314 3.3), whatever the relay's tls= says. */
 export function implicitTls(relay: Relay): boolean {
   return relay.port === 465;
@@ -145,10 +87,10 @@ function tlsOptions(relay: Relay): Record<string, unknown> {
 }
 
 /** Opens the raw TCP socket (counted by `meter`). @throws on connect failure or timeout. */
-function openSocket(relay: Relay, meter: ByteMeter, timeoutMs: number): Promise<Socket> {
+function openSocket(relay: Relay, meter: Meter, timeoutMs: number): Promise<Socket> {
   return new Promise((res, rej) => {
     const s = netConnect({ host: relay.host, port: relay.port });
-    meter.add(s);
+    meter.track(s);
     const timer = setTimeout(() => {
       s.destroy();
       rej(new Error(`connect to ${relay.host}:${relay.port} timed out`));
@@ -190,7 +132,7 @@ export class RelayConnection {
    * @throws Error with `code`, `responseCode`, `response` (nodemailer's) on any failure; the
    *   socket is closed.
    */
-  static async open(relay: Relay, heloName: string, meter: ByteMeter, limitMs = Infinity): Promise<RelayConnection> {
+  static async open(relay: Relay, heloName: string, meter: Meter, limitMs = Infinity): Promise<RelayConnection> {
     const { default: SMTPConnectionCtor } = await import('nodemailer/lib/smtp-connection');
     const socket = await openSocket(relay, meter, Math.min(CONNECT_TIMEOUT, limitMs));
     const implicit = implicitTls(relay);

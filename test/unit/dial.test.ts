@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Dialogue, nextAttempt, parseResult, isCarrierLoss, Action } from '../../src/dial/modem';
-import { chooseLinks, inHours, sessionBudget, sessionCost, minLimit } from '../../src/dial/select';
+import { chooseLinks, inHours, sessionBudget, sessionCost } from '../../src/dial/select';
 import { parseReports, budgetEnv } from '../../src/dial/sync';
 import { formatStatus, reportsDue, formatAge, formatBytes, DialStatus } from '../../src/dial/status';
 import type { Link } from '../../src/mail/config';
@@ -93,8 +93,6 @@ const link = (name: string, o: Partial<Link> = {}): Link => ({
   costPerMinute: 0,
   costPerMb: 0,
   hours: [],
-  budgetSeconds: 0,
-  budgetBytes: 0,
   speed: 115200,
   numbers: [],
   init: [],
@@ -121,22 +119,33 @@ test('selection: hours first, then priority, then cost, then file order', () => 
     link('gsm2', { priority: 5, costPerMinute: 0.1, line: 4 }),
   ];
   const night = new Date(2026, 0, 1, 23, 30);
-  assert.deepEqual(chooseLinks(links, night).order.map((l) => l.name), ['land', 'gsm', 'gsm2', 'sat']);
+  assert.deepEqual(chooseLinks(links, night, {}).order.map((l) => l.name), ['land', 'gsm', 'gsm2', 'sat']);
   const noon = new Date(2026, 0, 1, 12, 0);
-  const c = chooseLinks(links, noon);
+  const c = chooseLinks(links, noon, {});
   assert.deepEqual(c.order.map((l) => l.name), ['gsm', 'gsm2', 'sat']);
   assert.match(c.reasons.join('\n'), /land: not now \(hours 22:00-06:00\)/);
-  assert.deepEqual(chooseLinks(links, noon, 'land').order, []);
-  assert.deepEqual(chooseLinks(links, noon, 'sat').order.map((l) => l.name), ['sat']);
+  assert.deepEqual(chooseLinks(links, noon, {}, 'land').order, []);
+  assert.deepEqual(chooseLinks(links, noon, {}, 'sat').order.map((l) => l.name), ['sat']);
 });
 
-test('budget is the smaller of link and flag (0: no limit); cost adds minutes and MB', () => {
-  assert.equal(minLimit(0, 5), 5);
-  assert.equal(minLimit(7, 0), 7);
-  assert.equal(minLimit(7, undefined), 7);
-  assert.deepEqual(sessionBudget(link('x', { budgetSeconds: 600, budgetBytes: 0 }), { seconds: 60, bytes: 1000 }), { seconds: 60, bytes: 1000 });
+test('budget is the smaller of link and flag (unset: no limit, 0: nothing); cost adds minutes and MB', () => {
+  assert.deepEqual(sessionBudget(link('x', { budgetSeconds: 600 }), { seconds: 60, bytes: 1000 }), { seconds: 60, bytes: 1000 });
   assert.deepEqual(sessionBudget(link('x', { budgetSeconds: 30, budgetBytes: 500 }), { seconds: 60 }), { seconds: 30, bytes: 500 });
+  assert.deepEqual(sessionBudget(link('x'), {}), { seconds: undefined, bytes: undefined });
+  // Before, a 0 on either side meant "no limit": the flag's 0 was dropped and the link's 600 won.
+  assert.deepEqual(sessionBudget(link('x', { budgetSeconds: 600 }), { seconds: 0 }), { seconds: 0, bytes: undefined });
+  assert.deepEqual(sessionBudget(link('x', { budgetBytes: 0 }), { bytes: 1000 }), { seconds: undefined, bytes: 0 });
   assert.equal(sessionCost(link('x', { costPerMinute: 0.5, costPerMb: 2 }), 120, 1048576 / 2), 2);
+});
+
+test('a link whose session budget is 0 is not used: nothing may start through it', () => {
+  const links = [link('gsm', { priority: 1, budgetBytes: 0 }), link('lan', { priority: 2 })];
+  const now = new Date(2026, 0, 1, 12, 0);
+  const c = chooseLinks(links, now, {});
+  assert.deepEqual(c.order.map((l) => l.name), ['lan']);
+  assert.match(c.reasons.join('\n'), /gsm: not used \(its session budget is 0: nothing may start\)/);
+  assert.deepEqual(chooseLinks(links, now, { seconds: 0 }).order, [], '--budget-seconds 0: no link');
+  assert.deepEqual(chooseLinks(links, now, { seconds: 0.5 }).order.map((l) => l.name), ['lan']);
 });
 
 test('report lines: parsed, missing fields 0, malformed skipped', () => {

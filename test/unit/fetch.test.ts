@@ -1,6 +1,6 @@
 /**
  * fetch unit tests: POP3 reply parsing and dot-unstuffing (byte-exact), the state file format and
- * its rebuild from Maildir stamps, multidrop routing, budgets, the staging → Maildir commit, and
+ * its rebuild from Maildir stamps, multidrop routing, the staging → Maildir commit, and
  * the account lock (the built program).
  */
 import { test } from 'node:test';
@@ -18,7 +18,6 @@ import { deliver } from '../../src/mail/maildir';
 import { apopDigest, parseStatus, Unstuffer } from '../../src/fetch/pop3';
 import { emptyState, formatState, imapKey, parseState, reconcile, stampLine } from '../../src/fetch/state';
 import { addressesIn, commit, parseHeaders, routeMessage, Stage } from '../../src/fetch/store';
-import { Budget, budgetValue, Meter } from '../../src/fetch/budget';
 import { freePort, makePostOffice, runProgram } from '../helpers/postoffice';
 
 /** Runs wire bytes through LineReader + Unstuffer as the client does. */
@@ -125,17 +124,6 @@ test('header parsing unfolds and stops at the blank line', () => {
   assert.equal(h.get('subject')![0], 's');
 });
 
-test('budget: flag over env, limits, allows', () => {
-  assert.equal(budgetValue('5', '9'), 5);
-  assert.equal(budgetValue(undefined, '9.5'), 9.5);
-  assert.equal(budgetValue(undefined, ''), Infinity);
-  assert.ok(Number.isNaN(budgetValue('abc', undefined)));
-  const b = new Budget(Infinity, 1000, new Meter());
-  assert.ok(b.allows(900));
-  assert.ok(!b.allows(900, 100));
-  assert.ok(!new Budget(0, Infinity, new Meter()).allows(1));
-});
-
 test('commit: one staged file lands in several Maildirs (hard links), sizes in the names', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'fetch-unit-'));
   const st = await Stage.create(join(dir, 'stage'), stampLine('a', 'U1'));
@@ -216,7 +204,7 @@ test('usage errors exit 64 and say how to fix them', async () => {
   const po = await makePostOffice([{ address: 'alice@example.org', password: 'a' }]);
   for (const [args, re] of [
     [['--timeout', '0'], /--timeout 0 is not a positive number of seconds; fix: see "fetch --help"/],
-    [['--budget-bytes', 'lots'], /budget bytes "lots" is not a non-negative number/],
+    [['--budget-bytes', 'lots'], /^fetch: --budget-bytes "lots" is not a number of bytes; fix: e\.g\. 50000, 10M or 1G\n$/],
     [['--account', 'nope'], /no account "nope" in .*mail\.cfg/],
     [['extra'], /too many arguments/],
   ] as const) {
