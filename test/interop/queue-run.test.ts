@@ -284,8 +284,9 @@ describe('queue-run with smtp-sink upstream', () => {
     assert.ok(rep.left_bytes >= 30000);
     assert.ok(rep.bytes_in + rep.bytes_out <= 25000, 'the budget holds');
     assert.equal(rep.exit, 75);
-    // The flag wins over the environment.
-    const r2 = await run(po, ['--budget-bytes', '0'], { OUTPOST_BUDGET_BYTES: '1' });
+    // The flag wins over the environment, with the units of mail.cfg. (This used "--budget-bytes 0"
+    // as "no limit"; 0 now means nothing may start, as in fetch and dial.)
+    const r2 = await run(po, ['--budget-bytes', '10M'], { OUTPOST_BUDGET_BYTES: '1' });
     assert.equal(r2.code, 0, r2.stderr);
     assert.equal(s.messages().length, 5);
     // Parallel sessions share one budget: together they do not overshoot it either.
