@@ -100,10 +100,14 @@ export function runLinkProgram<O extends LinkOptions, C>(p: LinkProgram<O, C>): 
       .option('--budget-seconds <n>', `start nothing after this many seconds (90, 2.5, 5m, 1h; 0: nothing) ${p.budgetNote.seconds}`)
       .option('--budget-bytes <n>', `start nothing that would take the link bytes past this (50000, 10M, 1G; 0: nothing) ${p.budgetNote.bytes}`);
     p.options(program);
+    const link = p.reports ? process.env.OUTPOST_LINK || undefined : undefined;
+    const failed = (exit: number) => {
+      if (p.reports) appendReport({ program: p.name, link, seconds: 0, bytes_in: 0, bytes_out: 0, messages: 0, left: 0, left_bytes: 0, exit });
+    };
     const parsed = parseCommand(program, p.name);
+    if (parsed === EX_USAGE) failed(parsed);
     if (parsed !== null) return parsed;
     const o = program.opts<O>();
-    const link = p.reports ? process.env.OUTPOST_LINK || undefined : undefined;
     try {
       p.check?.(o, program.args);
       const limits = budgetLimits({ seconds: o.budgetSeconds, bytes: o.budgetBytes }, p.reports ? process.env : undefined);
@@ -117,8 +121,7 @@ export function runLinkProgram<O extends LinkOptions, C>(p: LinkProgram<O, C>): 
       if (p.reports) appendReport({ program: p.name, link, ...counts, seconds: Math.round(counts.seconds * 10) / 10 });
       return out.exit;
     } catch (err) {
-      const exit = err instanceof OutpostError ? err.exit : EX_SOFTWARE;
-      if (p.reports) appendReport({ program: p.name, link, seconds: 0, bytes_in: 0, bytes_out: 0, messages: 0, left: 0, left_bytes: 0, exit });
+      failed(err instanceof OutpostError ? err.exit : EX_SOFTWARE);
       throw err;
     }
   });

@@ -1,16 +1,20 @@
 /**
  * budget.test — the one budget (src/lib/budget.ts, src/lib/units.ts): every unit, malformed
  * values, 0 and unset; flag over environment; the tighter of two budgets; the one "may this
- * start?" test; the byte meter on real sockets; and a mail.cfg link's budget options.
+ * start?" test; the byte meter on real sockets; a mail.cfg link's budget options; and the one
+ * budget paragraph that dial(8), fetch(8), queue-run(8) and mail.cfg(5) share word for word.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { createServer, connect, type AddressInfo, type Socket } from 'node:net';
+import { join } from 'node:path';
 import { Budget, budgetLimits, Meter, narrower, parseBudget, Usage } from '../../src/lib/budget';
 import { OutpostError } from '../../src/lib/errors';
 import { parseBytes, parseSeconds } from '../../src/lib/units';
 import { buildConfig } from '../../src/mail/config';
 import { parseCfg } from '../../src/mail/cfgfile';
+import { ROOT } from '../helpers/postoffice';
 
 test('units: sizes k M G (1024-based, either case), durations s m h d; malformed is NaN', () => {
   assert.deepEqual(['0', '123', '10k', '10K', '5M', '5m', '1G', '1g', ' 7 '].map(parseBytes), [0, 123, 10240, 10240, 5 * 1024 ** 2, 5 * 1024 ** 2, 1024 ** 3, 1024 ** 3, 7]);
@@ -113,4 +117,16 @@ test('mail.cfg link budgets: absent is unset, 0 is 0, the same units as the flag
   ]);
   const bad = buildConfig('/x/mail.cfg', parseCfg('hostname h\nspool /tmp/s\nlink a kind=always budget_bytes=lots\n'));
   assert.deepEqual(bad.diags.map((d) => d.message), ['link a: budget_bytes "lots" is not a number of bytes; fix: e.g. 50000, 10M or 1G']);
+});
+
+test('dial(8), fetch(8), queue-run(8) and mail.cfg(5) say the same thing in the same words', () => {
+  const paragraph = (page: string) => {
+    const text = readFileSync(join(ROOT, 'man', page), 'utf8');
+    const m = /^\.\\" The budget paragraph:[^]*?^\.\\" End of the budget paragraph\.$/m.exec(text);
+    assert.ok(m, `${page} has the budget paragraph`);
+    return m[0];
+  };
+  const first = paragraph('dial.8');
+  assert.match(first, /0 means nothing may start/);
+  for (const page of ['fetch.8', 'queue-run.8', 'mail.cfg.5']) assert.equal(paragraph(page), first, page);
 });

@@ -82,6 +82,11 @@ test('a malformed budget is a usage error (64), printed once with the program na
     onceWithName(p, r.stderr, 1);
     assert.match(r.stderr, /--budget-seconds "soon" is not a number of seconds; fix: e\.g\. 90, 2\.5, 5m or 1h/);
   }
+  const report = join(po.dir, 'usage.report');
+  const u = await runProgram('fetch', ['-c', po.cfgPath, '--bogus'], '', { OUTPOST_REPORT: report });
+  assert.equal(u.code, 64, u.stderr);
+  onceWithName('fetch', u.stderr, 1);
+  assert.equal(JSON.parse(readFileSync(report, 'utf8')).exit, 64, 'a run that could not start still reports');
   const e = await runProgram('queue-run', ['-c', po.cfgPath], '', { OUTPOST_BUDGET_BYTES: '1.5M' });
   assert.equal(e.code, 64, e.stderr);
   assert.match(e.stderr, /^queue-run: \$OUTPOST_BUDGET_BYTES "1\.5M" is not a number of bytes/);
