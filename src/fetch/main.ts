@@ -98,7 +98,6 @@ runLinkProgram<Opts, Config>({
   name: 'fetch',
   description: 'pull remote POP3/IMAP mailboxes into local Maildirs (see fetch(8))',
   usage: '[-c FILE] [--account NAME] [--budget-seconds N] [--budget-bytes N] [--timeout S] [-v]',
-  budgetNote: { seconds: '(default $OUTPOST_BUDGET_SECONDS)', bytes: '(default $OUTPOST_BUDGET_BYTES)' },
   reports: true,
   options: (program) =>
     program

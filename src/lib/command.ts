@@ -68,8 +68,8 @@ export interface LinkProgram<O extends LinkOptions, C> {
   name: string;
   description: string;
   usage: string;
-  /** What the budget flags add for this program, e.g. "(default $OUTPOST_BUDGET_SECONDS)". */
-  budgetNote: { seconds: string; bytes: string };
+  /** What the budget flags' help adds; default: the environment variables they win over. */
+  budgetNote?: { seconds: string; bytes: string };
   /** True for the commands dial runs (fetch, queue-run): OUTPOST_BUDGET_* and OUTPOST_REPORT. */
   reports: boolean;
   /** Adds the program's own options and arguments. */
@@ -93,12 +93,13 @@ export function usageError(name: string, message: string): OutpostError {
 export function runLinkProgram<O extends LinkOptions, C>(p: LinkProgram<O, C>): void {
   runMain(p.name, async () => {
     setupLog(p.name, 'none'); // until mail.cfg says where; runMain prints errors itself
+    const note = p.budgetNote ?? { seconds: '(default $OUTPOST_BUDGET_SECONDS)', bytes: '(default $OUTPOST_BUDGET_BYTES)' };
     const program = new Command(p.name)
       .description(p.description)
       .usage(p.usage)
       .option('-c, --config <file>', 'the mail.cfg to use (default: $OUTPOST_CONFIG, else /etc/outpost/mail.cfg)')
-      .option('--budget-seconds <n>', `start nothing after this many seconds (90, 2.5, 5m, 1h; 0: nothing) ${p.budgetNote.seconds}`)
-      .option('--budget-bytes <n>', `start nothing that would take the link bytes past this (50000, 10M, 1G; 0: nothing) ${p.budgetNote.bytes}`);
+      .option('--budget-seconds <n>', `start nothing after this many seconds (90, 2.5, 5m, 1h; 0: nothing) ${note.seconds}`)
+      .option('--budget-bytes <n>', `start nothing that would take the link bytes past this (50000, 10M, 1G; 0: nothing) ${note.bytes}`);
     p.options(program);
     const link = p.reports ? process.env.OUTPOST_LINK || undefined : undefined;
     const failed = (exit: number) => {

@@ -57,7 +57,6 @@ runLinkProgram<Opts, Config>({
   name: 'queue-run',
   description: 'relay the outbound queue upstream (see queue-run(8))',
   usage: '[-c FILE] [--flush] [--budget-seconds N] [--budget-bytes N] [--connections N] [-v]\n       queue-run [-c FILE] --list [--json]',
-  budgetNote: { seconds: '(default $OUTPOST_BUDGET_SECONDS)', bytes: '(default $OUTPOST_BUDGET_BYTES)' },
   reports: true,
   options: (program) =>
     program
