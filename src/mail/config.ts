@@ -3,7 +3,10 @@
  * load/save paths (lock, temp file, fsync, rename, mode 0600).
  *
  * Which file: `-c/--config FILE`, else $OUTPOST_CONFIG, else /etc/outpost/mail.cfg.
- * The format and every directive are documented in mail.cfg(5); the text layer is cfgfile.ts.
+ * The format and every directive are documented in mail.cfg(5); the text layer is cfgfile.ts, the
+ * settings table settings.ts, address syntax address.ts, the spool layout spool.ts. Directives
+ * are read through one table (DIRECTIVES): argument counts, options, their shapes and defaults,
+ * and the usage text all come from it; buildConfig reports at most one problem per line.
  *
  * Errors: loadConfig throws OutpostError (exit EX_CONFIG, code 'ECONFIG') whose message lists
  * `file:line: problem; fix` for every problem found, or (code 'ENOINPUT', EX_NOINPUT) when the file
@@ -158,8 +161,10 @@ export function isDirective(word: string): word is Keyword {
   return Object.hasOwn(DIRECTIVES, word);
 }
 
+const SHAPE_META = { text: 'TEXT', path: 'FILE', number: 'N', port: 'N', bytes: 'BYTES', seconds: 'SECONDS', hours: 'HH:MM-HH:MM' };
+
 /** `KEYWORD ARGS [opt=META]...`, built from the table (required options without brackets). */
-export function directiveUsage(keyword: Keyword): string {
+function directiveUsage(keyword: Keyword): string {
   const spec: DirectiveSpec = DIRECTIVES[keyword];
   const opts = Object.entries(spec.opts).map(([name, o]) => {
     const meta = typeof o.shape === 'string' ? (o.meta ?? SHAPE_META[o.shape]) : o.shape.join('|');
@@ -169,26 +174,24 @@ export function directiveUsage(keyword: Keyword): string {
   return [keyword, spec.args, ...opts].join(' ');
 }
 
-const SHAPE_META = { text: 'TEXT', path: 'FILE', number: 'N', port: 'N', bytes: 'BYTES', seconds: 'SECONDS', hours: 'HH:MM-HH:MM' };
-
-/** A value problem in one option; buildConfig reports it at the entry's line. */
-class OptionError extends Error {}
+/** A problem of one directive line (a value, a missing option, a conflict); buildConfig reports it at the line. */
+class LineProblem extends Error {}
 
 /**
  * Reads option `name` of entry `e` through the table: the last value written, else the default;
- * paths resolved from `base`. @throws OptionError with the diagnostic text when the value does
+ * paths resolved from `base`. @throws LineProblem with the diagnostic text when the value does
  * not fit the shape, or when a required option is absent.
  */
 function readOption(e: Entry, base: string, name: string, o: OptSpec): unknown {
   if (o.repeat) return e.opts.get(name) ?? (o.default === undefined ? [] : [o.default]);
   const v = opt(e, name) ?? o.default;
   if (v === undefined) {
-    if (o.required) throw new OptionError(`${e.keyword} ${e.args[0]} has no ${name}=`);
+    if (o.required) throw new LineProblem(`${e.keyword} ${e.args[0]} has no ${name}=`);
     return undefined;
   }
-  const bad = (what: string) => new OptionError(`${name}=${v} is not ${what}`);
+  const bad = (what: string) => new LineProblem(`${name}=${v} is not ${what}`);
   if (typeof o.shape !== 'string') {
-    if (!o.shape.includes(v)) throw bad(o.shape.length > 1 ? `${o.shape.slice(0, -1).join(', ')} or ${o.shape.at(-1)}` : o.shape[0]);
+    if (!o.shape.includes(v)) throw bad(`${o.shape.slice(0, -1).join(', ')} or ${o.shape.at(-1)}`);
     return v;
   }
   switch (o.shape) {
@@ -385,12 +388,12 @@ export function buildConfig(path: string, text: CfgText): Config {
     diags,
   };
   const bad = (e: Entry, msg: string) => diags.push({ line: e.line, message: msg });
-  /** Runs one entry's checks; the first problem (an OptionError) is reported at its line. */
+  /** Runs one entry's checks; the first problem (an LineProblem) is reported at its line. */
   const each = (e: Entry, check: () => void) => {
     try {
       check();
     } catch (err) {
-      if (!(err instanceof OptionError)) throw err;
+      if (!(err instanceof LineProblem)) throw err;
       bad(e, err.message);
     }
   };
@@ -469,49 +472,49 @@ export function buildConfig(path: string, text: CfgText): Config {
   return cfg;
 }
 
-/** A `user` line (after every domain and the spool are known). @throws OptionError. */
+/** A `user` line (after every domain and the spool are known). @throws LineProblem. */
 function buildUser(cfg: Config, e: Entry, base: string): void {
   const o = options('user', e, base);
   const addr = normalizeAddress(e.args[0]);
   const { local, domain } = splitAddress(addr);
-  if (!isPlainAddress(addr)) throw new OptionError(`"${e.args[0]}" is not a plain address local@domain`);
-  if (!cfg.domains.has(domain)) throw new OptionError(`${addr}: domain ${domain} is not a local domain; fix: mailcfg domain add ${domain}`);
-  if (cfg.users.has(addr)) throw new OptionError(`mailbox ${addr} is defined twice; fix: delete this line`);
-  if (!/^(scrypt\$|\*$|!)/.test(e.args[1])) throw new OptionError(`${addr}: the password field is not a scrypt hash; fix: mailcfg user passwd ${addr}`);
+  if (!isPlainAddress(addr)) throw new LineProblem(`"${e.args[0]}" is not a plain address local@domain`);
+  if (!cfg.domains.has(domain)) throw new LineProblem(`${addr}: domain ${domain} is not a local domain; fix: mailcfg domain add ${domain}`);
+  if (cfg.users.has(addr)) throw new LineProblem(`mailbox ${addr} is defined twice; fix: delete this line`);
+  if (!/^(scrypt\$|\*$|!)/.test(e.args[1])) throw new LineProblem(`${addr}: the password field is not a scrypt hash; fix: mailcfg user passwd ${addr}`);
   cfg.users.set(addr, { address: addr, hash: e.args[1], apop: o('apop'), maildir: o('maildir') ?? join(spoolPaths(cfg).mail, domain, local), line: e.line });
 }
 
-/** An `alias` line (after every mailbox is known). @throws OptionError. */
+/** An `alias` line (after every mailbox is known). @throws LineProblem. */
 function buildAlias(cfg: Config, e: Entry): void {
   const addr = normalizeAddress(e.args[0]);
   const catchAll = addr.startsWith('@');
-  if (!(catchAll ? isDomain(addr.slice(1)) : isPlainAddress(addr))) throw new OptionError(`"${e.args[0]}" is not an address or @domain`);
+  if (!(catchAll ? isDomain(addr.slice(1)) : isPlainAddress(addr))) throw new LineProblem(`"${e.args[0]}" is not an address or @domain`);
   const d = catchAll ? addr.slice(1) : splitAddress(addr).domain;
-  if (!cfg.domains.has(d)) throw new OptionError(`alias ${addr}: ${d} is not a local domain; fix: mailcfg domain add ${d}`);
-  if (cfg.users.has(addr)) throw new OptionError(`alias ${addr} shadows the mailbox of the same name; fix: delete one of them`);
-  if (cfg.aliases.has(addr)) throw new OptionError(`alias ${addr} is defined twice; fix: put all targets on one line`);
+  if (!cfg.domains.has(d)) throw new LineProblem(`alias ${addr}: ${d} is not a local domain; fix: mailcfg domain add ${d}`);
+  if (cfg.users.has(addr)) throw new LineProblem(`alias ${addr} shadows the mailbox of the same name; fix: delete one of them`);
+  if (cfg.aliases.has(addr)) throw new LineProblem(`alias ${addr} is defined twice; fix: put all targets on one line`);
   const targets = e.args.slice(1).map(normalizeAddress);
   const badT = targets.find((t) => !isPlainAddress(t));
-  if (badT) throw new OptionError(`alias target "${badT}" is not a plain address`);
+  if (badT) throw new LineProblem(`alias target "${badT}" is not a plain address`);
   cfg.aliases.set(addr, targets);
 }
 
-/** An `account` line. @throws OptionError. */
+/** An `account` line. @throws LineProblem. */
 function buildAccount(cfg: Config, e: Entry, base: string): void {
   const o = options('account', e, base);
   const name = e.args[0];
-  if (cfg.accounts.some((a) => a.name === name)) throw new OptionError(`account ${name} is defined twice; fix: rename one (name=)`);
+  if (cfg.accounts.some((a) => a.name === name)) throw new LineProblem(`account ${name} is defined twice; fix: rename one (name=)`);
   const protocol = o('protocol');
   const tls = o('tls');
   const host = o('host');
   const local = o('local')?.toLowerCase();
   const multidrop = o('multidrop')?.toLowerCase();
-  if (!!local === !!multidrop) throw new OptionError(`account ${name} needs exactly one of local=ADDRESS or multidrop=DOMAIN`);
+  if (!!local === !!multidrop) throw new LineProblem(`account ${name} needs exactly one of local=ADDRESS or multidrop=DOMAIN`);
   const port = o('port') ?? (protocol === 'pop3' ? (tls === 'implicit' ? 995 : 110) : tls === 'implicit' ? 993 : 143);
   const keep = o('keep');
   const sizeLimit = o('size_limit') ?? num(cfg, 'fetch_size_limit');
   const auth = o('auth');
-  if (auth === 'apop' && protocol !== 'pop3') throw new OptionError(`auth=apop is for protocol=pop3 only`);
+  if (auth === 'apop' && protocol !== 'pop3') throw new LineProblem(`auth=apop is for protocol=pop3 only`);
   const ca = o('ca');
   const pf = o('password_file');
   const password = pf ? readSecretFile(pf, e.line, cfg.diags) : o('password');
@@ -535,15 +538,15 @@ function buildAccount(cfg: Config, e: Entry, base: string): void {
   });
 }
 
-/** A `relay` line. @throws OptionError. */
+/** A `relay` line. @throws LineProblem. */
 function buildRelay(cfg: Config, e: Entry, base: string): void {
   const o = options('relay', e, base);
   const hp = hostPort(e.args[1]);
   const match = e.args[0].toLowerCase();
-  if (!hp) throw new OptionError(`"${e.args[1]}" is not HOST:PORT; fix: e.g. relay default smtp.example.net:587`);
+  if (!hp) throw new LineProblem(`"${e.args[1]}" is not HOST:PORT; fix: e.g. relay default smtp.example.net:587`);
   const tls = o('tls');
-  if (match !== 'default' && !isPlainAddress(match) && !isDomain(match)) throw new OptionError(`"${e.args[0]}" is not "default", an address or a domain`);
-  if (cfg.relays.some((r) => r.match === match)) throw new OptionError(`a relay for ${match} is already defined; fix: delete one of them`);
+  if (match !== 'default' && !isPlainAddress(match) && !isDomain(match)) throw new LineProblem(`"${e.args[0]}" is not "default", an address or a domain`);
+  if (cfg.relays.some((r) => r.match === match)) throw new LineProblem(`a relay for ${match} is already defined; fix: delete one of them`);
   const pf = o('password_file');
   const password = pf ? readSecretFile(pf, e.line, cfg.diags) : o('password');
   const user = o('user');
@@ -551,11 +554,11 @@ function buildRelay(cfg: Config, e: Entry, base: string): void {
   cfg.relays.push({ match, host: hp.host, port: hp.port, user, password, tls, ca: o('ca'), line: e.line });
 }
 
-/** A `link` line. @throws OptionError. */
+/** A `link` line. @throws LineProblem. */
 function buildLink(cfg: Config, e: Entry, base: string): void {
   const o = options('link', e, base);
   const name = e.args[0];
-  if (cfg.links.some((l) => l.name === name)) throw new OptionError(`link ${name} is defined twice`);
+  if (cfg.links.some((l) => l.name === name)) throw new LineProblem(`link ${name} is defined twice`);
   const link: Link = {
     name,
     kind: o('kind'),
@@ -576,8 +579,8 @@ function buildLink(cfg: Config, e: Entry, base: string): void {
     down: o('down'),
     line: e.line,
   };
-  if (link.kind === 'modem' && (!link.device || link.numbers.length === 0)) throw new OptionError(`link ${name}: a modem link needs device= and at least one number=`);
-  if (link.kind === 'command' && !link.up) throw new OptionError(`link ${name}: a command link needs up="COMMAND"`);
+  if (link.kind === 'modem' && (!link.device || link.numbers.length === 0)) throw new LineProblem(`link ${name}: a modem link needs device= and at least one number=`);
+  if (link.kind === 'command' && !link.up) throw new LineProblem(`link ${name}: a command link needs up="COMMAND"`);
   cfg.links.push(link);
 }
 /** Formats diagnostics as `file:line: message` lines (line 0 means the file as a whole). */
