@@ -31,7 +31,8 @@ import { OutpostError } from '../lib/errors';
 import { EX_CONFIG, EX_OK, EX_TEMPFAIL, EX_UNAVAILABLE } from '../lib/exits';
 import { acquireLock } from '../lib/lock';
 import { log } from '../lib/log';
-import { Config, Link, configPath, loadConfig, logTarget, spoolPaths } from '../mail/config';
+import { Config, Link, mailCfgSource } from '../mail/config';
+import { spoolPaths } from '../mail/spool';
 import { bringUp, LinkSession } from './links';
 import { chooseLinks, sessionBudget, sessionCost } from './select';
 import { CycleResult, DialStatus, formatBytes, formatStatus, queueInfo, readStatus, sendReports, writeStatus } from './status';
@@ -265,8 +266,7 @@ runLinkProgram<Opts, Config>({
     if (o.json && !o.status) throw usage('--json goes with --status');
     if (o.status && (o.link || o.auto || o.dryRun || operands.length || o.budgetSeconds !== undefined || o.budgetBytes !== undefined)) throw usage('--status takes only -c and --json');
   },
-  loadConfig: (flag) => loadConfig(configPath(flag)),
-  logTarget,
+  source: mailCfgSource,
   run: async (o, { cfg, limits, args: operands }) => {
     if (o.status) {
       const s = readStatus(cfg);

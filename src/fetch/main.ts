@@ -26,7 +26,8 @@ import { OutpostError } from '../lib/errors';
 import { EX_OK, EX_TEMPFAIL } from '../lib/exits';
 import { acquireLock, Release } from '../lib/lock';
 import { log } from '../lib/log';
-import { Account, Config, configPath, loadConfig, logTarget, spoolPaths } from '../mail/config';
+import { Account, Config, mailCfgSource } from '../mail/config';
+import { spoolPaths } from '../mail/spool';
 import { AccountResult, Ctx, fetchDirs, newResult } from './account';
 import { fetchImap } from './imaprun';
 import { fetchPop3 } from './pop3run';
@@ -107,8 +108,7 @@ runLinkProgram<Opts, Config>({
   check: (o) => {
     if (o.timeout !== undefined && !(Number(o.timeout) > 0)) throw usageError('fetch', `--timeout ${o.timeout} is not a positive number of seconds`);
   },
-  loadConfig: (flag) => loadConfig(configPath(flag)),
-  logTarget,
+  source: mailCfgSource,
   run: async (o, { cfg, limits }) => {
     mkdirSync(spoolPaths(cfg).log, { recursive: true, mode: 0o700 });
     const timeout = o.timeout === undefined ? DEFAULT_TIMEOUT : Number(o.timeout);

@@ -8,8 +8,9 @@
  * Order: the log is off until mail.cfg says where it goes; argv is parsed (usage errors print
  * `PROGRAM: problem; fix: see "PROGRAM --help"` and give EX_USAGE, 64; --help gives EX_OK); the
  * program's own usage checks run; the budget is read (budget.ts: the flags, and for the commands
- * dial runs OUTPOST_BUDGET_SECONDS/OUTPOST_BUDGET_BYTES); mail.cfg is loaded through the loader
- * the program passes in (so src/lib needs nothing from src/mail); the log is set up; the run.
+ * dial runs OUTPOST_BUDGET_SECONDS/OUTPOST_BUDGET_BYTES); mail.cfg is loaded through the
+ * ConfigSource the program passes in, as for the daemons (so src/lib needs nothing from
+ * src/mail); the log is set up; the run.
  * A run that ends with a result prints `PROGRAM: summary` on stdout, logs the summary, and (for a
  * command dial runs) appends one JSON line to $OUTPOST_REPORT (dial(8), ENVIRONMENT):
  * {program, link, seconds, bytes_in, bytes_out, messages, left, left_bytes, exit}.
@@ -23,7 +24,8 @@ import { budgetLimits, Limits } from './budget';
 import { runMain } from './cli';
 import { OutpostError } from './errors';
 import { EX_OK, EX_SOFTWARE, EX_USAGE } from './exits';
-import { log, LogTarget, setupLog } from './log';
+import type { ConfigSource } from './daemon';
+import { log, setupLog } from './log';
 
 /** The report line of the budget contract (see the header). */
 export interface Report {
@@ -76,10 +78,8 @@ export interface LinkProgram<O extends LinkOptions, C> {
   options: (program: Command) => void;
   /** Usage checks before mail.cfg is read; throws usageError(...). */
   check?: (o: O, args: string[]) => void;
-  /** Loads mail.cfg from the -c value (undefined: the default); throws OutpostError. */
-  loadConfig: (flag: string | undefined) => C;
-  /** Where the log goes for this config. */
-  logTarget: (cfg: C) => LogTarget;
+  /** Loads the configuration and says where to log (mail/config.ts: mailCfgSource, as for the daemons). */
+  source: ConfigSource<C>;
   /** The run: an exit status, or an outcome for the summary and report lines. */
   run: (o: O, r: LinkRun<C>) => Promise<number | RunOutcome>;
 }
@@ -112,8 +112,8 @@ export function runLinkProgram<O extends LinkOptions, C>(p: LinkProgram<O, C>): 
     try {
       p.check?.(o, program.args);
       const limits = budgetLimits({ seconds: o.budgetSeconds, bytes: o.budgetBytes }, p.reports ? process.env : undefined);
-      const cfg = p.loadConfig(o.config);
-      setupLog(p.name, p.logTarget(cfg));
+      const cfg = p.source.load(o.config);
+      setupLog(p.name, p.source.logTarget(cfg));
       const out = await p.run(o, { cfg, limits, link, args: program.args });
       if (typeof out === 'number') return out;
       const { summary, ...counts } = out;

@@ -1,12 +1,11 @@
 /**
- * units — the two kinds of quantity mail.cfg(5) and the command lines write with a unit: sizes
- * (bytes) and durations (seconds).
+ * units — the size and duration notations shared by mail.cfg(5) and the command lines.
  *
- * Sizes: a whole number with an optional k, M or G (either case), 1024-based: 123, 10k, 5M, 1G.
- * Durations: a number with an optional s, m, h or d: 300, 300s, 15m, 4h, 5d; a fraction
- * (2.5, 1.5m) only where the caller allows it (budgets: dial passes seconds left as 12.3).
- * Guarantees: pure; a malformed value gives NaN, never a partial number (the caller reports it
- * with its own file:line or flag).
+ * Sizes are bytes, optionally suffixed k, M or G (1024-based: 10M is 10485760); durations are
+ * seconds, optionally suffixed s, m, h or d (15m, 4h, 5d), a whole number unless the caller
+ * allows a fraction (budgets, BUDGETS in dial(8): 2.5, 1.5m; dial passes seconds left as 12.3).
+ * Surrounding blanks are ignored.
+ * Neither parser throws: a malformed text gives NaN, and the caller words the diagnostic.
  */
 
 const BYTES: Record<string, number> = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 };

@@ -22,7 +22,8 @@
 import { mkdirSync } from 'node:fs';
 import { LinkOptions, runLinkProgram, usageError } from '../lib/command';
 import { EX_OK, EX_TEMPFAIL } from '../lib/exits';
-import { Config, configPath, loadConfig, logTarget, spoolPaths } from '../mail/config';
+import { Config, mailCfgSource } from '../mail/config';
+import { spoolPaths } from '../mail/spool';
 import { loadItems } from './items';
 import { formatList, listEntries } from './list';
 import { runQueue, RunResult } from './run';
@@ -72,8 +73,7 @@ runLinkProgram<Opts, Config>({
     if (o.connections !== undefined && !/^\d+$/.test(o.connections)) throw usage(`--connections ${o.connections} is not a non-negative whole number`);
     if (o.connections !== undefined && Number(o.connections) === 0) throw usage('--connections must be at least 1');
   },
-  loadConfig: (flag) => loadConfig(configPath(flag)),
-  logTarget,
+  source: mailCfgSource,
   run: async (o, { cfg, limits }) => {
     const paths = spoolPaths(cfg);
     if (o.list) {

@@ -12,7 +12,8 @@
  * so the client's retry (after 451 4.3.0) cannot produce duplicates.
  */
 import { createReadStream, promises as fsp } from 'node:fs';
-import { Config, spoolPaths } from '../mail/config';
+import { Config } from '../mail/config';
+import { spoolPaths } from '../mail/spool';
 import { deliver as maildirDeliver, Delivered } from '../mail/maildir';
 import { rfc5322Date } from '../mail/date';
 import { enqueue } from '../mail/queue';

@@ -116,7 +116,7 @@ test('mail.cfg link budgets: absent is unset, 0 is 0, the same units as the flag
     ['d', 2.5, undefined],
   ]);
   const bad = buildConfig('/x/mail.cfg', parseCfg('hostname h\nspool /tmp/s\nlink a kind=always budget_bytes=lots\n'));
-  assert.deepEqual(bad.diags.map((d) => d.message), ['link a: budget_bytes "lots" is not a number of bytes; fix: e.g. 50000, 10M or 1G']);
+  assert.deepEqual(bad.diags.map((d) => d.message), ['budget_bytes "lots" is not a number of bytes; fix: e.g. 50000, 10M or 1G']);
 });
 
 test('dial(8), fetch(8), queue-run(8) and mail.cfg(5) say the same thing in the same words', () => {
