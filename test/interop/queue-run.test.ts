@@ -268,10 +268,10 @@ describe('queue-run with smtp-sink upstream', () => {
     assert.match(list, /<alice@example\.org>\n    body 7BIT, attempts 0/);
     assert.deepEqual(JSON.parse((await run(po, ['--list', '--json'])).stdout.toString()).map((e: { body: string }) => e.body).sort(), ['7BIT', '8BITMIME']);
     const r = await run(po);
-    assert.equal(r.code, 0, r.stderr.toString() + r.stdout.toString());
+    assert.equal(r.code, 0, r.stderr);
     const mailArgs = (m: SinkMessage) => /^X-Mail-Args: (.*)$/m.exec(m.prefix)?.[1] ?? '';
     const byId = new Map(s.messages().map((m) => [/Message-ID: <([^@>]+)@/i.exec(m.body)?.[1], m]));
-    assert.match(mailArgs(byId.get('eight')!), /^FROM:<alice@example\.org>.* BODY=8BITMIME\b/i);
+    assert.match(mailArgs(byId.get('eight')!), /^<alice@example\.org>.* BODY=8BITMIME\b/);
     assert.doesNotMatch(mailArgs(byId.get('seven')!), /BODY=/i);
     // smtp-sink -8 offers no 8BITMIME: the message goes as stored (not converted), without BODY=.
     const plain = await sink(['-8']);
@@ -281,7 +281,7 @@ describe('queue-run with smtp-sink upstream', () => {
     assert.equal(r2.code, 0, r2.stderr);
     const [got] = plain.messages();
     assert.doesNotMatch(mailArgs(got), /BODY=/i);
-    assert.equal(got.body, message('eight-plain').toString('latin1').replace(/\r\n/g, '\n'));
+    assert.equal(got.body, message('eight-plain').toString('latin1').replace(/\r\n/g, '\n') + '\n', 'the 8-bit bytes as stored (smtp-sink adds the last LF)');
   });
 
   test('expiry bounces (4.4.7), a delay warning goes once (Action: delayed)', async () => {
@@ -361,7 +361,7 @@ describe('queue-run with smtp-sink upstream', () => {
     assert.deepEqual([env.sender, env.recipients], ['', ['someone@remote.net']]);
     assert.match(readFileSync(q[0].path, 'latin1'), /^Action: failed\r$/m);
     const r2 = await run(po);
-    assert.equal(r2.code, 0, r2.stderr + r2.stdout.toString() + readFileSync(join(po.spool, 'log', 'outpost.log'), 'utf8'));
+    assert.equal(r2.code, 0, r2.stderr);
     assert.equal(queued(po).length, 0, 'no bounce of the bounce');
     assert.deepEqual(failedDir(po), [q[0].id]);
   });
@@ -428,7 +428,7 @@ describe('queue-run with smtp-sink upstream', () => {
     assert.match(stateOf(po, a.id).lastError, /^no relay for sender <alice@example\.org>/);
     // The message left over budget was not an attempt: it is due now; alice@'s waits for its retry.
     const r2 = await run(po);
-    assert.equal(r2.code, 0, r2.stderr + r2.stdout.toString() + readFileSync(join(po.spool, 'log', 'outpost.log'), 'utf8'));
+    assert.equal(r2.code, 0, r2.stderr);
     assert.match(r2.stdout.toString(), /^queue-run: 1 message, .*; 1 not due yet\n$/);
     assert.deepEqual(ids(s), ['nobudget']);
     assert.equal(stateOf(po, a.id).attempts, 1);
