@@ -14,10 +14,11 @@
  * postmaster reports that are due (status.ts), print one summary line.
  *
  * Exit status (sysexits): 0 the cycle ran and every command exited 0; 75 work left (a command
- * exited with a temporary status — 75 or 71, lib/exits.ts — reported messages left, or was not started/killed for the budget), a command failed,
- * the link was lost, every link failed to come up, another dial holds the lock, or SIGTERM/SIGHUP;
- * 130 SIGINT; 69 no link may be used now (all outside their hours); 64 usage; 78 mail.cfg invalid
- * or it has no link, or fetch/queue-run are missing beside dial (66 when mail.cfg cannot be read).
+ * exited with a temporary status — 75 or 71, lib/exits.ts — reported messages left, or was not
+ * started/killed for the budget), a command failed, the link was lost, every link failed to come
+ * up, another dial holds the lock, or SIGTERM/SIGHUP; 130 SIGINT; 69 no link may be used now (all
+ * outside their hours); 64 usage; 78 mail.cfg invalid or it has no link, or fetch/queue-run are
+ * missing beside dial (66 when mail.cfg cannot be read).
  *
  * Environment: OUTPOST_DIAL_BACKOFF (seconds between dial rounds, "5,10"), OUTPOST_DIAL_GUARD
  * (hang-up guard time, 1 s), OUTPOST_DIAL_GRACE (seconds a command may overrun its budget, 10).
