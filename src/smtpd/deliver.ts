@@ -75,7 +75,7 @@ export async function deliverMessage(cfg: Config, tx: Transaction, trace: Trace,
     }
     if (remote.length) {
       const head = receivedHeader(trace, cfg.hostname, id, remote.length === 1 ? remote[0] : undefined, now);
-      made.push(await enqueue(spoolPaths(cfg).queue, { sender: tx.sender, recipients: remote }, [head, body], cfg.hostname));
+      made.push(await enqueue(spoolPaths(cfg).queue, { sender: tx.sender, recipients: remote, body: tx.body }, [head, body], cfg.hostname));
     }
   } catch (err) {
     await Promise.all(made.map((d) => fsp.unlink(d.path).catch(() => undefined)));

@@ -123,9 +123,9 @@ describe('queue-run with a real Postfix relay', () => {
     const st = stateOf(po, d.id);
     assert.equal(st.rcpts['ok@far.net'].status, 'sent');
     assert.equal(st.rcpts['defer@far.net'].status, 'pending');
-    assert.match(st.rcpts['defer@far.net'].reply, /^450 4\.2\.0/);
+    assert.match(st.rcpts['defer@far.net'].outcome.text, /^450 4\.2\.0/);
     assert.equal(st.rcpts['reject@far.net'].status, 'failed');
-    assert.match(st.rcpts['reject@far.net'].reply, /^550 5\.1\.1/);
+    assert.match(st.rcpts['reject@far.net'].outcome.text, /^550 5\.1\.1/);
     // The DSN names only the refused recipient.
     const box = scan(join(po.spool, 'mail', 'example.org', 'bob')).map((m) => readFileSync(m.path, 'latin1'));
     assert.equal(box.length, 1);
