@@ -18,6 +18,7 @@ import { hostname as osHostname } from 'node:os';
 import { join } from 'node:path';
 import { Config, inNetworks, num, spoolPaths } from '../mail/config';
 import { LineReader } from '../lib/linereader';
+import { checkLogin } from '../mail/login';
 import { log } from '../lib/log';
 import { Conn, startTls } from '../lib/transport';
 import { LfNormalizer, readChunk, readData, Spool } from './data';
@@ -149,16 +150,14 @@ export async function smtpSession(cfg: Config, conn: Conn): Promise<void> {
         }
         case 'auth': {
           flush();
-          // An unknown user costs the same scrypt run as a known one: no user enumeration by timing.
-          const u = cfg.users.get(a.user.toLowerCase());
-          const { verifyUser } = await import('../mail/passwords.js');
-          const ok = await verifyUser(u, a.password);
-          if (!ok) {
+          // One scrypt run whatever the outcome: no user enumeration by timing (mail/login.ts).
+          const u = await checkLogin(cfg, a);
+          if (!u) {
             log('info', 'auth failed', { peer, user: a.user });
             await new Promise((res) => setTimeout(res, num(cfg, 'login_delay') * 1000));
-          } else log('info', 'auth', { peer, user: a.user });
+          } else log('info', 'auth', { peer, user: u.address });
           activity();
-          step = session.authResult(a.user, ok);
+          step = session.authResult(u?.address ?? a.user, !!u);
           break;
         }
         case 'data': {

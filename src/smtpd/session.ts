@@ -7,7 +7,8 @@
  *
  *   starttls  → driver loads the TLS context: tlsUnavailable() (454) if it cannot, else sends
  *               tlsReady() (220), discards buffered input, handshakes, calls tlsStarted()
- *   auth      → driver checks the password (after login_delay on failure), calls authResult()
+ *   auth      → driver checks the credentials (mail/login.ts checkLogin; login_delay on failure),
+ *               calls authResult()
  *   data      → driver reads the DATA stream (data.ts), calls dataRead()
  *   bdat      → driver reads exactly `size` octets (discarding them if `discard`), calls bdatRead()
  *   deliver   → driver delivers the spooled message (deliver.ts), calls delivered()
@@ -30,6 +31,7 @@
  * errors per session (421 4.7.0 and close).
  */
 import { Config, isDomain, normalizeAddress, splitAddress } from '../mail/config';
+import { decodePlain, decodeText } from '../mail/login';
 import { isLocalDomain, resolveRecipient, Route } from '../mail/route';
 
 export type State = 'start' | 'ready' | 'mail' | 'rcpt' | 'bdat';
@@ -82,7 +84,7 @@ export interface Trace {
 export type Action =
   | { kind: 'close' }
   | { kind: 'starttls' }
-  | { kind: 'auth'; user: string; password: string }
+  | { kind: 'auth'; user: string; password: string; authzid: string }
   | { kind: 'data' }
   | { kind: 'bdat'; size: number; last: boolean; discard: boolean }
   | { kind: 'deliver'; tx: Transaction; trace: Trace };
@@ -504,7 +506,7 @@ export class SmtpSession {
         this.sasl = { mech: 'LOGIN' };
         return reply('334 VXNlcm5hbWU6');
       }
-      const user = decode64(initial);
+      const user = decodeText(initial);
       if (user === null) return reply('501 5.5.2 Error: cannot decode the initial response');
       this.sasl = { mech: 'LOGIN', user };
       return reply('334 UGFzc3dvcmQ6');
@@ -522,7 +524,7 @@ export class SmtpSession {
       this.sasl = null;
       return this.plain(text);
     }
-    const v = decode64(text);
+    const v = decodeText(text);
     if (v === null) {
       this.sasl = null;
       return reply('501 5.5.2 Error: cannot decode the response');
@@ -532,28 +534,21 @@ export class SmtpSession {
       return reply('334 UGFzc3dvcmQ6');
     }
     this.sasl = null;
-    return { replies: [], action: { kind: 'auth', user: sasl.user, password: v } };
+    return { replies: [], action: { kind: 'auth', user: sasl.user, password: v, authzid: '' } };
   }
 
-  /** RFC 4616: [authzid] NUL authcid NUL passwd; an authzid must name the same user. */
+  /** RFC 4616 PLAIN (mail/login.ts decodePlain); the authzid rule is checkLogin's. */
   private plain(b64: string): Step {
-    const v = b64 === '=' ? '' : decode64(b64);
-    if (v === null) return reply('501 5.5.2 Error: cannot decode the response');
-    const parts = v.split('\0');
-    if (parts.length !== 3 || (parts[0] !== '' && parts[0].toLowerCase() !== parts[1].toLowerCase())) return reply('535 5.7.8 Error: authentication credentials invalid');
-    return { replies: [], action: { kind: 'auth', user: parts[1], password: parts[2] } };
+    const c = decodePlain(b64);
+    if (c === 'base64') return reply('501 5.5.2 Error: cannot decode the response');
+    if (c === 'syntax') return reply('535 5.7.8 Error: authentication credentials invalid');
+    return { replies: [], action: { kind: 'auth', ...c } };
   }
 
-  /** The password check's outcome for the user of the last auth action. */
+  /** The login check's outcome: `user` is the mailbox address when `ok`. */
   authResult(user: string, ok: boolean): Step {
     if (!ok) return this.count(reply('535 5.7.8 Error: authentication credentials invalid'));
     this.user = normalizeAddress(user);
     return reply('235 2.7.0 Authentication successful');
   }
-}
-
-/** Strict base64 (RFC 4648) to UTF-8 text, or null. */
-function decode64(s: string): string | null {
-  if (!/^[A-Za-z0-9+/]*={0,2}$/.test(s) || s.length % 4 !== 0) return null;
-  return Buffer.from(s, 'base64').toString('utf8');
 }
