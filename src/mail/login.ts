@@ -36,7 +36,7 @@ export function findLogin(cfg: Mailboxes, name: string): User | undefined {
 }
 
 /** True for a locked mailbox: its hash field is `*` or starts with `!` (mail.cfg(5)). */
-export function isLocked(user: User): boolean {
+function isLocked(user: User): boolean {
   return user.hash === '*' || user.hash.startsWith('!');
 }
 

@@ -147,7 +147,7 @@ export class Pop3Session {
     const args = name === 'PASS' ? splitPass(text) : parts.slice(1);
     if (!verb.args.includes(args.length)) return this.fail(`wrong number of arguments for ${name}`);
     const step = verb.handler(this, args);
-    return verb.flush ? { ...step, flush: true } : step;
+    return verb.flush && step.replies.length ? { ...step, flush: true } : step;
   }
 
   /** Reply for a line that exceeded the length limit. */
@@ -331,6 +331,12 @@ function send(s: Pop3Session, i: number, lines: number, first: string): Step {
   return { replies: [], action: { kind: 'message', ok: first, path: s.messages[i].path, lines } };
 }
 
+/** A handler whose first argument is a live message number (else the -ERR of Pop3Session.message). */
+const onMessage = (f: (s: Pop3Session, i: number, rest: string) => Step): Handler => (s, [n, rest]) => {
+  const i = s.message(n);
+  return typeof i === 'number' ? f(s, i, rest) : i;
+};
+
 const AUTH: State[] = ['AUTHORIZATION'];
 const TRANS: State[] = ['TRANSACTION'];
 const BOTH: State[] = ['AUTHORIZATION', 'TRANSACTION'];
@@ -411,34 +417,28 @@ const VERBS: Record<string, Verb> = {
     states: TRANS,
     args: [1],
     flush: false,
-    handler: (s, [n]) => {
-      const i = s.message(n);
-      if (typeof i !== 'number') return i;
+    handler: onMessage((s, i) => {
       s.retrieved++;
       return send(s, i, -1, `+OK ${s.messages[i].size} octets`);
-    },
+    }),
   },
   TOP: {
     states: TRANS,
     args: [2],
     flush: false,
-    handler: (s, [n, count]) => {
-      const i = s.message(n);
-      if (typeof i !== 'number') return i;
+    handler: onMessage((s, i, count) => {
       if (!/^\d{1,9}$/.test(count)) return s.fail(`"${count.slice(0, 20)}" is not a number of lines`);
       return send(s, i, Number(count), '+OK top of message follows');
-    },
+    }),
   },
   DELE: {
     states: TRANS,
     args: [1],
     flush: false,
-    handler: (s, [n]) => {
-      const i = s.message(n);
-      if (typeof i !== 'number') return i;
+    handler: onMessage((s, i) => {
       s.markDeleted(i);
       return ok(`message ${i + 1} deleted`);
-    },
+    }),
   },
   NOOP: { states: TRANS, args: [0], flush: false, handler: () => reply('+OK') },
   RSET: {
