@@ -7,8 +7,9 @@
  * without the exclusive-open ioctl (lock off) so that ip_up (pppd) can open the same device.
  *
  * Carrier loss is detected three ways, whichever comes first: the modem sends "NO CARRIER"
- * unsolicited (the connected Dialogue, still fed every line, answers with its `lost` action); the device closes or fails (the line hung up; a pty whose other end closed); or
- * the DCD line drops (polled once a second with port.get(); a device without modem-control lines,
+ * unsolicited (the connected Dialogue, still fed every line, answers with its `lost` action);
+ * the device closes or fails (the line hung up; a pty whose other end closed); or the DCD line
+ * drops (polled once a second with port.get(); a device without modem-control lines,
  * e.g. a pseudo-terminal, answers the ioctl with an error and polling stops after the first try).
  *
  * Hang-up (hangUp) is attempted every way there is, and never throws: drop DTR for the guard time

@@ -24,7 +24,8 @@
  * A verb table maps each command to its handler, the states it is allowed in, and whether its
  * reply is flushed at once under PIPELINING (RFC 2920 section 3.1: EHLO, DATA, VRFY, EXPN, QUIT,
  * NOOP end a group; AUTH and STARTTLS wait for the client); anything else gets 503 5.5.1.
- * One DATA or BDAT chunk crosses between driver and core twice: the action, then received(). Every 2xx/4xx/5xx reply but the greeting and HELO/EHLO's carries an RFC 3463
+ * One DATA stream or BDAT chunk crosses between driver and core twice: the action, then
+ * received(). Every 2xx/4xx/5xx reply but the greeting and HELO/EHLO's carries an RFC 3463
  * enhanced status code (RFC 2034 section 3).
  *
  * Policy (see smtpd(8)): a local-domain recipient must resolve (route.ts) or 550 5.1.1; an outside
