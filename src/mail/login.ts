@@ -57,7 +57,7 @@ export function decodeText(s: string): string | null {
 }
 
 /** Decoded credentials: the name to log in as, its password, and the authorization identity ('' for none). */
-export interface Credentials {
+interface Credentials {
   user: string;
   password: string;
   authzid: string;

@@ -40,7 +40,7 @@ export const ERROR_LIMIT = 10;
 export type State = 'AUTHORIZATION' | 'TRANSACTION' | 'UPDATE';
 
 /** How the client logs in: USER/PASS, AUTH PLAIN or APOP. */
-export type Method = 'USER' | 'PLAIN' | 'APOP';
+type Method = 'USER' | 'PLAIN' | 'APOP';
 
 export type Action =
   | { kind: 'auth'; method: Method; user: string; password: string; authzid: string }
