@@ -132,9 +132,14 @@ async function start(preset: Preset, opts: CommonOptions): Promise<Scripted> {
   let count = 0;
   const secure = opts.tls ? createSecureContext({ cert: readFileSync(opts.tls.cert), key: readFileSync(opts.tls.key) }) : undefined;
 
-  const server: Server = createServer((raw) => {
+  // allowHalfOpen: a client that half-closes after its last command still gets every reply.
+  const server: Server = createServer({ allowHalfOpen: true }, (raw) => {
     sockets.add(raw);
-    raw.on('close', () => sockets.delete(raw));
+    raw.on('close', () => {
+      sockets.delete(raw);
+      record('client', buf); // whatever came and was never read as a line (after a cut, or no LF)
+      buf = Buffer.alloc(0);
+    });
     raw.on('error', () => undefined);
     const index = count++;
     let stream: Duplex = raw;
@@ -245,10 +250,8 @@ async function start(preset: Preset, opts: CommonOptions): Promise<Scripted> {
           await onLine(lineBuf);
         }
         if (ended && !dead) {
-          record('client', buf); // an unterminated last line, byte-exact
-          buf = Buffer.alloc(0);
           dead = true;
-          raw.end();
+          stream.end();
         }
       } finally {
         busy = false;
@@ -267,7 +270,11 @@ async function start(preset: Preset, opts: CommonOptions): Promise<Scripted> {
       s.on('end', onEnd);
     };
     listen(raw);
-    void answer(ctxOf('', '', 'GREETING', ''));
+    busy = true; // no command is answered before the greeting (even a delayed one)
+    void answer(ctxOf('', '', 'GREETING', '')).then(() => {
+      busy = false;
+      return pump();
+    });
   });
   await new Promise<void>((res) => server.listen(0, '127.0.0.1', res));
   const port = (server.address() as { port: number }).port;

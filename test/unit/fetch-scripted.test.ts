@@ -8,11 +8,11 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { cut, scriptedImap, scriptedPop3, type Scripted } from '../helpers/scripted';
 import { stored, testMessage } from '../helpers/fetchkit';
-import { makePostOffice, runProgram, type PostOffice } from '../helpers/postoffice';
+import { makeCert, makePostOffice, runProgram, type PostOffice } from '../helpers/postoffice';
 
 /** A post office with alice and one account `name` on the scripted server's port. */
 async function office(name: string, proto: 'pop3' | 'imap', port: number, extra = 'keep=no'): Promise<PostOffice & { alice: string }> {
@@ -126,12 +126,34 @@ test('tls=starttls and the server refuses STLS: 75, the password never goes out 
   const s = await scriptedPop3({ messages: [testMessage('stls')] });
   try {
     const po = await office('stls', 'pop3', s.port, 'keep=yes');
-    require('node:fs').writeFileSync(po.cfgPath, readFileSync(po.cfgPath, 'utf8').replace('tls=none', 'tls=starttls'));
+    writeFileSync(po.cfgPath, readFileSync(po.cfgPath, 'utf8').replace('tls=none', 'tls=starttls'));
     const r = await fetch(po);
     assert.equal(r.code, 75, out(r));
     assert.match(r.stdout.toString(), /failed: stls \(-ERR STLS not available\)/);
     assert.deepEqual(sent(s, 0), ['STLS']);
     assert.ok(!s.bytes('client').includes('p\r\n') && !s.bytes('client').includes(Buffer.from('\0u\0p').toString('base64')));
+  } finally {
+    await s.close();
+  }
+});
+
+test('POP3 STLS: with ca= the login goes inside TLS; without the CA the certificate fails (75) before any login', async () => {
+  const po0 = await makePostOffice([]);
+  const tls = makeCert(po0.dir);
+  const msg = testMessage('over tls');
+  const s = await scriptedPop3({ messages: [msg], tls });
+  try {
+    const po = await office('tls', 'pop3', s.port, 'keep=yes');
+    writeFileSync(po.cfgPath, readFileSync(po.cfgPath, 'utf8').replace('tls=none', 'tls=starttls'));
+    const bad = await fetch(po);
+    assert.equal(bad.code, 75, out(bad));
+    assert.match(bad.stdout.toString(), /failed: tls \(.*(certificate|self.signed)/i);
+    assert.deepEqual(sent(s, 0), ['STLS'], 'nothing after STLS on an unverified connection');
+    writeFileSync(po.cfgPath, readFileSync(po.cfgPath, 'utf8').replace('tls=starttls', `tls=starttls ca=${tls.cert}`));
+    const r = await fetch(po);
+    assert.equal(r.code, 0, out(r));
+    assert.deepEqual(bodies(po.alice), [msg]);
+    assert.deepEqual(sent(s, 1).slice(0, 3), ['STLS', 'CAPA', 'AUTH PLAIN AHUAcA=='], 'CAPA again and the login after the handshake (RFC 2595)');
   } finally {
     await s.close();
   }
