@@ -14,10 +14,11 @@
  * postmaster reports that are due (status.ts), print one summary line.
  *
  * Exit status (sysexits): 0 the cycle ran and every command exited 0; 75 work left (a command
- * exited 75, reported messages left, or was not started/killed for the budget), a command failed,
- * the link was lost, every link failed to come up, another dial holds the lock, or SIGTERM/SIGHUP;
- * 130 SIGINT; 69 no link may be used now (all outside their hours); 64 usage; 78 mail.cfg invalid
- * or it has no link, or fetch/queue-run are missing beside dial (66 when mail.cfg cannot be read).
+ * exited with a temporary status — 75 or 71, lib/exits.ts — reported messages left, or was not
+ * started/killed for the budget), a command failed, the link was lost, every link failed to come
+ * up, another dial holds the lock, or SIGTERM/SIGHUP; 130 SIGINT; 69 no link may be used now (all
+ * outside their hours); 64 usage; 78 mail.cfg invalid or it has no link, or fetch/queue-run are
+ * missing beside dial (66 when mail.cfg cannot be read).
  *
  * Environment: OUTPOST_DIAL_BACKOFF (seconds between dial rounds, "5,10"), OUTPOST_DIAL_GUARD
  * (hang-up guard time, 1 s), OUTPOST_DIAL_GRACE (seconds a command may overrun its budget, 10).
@@ -28,10 +29,11 @@ import { Command } from 'commander';
 import { parseCommand } from '../lib/command';
 import { runMain } from '../lib/cli';
 import { OutpostError } from '../lib/errors';
-import { EX_CONFIG, EX_OK, EX_TEMPFAIL, EX_UNAVAILABLE, EX_USAGE } from '../lib/exits';
+import { EX_CONFIG, EX_OK, EX_TEMPFAIL, EX_UNAVAILABLE, EX_USAGE, exitMeaning, SYSEXITS } from '../lib/exits';
 import { acquireLock } from '../lib/lock';
 import { log, setupLog } from '../lib/log';
-import { Config, Link, configPath, loadConfig, logTarget, spoolPaths } from '../mail/config';
+import { Config, Link, configPath, loadConfig } from '../mail/config';
+import { logTarget, spoolPaths } from '../mail/spool';
 import { bringUp, LinkSession } from './links';
 import { chooseLinks, sessionBudget, sessionCost } from './select';
 import { CycleResult, DialStatus, formatBytes, formatStatus, queueInfo, readStatus, sendReports, writeStatus } from './status';
@@ -202,13 +204,17 @@ async function cycle(cfg: Config, order: Link[], commands: string[][], flags: { 
     result = 'partial';
     reason = `stopped by ${signal}`;
   } else if (sync) {
-    const failedCmd = sync.exits.findIndex((c) => c !== 0 && c !== EX_TEMPFAIL);
+    // What a command's exit status means comes from the one sysexits table (lib/exits.ts):
+    // temporary (75, 71) is work left for the next cycle, anything else non-zero a failure.
+    const failedCmd = sync.exits.findIndex((c) => c !== EX_OK && exitMeaning(c).kind === 'permanent');
     if (sync.overran) {
       result = 'partial';
       reason = 'a command overran the seconds budget and was stopped';
     } else if (failedCmd >= 0) {
-      reason = `${commands[failedCmd][0] === process.execPath ? commands[failedCmd][1] : commands[failedCmd][0]} exited ${sync.exits[failedCmd] ?? 'on a signal'}`;
-    } else if (sync.exits.some((c) => c === EX_TEMPFAIL) || sync.left > 0 || sync.skipped > 0) {
+      const c = sync.exits[failedCmd];
+      const known = SYSEXITS.find((m) => m.exit === c);
+      reason = `${commands[failedCmd][0] === process.execPath ? commands[failedCmd][1] : commands[failedCmd][0]} exited ${c ?? 'on a signal'}${known ? ` (${known.text})` : ''}`;
+    } else if (sync.exits.some((c) => c !== EX_OK) || sync.left > 0 || sync.skipped > 0) {
       result = 'partial';
       reason = 'work left over budget';
     } else {

@@ -19,7 +19,9 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { atomicWriteFile } from '../lib/fsutil';
 import { log } from '../lib/log';
-import { Config, num, spoolPaths } from '../mail/config';
+import { Config } from '../mail/config';
+import { num } from '../mail/settings';
+import { spoolPaths } from '../mail/spool';
 import { deliver, scan } from '../mail/maildir';
 import { resolveRecipient } from '../mail/route';
 

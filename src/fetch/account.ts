@@ -10,7 +10,7 @@
  */
 import { join } from 'node:path';
 import type { Account, Config } from '../mail/config';
-import { spoolPaths } from '../mail/config';
+import { spoolPaths } from '../mail/spool';
 import { EX_NOPERM, EX_PROTOCOL, EX_TEMPFAIL } from '../lib/exits';
 import { log } from '../lib/log';
 import type { Budget } from './budget';

@@ -9,37 +9,44 @@
  * then shared by all sessions; restart the service after `mailcfg` changes).
  * Failures before the first reply (bad config, unreadable spool) are logged and the process exits
  * with the sysexits code; the session function sends its own 421 where the protocol wants one.
+ * The configuration is the daemon's business (src/lib stays below src/mail): it passes a
+ * ConfigSource (mail/config.ts: mailCfgSource) that loads it and says where to log.
  */
-import { Config, configPath, loadConfig, logTarget } from '../mail/config';
 import { runMain } from './cli';
 import { log, setupLog } from './log';
 import { Conn, serve } from './transport';
 import { OutpostError } from './errors';
 import { EX_USAGE } from './exits';
 
-export type Session = (cfg: Config, conn: Conn) => Promise<void>;
+/** Where a daemon's configuration comes from. */
+export interface ConfigSource<C> {
+  /** Loads it from the -c/--config value (undefined: the default place). @throws OutpostError. */
+  load(flag: string | undefined): C;
+  /** The log target for setupLog (a file, "syslog", "stderr" or "none"). */
+  logTarget(cfg: C): string;
+}
 
 /**
- * Parses argv, loads mail.cfg, sets up the log and serves sessions.
+ * Parses argv, loads the configuration through `source`, sets up the log and serves sessions.
  * @param onConfigError called with the error text when mail.cfg cannot be loaded, in single-session
  *   mode, so the daemon can still say a temporary-failure greeting (421 / -ERR [SYS/TEMP]).
  */
-export function runDaemon(name: string, description: string, session: Session, onConfigError: (conn: Conn) => Promise<void>): void {
+export function runDaemon<C>(name: string, description: string, source: ConfigSource<C>, session: (cfg: C, conn: Conn) => Promise<void>, onConfigError: (conn: Conn) => Promise<void>): void {
   const inetd = !process.env.LISTEN_FDS && !process.argv.some((a) => a === '--listen' || a.startsWith('--listen='));
   runMain(
     name,
     async () => {
       const opts = parseDaemonArgs(name, description, process.argv.slice(2));
       if (!opts) return;
-      let cfg: Config;
+      let cfg: C;
       try {
-        cfg = loadConfig(configPath(opts.config));
+        cfg = source.load(opts.config);
       } catch (err) {
         setupLog(name, inetd ? 'none' : 'stderr');
         if (inetd) await serve(onConfigError);
         throw err;
       }
-      setupLog(name, logTarget(cfg));
+      setupLog(name, source.logTarget(cfg));
       log('debug', 'start', { listen: opts.listen });
       await serve((conn) => session(cfg, conn), opts.listen);
     },

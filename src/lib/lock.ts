@@ -4,9 +4,15 @@
  *
  * Used for: mail.cfg writes (mailcfg), a POP3 maildrop ([IN-USE]), one queue-run, one fetch per
  * account, one dial.
+ *
+ * A compromised lock (its directory removed or replaced under the holder, or not refreshed within
+ * `stale` because the process stalled) is logged as an error naming the lock; the holder keeps
+ * going (stopping halfway would be worse than finishing), but another process may take the lock
+ * meanwhile, and the log says so.
  */
 import { OutpostError } from './errors';
 import { EX_TEMPFAIL } from './exits';
+import { log } from './log';
 
 export type Release = () => Promise<void>;
 
@@ -24,8 +30,8 @@ export async function acquireLock(path: string, wait = 0, what = path): Promise<
       stale: 30_000,
       update: 10_000,
       retries: wait > 0 ? { retries: Math.ceil(wait * 5), minTimeout: 200, maxTimeout: 200, factor: 1 } : 0,
-      onCompromised: () => {
-        /* the holder keeps going; the lock directory was removed under it — logged by caller */
+      onCompromised: (err: Error) => {
+        log('error', `lock on ${what} compromised (${err.message}); another process may now hold it too`, { lock: `${path}.lock`, code: (err as NodeJS.ErrnoException).code });
       },
     });
     return release;

@@ -3,7 +3,10 @@
  * load/save paths (lock, temp file, fsync, rename, mode 0600).
  *
  * Which file: `-c/--config FILE`, else $OUTPOST_CONFIG, else /etc/outpost/mail.cfg.
- * The format and every directive are documented in mail.cfg(5); the text layer is cfgfile.ts.
+ * The format and every directive are documented in mail.cfg(5); the text layer is cfgfile.ts, the
+ * settings table settings.ts, address syntax address.ts, the spool layout spool.ts. Directives
+ * are read through one table (DIRECTIVES): argument counts, options, their shapes and defaults,
+ * and the usage text all come from it; buildConfig reports at most one problem per line.
  *
  * Errors: loadConfig throws OutpostError (exit EX_CONFIG, code 'ECONFIG') whose message lists
  * `file:line: problem; fix` for every problem found, or (code 'ENOINPUT', EX_NOINPUT) when the file
@@ -16,67 +19,219 @@ import { OutpostError, isErrno } from '../lib/errors';
 import { EX_CONFIG, EX_NOINPUT } from '../lib/exits';
 import { atomicWriteFile } from '../lib/fsutil';
 import { acquireLock } from '../lib/lock';
+import { Cidr, parseCidr } from '../lib/cidr';
+import type { ConfigSource } from '../lib/daemon';
+import { parseBytes, parseSeconds } from '../lib/units';
+import { isDomain, isPlainAddress, normalizeAddress, splitAddress } from './address';
 import { CfgText, Diag, Entry, opt, parseCfg, serialise } from './cfgfile';
+import { isSetting, num, SETTING_NAMES, SETTINGS, SettingName, SettingSpec, settingProblem } from './settings';
+import { logTarget, spoolPaths } from './spool';
 
-export const DEFAULT_CONFIG = '/etc/outpost/mail.cfg';
+const DEFAULT_CONFIG = '/etc/outpost/mail.cfg';
 
 /** Picks the config path: the -c flag, then $OUTPOST_CONFIG, then /etc/outpost/mail.cfg. */
 export function configPath(flag?: string): string {
   return resolve(flag || process.env.OUTPOST_CONFIG || DEFAULT_CONFIG);
 }
 
-type ScalarKind = 'string' | 'path' | 'bytes' | 'count' | 'seconds';
-interface ScalarSpec {
-  kind: ScalarKind;
+/** How an option's value is checked and what the builder gets (see OptValue). */
+type Shape =
+  /** any text, as written */
+  | 'text'
+  /** a file, resolved from mail.cfg's directory */
+  | 'path'
+  /** a non-negative decimal number */
+  | 'number'
+  /** a TCP port, 1–65535 */
+  | 'port'
+  /** a size in bytes (k, M, G) */
+  | 'bytes'
+  /** a duration in seconds (s, m, h, d) */
+  | 'seconds'
+  /** HH:MM-HH:MM[,...] windows in minutes since midnight; '' is none (any time) */
+  | 'hours'
+  /** one of these words */
+  | readonly string[];
+
+interface OptSpec {
+  shape: Shape;
+  /** The placeholder in usage (enums show their words, other shapes a default placeholder). */
+  meta?: string;
+  /** The value when the option is absent (as written in a file). */
   default?: string;
-  doc: string;
+  /** Absent is an error: `KEYWORD NAME has no OPTION=`. */
+  required?: true;
+  /** May repeat; read as a list of every value (default: [default], else []). */
+  repeat?: true;
+}
+
+interface DirectiveSpec {
+  /** The positional arguments, for usage. */
+  args: string;
+  min: number;
+  max: number;
+  opts: Record<string, OptSpec>;
 }
 
 /**
- * Scalar settings (`NAME VALUE` lines; `mailcfg set/get`). Sizes in bytes (suffixes k, M, G
- * allowed: 1024-based), durations in seconds (suffixes s, m, h, d allowed).
+ * Every directive (mail.cfg(5), DIRECTIVES): its positional arguments, its options with their
+ * shapes and defaults. The table drives the argument-count and unknown-option checks, the usage
+ * text in both diagnostics, and each option's value check and default (see readOption); the
+ * builders below add only the rules that tie several values together. Defaults that depend on
+ * other values are applied by the builder and say so here.
  */
-export const SCALARS: Record<string, ScalarSpec> = {
-  hostname: { kind: 'string', doc: 'this host\'s name in banners, Received headers and Maildir names (default: the system host name)' },
-  spool: { kind: 'path', doc: 'the spool directory: mailboxes, the outbound queue and state' },
-  log: { kind: 'string', doc: 'where daemons log: a file path, "syslog", "stderr" or "none" (default: <spool>/log/outpost.log; stderr under systemd)' },
-  tls_cert: { kind: 'path', doc: 'PEM certificate chain for STARTTLS/STLS' },
-  tls_key: { kind: 'path', doc: 'PEM private key for STARTTLS/STLS (must not be readable by others)' },
-  message_size_limit: { kind: 'bytes', default: '10485760', doc: 'largest message smtpd accepts, in bytes (SIZE)' },
-  max_recipients: { kind: 'count', default: '100', doc: 'recipients per message (RCPT TO) before 452 4.5.3' },
-  smtpd_timeout: { kind: 'seconds', default: '300', doc: 'smtpd idle timeout per command (RFC 5321 4.5.3.2)' },
-  smtpd_error_limit: { kind: 'count', default: '10', doc: 'errors in one SMTP session before 421' },
-  pop3d_timeout: { kind: 'seconds', default: '600', doc: 'pop3d idle timeout (RFC 1939 says at least 10 minutes)' },
-  login_delay: { kind: 'seconds', default: '2', doc: 'pause after a failed login (SMTP AUTH, POP3)' },
-  queue_lifetime: { kind: 'seconds', default: '5d', doc: 'how long queue-run keeps trying before a bounce (DSN)' },
-  delay_warning: { kind: 'seconds', default: '4h', doc: 'age of a queued message at which the sender gets a delay DSN (0: never)' },
-  retry_min: { kind: 'seconds', default: '300', doc: 'first retry delay after a temporary failure; doubles per attempt' },
-  retry_max: { kind: 'seconds', default: '4h', doc: 'longest retry delay' },
-  fetch_size_limit: { kind: 'bytes', default: '0', doc: 'default per-message size limit for fetch (0: none)' },
-  queue_warn_age: { kind: 'seconds', default: '1d', doc: 'dial reports to postmaster when queued mail is older than this' },
-  dial_failure_report: { kind: 'count', default: '3', doc: 'dial reports to postmaster after this many failed cycles in a row' },
-};
-
-/** The directive keywords and their shapes (for check and mailcfg). */
-export const DIRECTIVES: Record<string, { min: number; max: number; opts: string[]; usage: string }> = {
-  domain: { min: 1, max: 1, opts: [], usage: 'domain NAME' },
-  user: { min: 2, max: 2, opts: ['apop', 'maildir'], usage: 'user ADDRESS HASH [apop=SECRET] [maildir=PATH]' },
-  alias: { min: 2, max: Infinity, opts: [], usage: 'alias ADDRESS|@DOMAIN TARGET...' },
-  network: { min: 1, max: 1, opts: [], usage: 'network CIDR' },
+export const DIRECTIVES = {
+  domain: { args: 'NAME', min: 1, max: 1, opts: {} },
+  user: { args: 'ADDRESS HASH', min: 2, max: 2, opts: { apop: { shape: 'text', meta: 'SECRET' }, maildir: { shape: 'path', meta: 'PATH' } } },
+  alias: { args: 'ADDRESS|@DOMAIN TARGET...', min: 2, max: Infinity, opts: {} },
+  network: { args: 'CIDR', min: 1, max: 1, opts: {} },
   account: {
+    args: 'NAME',
     min: 1,
     max: 1,
-    opts: ['local', 'multidrop', 'protocol', 'host', 'port', 'tls', 'user', 'password', 'password_file', 'keep', 'folder', 'size_limit', 'envelope', 'ca', 'auth'],
-    usage: 'account NAME local=ADDRESS|multidrop=DOMAIN protocol=pop3|imap host=HOST port=N tls=starttls|implicit|none user=USER password=PW|password_file=FILE keep=yes|no [folder=F]... [size_limit=N] [envelope=H,H] [ca=FILE] [auth=auto|plain|user|apop]',
+    opts: {
+      local: { shape: 'text', meta: 'ADDRESS' },
+      multidrop: { shape: 'text', meta: 'DOMAIN' },
+      protocol: { shape: ['pop3', 'imap'], default: 'pop3' },
+      host: { shape: 'text', meta: 'HOST', required: true },
+      /** Default by protocol and tls: 110, 995 (pop3 implicit), 143, 993 (imap implicit). */
+      port: { shape: 'port' },
+      tls: { shape: ['starttls', 'implicit', 'none'], default: 'starttls' },
+      user: { shape: 'text', meta: 'USER', default: '' },
+      password: { shape: 'text', meta: 'PW' },
+      password_file: { shape: 'path' },
+      keep: { shape: ['yes', 'no'], default: 'yes' },
+      folder: { shape: 'text', meta: 'F', repeat: true, default: 'INBOX' },
+      /** Default: the fetch_size_limit setting. */
+      size_limit: { shape: 'bytes' },
+      envelope: { shape: 'text', meta: 'H,H', default: 'delivered-to,x-original-to,envelope-to,to,cc' },
+      ca: { shape: 'path' },
+      auth: { shape: ['auto', 'plain', 'user', 'apop'], default: 'auto' },
+    },
   },
-  relay: { min: 2, max: 2, opts: ['user', 'password', 'password_file', 'tls', 'ca'], usage: 'relay default|SENDER|DOMAIN HOST:PORT [user=U password=PW] [tls=none|may|encrypt|verify] [ca=PEMFILE]' },
+  relay: {
+    args: 'default|SENDER|DOMAIN HOST:PORT',
+    min: 2,
+    max: 2,
+    opts: {
+      user: { shape: 'text', meta: 'U' },
+      password: { shape: 'text', meta: 'PW' },
+      password_file: { shape: 'path' },
+      tls: { shape: ['none', 'may', 'encrypt', 'verify'], default: 'may' },
+      ca: { shape: 'path', meta: 'PEMFILE' },
+    },
+  },
   link: {
+    args: 'NAME',
     min: 1,
     max: 1,
-    opts: ['kind', 'priority', 'cost_per_minute', 'cost_per_mb', 'hours', 'budget_seconds', 'budget_bytes', 'device', 'speed', 'number', 'init', 'dial_timeout', 'ip_up', 'check', 'up', 'down'],
-    usage: 'link NAME kind=modem|command|always [priority=N] [cost_per_minute=X] [cost_per_mb=X] [hours=HH:MM-HH:MM] ...',
+    opts: {
+      kind: { shape: ['modem', 'command', 'always'], required: true },
+      priority: { shape: 'number', default: '10' },
+      cost_per_minute: { shape: 'number', meta: 'X', default: '0' },
+      cost_per_mb: { shape: 'number', meta: 'X', default: '0' },
+      hours: { shape: 'hours', default: '' },
+      budget_seconds: { shape: 'seconds', default: '0' },
+      budget_bytes: { shape: 'bytes', default: '0' },
+      device: { shape: 'text', meta: 'PATH' },
+      speed: { shape: 'number', default: '115200' },
+      number: { shape: 'text', meta: 'N', repeat: true },
+      init: { shape: 'text', meta: 'AT', repeat: true },
+      dial_timeout: { shape: 'seconds', default: '60' },
+      ip_up: { shape: 'text', meta: 'COMMAND' },
+      check: { shape: 'text', meta: 'COMMAND' },
+      up: { shape: 'text', meta: 'COMMAND' },
+      down: { shape: 'text', meta: 'COMMAND' },
+    },
   },
-};
+} as const satisfies Record<string, DirectiveSpec>;
+
+type Keyword = keyof typeof DIRECTIVES;
+type OptName<K extends Keyword> = keyof (typeof DIRECTIVES)[K]['opts'] & string;
+
+/** What the builder gets for an option: a list, a number, windows, an enum word or text; undefined only when optional without a default. */
+type OptValue<O> = O extends { repeat: true }
+  ? string[]
+  :
+      | (O extends { shape: readonly (infer W)[] } ? W : O extends { shape: 'number' | 'port' | 'bytes' | 'seconds' } ? number : O extends { shape: 'hours' } ? Array<[number, number]> : string)
+      | (O extends { default: string } | { required: true } ? never : undefined);
+
+/** True when `word` is a directive keyword (not an inherited property such as "constructor"). */
+export function isDirective(word: string): word is Keyword {
+  return Object.hasOwn(DIRECTIVES, word);
+}
+
+const SHAPE_META = { text: 'TEXT', path: 'FILE', number: 'N', port: 'N', bytes: 'BYTES', seconds: 'SECONDS', hours: 'HH:MM-HH:MM' };
+
+/** `KEYWORD ARGS [opt=META]...`, built from the table (required options without brackets). */
+function directiveUsage(keyword: Keyword): string {
+  const spec: DirectiveSpec = DIRECTIVES[keyword];
+  const opts = Object.entries(spec.opts).map(([name, o]) => {
+    const meta = typeof o.shape === 'string' ? (o.meta ?? SHAPE_META[o.shape]) : o.shape.join('|');
+    const word = `${name}=${meta}`;
+    return (o.required ? word : `[${word}]`) + (o.repeat ? '...' : '');
+  });
+  return [keyword, spec.args, ...opts].join(' ');
+}
+
+/** A problem of one directive line (a value, a missing option, a conflict); buildConfig reports it at the line. */
+class LineProblem extends Error {}
+
+/**
+ * Reads option `name` of entry `e` through the table: the last value written, else the default;
+ * paths resolved from `base`. @throws LineProblem with the diagnostic text when the value does
+ * not fit the shape, or when a required option is absent.
+ */
+function readOption(e: Entry, base: string, name: string, o: OptSpec): unknown {
+  if (o.repeat) return e.opts.get(name) ?? (o.default === undefined ? [] : [o.default]);
+  const v = opt(e, name) ?? o.default;
+  if (v === undefined) {
+    if (o.required) throw new LineProblem(`${e.keyword} ${e.args[0]} has no ${name}=`);
+    return undefined;
+  }
+  const bad = (what: string) => new LineProblem(`${name}=${v} is not ${what}`);
+  if (typeof o.shape !== 'string') {
+    if (!o.shape.includes(v)) throw bad(`${o.shape.slice(0, -1).join(', ')} or ${o.shape.at(-1)}`);
+    return v;
+  }
+  switch (o.shape) {
+    case 'text':
+      return v;
+    case 'path':
+      return resolve(base, v);
+    case 'number': {
+      const x = Number(v);
+      if (Number.isNaN(x) || x < 0) throw bad('a non-negative number');
+      return x;
+    }
+    case 'port': {
+      const x = Number(v);
+      if (!Number.isInteger(x) || x < 1 || x > 65535) throw bad('a TCP port');
+      return x;
+    }
+    case 'bytes': {
+      const x = parseBytes(v);
+      if (Number.isNaN(x)) throw bad('a size in bytes');
+      return x;
+    }
+    case 'seconds': {
+      const x = parseSeconds(v);
+      if (Number.isNaN(x)) throw bad('a duration');
+      return x;
+    }
+    case 'hours': {
+      const x = v === '' ? [] : parseHours(v);
+      if (!x) throw bad('HH:MM-HH:MM[,HH:MM-HH:MM]');
+      return x;
+    }
+  }
+}
+
+/** The typed option reader for one entry of directive `keyword` (see readOption). */
+function options<K extends Keyword>(keyword: K, e: Entry, base: string) {
+  const specs: Record<string, OptSpec> = DIRECTIVES[keyword].opts;
+  return <N extends OptName<K>>(name: N) => readOption(e, base, name, specs[name]) as OptValue<(typeof DIRECTIVES)[K]['opts'][N]>;
+}
 
 export interface User {
   address: string;
@@ -88,16 +243,8 @@ export interface User {
   line: number;
 }
 
-export interface Cidr {
-  text: string;
-  /** 4 for IPv4, 6 for IPv6. */
-  family: 4 | 6;
-  bytes: Buffer;
-  prefix: number;
-}
-
-export type TlsMode = 'starttls' | 'implicit' | 'none';
-export type RelayTls = 'none' | 'may' | 'encrypt' | 'verify';
+type TlsMode = 'starttls' | 'implicit' | 'none';
+type RelayTls = 'none' | 'may' | 'encrypt' | 'verify';
 
 export interface Account {
   name: string;
@@ -165,8 +312,8 @@ export interface Config {
   text: CfgText;
   hostname: string;
   spool: string;
-  /** Raw scalar values as written (defaults filled in). Use num()/get() for typed access. */
-  scalars: Record<string, string>;
+  /** Settings as written (defaults filled in), by typed name; num() reads the numeric ones. */
+  scalars: Partial<Record<SettingName, string>>;
   domains: Set<string>;
   users: Map<string, User>;
   aliases: Map<string, string[]>;
@@ -177,103 +324,7 @@ export interface Config {
   diags: Diag[];
 }
 
-/** Parses a size: 123, 10k, 5M, 1G (1024-based). NaN when malformed. */
-export function parseBytes(s: string): number {
-  const m = /^(\d+)([kKmMgG]?)$/.exec(s.trim());
-  if (!m) return NaN;
-  const mult = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 }[m[2].toLowerCase() as '' | 'k' | 'm' | 'g'];
-  return Number(m[1]) * mult;
-}
-
-/** Parses a duration: 300, 300s, 15m, 4h, 5d → seconds. NaN when malformed. */
-export function parseSeconds(s: string): number {
-  const m = /^(\d+)([smhd]?)$/.exec(s.trim());
-  if (!m) return NaN;
-  return Number(m[1]) * { '': 1, s: 1, m: 60, h: 3600, d: 86400 }[m[2] as '' | 's' | 'm' | 'h' | 'd'];
-}
-
-/** A scalar as a number (bytes, count or seconds, per its kind). */
-export function num(cfg: Config, name: string): number {
-  const spec = SCALARS[name];
-  const v = cfg.scalars[name] ?? spec?.default ?? '0';
-  return spec?.kind === 'seconds' ? parseSeconds(v) : spec?.kind === 'bytes' ? parseBytes(v) : Number(v);
-}
-
-/** Lower-cases the domain and the local part: Outpost's mailboxes are case-insensitive. */
-export function normalizeAddress(addr: string): string {
-  return addr.trim().toLowerCase();
-}
-
-/** Splits `local@domain` at the last '@'. Domain '' when there is none. */
-export function splitAddress(addr: string): { local: string; domain: string } {
-  const at = addr.lastIndexOf('@');
-  return at < 0 ? { local: addr, domain: '' } : { local: addr.slice(0, at), domain: addr.slice(at + 1) };
-}
-
-const LOCAL_RE = /^[a-z0-9!#$&'*+\-/=?^_`{|}~]+(\.[a-z0-9!#$&'*+\-/=?^_`{|}~]+)*$/;
-const DOMAIN_RE = /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/;
-
-/** True for a plain dot-atom `local@domain` (no quotes, no routes, no IP literals). */
-export function isPlainAddress(addr: string): boolean {
-  const { local, domain } = splitAddress(addr.toLowerCase());
-  return local.length > 0 && local.length <= 64 && LOCAL_RE.test(local) && DOMAIN_RE.test(domain);
-}
-
-/** True for a syntactically valid domain name (no trailing dot, no IP literal). */
-export function isDomain(d: string): boolean {
-  return DOMAIN_RE.test(d.toLowerCase());
-}
-
-/** Parses `a.b.c.d/n` or an IPv6 `x::y/n`; null when malformed. A bare address is /32 or /128. */
-export function parseCidr(text: string): Cidr | null {
-  const [addr, p, extra] = text.split('/');
-  if (extra !== undefined) return null;
-  const { isIPv4, isIPv6 } = require('node:net') as typeof import('node:net');
-  if (isIPv4(addr)) {
-    const prefix = p === undefined ? 32 : Number(p);
-    if (!/^\d+$/.test(p ?? '32') || prefix > 32) return null;
-    return { text, family: 4, bytes: Buffer.from(addr.split('.').map(Number)), prefix };
-  }
-  if (isIPv6(addr)) {
-    const prefix = p === undefined ? 128 : Number(p);
-    if (!/^\d+$/.test(p ?? '128') || prefix > 128) return null;
-    return { text, family: 6, bytes: ipv6Bytes(addr), prefix };
-  }
-  return null;
-}
-
-function ipv6Bytes(addr: string): Buffer {
-  let a = addr;
-  const v4 = /(\d+\.\d+\.\d+\.\d+)$/.exec(a);
-  if (v4) {
-    const b = v4[1].split('.').map(Number);
-    a = a.slice(0, -v4[1].length) + ((b[0] << 8) | b[1]).toString(16) + ':' + ((b[2] << 8) | b[3]).toString(16);
-  }
-  const [head, tail] = a.split('::');
-  const h = head ? head.split(':') : [];
-  const t = tail !== undefined && tail ? tail.split(':') : [];
-  const groups = tail === undefined ? h : [...h, ...Array(8 - h.length - t.length).fill('0'), ...t];
-  const buf = Buffer.alloc(16);
-  groups.forEach((g, i) => buf.writeUInt16BE(parseInt(g || '0', 16), i * 2));
-  return buf;
-}
-
-/** True when `ip` (v4, v6, or v4-mapped v6) lies inside one of `nets`. */
-export function inNetworks(ip: string, nets: Cidr[]): boolean {
-  const bare = ip.replace(/^::ffff:(\d+\.\d+\.\d+\.\d+)$/i, '$1');
-  const me = parseCidr(bare);
-  if (!me) return false;
-  return nets.some((n) => {
-    if (n.family !== me.family) return false;
-    let bits = n.prefix;
-    for (let i = 0; bits > 0; i++, bits -= 8) {
-      const mask = bits >= 8 ? 0xff : (0xff << (8 - bits)) & 0xff;
-      if ((n.bytes[i] & mask) !== (me.bytes[i] & mask)) return false;
-    }
-    return true;
-  });
-}
-
+/** Parses `HH:MM-HH:MM[,HH:MM-HH:MM]` into [start, end) minutes since midnight; null when malformed. */
 function parseHours(s: string): Array<[number, number]> | null {
   const out: Array<[number, number]> = [];
   for (const part of s.split(',')) {
@@ -310,13 +361,17 @@ function readSecretFile(file: string, line: number, diags: Diag[]): string | und
 
 /**
  * Builds the typed model from parsed text and validates it. Never throws; every problem goes to
- * `diags` with its line and a fix. `path` is used to resolve relative paths (spool, files).
+ * `diags` with its line and a fix (at most one per directive line). `path` is used to resolve
+ * relative paths (spool, files).
  */
 export function buildConfig(path: string, text: CfgText): Config {
   const diags = [...text.diags];
   const base = dirname(path);
-  const scalars: Record<string, string> = {};
-  for (const [k, s] of Object.entries(SCALARS)) if (s.default !== undefined) scalars[k] = s.default;
+  const scalars: Config['scalars'] = {};
+  for (const name of SETTING_NAMES) {
+    const spec: SettingSpec = SETTINGS[name];
+    if (spec.default !== undefined) scalars[name] = spec.default;
+  }
   const cfg: Config = {
     path,
     text,
@@ -333,38 +388,46 @@ export function buildConfig(path: string, text: CfgText): Config {
     diags,
   };
   const bad = (e: Entry, msg: string) => diags.push({ line: e.line, message: msg });
+  /** Runs one entry's checks; the first problem (an LineProblem) is reported at its line. */
+  const each = (e: Entry, check: () => void) => {
+    try {
+      check();
+    } catch (err) {
+      if (!(err instanceof LineProblem)) throw err;
+      bad(e, err.message);
+    }
+  };
   const pendingUsers: Entry[] = [];
   const pendingAliases: Entry[] = [];
 
   for (const e of text.entries) {
-    const scalar = SCALARS[e.keyword];
-    if (scalar) {
+    const name = e.keyword;
+    if (isSetting(name)) {
       if (e.args.length !== 1 || e.opts.size) {
-        bad(e, `${e.keyword} takes one value; fix: "${e.keyword} VALUE" (quote values with blanks)`);
+        bad(e, `${name} takes one value; fix: "${name} VALUE" (quote values with blanks)`);
         continue;
       }
       const v = e.args[0];
-      if (scalar.kind === 'bytes' && Number.isNaN(parseBytes(v))) bad(e, `${e.keyword} "${v}" is not a size in bytes; fix: e.g. ${e.keyword} 10M`);
-      else if (scalar.kind === 'seconds' && Number.isNaN(parseSeconds(v))) bad(e, `${e.keyword} "${v}" is not a duration; fix: e.g. ${e.keyword} 300 or 4h`);
-      else if (scalar.kind === 'count' && !/^\d+$/.test(v)) bad(e, `${e.keyword} "${v}" is not a whole number`);
-      else scalars[e.keyword] = scalar.kind === 'path' ? resolve(base, v) : v;
+      const problem = settingProblem(name, v);
+      if (problem) bad(e, problem);
+      else scalars[name] = SETTINGS[name].kind === 'path' ? resolve(base, v) : v;
       continue;
     }
-    const spec = DIRECTIVES[e.keyword];
-    if (!spec) {
-      bad(e, `unknown directive "${e.keyword}"; see mail.cfg(5) for the list`);
+    if (!isDirective(name)) {
+      bad(e, `unknown directive "${name}"; see mail.cfg(5) for the list`);
       continue;
     }
+    const spec: DirectiveSpec = DIRECTIVES[name];
     if (e.args.length < spec.min || e.args.length > spec.max) {
-      bad(e, `wrong number of arguments; usage: ${spec.usage}`);
+      bad(e, `wrong number of arguments; usage: ${directiveUsage(name)}`);
       continue;
     }
-    const unknown = [...e.opts.keys()].filter((k) => !spec.opts.includes(k));
+    const unknown = [...e.opts.keys()].filter((k) => !Object.hasOwn(spec.opts, k));
     if (unknown.length) {
-      bad(e, `unknown option ${unknown.map((k) => `"${k}="`).join(', ')} for ${e.keyword}; usage: ${spec.usage} (quote an argument that contains "=")`);
+      bad(e, `unknown option ${unknown.map((k) => `"${k}="`).join(', ')} for ${name}; usage: ${directiveUsage(name)} (quote an argument that contains "=")`);
       continue;
     }
-    switch (e.keyword) {
+    switch (name) {
       case 'domain': {
         const d = e.args[0].toLowerCase();
         if (!isDomain(d)) bad(e, `"${e.args[0]}" is not a domain name`);
@@ -385,27 +448,13 @@ export function buildConfig(path: string, text: CfgText): Config {
         break;
       }
       case 'account':
-        buildAccount(cfg, e, bad);
+        each(e, () => buildAccount(cfg, e, base));
         break;
-      case 'relay': {
-        const hp = hostPort(e.args[1]);
-        const tls = (opt(e, 'tls') ?? 'may') as RelayTls;
-        const match = e.args[0].toLowerCase();
-        if (!hp) bad(e, `"${e.args[1]}" is not HOST:PORT; fix: e.g. relay default smtp.example.net:587`);
-        else if (!['none', 'may', 'encrypt', 'verify'].includes(tls)) bad(e, `tls=${tls} is not one of none, may, encrypt, verify`);
-        else if (match !== 'default' && !isPlainAddress(match) && !isDomain(match)) bad(e, `"${e.args[0]}" is not "default", an address or a domain`);
-        else if (cfg.relays.some((r) => r.match === match)) bad(e, `a relay for ${match} is already defined; fix: delete one of them`);
-        else {
-          const pf = opt(e, 'password_file');
-          const password = pf ? readSecretFile(resolve(base, pf), e.line, diags) : opt(e, 'password');
-          if (opt(e, 'user') && password === undefined) bad(e, `relay ${match} has user= but no password= or password_file=`);
-          const ca = opt(e, 'ca');
-          cfg.relays.push({ match, host: hp.host, port: hp.port, user: opt(e, 'user'), password, tls, ca: ca ? resolve(base, ca) : undefined, line: e.line });
-        }
+      case 'relay':
+        each(e, () => buildRelay(cfg, e, base));
         break;
-      }
       case 'link':
-        buildLink(cfg, e, bad);
+        each(e, () => buildLink(cfg, e, base));
         break;
     }
   }
@@ -414,43 +463,8 @@ export function buildConfig(path: string, text: CfgText): Config {
   if (!scalars.spool) diags.push({ line: 0, message: 'no spool directory; fix: add "spool /var/spool/outpost" (or run mailcfg init)' });
   cfg.spool = scalars.spool ?? '';
 
-  for (const e of pendingUsers) {
-    const addr = normalizeAddress(e.args[0]);
-    const { local, domain } = splitAddress(addr);
-    if (!isPlainAddress(addr)) bad(e, `"${e.args[0]}" is not a plain address local@domain`);
-    else if (!cfg.domains.has(domain)) bad(e, `${addr}: domain ${domain} is not a local domain; fix: mailcfg domain add ${domain}`);
-    else if (cfg.users.has(addr)) bad(e, `mailbox ${addr} is defined twice; fix: delete this line`);
-    else if (!/^(scrypt\$|\*$|!)/.test(e.args[1])) bad(e, `${addr}: the password field is not a scrypt hash; fix: mailcfg user passwd ${addr}`);
-    else {
-      const md = opt(e, 'maildir');
-      cfg.users.set(addr, {
-        address: addr,
-        hash: e.args[1],
-        apop: opt(e, 'apop'),
-        maildir: md ? resolve(base, md) : join(cfg.spool, 'mail', domain, local),
-        line: e.line,
-      });
-    }
-  }
-  for (const e of pendingAliases) {
-    const addr = normalizeAddress(e.args[0]);
-    const { domain } = splitAddress(addr);
-    const catchAll = addr.startsWith('@');
-    if (!(catchAll ? isDomain(addr.slice(1)) : isPlainAddress(addr))) {
-      bad(e, `"${e.args[0]}" is not an address or @domain`);
-      continue;
-    }
-    const d = catchAll ? addr.slice(1) : domain;
-    if (!cfg.domains.has(d)) bad(e, `alias ${addr}: ${d} is not a local domain; fix: mailcfg domain add ${d}`);
-    else if (cfg.users.has(addr)) bad(e, `alias ${addr} shadows the mailbox of the same name; fix: delete one of them`);
-    else if (cfg.aliases.has(addr)) bad(e, `alias ${addr} is defined twice; fix: put all targets on one line`);
-    else {
-      const targets = e.args.slice(1).map(normalizeAddress);
-      const badT = targets.find((t) => !isPlainAddress(t));
-      if (badT) bad(e, `alias target "${badT}" is not a plain address`);
-      else cfg.aliases.set(addr, targets);
-    }
-  }
+  for (const e of pendingUsers) each(e, () => buildUser(cfg, e, base));
+  for (const e of pendingAliases) each(e, () => buildAlias(cfg, e));
   for (const a of cfg.accounts) {
     if (a.local && !cfg.users.has(a.local) && !cfg.aliases.has(a.local)) diags.push({ line: a.line, message: `account ${a.name}: local=${a.local} is not a local mailbox; fix: mailcfg user add ${a.local}` });
     if (a.multidrop && !cfg.domains.has(a.multidrop)) diags.push({ line: a.line, message: `account ${a.name}: multidrop=${a.multidrop} is not a local domain` });
@@ -458,31 +472,52 @@ export function buildConfig(path: string, text: CfgText): Config {
   return cfg;
 }
 
-function buildAccount(cfg: Config, e: Entry, bad: (e: Entry, m: string) => void): void {
+/** A `user` line (after every domain and the spool are known). @throws LineProblem. */
+function buildUser(cfg: Config, e: Entry, base: string): void {
+  const o = options('user', e, base);
+  const addr = normalizeAddress(e.args[0]);
+  const { local, domain } = splitAddress(addr);
+  if (!isPlainAddress(addr)) throw new LineProblem(`"${e.args[0]}" is not a plain address local@domain`);
+  if (!cfg.domains.has(domain)) throw new LineProblem(`${addr}: domain ${domain} is not a local domain; fix: mailcfg domain add ${domain}`);
+  if (cfg.users.has(addr)) throw new LineProblem(`mailbox ${addr} is defined twice; fix: delete this line`);
+  if (!/^(scrypt\$|\*$|!)/.test(e.args[1])) throw new LineProblem(`${addr}: the password field is not a scrypt hash; fix: mailcfg user passwd ${addr}`);
+  cfg.users.set(addr, { address: addr, hash: e.args[1], apop: o('apop'), maildir: o('maildir') ?? join(spoolPaths(cfg).mail, domain, local), line: e.line });
+}
+
+/** An `alias` line (after every mailbox is known). @throws LineProblem. */
+function buildAlias(cfg: Config, e: Entry): void {
+  const addr = normalizeAddress(e.args[0]);
+  const catchAll = addr.startsWith('@');
+  if (!(catchAll ? isDomain(addr.slice(1)) : isPlainAddress(addr))) throw new LineProblem(`"${e.args[0]}" is not an address or @domain`);
+  const d = catchAll ? addr.slice(1) : splitAddress(addr).domain;
+  if (!cfg.domains.has(d)) throw new LineProblem(`alias ${addr}: ${d} is not a local domain; fix: mailcfg domain add ${d}`);
+  if (cfg.users.has(addr)) throw new LineProblem(`alias ${addr} shadows the mailbox of the same name; fix: delete one of them`);
+  if (cfg.aliases.has(addr)) throw new LineProblem(`alias ${addr} is defined twice; fix: put all targets on one line`);
+  const targets = e.args.slice(1).map(normalizeAddress);
+  const badT = targets.find((t) => !isPlainAddress(t));
+  if (badT) throw new LineProblem(`alias target "${badT}" is not a plain address`);
+  cfg.aliases.set(addr, targets);
+}
+
+/** An `account` line. @throws LineProblem. */
+function buildAccount(cfg: Config, e: Entry, base: string): void {
+  const o = options('account', e, base);
   const name = e.args[0];
-  const protocol = opt(e, 'protocol') ?? 'pop3';
-  const tls = (opt(e, 'tls') ?? 'starttls') as TlsMode;
-  const host = opt(e, 'host');
-  const local = opt(e, 'local')?.toLowerCase();
-  const multidrop = opt(e, 'multidrop')?.toLowerCase();
-  if (cfg.accounts.some((a) => a.name === name)) return bad(e, `account ${name} is defined twice; fix: rename one (name=)`);
-  if (protocol !== 'pop3' && protocol !== 'imap') return bad(e, `protocol=${protocol} is not pop3 or imap`);
-  if (!['starttls', 'implicit', 'none'].includes(tls)) return bad(e, `tls=${tls} is not starttls, implicit or none`);
-  if (!host) return bad(e, `account ${name} has no host=`);
-  if (!!local === !!multidrop) return bad(e, `account ${name} needs exactly one of local=ADDRESS or multidrop=DOMAIN`);
-  const defPort = protocol === 'pop3' ? (tls === 'implicit' ? 995 : 110) : tls === 'implicit' ? 993 : 143;
-  const port = Number(opt(e, 'port') ?? defPort);
-  if (!Number.isInteger(port) || port < 1 || port > 65535) return bad(e, `port=${opt(e, 'port')} is not a TCP port`);
-  const keep = opt(e, 'keep') ?? 'yes';
-  if (keep !== 'yes' && keep !== 'no') return bad(e, `keep=${keep} must be yes or no`);
-  const sizeLimit = parseBytes(opt(e, 'size_limit') ?? cfg.scalars.fetch_size_limit ?? '0');
-  if (Number.isNaN(sizeLimit)) return bad(e, `size_limit=${opt(e, 'size_limit')} is not a size in bytes`);
-  const auth = opt(e, 'auth') ?? 'auto';
-  if (!['auto', 'plain', 'user', 'apop'].includes(auth)) return bad(e, `auth=${auth} is not auto, plain, user or apop`);
-  if (auth === 'apop' && protocol !== 'pop3') return bad(e, `auth=apop is for protocol=pop3 only`);
-  const ca = opt(e, 'ca');
-  const pf = opt(e, 'password_file');
-  const password = pf ? readSecretFile(resolve(dirname(cfg.path), pf), e.line, cfg.diags) : opt(e, 'password');
+  if (cfg.accounts.some((a) => a.name === name)) throw new LineProblem(`account ${name} is defined twice; fix: rename one (name=)`);
+  const protocol = o('protocol');
+  const tls = o('tls');
+  const host = o('host');
+  const local = o('local')?.toLowerCase();
+  const multidrop = o('multidrop')?.toLowerCase();
+  if (!!local === !!multidrop) throw new LineProblem(`account ${name} needs exactly one of local=ADDRESS or multidrop=DOMAIN`);
+  const port = o('port') ?? (protocol === 'pop3' ? (tls === 'implicit' ? 995 : 110) : tls === 'implicit' ? 993 : 143);
+  const keep = o('keep');
+  const sizeLimit = o('size_limit') ?? num(cfg, 'fetch_size_limit');
+  const auth = o('auth');
+  if (auth === 'apop' && protocol !== 'pop3') throw new LineProblem(`auth=apop is for protocol=pop3 only`);
+  const ca = o('ca');
+  const pf = o('password_file');
+  const password = pf ? readSecretFile(pf, e.line, cfg.diags) : o('password');
   cfg.accounts.push({
     name,
     local,
@@ -491,63 +526,63 @@ function buildAccount(cfg: Config, e: Entry, bad: (e: Entry, m: string) => void)
     host,
     port,
     tls,
-    user: opt(e, 'user') ?? '',
+    user: o('user'),
     password,
     keep: keep === 'yes',
-    folders: e.opts.get('folder') ?? ['INBOX'],
+    folders: o('folder'),
     sizeLimit,
-    envelope: (opt(e, 'envelope') ?? 'delivered-to,x-original-to,envelope-to,to,cc').toLowerCase().split(','),
-    ca: ca ? resolve(dirname(cfg.path), ca) : undefined,
-    auth: auth as Account['auth'],
+    envelope: o('envelope').toLowerCase().split(','),
+    ca,
+    auth,
     line: e.line,
   });
 }
 
-function buildLink(cfg: Config, e: Entry, bad: (e: Entry, m: string) => void): void {
-  const name = e.args[0];
-  const kind = opt(e, 'kind') ?? '';
-  if (cfg.links.some((l) => l.name === name)) return bad(e, `link ${name} is defined twice`);
-  if (!['modem', 'command', 'always'].includes(kind)) return bad(e, `link ${name}: kind=${kind || '(missing)'} must be modem, command or always`);
-  const n = (k: string, d: number) => {
-    const v = opt(e, k);
-    const x = v === undefined ? d : Number(v);
-    if (Number.isNaN(x) || x < 0) {
-      bad(e, `${k}=${v} is not a non-negative number`);
-      return d;
-    }
-    return x;
-  };
-  const hoursText = opt(e, 'hours');
-  const hours = hoursText ? parseHours(hoursText) : [];
-  if (hours === null) return bad(e, `hours=${hoursText} is not HH:MM-HH:MM[,HH:MM-HH:MM]`);
-  const budgetSeconds = parseSeconds(opt(e, 'budget_seconds') ?? '0');
-  const budgetBytes = parseBytes(opt(e, 'budget_bytes') ?? '0');
-  if (Number.isNaN(budgetSeconds) || Number.isNaN(budgetBytes)) return bad(e, 'budget_seconds/budget_bytes must be a duration / a size');
-  const link: Link = {
-    name,
-    kind: kind as Link['kind'],
-    priority: n('priority', 10),
-    costPerMinute: n('cost_per_minute', 0),
-    costPerMb: n('cost_per_mb', 0),
-    hours,
-    budgetSeconds,
-    budgetBytes,
-    device: opt(e, 'device'),
-    speed: n('speed', 115200),
-    numbers: e.opts.get('number') ?? [],
-    init: e.opts.get('init') ?? [],
-    dialTimeout: parseSeconds(opt(e, 'dial_timeout') ?? '60'),
-    ipUp: opt(e, 'ip_up'),
-    check: opt(e, 'check'),
-    up: opt(e, 'up'),
-    down: opt(e, 'down'),
-    line: e.line,
-  };
-  if (kind === 'modem' && (!link.device || link.numbers.length === 0)) return bad(e, `link ${name}: a modem link needs device= and at least one number=`);
-  if (kind === 'command' && !link.up) return bad(e, `link ${name}: a command link needs up="COMMAND"`);
-  cfg.links.push(link);
+/** A `relay` line. @throws LineProblem. */
+function buildRelay(cfg: Config, e: Entry, base: string): void {
+  const o = options('relay', e, base);
+  const hp = hostPort(e.args[1]);
+  const match = e.args[0].toLowerCase();
+  if (!hp) throw new LineProblem(`"${e.args[1]}" is not HOST:PORT; fix: e.g. relay default smtp.example.net:587`);
+  const tls = o('tls');
+  if (match !== 'default' && !isPlainAddress(match) && !isDomain(match)) throw new LineProblem(`"${e.args[0]}" is not "default", an address or a domain`);
+  if (cfg.relays.some((r) => r.match === match)) throw new LineProblem(`a relay for ${match} is already defined; fix: delete one of them`);
+  const pf = o('password_file');
+  const password = pf ? readSecretFile(pf, e.line, cfg.diags) : o('password');
+  const user = o('user');
+  if (user && password === undefined) cfg.diags.push({ line: e.line, message: `relay ${match} has user= but no password= or password_file=` });
+  cfg.relays.push({ match, host: hp.host, port: hp.port, user, password, tls, ca: o('ca'), line: e.line });
 }
 
+/** A `link` line. @throws LineProblem. */
+function buildLink(cfg: Config, e: Entry, base: string): void {
+  const o = options('link', e, base);
+  const name = e.args[0];
+  if (cfg.links.some((l) => l.name === name)) throw new LineProblem(`link ${name} is defined twice`);
+  const link: Link = {
+    name,
+    kind: o('kind'),
+    priority: o('priority'),
+    costPerMinute: o('cost_per_minute'),
+    costPerMb: o('cost_per_mb'),
+    hours: o('hours'),
+    budgetSeconds: o('budget_seconds'),
+    budgetBytes: o('budget_bytes'),
+    device: o('device'),
+    speed: o('speed'),
+    numbers: o('number'),
+    init: o('init'),
+    dialTimeout: o('dial_timeout'),
+    ipUp: o('ip_up'),
+    check: o('check'),
+    up: o('up'),
+    down: o('down'),
+    line: e.line,
+  };
+  if (link.kind === 'modem' && (!link.device || link.numbers.length === 0)) throw new LineProblem(`link ${name}: a modem link needs device= and at least one number=`);
+  if (link.kind === 'command' && !link.up) throw new LineProblem(`link ${name}: a command link needs up="COMMAND"`);
+  cfg.links.push(link);
+}
 /** Formats diagnostics as `file:line: message` lines (line 0 means the file as a whole). */
 export function formatDiags(path: string, diags: Diag[]): string {
   return diags.map((d) => (d.line ? `${path}:${d.line}: ${d.message}` : `${path}: ${d.message}`)).join('\n');
@@ -608,22 +643,5 @@ export async function editConfig(path: string, edit: (text: CfgText) => CfgText)
   }
 }
 
-/** The spool's well-known places (mail.cfg(5), FILES). */
-export function spoolPaths(cfg: Config) {
-  const s = cfg.spool;
-  return {
-    mail: join(s, 'mail'),
-    queue: join(s, 'queue'),
-    fetch: join(s, 'fetch'),
-    run: join(s, 'run'),
-    log: join(s, 'log'),
-    tmp: join(s, 'tmp'),
-  };
-}
-
-/** Where a daemon logs: mail.cfg's `log`, else stderr under systemd, else <spool>/log/outpost.log. */
-export function logTarget(cfg: Config): string {
-  if (cfg.scalars.log) return cfg.scalars.log;
-  if (process.env.JOURNAL_STREAM || process.env.INVOCATION_ID) return 'stderr';
-  return join(cfg.spool, 'log', 'outpost.log');
-}
+/** mail.cfg for the daemons' skeleton (lib/daemon.ts): loadConfig(configPath(-c)), strict; logs per logTarget. */
+export const mailCfgSource: ConfigSource<Config> = { load: (flag) => loadConfig(configPath(flag)), logTarget };

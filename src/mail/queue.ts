@@ -6,6 +6,7 @@
  * A queue file is:
  *     X-Outpost-Envelope: 1\r\n
  *     X-Outpost-Sender: <sender@example.org>\r\n        (<> for the null sender)
+ *     X-Outpost-Body: 8BITMIME\r\n                      (only when MAIL FROM said BODY=8BITMIME)
  *     X-Outpost-Rcpt: <rcpt@example.net>\r\n            (one line per recipient)
  *     <the message as received, CRLF lines>
  * Those lines are the envelope and are never relayed; `bodyOffset` says where the message starts.
@@ -15,18 +16,24 @@
 import { promises as fsp } from 'node:fs';
 import { deliver, Delivered, Part } from './maildir';
 
+/** The body type MAIL FROM declared (RFC 6152): 7BIT (also when none was given) or 8BITMIME. */
+export type Body = '7BIT' | '8BITMIME';
+
 export interface Envelope {
   /** Envelope sender (MAIL FROM), '' for the null sender <>. */
   sender: string;
   /** Envelope recipients (RCPT TO), lower-case where local. */
   recipients: string[];
+  /** BODY= of MAIL FROM; absent means 7BIT (queue files without the line read as 7BIT). */
+  body?: Body;
 }
 
 const MAGIC = 'X-Outpost-Envelope: 1\r\n';
 
 /** The envelope block that precedes the message in a queue file. */
 export function envelopeHeader(env: Envelope): Buffer {
-  return Buffer.from(MAGIC + `X-Outpost-Sender: <${env.sender}>\r\n` + env.recipients.map((r) => `X-Outpost-Rcpt: <${r}>\r\n`).join(''));
+  const body = env.body === '8BITMIME' ? 'X-Outpost-Body: 8BITMIME\r\n' : '';
+  return Buffer.from(MAGIC + `X-Outpost-Sender: <${env.sender}>\r\n` + body + env.recipients.map((r) => `X-Outpost-Rcpt: <${r}>\r\n`).join(''));
 }
 
 /**
@@ -40,10 +47,11 @@ export function enqueue(queueDir: string, env: Envelope, parts: Part[], host?: s
 
 /**
  * Reads the envelope of a queue file.
- * @returns the envelope and the byte offset where the message itself begins.
+ * @returns the envelope (body always set: 7BIT when the file has no X-Outpost-Body line) and the
+ *   byte offset where the message itself begins.
  * @throws Error code 'EBADQUEUE' when the file does not start with an Outpost envelope.
  */
-export async function readEnvelope(path: string): Promise<Envelope & { bodyOffset: number }> {
+export async function readEnvelope(path: string): Promise<Required<Envelope> & { bodyOffset: number }> {
   const fh = await fsp.open(path, 'r');
   try {
     let head = Buffer.alloc(0);
@@ -58,18 +66,19 @@ export async function readEnvelope(path: string): Promise<Envelope & { bodyOffse
         throw Object.assign(new Error(`${path}: not an Outpost queue file`), { code: 'EBADQUEUE' });
       }
       let off = MAGIC.length;
-      const env: Envelope = { sender: '', recipients: [] };
+      const env: Required<Envelope> = { sender: '', recipients: [], body: '7BIT' };
       let complete = false;
       for (;;) {
         const nl = text.indexOf('\r\n', off);
         if (nl < 0) break;
         const line = text.slice(off, nl);
-        const m = /^X-Outpost-(Sender|Rcpt): <(.*)>$/.exec(line);
+        const m = /^X-Outpost-(?:(Sender|Rcpt): <(.*)>|Body: (8BITMIME))$/.exec(line);
         if (!m) {
           complete = true;
           break;
         }
-        if (m[1] === 'Sender') env.sender = Buffer.from(m[2], 'latin1').toString('utf8');
+        if (m[3]) env.body = '8BITMIME';
+        else if (m[1] === 'Sender') env.sender = Buffer.from(m[2], 'latin1').toString('utf8');
         else env.recipients.push(Buffer.from(m[2], 'latin1').toString('utf8'));
         off = nl + 2;
       }

@@ -6,7 +6,8 @@
  * alias `@domain` applies to a local-domain address that is neither a mailbox nor an alias.
  * Addresses are compared lower-cased. Pure: no I/O.
  */
-import { Config, normalizeAddress, splitAddress, User } from './config';
+import { Config, User } from './config';
+import { normalizeAddress, splitAddress } from './address';
 
 export interface Route {
   /** Local mailboxes to deliver to (deduplicated). */

@@ -19,9 +19,11 @@ import type { Command } from 'commander';
 import { OutpostError } from '../lib/errors';
 import { EX_CONFIG, EX_NOINPUT } from '../lib/exits';
 import { Diag, formatLine, parseCfg } from '../mail/cfgfile';
-import { buildConfig, Config, DIRECTIVES, formatDiags, holdsSecrets, normalizeAddress, SCALARS, splitAddress } from '../mail/config';
+import { buildConfig, Config, formatDiags, holdsSecrets, isDirective } from '../mail/config';
+import { normalizeAddress, splitAddress } from '../mail/address';
+import { SETTING_NAMES } from '../mail/settings';
+import { SPOOL_DIRS } from '../mail/spool';
 import { cfgPathOf, printJson, requireFile, settingValue } from './common';
-import { SPOOL_DIRS } from './init';
 import { linkRows } from './links';
 import { accountRows, relayRows } from './remote';
 
@@ -51,7 +53,7 @@ function diskProblems(cfg: Config, mode: number): Diag[] {
     const missing = ['tmp', 'new', 'cur'].map((d) => join(u.maildir, d)).filter((d) => !existsSync(d));
     if (missing.length) out.push({ line: u.line, message: `the Maildir of ${u.address} is missing (${missing.join(' ')}); fix: mkdir -p -m 700 ${missing.join(' ')}` });
   }
-  for (const name of ['tls_cert', 'tls_key']) {
+  for (const name of ['tls_cert', 'tls_key'] as const) {
     const file = cfg.text.entries.some((e) => e.keyword === name) ? cfg.scalars[name] : undefined;
     if (!file) continue;
     try {
@@ -85,14 +87,14 @@ function warnings(cfg: Config): string[] {
 /** The effective configuration in mail.cfg syntax, secrets masked. */
 function showText(cfg: Config): string {
   const out: string[] = [`# ${cfg.path} (effective; secrets shown as ***)`];
-  for (const name of Object.keys(SCALARS)) {
+  for (const name of SETTING_NAMES) {
     const set = cfg.text.entries.some((e) => e.keyword === name);
     const v = settingValue(cfg, name);
     if (v === undefined) out.push(`#${name} (not set)`);
     else out.push(formatLine(name, [v]) + (set ? '' : '  # default'));
   }
   for (const e of cfg.text.entries) {
-    if (!DIRECTIVES[e.keyword]) continue;
+    if (!isDirective(e.keyword)) continue;
     const args = e.keyword === 'user' ? [e.args[0], '***'] : e.args;
     const opts: Record<string, string[]> = {};
     for (const [k, v] of e.opts) opts[k] = k === 'password' || k === 'apop' ? v.map(() => '***') : v;
@@ -104,7 +106,7 @@ function showText(cfg: Config): string {
 /** The effective configuration as one JSON object, secrets masked. */
 function showJson(cfg: Config) {
   const settings: Record<string, string | null> = {};
-  for (const name of Object.keys(SCALARS)) settings[name] = settingValue(cfg, name) ?? null;
+  for (const name of SETTING_NAMES) settings[name] = settingValue(cfg, name) ?? null;
   return {
     path: cfg.path,
     settings,

@@ -15,7 +15,9 @@ import type { Command } from 'commander';
 import { OutpostError } from '../lib/errors';
 import { EX_CONFIG, EX_DATAERR, EX_NOINPUT, EX_NOUSER, EX_USAGE } from '../lib/exits';
 import { appendLine, CfgText, parseCfg, removeLine } from '../mail/cfgfile';
-import { Config, buildConfig, configPath, editConfig, holdsSecrets, loadConfig, logTarget } from '../mail/config';
+import { Config, buildConfig, configPath, editConfig, holdsSecrets, loadConfig } from '../mail/config';
+import type { SettingName } from '../mail/settings';
+import { logTarget } from '../mail/spool';
 
 /** The config path for this invocation: -c/--config (anywhere on the line), $OUTPOST_CONFIG, default. */
 export function cfgPathOf(cmd: Command): string {
@@ -174,7 +176,7 @@ export function listCommand<T>(group: Command, description: string, json: string
  * hostname falls back to the system's name, log to where daemons would log (logTarget).
  * undefined when unset without a default.
  */
-export function settingValue(cfg: Config, name: string): string | undefined {
+export function settingValue(cfg: Config, name: SettingName): string | undefined {
   return name === 'hostname' ? cfg.hostname : name === 'log' ? logTarget(cfg) : cfg.scalars[name];
 }
 

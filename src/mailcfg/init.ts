@@ -1,8 +1,8 @@
 /**
  * init — `mailcfg init`: writes a new, commented mail.cfg (mode 0600) and creates the spool.
  *
- * Spool layout (mail.cfg(5), FILES), every directory mode 0700:
- *   mail/  queue/{tmp,new,cur,state}  fetch/  run/  log/  tmp/
+ * Every directory of the spool layout (SPOOL_DIRS in mail/spool.ts; mail.cfg(5), FILES) is
+ * created mode 0700.
  * Refuses to replace an existing mail.cfg unless --force (EX_CANTCREAT, 73). A directory that
  * cannot be created is EX_CANTCREAT too; existing directories are left as they are.
  */
@@ -12,11 +12,11 @@ import type { Command } from 'commander';
 import { OutpostError } from '../lib/errors';
 import { EX_CANTCREAT } from '../lib/exits';
 import { parseCfg } from '../mail/cfgfile';
-import { buildConfig, editConfig, formatDiags, isDomain, SCALARS } from '../mail/config';
+import { buildConfig, editConfig, formatDiags } from '../mail/config';
+import { isDomain } from '../mail/address';
+import { SETTINGS } from '../mail/settings';
+import { SPOOL_DIRS } from '../mail/spool';
 import { cfgPathOf, dataErr } from './common';
-
-/** Spool subdirectories, relative to the spool (see the header). */
-export const SPOOL_DIRS = ['mail', 'queue/tmp', 'queue/new', 'queue/cur', 'queue/state', 'fetch', 'run', 'log', 'tmp'];
 
 /** The text of a fresh mail.cfg. Every value is validated by the caller. */
 function template(host: string, domain: string, spool: string): string {
@@ -36,7 +36,7 @@ spool ${spool}
 #log syslog
 
 # The largest message smtpd accepts, in bytes (suffixes k, M, G are 1024-based).
-message_size_limit ${SCALARS.message_size_limit.default}
+message_size_limit ${SETTINGS.message_size_limit.default}
 
 # Certificate and key for STARTTLS/STLS (PEM; the key must not be readable by others).
 #tls_cert /etc/outpost/cert.pem

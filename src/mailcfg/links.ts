@@ -11,28 +11,11 @@
  */
 import type { Command } from 'commander';
 import { formatLine } from '../mail/cfgfile';
-import type { Config } from '../mail/config';
+import { Config, DIRECTIVES } from '../mail/config';
 import { addEntry, cfgPathOf, collect, dataErr, delCommand, listCommand } from './common';
 
-/** Command-line flag (camelCase as commander stores it) → mail.cfg option name, in line order. */
-const FLAGS: Array<[string, string]> = [
-  ['kind', 'kind'],
-  ['priority', 'priority'],
-  ['costPerMinute', 'cost_per_minute'],
-  ['costPerMb', 'cost_per_mb'],
-  ['hours', 'hours'],
-  ['budgetSeconds', 'budget_seconds'],
-  ['budgetBytes', 'budget_bytes'],
-  ['device', 'device'],
-  ['speed', 'speed'],
-  ['number', 'number'],
-  ['init', 'init'],
-  ['dialTimeout', 'dial_timeout'],
-  ['ipUp', 'ip_up'],
-  ['check', 'check'],
-  ['up', 'up'],
-  ['down', 'down'],
-];
+/** mail.cfg option name → the command-line flag as commander stores it (cost_per_mb → costPerMb), in line order. */
+const FLAGS = Object.keys(DIRECTIVES.link.opts).map((key) => [key.replace(/_(.)/g, (_m, c: string) => c.toUpperCase()), key]);
 
 /** Registers `link`. */
 export function register(program: Command): void {

@@ -14,7 +14,9 @@
 import { rmSync } from 'node:fs';
 import type { Command } from 'commander';
 import { CfgText, formatLine, removeLine, replaceLine } from '../mail/cfgfile';
-import { Config, isDomain, isPlainAddress, normalizeAddress, parseCidr, splitAddress } from '../mail/config';
+import { Config } from '../mail/config';
+import { isDomain, isPlainAddress, normalizeAddress, splitAddress } from '../mail/address';
+import { parseCidr } from '../lib/cidr';
 import { ensureMaildir } from '../mail/maildir';
 import { hashPassword } from '../mail/passwords';
 import { addEntry, addLine, cfgPathOf, dataErr, delCommand, editChecked, findEntry, listCommand, noSuch, readConfig, readPassword } from './common';

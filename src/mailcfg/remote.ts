@@ -12,7 +12,9 @@ import { accessSync, constants, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { formatLine, replaceLine } from '../mail/cfgfile';
-import { Config, hostPort, isDomain, isPlainAddress, normalizeAddress, parseBytes } from '../mail/config';
+import { Config, hostPort } from '../mail/config';
+import { isDomain, isPlainAddress, normalizeAddress } from '../mail/address';
+import { parseBytes } from '../lib/units';
 import { addEntry, addLine, cfgPathOf, collect, dataErr, delCommand, editChecked, findEntry, listCommand, parsePort, readConfig, readPassword, usage } from './common';
 
 interface SecretOpts {

@@ -1,5 +1,5 @@
 /**
- * settings — `mailcfg set NAME VALUE` and `mailcfg get NAME` for every scalar in SCALARS
+ * settings — `mailcfg set NAME VALUE` and `mailcfg get NAME` for every setting in SETTINGS
  * (mail.cfg(5), SETTINGS): sizes in bytes (k, M, G: 1024-based), durations in seconds
  * (s, m, h, d), counts, paths, strings.
  *
@@ -15,26 +15,20 @@ import { accessSync, constants, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { formatLine, replaceLine } from '../mail/cfgfile';
-import { isDomain, parseBytes, parseSeconds, SCALARS } from '../mail/config';
+import { isDomain } from '../mail/address';
+import { isSetting, SETTING_NAMES, SETTINGS, SettingName, settingProblem } from '../mail/settings';
 import { addLine, cfgPathOf, dataErr, editChecked, insertAfter, readConfig, settingValue, usage } from './common';
 
-function known(name: string): void {
-  if (!SCALARS[name]) throw usage(`unknown setting "${name}"; fix: one of ${Object.keys(SCALARS).join(', ')} (see mail.cfg(5))`);
+function known(name: string): SettingName {
+  if (!isSetting(name)) throw usage(`unknown setting "${name}"; fix: one of ${SETTING_NAMES.join(', ')} (see mail.cfg(5))`);
+  return name;
 }
 
-/** Checks `value` for setting `name`; returns the value to store. @throws dataErr (65). */
-function validate(name: string, value: string): string {
-  const spec = SCALARS[name];
-  switch (spec.kind) {
-    case 'bytes':
-      if (Number.isNaN(parseBytes(value))) throw dataErr(`${name} "${value}" is not a size in bytes; fix: e.g. 10485760 or 10M`);
-      return value;
-    case 'seconds':
-      if (Number.isNaN(parseSeconds(value))) throw dataErr(`${name} "${value}" is not a duration; fix: e.g. 300, 15m, 4h or 5d`);
-      return value;
-    case 'count':
-      if (!/^\d+$/.test(value)) throw dataErr(`${name} "${value}" is not a whole number`);
-      return value;
+/** Checks `value` for setting `name` (as buildConfig does, plus the disk for TLS files); returns the value to store. @throws dataErr (65). */
+function validate(name: SettingName, value: string): string {
+  const problem = settingProblem(name, value);
+  if (problem) throw dataErr(problem);
+  switch (SETTINGS[name].kind) {
     case 'path': {
       const p = resolve(value);
       if (name === 'tls_cert' || name === 'tls_key') {
@@ -47,9 +41,11 @@ function validate(name: string, value: string): string {
       }
       return p;
     }
-    default:
+    case 'string':
       if (name === 'hostname' && !isDomain(value)) throw dataErr(`"${value}" is not a host name; fix: e.g. mail.example.org`);
       if (name === 'log' && !['syslog', 'stderr', 'none'].includes(value)) return resolve(value);
+      return value;
+    default:
       return value;
   }
 }
@@ -60,14 +56,13 @@ export function register(program: Command): void {
     .command('set <name> <value>')
     .description('change a setting (see mail.cfg(5) for the list, units and defaults)')
     .action(async (name: string, value: string, _o: unknown, cmd: Command) => {
-      known(name);
-      const v = validate(name, value);
+      const v = validate(known(name), value);
       const line = formatLine(name, [v]);
       await editChecked(cfgPathOf(cmd), (text) => {
         const same = text.entries.filter((e) => e.keyword === name);
         if (same.length) return replaceLine(text, same[same.length - 1].line, line);
         if (text.lines.some((l) => new RegExp(`^#\\s*${name}(\\s|$)`).test(l))) return addLine(text, name, line);
-        const scalars = text.entries.filter((e) => SCALARS[e.keyword]);
+        const scalars = text.entries.filter((e) => isSetting(e.keyword));
         return insertAfter(text, scalars.length ? scalars[scalars.length - 1].line : 0, line);
       });
     });
@@ -75,8 +70,7 @@ export function register(program: Command): void {
     .command('get <name>')
     .description('print the effective value of a setting (the default when unset)')
     .action(async (name: string, _o: unknown, cmd: Command) => {
-      known(name);
-      const v = settingValue(readConfig(cfgPathOf(cmd)), name);
+      const v = settingValue(readConfig(cfgPathOf(cmd)), known(name));
       if (v !== undefined && v !== '') process.stdout.write(v + '\n');
     });
 }

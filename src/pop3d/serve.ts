@@ -17,7 +17,9 @@
  *   - an unexpected failure inside a command (a bug) gets "-ERR [SYS/TEMP] internal error", is
  *     logged with its stack, and ends the session without UPDATE.
  */
-import { Config, normalizeAddress, num, User } from '../mail/config';
+import { Config, User } from '../mail/config';
+import { normalizeAddress } from '../mail/address';
+import { num } from '../mail/settings';
 import { log } from '../lib/log';
 import { LineReader } from '../lib/linereader';
 import { loadTlsContext } from '../lib/tlsctx';

@@ -9,24 +9,29 @@
  * header section as text/rfc822-headers. It comes from the null sender <> (RFC 5321 4.5.5) and
  * carries Auto-Submitted: auto-replied (RFC 3834), so it can never cause a bounce of its own.
  *
+ * Each recipient's part comes from its outcome (outcome.ts): a permanent one is reported as
+ * Action: failed, a temporary one as Action: delayed; Status is the outcome's enhanced code (for
+ * expiry 4.4.7), Diagnostic-Code its text. Nothing is read back out of the text.
+ *
  * Where it goes (sendDsn): to each local mailbox the sender resolves to (route.ts; Maildir
- * delivery, durable), and into the queue with the null sender for a sender outside.
- * No notification (mayNotify → false): the null sender, or Auto-Submitted other than "no".
+ * delivery, durable), and into the queue with the null sender for a sender outside (declared
+ * BODY=8BITMIME when the DSN has 8-bit bytes: an original header section in 8 bit).
+ * No notification (noNotifyReason): the null sender, or Auto-Submitted other than "no". The
+ * original's header section is parsed with mailparser (unfolding, repeated fields), loaded only
+ * when a notification is considered.
  */
-import { rfc5322Date } from '../mail/date';
 import { promises as fsp } from 'node:fs';
+import { rfc5322Date } from '../mail/date';
 import type { Config } from '../mail/config';
 import { deliver } from '../mail/maildir';
 import { enqueue } from '../mail/queue';
 import { resolveRecipient } from '../mail/route';
+import type { Outcome } from './outcome';
 
 export interface DsnRcpt {
   address: string;
-  action: 'failed' | 'delayed';
-  /** Enhanced status (RFC 3463), e.g. '5.1.1' or '4.4.2'. */
-  status: string;
-  /** The remote reply (or our own reason) for Diagnostic-Code: smtp; … */
-  diagnostic: string;
+  /** What happened: kind → Action (failed|delayed), enhanced → Status, text → Diagnostic-Code. */
+  outcome: Outcome;
   /** Last attempt, ms epoch (absent when never attempted). */
   lastAttempt?: number;
 }
@@ -63,11 +68,17 @@ export async function readHeaderSection(path: string, bodyOffset: number): Promi
   }
 }
 
-/** The value of a header (first occurrence, unfolded), or undefined. */
-export function headerValue(headers: Buffer, name: string): string | undefined {
-  const text = headers.toString('latin1').replace(/\r\n[ \t]+/g, ' ');
-  const re = new RegExp(`^${name}:[ \\t]*(.*)$`, 'im');
-  return re.exec(text)?.[1].trim();
+/**
+ * The value of an unstructured header field (its first occurrence, unfolded, trimmed; name
+ * case-insensitive), or undefined. `headers` is a header section as readHeaderSection returns
+ * it. Parsed by mailparser (RFC 5322 section 2.2), loaded on the first call.
+ */
+export async function headerValue(headers: Buffer, name: string): Promise<string | undefined> {
+  const { simpleParser } = await import('mailparser');
+  const mail = await simpleParser(Buffer.concat([headers, Buffer.from('\r\n')]), { skipHtmlToText: true, skipTextToHtml: true, skipTextLinks: true, skipImageLinks: true });
+  const v = mail.headers.get(name.toLowerCase());
+  const first = Array.isArray(v) ? v[0] : v;
+  return typeof first === 'string' ? first : undefined;
 }
 
 /**
@@ -75,30 +86,33 @@ export function headerValue(headers: Buffer, name: string): string | undefined {
  * bounce) and for automatic mail (Auto-Submitted: anything but "no", RFC 3834 section 2).
  * @returns null when a DSN may be sent, else the reason it must not.
  */
-export function noNotifyReason(sender: string, headers: Buffer): string | null {
+export async function noNotifyReason(sender: string, headers: Buffer): Promise<string | null> {
   if (!sender) return 'null sender <>';
-  const auto = headerValue(headers, 'Auto-Submitted');
+  const auto = await headerValue(headers, 'Auto-Submitted');
   if (auto && auto.split(';')[0].trim().toLowerCase() !== 'no') return `Auto-Submitted: ${auto}`;
   return null;
 }
 
 const rfcDate = (ms: number) => rfc5322Date(new Date(ms));
+/** True when `b` has a byte above 127 (8-bit content: 8bit transfer encoding, BODY=8BITMIME). */
+const eightBit = (b: Buffer) => /[\x80-\xff]/.test(b.toString('latin1'));
 
 /**
  * Builds the DSN message (wire form, CRLF). Pure apart from MailComposer's own Message-ID/Date.
  */
 export async function buildDsn(cfg: Config, d: DsnInput): Promise<Buffer> {
   const { default: MailComposer } = await import('nodemailer/lib/mail-composer');
-  const failed = d.rcpts.some((r) => r.action === 'failed');
-  const lines = d.rcpts.map((r) => `<${r.address}>: ${r.diagnostic}`).join('\n');
+  const action = (r: DsnRcpt) => (r.outcome.kind === 'permanent' ? 'failed' : 'delayed');
+  const failed = d.rcpts.some((r) => action(r) === 'failed');
+  const lines = d.rcpts.map((r) => `<${r.address}>: ${r.outcome.text}`).join('\n');
   const human = failed
     ? `This is the mail system at ${cfg.hostname}.\n\nYour message could not be delivered to one or more recipients.\nIt is attached below (headers only).\n\n${lines}\n`
     : `This is the mail system at ${cfg.hostname}.\n\nYour message has not been delivered yet to the recipients below.\nThe mail system will keep trying until ${d.retryUntil ? rfcDate(d.retryUntil) : 'it expires'}.\nYou do not need to resend it.\n\n${lines}\n`;
   const perMsg = [`Reporting-MTA: dns; ${cfg.hostname}`, `X-Outpost-Queue-ID: ${d.queueId}`, `Arrival-Date: ${rfcDate(d.arrival)}`];
   const perRcpt = d.rcpts.map((r) => {
-    const f = [`Final-Recipient: rfc822; ${r.address}`, `Action: ${r.action}`, `Status: ${r.status}`, `Diagnostic-Code: smtp; ${r.diagnostic.replace(/[\r\n]+/g, ' ')}`];
+    const f = [`Final-Recipient: rfc822; ${r.address}`, `Action: ${action(r)}`, `Status: ${r.outcome.enhanced}`, `Diagnostic-Code: smtp; ${r.outcome.text.replace(/[\r\n]+/g, ' ')}`];
     if (r.lastAttempt) f.push(`Last-Attempt-Date: ${rfcDate(r.lastAttempt)}`);
-    if (r.action === 'delayed' && d.retryUntil) f.push(`Will-Retry-Until: ${rfcDate(d.retryUntil)}`);
+    if (action(r) === 'delayed' && d.retryUntil) f.push(`Will-Retry-Until: ${rfcDate(d.retryUntil)}`);
     return f.join('\r\n');
   });
   const status = [perMsg.join('\r\n'), ...perRcpt].join('\r\n\r\n') + '\r\n';
@@ -111,7 +125,7 @@ export async function buildDsn(cfg: Config, d: DsnInput): Promise<Buffer> {
     attachments: [
       { contentType: 'message/delivery-status', content: status, contentDisposition: 'inline', filename: false },
       // The original header section verbatim (never re-encoded): a pre-built part.
-      { raw: Buffer.concat([Buffer.from(`Content-Type: text/rfc822-headers\r\nContent-Transfer-Encoding: ${/[\x80-\xff]/.test(d.headers.toString('latin1')) ? '8bit' : '7bit'}\r\nContent-Disposition: inline\r\n\r\n`), d.headers]) },
+      { raw: Buffer.concat([Buffer.from(`Content-Type: text/rfc822-headers\r\nContent-Transfer-Encoding: ${eightBit(d.headers) ? '8bit' : '7bit'}\r\nContent-Disposition: inline\r\n\r\n`), d.headers]) },
     ],
   }).compile();
   root.setHeader('Content-Type', 'multipart/report; report-type=delivery-status');
@@ -136,7 +150,7 @@ export async function sendDsn(cfg: Config, queueDir: string, sender: string, dsn
     where.push(`mailbox ${u.address}`);
   }
   if (route.remote.length) {
-    const q = await enqueue(queueDir, { sender: '', recipients: route.remote }, [dsn], cfg.hostname);
+    const q = await enqueue(queueDir, { sender: '', recipients: route.remote, body: eightBit(dsn) ? '8BITMIME' : '7BIT' }, [dsn], cfg.hostname);
     where.push(`queue ${q.id}`);
   }
   return where.join(', ');

@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { fsyncDir } from '../lib/fsutil';
 import { log } from '../lib/log';
 import { scan, setFlags, MaildirMessage } from '../mail/maildir';
-import { readEnvelope } from '../mail/queue';
+import { Body, readEnvelope } from '../mail/queue';
 import { loadState, MsgState, newState, removeState, saveState, stateDir } from './state';
 
 export interface QueueItem {
@@ -26,6 +26,8 @@ export interface QueueItem {
   path: string;
   sender: string;
   recipients: string[];
+  /** BODY= from MAIL FROM (RFC 6152), declared again upstream (smtp.ts). */
+  body: Body;
   /** Where the message (after the envelope block) starts, in bytes. */
   bodyOffset: number;
   /** Size of the message itself in bytes (what goes over the wire, before dot-stuffing). */
@@ -83,7 +85,7 @@ async function loadOne(queueDir: string, m: MaildirMessage, adopt: boolean): Pro
       fsyncDir(join(queueDir, 'cur'));
     }
   }
-  return { id: m.id, path, sender: env.sender, recipients: env.recipients, bodyOffset: env.bodyOffset, size, state, stored };
+  return { id: m.id, path, sender: env.sender, recipients: env.recipients, body: env.body, bodyOffset: env.bodyOffset, size, state, stored };
 }
 
 /**

@@ -4,13 +4,15 @@
  *
  * Text, one block per message, oldest first:
  *     ID  SIZE  ARRIVAL  <sender>
- *         attempts N, next attempt TIME|now, last error: TEXT
+ *         body 7BIT|8BITMIME, attempts N, next attempt TIME|now, last error: TEXT
  *         <rcpt>  pending|sent|failed  [last reply]
  * then "-- N messages, B bytes in the queue, oldest AGE" (or "queue is empty").
- * JSON: an array of {id, size, arrival, age_seconds, sender, recipients: [{address, status,
- * reply}], attempts, next_attempt, last_error, in_progress, delay_warned} (times ISO 8601 UTC;
- * next_attempt null when due now).
+ * JSON: an array of {id, size, arrival, age_seconds, sender, body, recipients: [{address, status,
+ * reply, enhanced}], attempts, next_attempt, last_error, in_progress, delay_warned} (times ISO 8601 UTC;
+ * next_attempt null when due now; reply and enhanced (the RFC 3463 status) null before the
+ * first attempt).
  */
+import type { Body } from '../mail/queue';
 import type { QueueItem } from './items';
 
 export interface ListEntry {
@@ -19,7 +21,8 @@ export interface ListEntry {
   arrival: string;
   age_seconds: number;
   sender: string;
-  recipients: Array<{ address: string; status: string; reply: string | null }>;
+  body: Body;
+  recipients: Array<{ address: string; status: string; reply: string | null; enhanced: string | null }>;
   attempts: number;
   next_attempt: string | null;
   last_error: string | null;
@@ -35,7 +38,11 @@ export function listEntries(items: QueueItem[], now = Date.now()): ListEntry[] {
     arrival: new Date(i.state.arrival).toISOString(),
     age_seconds: Math.max(0, Math.round((now - i.state.arrival) / 1000)),
     sender: i.sender,
-    recipients: i.recipients.map((a) => ({ address: a, status: i.state.rcpts[a]?.status ?? 'pending', reply: i.state.rcpts[a]?.reply ?? null })),
+    body: i.body,
+    recipients: i.recipients.map((a) => {
+      const r = i.state.rcpts[a];
+      return { address: a, status: r?.status ?? 'pending', reply: r?.outcome?.text ?? null, enhanced: r?.outcome?.enhanced ?? null };
+    }),
     attempts: i.state.attempts,
     next_attempt: i.state.nextAttempt > now ? new Date(i.state.nextAttempt).toISOString() : null,
     last_error: i.state.lastError ?? null,
@@ -59,7 +66,7 @@ export function formatList(entries: ListEntry[]): string {
   for (const e of entries) {
     out.push(`${e.id}  ${e.size}  ${e.arrival.replace('T', ' ').replace(/\.\d+Z$/, 'Z')} (${age(e.age_seconds)})  <${e.sender}>`);
     const next = e.in_progress ? 'in progress' : `next attempt ${e.next_attempt ?? 'now'}`;
-    out.push(`    attempts ${e.attempts}, ${next}${e.last_error ? `, last error: ${e.last_error}` : ''}`);
+    out.push(`    body ${e.body}, attempts ${e.attempts}, ${next}${e.last_error ? `, last error: ${e.last_error}` : ''}`);
     for (const r of e.recipients) out.push(`    <${r.address}>  ${r.status}${r.reply && r.status !== 'pending' ? `  ${r.reply}` : ''}`);
   }
   const bytes = entries.reduce((n, e) => n + e.size, 0);

@@ -8,7 +8,7 @@
  * Pure: no I/O.
  */
 import type { Config, Relay } from '../mail/config';
-import { normalizeAddress, splitAddress } from '../mail/config';
+import { normalizeAddress, splitAddress } from '../mail/address';
 
 /** Finds the relay for an envelope sender ('' for <>); null when none applies. */
 export function relayFor(cfg: Config, sender: string): Relay | null {

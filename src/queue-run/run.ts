@@ -14,9 +14,10 @@
  * already said 250 gets it a second time: at most one duplicate); killed between 3 and 5, the
  * recorded results stand and only what is still pending is retried.
  *
- * Retry (RFC 5321 4.5.4.1): a 4xx reply, a broken connection, or an unreachable relay leaves the
- * recipient pending until now + retryDelay(attempts); after queue_lifetime it fails with 4.4.7
- * and the sender gets a DSN. A 5xx fails the recipient at once. Once a message is older than
+ * Retry (RFC 5321 4.5.4.1): a temporary outcome (outcome.ts: a 4xx reply, a broken connection,
+ * an unreachable relay, no relay configured) leaves the recipient pending until now +
+ * retryDelay(attempts); after queue_lifetime it fails with the outcome 4.4.7 and the sender gets
+ * a DSN. A permanent one (5xx) fails the recipient at once. Once a message is older than
  * delay_warning and still pending, the sender gets one "delayed" DSN.
  *
  * Locking: one queue-run per queue (lib/lock on <queue>/.queue-run); a second one fails at once
@@ -28,12 +29,15 @@ import { OutpostError } from '../lib/errors';
 import { EX_TEMPFAIL } from '../lib/exits';
 import { acquireLock } from '../lib/lock';
 import { log } from '../lib/log';
-import { Config, num, Relay, spoolPaths } from '../mail/config';
+import { Config, Relay } from '../mail/config';
+import { num } from '../mail/settings';
+import { spoolPaths } from '../mail/spool';
 import { cleanTmp } from '../mail/maildir';
 import { buildDsn, DsnRcpt, noNotifyReason, readHeaderSection, sendDsn } from './dsn';
 import { finish, loadItems, QueueItem } from './items';
 import { relayFor, relayKey } from './relays';
-import { ByteMeter, enhancedOf, implicitTls, Outcome, RelayConnection } from './smtp';
+import { expired, noReply, Outcome } from './outcome';
+import { ByteMeter, implicitTls, RelayConnection, SendResult } from './smtp';
 import { pendingRcpts, retryDelay, saveState } from './state';
 
 export interface Budget {
@@ -142,7 +146,8 @@ class Runner {
       }
       const relay = relayFor(this.cfg, item.sender);
       if (!relay) {
-        await this.defer(item, `no relay for sender <${item.sender}>; fix: mailcfg relay add default|SENDER|DOMAIN HOST:PORT`);
+        // RFC 3463 X.3.5: system incorrectly configured (until mail.cfg names a relay).
+        await this.defer(item, noReply(`no relay for sender <${item.sender}>; fix: mailcfg relay add default|SENDER|DOMAIN HOST:PORT`, '4.3.5'));
         continue;
       }
       const key = relayKey(relay);
@@ -196,7 +201,7 @@ class Runner {
   }
 
   private async runRelay(relay: Relay, jobs: QueueItem[]): Promise<void> {
-    let down: string | null = null;
+    let down: Outcome | null = null;
     const sessionBytes = relay.tls === 'none' && !implicitTls(relay) ? SESSION_BYTES : TLS_SESSION_BYTES;
     /** The next job that fits the budget with `extra` bytes of session set-up; the rest is left. */
     const take = (extra: number): { job: QueueItem; cost: number } | undefined => {
@@ -225,7 +230,8 @@ class Runner {
               conn = await RelayConnection.open(relay, this.cfg.hostname, this.meter, this.timeLeftMs());
             } catch (err) {
               const e = err as { response?: string; message: string; code?: string };
-              down = `relay ${relay.host}:${relay.port}: ${e.response ?? e.message}`;
+              // RFC 3463 X.4.1: no answer (connect, TLS or login failed): the message stays queued.
+              down = noReply(`relay ${relay.host}:${relay.port}: ${e.response ?? e.message}`, '4.4.1');
               log('warn', 'cannot use relay', { relay: `${relay.host}:${relay.port}`, error: e.response ?? e.message, code: e.code });
               conn = null;
               await this.defer(job, down);
@@ -249,20 +255,20 @@ class Runner {
     st.attempts++;
     st.inProgress = { pid: process.pid, since: iso(Date.now()) };
     saveState(this.queueDir, st);
-    const out: Outcome = await conn.send(item.sender, to, item.size, () => createReadStream(item.path, { start: item.bodyOffset }));
+    const out: SendResult = await conn.send(item.sender, to, item.size, item.body, () => createReadStream(item.path, { start: item.bodyOffset }));
     const now = Date.now();
     let firstError: string | undefined;
     let allSent = true;
     for (const a of to) {
       const r = out.rcpts.get(a)!;
       const rec = st.rcpts[a];
-      rec.reply = r.reply;
+      rec.outcome = r;
       rec.at = iso(now);
       if (r.code >= 200 && r.code < 300) rec.status = 'sent';
       else {
         allSent = false;
-        firstError ??= r.reply;
-        if (r.code >= 500) {
+        firstError ??= r.text;
+        if (r.kind === 'permanent') {
           rec.status = 'failed';
           this.res.failed++;
         }
@@ -277,7 +283,7 @@ class Runner {
     }
     saveState(this.queueDir, st);
     if (allSent) this.res.delivered++;
-    const summary = to.map((a) => `<${a}> ${st.rcpts[a].status}: ${out.rcpts.get(a)!.reply}`).join('; ');
+    const summary = to.map((a) => `<${a}> ${st.rcpts[a].status}: ${out.rcpts.get(a)!.text}`).join('; ');
     log(allSent ? 'info' : 'warn', allSent ? 'sent' : 'not sent', { id: item.id, from: `<${item.sender}>`, relay: `${conn.relay.host}:${conn.relay.port}`, size: item.size, attempt: st.attempts, result: summary });
     this.opts.verbose?.(`${item.id}: ${summary}`);
     await this.settle(item);
@@ -285,17 +291,17 @@ class Runner {
   }
 
   /** Records a temporary failure that happened before any transaction (no relay, link down). */
-  private async defer(item: QueueItem, reason: string): Promise<void> {
+  private async defer(item: QueueItem, reason: Outcome): Promise<void> {
     const st = item.state;
     const now = Date.now();
     st.attempts++;
-    st.lastError = reason;
+    st.lastError = reason.text;
     st.nextAttempt = now + retryDelay(st.attempts, this.retryMin, this.retryMax) * 1000;
-    for (const a of pendingRcpts(st)) Object.assign(st.rcpts[a], { reply: reason, at: iso(now) });
+    for (const a of pendingRcpts(st)) Object.assign(st.rcpts[a], { outcome: reason, at: iso(now) });
     saveState(this.queueDir, st);
     this.countLeft(item);
-    log('warn', 'deferred', { id: item.id, from: `<${item.sender}>`, reason, next: iso(st.nextAttempt) });
-    this.opts.verbose?.(`${item.id}: deferred: ${reason}`);
+    log('warn', 'deferred', { id: item.id, from: `<${item.sender}>`, reason: reason.text, status: reason.enhanced, next: iso(st.nextAttempt) });
+    this.opts.verbose?.(`${item.id}: deferred: ${reason.text}`);
     await this.maybeDelayWarning(item);
   }
 
@@ -306,7 +312,7 @@ class Runner {
     for (const a of pendingRcpts(st)) {
       const rec = st.rcpts[a];
       rec.status = 'failed';
-      rec.reply = `delivery time expired after ${days} days in the queue; last error: ${rec.reply ?? st.lastError ?? 'none'}`;
+      rec.outcome = expired(days, rec.outcome?.text ?? st.lastError);
       rec.at = iso(now);
       this.res.failed++;
     }
@@ -324,16 +330,14 @@ class Runner {
     const news = Object.entries(st.rcpts).filter(([, r]) => r.status === 'failed' && !r.notified);
     if (news.length) {
       const headers = await readHeaderSection(item.path, item.bodyOffset);
-      const why = noNotifyReason(item.sender, headers);
+      const why = await noNotifyReason(item.sender, headers);
       if (why) {
         st.keep = `no DSN: ${why}`;
         log('warn', 'dropped-with-reason: failure not reported to the sender; original kept in failed/', { id: item.id, reason: why });
       } else {
         const rcpts: DsnRcpt[] = news.map(([address, r]) => ({
           address,
-          action: 'failed',
-          status: /^delivery time expired/.test(r.reply ?? '') ? '4.4.7' : statusOf(r.reply),
-          diagnostic: r.reply ?? 'failed',
+          outcome: r.outcome ?? { code: 0, enhanced: '5.0.0', kind: 'permanent', text: 'failed' },
           lastAttempt: r.at ? Date.parse(r.at) : undefined,
         }));
         const dsn = await buildDsn(this.cfg, { queueId: item.id, sender: item.sender, arrival: st.arrival, rcpts, headers });
@@ -360,13 +364,11 @@ class Runner {
     const pending = pendingRcpts(st);
     if (!pending.length) return;
     const headers = await readHeaderSection(item.path, item.bodyOffset);
-    const why = noNotifyReason(item.sender, headers);
+    const why = await noNotifyReason(item.sender, headers);
     if (!why) {
       const rcpts: DsnRcpt[] = pending.map((address) => ({
         address,
-        action: 'delayed',
-        status: statusOf(st.rcpts[address].reply, '4.4.1'),
-        diagnostic: st.rcpts[address].reply ?? st.lastError ?? 'not tried yet',
+        outcome: st.rcpts[address].outcome ?? noReply(st.lastError ?? 'not tried yet', '4.4.1'),
         lastAttempt: st.rcpts[address].at ? Date.parse(st.rcpts[address].at!) : undefined,
       }));
       const dsn = await buildDsn(this.cfg, { queueId: item.id, sender: item.sender, arrival: st.arrival, rcpts, headers, retryUntil: st.arrival + this.lifetime });
@@ -376,13 +378,6 @@ class Runner {
     st.delayWarned = true;
     saveState(this.queueDir, st);
   }
-}
-
-/** The enhanced status of a stored reply ("550 5.1.1 …" → 5.1.1, "451 later" → 4.0.0); `dflt`
- *  for a reply that is no SMTP reply (our own reasons: "no relay…", "connection … lost"). */
-function statusOf(reply = '', dflt = '5.0.0'): string {
-  const code = /^[245]\d\d\b/.exec(reply)?.[0];
-  return code ? enhancedOf(Number(code), reply) : dflt;
 }
 
 /**

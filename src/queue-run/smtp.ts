@@ -22,27 +22,25 @@
  * `connection`; TLS runs on top of it, so socket.bytesRead/bytesWritten count everything that
  * crossed the link, TLS records included (budget.md).
  *
- * Outcomes are values (Outcome), never exceptions: per recipient a reply code and text (its
- * enhanced status is read back from the text when a DSN needs it: enhancedOf); `broken` says the
- * connection is unusable afterwards.
+ * 8BITMIME (RFC 6152): a message whose envelope says BODY=8BITMIME is declared so in MAIL FROM
+ * when the relay offers 8BITMIME. A relay that does not offer it gets the message as stored,
+ * without BODY= — what Postfix does with disable_mime_output_conversion=yes; Outpost never
+ * rewrites a message to 7 bit (that would break its signatures and its byte count).
+ *
+ * Outcomes are values, never exceptions: per recipient an Outcome (outcome.ts: code, enhanced
+ * status, temporary|permanent, text); `broken` says the connection is unusable afterwards.
  */
 import { connect as netConnect, Socket } from 'node:net';
 import { readFileSync } from 'node:fs';
 import type { Readable } from 'node:stream';
 import type { Relay } from '../mail/config';
 import type SMTPConnectionT from 'nodemailer/lib/smtp-connection';
-
-/** One recipient's result of one attempt. */
-export interface RcptResult {
-  /** SMTP reply code (250, 450, 550…); 0 when no reply came (connection trouble). */
-  code: number;
-  /** The reply text as the server sent it (or our own description). */
-  reply: string;
-}
+import type { Body } from '../mail/queue';
+import { noReply, Outcome, replyOutcome } from './outcome';
 
 /** The result of one message on one connection. */
-export interface Outcome {
-  rcpts: Map<string, RcptResult>;
+export interface SendResult {
+  rcpts: Map<string, Outcome>;
   /** True when the connection must not be used again. */
   broken: boolean;
 }
@@ -62,13 +60,8 @@ const CONNECT_TIMEOUT = 60_000;
 const GREETING_TIMEOUT = 120_000;
 const SOCKET_TIMEOUT = 300_000;
 
-/** Extracts the enhanced status code (RFC 3463) from a reply, or makes one of the basic code's
- *  class (2.0.0, 4.0.0, 5.0.0). */
-export function enhancedOf(code: number, text: string): string {
-  const m = /^\d{3}[ -](\d\.\d{1,3}\.\d{1,3})\b/.exec(text);
-  if (m) return m[1];
-  return code >= 500 ? '5.0.0' : code >= 300 ? '4.0.0' : '2.0.0';
-}
+/** RFC 3463 X.4.2 "bad connection": the session broke (or timed out) during a transaction. */
+const LOST = '4.4.2';
 
 /** Wire bytes counter over the link sockets this process opened (budget.md). */
 export class ByteMeter {
@@ -228,16 +221,17 @@ export class RelayConnection {
   }
 
   /**
-   * Sends one message: MAIL FROM:<from> SIZE=size, RCPT TO for each of `to`, DATA with the bytes
-   * of `body` exactly as stored (only dot-stuffed on the wire, RFC 5321 4.5.2).
+   * Sends one message: MAIL FROM:<from> SIZE=size [BODY=8BITMIME] (see the header), RCPT TO for
+   * each of `to`, DATA with the bytes of `data` exactly as stored (only dot-stuffed on the wire,
+   * RFC 5321 4.5.2). `size` is in bytes.
    * A server SIZE limit below `size` fails every recipient with 552 5.3.4 before any of the
-   * message is sent (RFC 1870 section 6).
+   * message is sent (RFC 1870 section 6). Never rejects: every recipient gets an Outcome.
    */
-  send(from: string, to: string[], size: number, body: () => Readable): Promise<Outcome> {
+  send(from: string, to: string[], size: number, body: Body, data: () => Readable): Promise<SendResult> {
     return new Promise((resolve) => {
-      const rcpts = new Map<string, RcptResult>();
-      const stream = body();
-      const allWith = (r: RcptResult, list = to) => list.forEach((a) => rcpts.set(a, r));
+      const rcpts = new Map<string, Outcome>();
+      const stream = data();
+      const allWith = (r: Outcome, list = to) => list.forEach((a) => rcpts.set(a, r));
       let settled = false;
       const done = (broken: boolean) => {
         if (settled) return;
@@ -247,29 +241,29 @@ export class RelayConnection {
         resolve({ rcpts, broken: this.broken });
       };
       if (this.broken) {
-        allWith({ code: 0, reply: 'connection to relay lost' });
+        allWith(noReply('connection to relay lost', LOST));
         return done(true);
       }
       // A connection that dies with no callback (a server that cuts between replies) still ends here.
       const onDead = () => {
-        for (const a of to) if (!rcpts.has(a)) rcpts.set(a, { code: 0, reply: 'connection to relay lost during the transaction' });
+        for (const a of to) if (!rcpts.has(a)) rcpts.set(a, noReply('connection to relay lost during the transaction', LOST));
         done(true);
       };
       this.conn.once('end', onDead);
       // nodemailer keeps (and fills in) this object as the transaction's envelope: after a DATA
       // failure it still holds the recipients refused at RCPT.
-      const env: { from: string; to: string[]; size: number; rejectedErrors?: NodemailerError[] } = { from, to: [...to], size };
+      const env: { from: string; to: string[]; size: number; use8BitMime: boolean; rejectedErrors?: NodemailerError[] } = { from, to: [...to], size, use8BitMime: body === '8BITMIME' };
       this.conn.send(env as never, stream, (err, info) => {
         this.conn.removeListener('end', onDead);
         if (!err) {
           const reply = String(info.response ?? '250 ok');
-          for (const a of info.accepted ?? []) rcpts.set(String(a), { code: 250, reply });
+          for (const a of info.accepted ?? []) rcpts.set(String(a), replyOutcome(250, reply));
           for (const e of (info.rejectedErrors ?? []) as NodemailerError[]) this.rejected(rcpts, e);
           return done(false);
         }
         const e = err as NodemailerError;
         if (e.code === 'EMESSAGE' && !e.responseCode && /larger than allowed/.test(e.message)) {
-          allWith({ code: 552, reply: `552 5.3.4 message size ${size} exceeds the relay's limit (${e.message})` });
+          allWith(replyOutcome(552, `552 5.3.4 message size ${size} exceeds the relay's limit (${e.message})`));
           return done(false);
         }
         for (const r of e.rejectedErrors ?? []) this.rejected(rcpts, r);
@@ -277,7 +271,7 @@ export class RelayConnection {
         const code = e.responseCode ?? 0;
         const reply = e.response ?? `${e.code ?? 'ERROR'}: ${e.message}`;
         const rest = to.filter((a) => !rcpts.has(a));
-        allWith({ code, reply }, rest);
+        allWith(code ? replyOutcome(code, reply) : noReply(reply, LOST), rest);
         const broken = !code || code === 421 || !['EENVELOPE', 'EMESSAGE'].includes(e.code ?? '');
         if (broken) return done(true);
         // The server refused this message; the session itself is fine: RSET and reuse it.
@@ -286,11 +280,11 @@ export class RelayConnection {
     });
   }
 
-  private rejected(rcpts: Map<string, RcptResult>, e: NodemailerError): void {
+  private rejected(rcpts: Map<string, Outcome>, e: NodemailerError): void {
     if (!e.recipient) return;
     const code = e.responseCode ?? 0;
     const reply = e.response ?? e.message;
-    rcpts.set(e.recipient, { code, reply });
+    rcpts.set(e.recipient, code ? replyOutcome(code, reply) : noReply(reply, LOST));
   }
 
   /** Says QUIT politely and closes; resolves when the server has closed (at most 5 s, then closes). */

@@ -5,12 +5,16 @@
  * The queue file (envelope + message, queue.ts) is never rewritten; everything that changes lives
  * here: arrival time, attempts, the next attempt time, the last error, whether a delay warning
  * went out, an "attempt in progress" mark, and one record per recipient (pending / sent / failed,
- * with the last reply, and whether the sender was told of a failure).
+ * with the last outcome as a value — {code, enhanced, kind, text}, outcome.ts — and whether the
+ * sender was told of a failure).
  *
  * Guarantees: saveState writes durably (temp, fsync, rename, fsync dir: atomicWriteFile), so a
  * crash leaves either the old or the new state, never a torn file. A state file that cannot be
  * parsed is moved aside as <id>.json.bad and the message starts over from its queue file (its
  * recipients all pending again): at worst a duplicate, never a loss.
+ * A state file written by the previous version (a recipient's `reply` sentence instead of an
+ * `outcome`) is converted when read (outcome.fromOldReply) and written in the new form by the
+ * next save: a queue left by that version keeps working.
  * Schedule (retryDelay): retry_min doubling per attempt, capped at retry_max (RFC 5321 4.5.4.1
  * asks for at least 30 minutes between retries to one destination; the defaults are mail.cfg's).
  */
@@ -18,13 +22,14 @@ import { existsSync, mkdirSync, readFileSync, renameSync, unlinkSync } from 'nod
 import { join } from 'node:path';
 import { atomicWriteFile, fsyncDir } from '../lib/fsutil';
 import { log } from '../lib/log';
+import { fromOldReply, Outcome } from './outcome';
 
 /** One recipient's delivery record. */
 export interface RcptState {
   /** pending: still to try; sent: a relay took it (2xx); failed: permanent failure or expiry. */
   status: 'pending' | 'sent' | 'failed';
-  /** The last SMTP reply for this recipient, e.g. "450 4.2.0 <x@y>: Recipient address rejected". */
-  reply?: string;
+  /** The last outcome for this recipient (absent before the first attempt). */
+  outcome?: Outcome;
   /** ISO time of the last outcome. */
   at?: string;
   /** True once a failure DSN covering this recipient was produced (or deliberately suppressed). */
@@ -78,7 +83,13 @@ export function loadState(queueDir: string, id: string): MsgState | null {
   }
   try {
     const s = JSON.parse(text) as MsgState;
-    if (typeof s !== 'object' || !s || typeof s.rcpts !== 'object' || typeof s.attempts !== 'number') throw new Error('missing fields');
+    if (typeof s !== 'object' || !s || typeof s.rcpts !== 'object' || !s.rcpts || typeof s.attempts !== 'number') throw new Error('missing fields');
+    for (const r of Object.values(s.rcpts)) {
+      const old = r as RcptState & { reply?: unknown };
+      if (old.reply === undefined) continue;
+      if (!old.outcome && typeof old.reply === 'string') old.outcome = fromOldReply(old.status, old.reply);
+      delete old.reply;
+    }
     return s;
   } catch (err) {
     log('warn', `corrupt state file moved aside; the message starts over`, { id, file: path, error: (err as Error).message });

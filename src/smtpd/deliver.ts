@@ -12,7 +12,8 @@
  * so the client's retry (after 451 4.3.0) cannot produce duplicates.
  */
 import { createReadStream, promises as fsp } from 'node:fs';
-import { Config, spoolPaths } from '../mail/config';
+import { Config } from '../mail/config';
+import { spoolPaths } from '../mail/spool';
 import { deliver as maildirDeliver, Delivered } from '../mail/maildir';
 import { rfc5322Date } from '../mail/date';
 import { enqueue } from '../mail/queue';
@@ -74,7 +75,7 @@ export async function deliverMessage(cfg: Config, tx: Transaction, trace: Trace,
     }
     if (remote.length) {
       const head = receivedHeader(trace, cfg.hostname, id, remote.length === 1 ? remote[0] : undefined, now);
-      made.push(await enqueue(spoolPaths(cfg).queue, { sender: tx.sender, recipients: remote }, [head, body], cfg.hostname));
+      made.push(await enqueue(spoolPaths(cfg).queue, { sender: tx.sender, recipients: remote, body: tx.body }, [head, body], cfg.hostname));
     }
   } catch (err) {
     await Promise.all(made.map((d) => fsp.unlink(d.path).catch(() => undefined)));

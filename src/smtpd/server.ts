@@ -16,7 +16,10 @@
 import { mkdirSync } from 'node:fs';
 import { hostname as osHostname } from 'node:os';
 import { join } from 'node:path';
-import { Config, inNetworks, num, spoolPaths } from '../mail/config';
+import { Config } from '../mail/config';
+import { inNetworks } from '../lib/cidr';
+import { num } from '../mail/settings';
+import { spoolPaths } from '../mail/spool';
 import { LineReader } from '../lib/linereader';
 import { log } from '../lib/log';
 import { Conn, startTls } from '../lib/transport';

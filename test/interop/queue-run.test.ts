@@ -1,9 +1,11 @@
 /**
  * queue-run against smtp-sink (Postfix's test server) as the upstream relay: exact bytes,
  * sender-dependent routing, expiry and delay warnings, a link cut mid-DATA, a kill mid-send and
- * one after the results were recorded, two runs at once, and the budget. Every test checks that
- * each message is somewhere exactly once. The relay's refusals and drops (4xx, 5xx and the DSNs,
- * no bounce for <> or Auto-Submitted, a drop at DATA) are in unit/queue-run-scripted.test.ts.
+ * one after the results were recorded, DSNs from recorded outcome values, BODY=8BITMIME declared
+ * upstream (and not to a relay without 8BITMIME), two runs at once, and the budget. Every test
+ * checks that each message is somewhere exactly once. The relay's refusals and drops (4xx, 5xx
+ * and the DSNs, no bounce for <> or Auto-Submitted, a drop at DATA) and the --list --json shape
+ * are in unit/queue-run-scripted.test.ts.
  */
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -13,8 +15,9 @@ import { join } from 'node:path';
 import { enqueue } from '../../src/mail/queue';
 import { scan } from '../../src/mail/maildir';
 import { newState, saveState } from '../../src/queue-run/state';
+import { replyOutcome } from '../../src/queue-run/outcome';
 import { makePostOffice, freePort, runProgram, PostOffice, dist } from '../helpers/postoffice';
-import { startSink, Sink } from '../helpers/postfix';
+import { startSink, Sink, SinkMessage } from '../helpers/postfix';
 import { startLinkProxy } from '../helpers/linkproxy';
 
 const CORPUS = join(process.cwd(), '..', 'shared', 'corpus');
@@ -135,6 +138,52 @@ describe('queue-run with smtp-sink upstream', () => {
     assert.equal(queued(po).length, 0);
   });
 
+  test('a recorded failure is reported from its outcome value: Status and Diagnostic-Code as stored', async () => {
+    const s = await sink();
+    const po = await office(`relay default 127.0.0.1:${s.port} tls=none`);
+    const d = await enqueue(queueDir(po), { sender: 'alice@example.org', recipients: ['bob@far.net', 'carol@far.net'] }, [message('valued')]);
+    // What a run leaves when it stops after recording two failures, before the DSN (run.ts step 4).
+    const st = newState(d.id, Date.now(), ['bob@far.net', 'carol@far.net']);
+    st.attempts = 1;
+    st.rcpts['bob@far.net'] = { status: 'failed', outcome: { code: 0, enhanced: '4.4.7', kind: 'permanent', text: 'gave up on it' } };
+    st.rcpts['carol@far.net'] = { status: 'failed', outcome: replyOutcome(554, '554 5.7.1 delivery time expired, says the relay') };
+    saveState(queueDir(po), st);
+    const r = await run(po);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(s.messages().length, 0);
+    const dsn = inbox(po, 'alice');
+    assert.equal(dsn.length, 1);
+    assert.match(dsn[0], /^Final-Recipient: rfc822; bob@far\.net\r\nAction: failed\r\nStatus: 4\.4\.7\r\nDiagnostic-Code: smtp; gave up on it\r$/m);
+    assert.match(dsn[0], /^Final-Recipient: rfc822; carol@far\.net\r\nAction: failed\r\nStatus: 5\.7\.1\r\n/m);
+    assert.equal(queued(po).length, 0);
+  });
+
+  test('BODY=8BITMIME in the envelope is declared to a relay that offers 8BITMIME; one that does not gets the stored bytes without it', async () => {
+    const s = await sink();
+    const po = await office(`relay default 127.0.0.1:${s.port} tls=none`);
+    await enqueue(queueDir(po), { sender: 'alice@example.org', recipients: ['bob@far.net'], body: '8BITMIME' }, [message('eight')]);
+    await enqueue(queueDir(po), { sender: 'alice@example.org', recipients: ['bob@far.net'] }, [message('seven')]);
+    const list = (await run(po, ['--list'])).stdout.toString();
+    assert.match(list, /<alice@example\.org>\n    body 8BITMIME, attempts 0/);
+    assert.match(list, /<alice@example\.org>\n    body 7BIT, attempts 0/);
+    assert.deepEqual(JSON.parse((await run(po, ['--list', '--json'])).stdout.toString()).map((e: { body: string }) => e.body).sort(), ['7BIT', '8BITMIME']);
+    const r = await run(po);
+    assert.equal(r.code, 0, r.stderr);
+    const mailArgs = (m: SinkMessage) => /^X-Mail-Args: (.*)$/m.exec(m.prefix)?.[1] ?? '';
+    const byId = new Map(s.messages().map((m) => [/Message-ID: <([^@>]+)@/i.exec(m.body)?.[1], m]));
+    assert.match(mailArgs(byId.get('eight')!), /^<alice@example\.org>.* BODY=8BITMIME\b/);
+    assert.doesNotMatch(mailArgs(byId.get('seven')!), /BODY=/i);
+    // smtp-sink -8 offers no 8BITMIME: the message goes as stored (not converted), without BODY=.
+    const plain = await sink(['-8']);
+    const po2 = await office(`relay default 127.0.0.1:${plain.port} tls=none`);
+    await enqueue(queueDir(po2), { sender: 'alice@example.org', recipients: ['bob@far.net'], body: '8BITMIME' }, [message('eight-plain')]);
+    const r2 = await run(po2);
+    assert.equal(r2.code, 0, r2.stderr);
+    const [got] = plain.messages();
+    assert.doesNotMatch(mailArgs(got), /BODY=/i);
+    assert.equal(got.body, message('eight-plain').toString('latin1').replace(/\r\n/g, '\n') + '\n', 'the 8-bit bytes as stored (smtp-sink adds the last LF)');
+  });
+
   test('expiry bounces (4.4.7), a delay warning goes once (Action: delayed)', async () => {
     const deadPort = await freePort(); // nothing listens: the relay is unreachable
     const po = await office(`relay default 127.0.0.1:${deadPort} tls=none`, 'delay_warning 4h\nqueue_lifetime 5d\n');
@@ -237,7 +286,7 @@ describe('queue-run with smtp-sink upstream', () => {
     // What step 3 leaves on disk (run.ts): every recipient sent, in-progress cleared; the queue file still there.
     const st = newState(d.id, Date.now(), ['bob@far.net', 'carol@far.net']);
     st.attempts = 1;
-    for (const r of Object.values(st.rcpts)) Object.assign(r, { status: 'sent', reply: '250 2.0.0 Ok' });
+    for (const r of Object.values(st.rcpts)) Object.assign(r, { status: 'sent', outcome: replyOutcome(250, '250 2.0.0 Ok') });
     saveState(queueDir(po), st);
     const r = await run(po);
     assert.equal(r.code, 0, r.stderr);

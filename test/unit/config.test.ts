@@ -3,7 +3,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { appendLine, formatLine, parseCfg, removeLine, serialise } from '../../src/mail/cfgfile';
-import { buildConfig, inNetworks, parseCidr } from '../../src/mail/config';
+import { buildConfig } from '../../src/mail/config';
+import { inNetworks, parseCidr } from '../../src/lib/cidr';
 import { resolveRecipient } from '../../src/mail/route';
 
 const sample = `# Outpost test config

@@ -28,8 +28,8 @@ const queueDir = (po: PostOffice) => join(po.spool, 'queue');
 const queued = (po: PostOffice) => scan(queueDir(po));
 const failedDir = (po: PostOffice) => (existsSync(join(queueDir(po), 'failed')) ? readdirSync(join(queueDir(po), 'failed')).filter((f) => !f.endsWith('.json')) : []);
 const stateOf = (po: PostOffice, id: string) => JSON.parse(readFileSync(join(queueDir(po), 'state', `${id}.json`), 'utf8'));
-/** The stored reply text of one recipient (one place to change if the record's shape changes). */
-const replyOf = (po: PostOffice, id: string, rcpt: string): string => stateOf(po, id).rcpts[rcpt].reply;
+/** The reply text of one recipient's recorded outcome ({code, enhanced, kind, text}). */
+const replyOf = (po: PostOffice, id: string, rcpt: string): string => stateOf(po, id).rcpts[rcpt].outcome.text;
 const inbox = (po: PostOffice, user: string) => scan(join(po.spool, 'mail', 'example.org', user)).map((m) => readFileSync(m.path, 'latin1'));
 const run = (po: PostOffice, args: string[] = [], env: Record<string, string> = {}) => runProgram('queue-run', ['-c', po.cfgPath, ...args], '', env);
 const out = (r: { stdout: Buffer; stderr: string }) => r.stdout.toString() + r.stderr;
@@ -51,17 +51,18 @@ test('450 on RCPT: kept, retry scheduled with back-off, listed; not due until th
     assert.equal(st.attempts, 1);
     assert.equal(st.rcpts['bob@far.net'].status, 'pending');
     assert.equal(replyOf(po, d.id, 'bob@far.net'), '450 4.2.0 mailbox busy');
+    assert.deepEqual([st.rcpts['bob@far.net'].outcome.code, st.rcpts['bob@far.net'].outcome.enhanced, st.rcpts['bob@far.net'].outcome.kind], [450, '4.2.0', 'temporary']);
     assert.ok(st.nextAttempt >= before + 600_000 && st.nextAttempt <= Date.now() + 600_000);
     const list = await run(po, ['--list', '--json']);
     assert.equal(list.code, 0);
     const entries = JSON.parse(list.stdout.toString());
     assert.equal(entries.length, 1);
-    assert.deepEqual(Object.keys(entries[0]).sort(), ['age_seconds', 'arrival', 'attempts', 'delay_warned', 'id', 'in_progress', 'last_error', 'next_attempt', 'recipients', 'sender', 'size'].sort());
+    assert.deepEqual(Object.keys(entries[0]).sort(), ['age_seconds', 'arrival', 'attempts', 'body', 'delay_warned', 'id', 'in_progress', 'last_error', 'next_attempt', 'recipients', 'sender', 'size'].sort());
     assert.deepEqual([entries[0].id, entries[0].sender, entries[0].attempts, entries[0].recipients[0].status], [d.id, 'alice@example.org', 1, 'pending']);
     assert.equal(entries[0].last_error, '450 4.2.0 mailbox busy');
     assert.ok(Date.parse(entries[0].next_attempt) > Date.now());
     const text = await run(po, ['--list']);
-    assert.match(text.stdout.toString(), new RegExp(`^${d.id.replace(/\./g, '\\.')}  \\d+  .*<alice@example.org>\\n    attempts 1, next attempt 20`, 'm'));
+    assert.match(text.stdout.toString(), new RegExp(`^${d.id.replace(/\./g, '\\.')}  \\d+  .*<alice@example.org>\\n    body 7BIT, attempts 1, next attempt 20`, 'm'));
     // Not due yet: a second run leaves it alone, says so, and opens no connection.
     const conns = s.connections();
     const r2 = await run(po);

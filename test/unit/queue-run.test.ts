@@ -1,19 +1,20 @@
 /**
- * queue-run units: relay choice, retry schedule, the no-bounce rule, DSN shape, state files
- * (durable, corrupt ones set aside), adoption new/ → cur/, and the --list formats.
+ * queue-run units: relay choice, retry schedule, the no-bounce rule, DSN shape (from outcome
+ * values), outcomes, state files (durable, corrupt ones set aside, the previous version's form
+ * converted), expiry, adoption new/ → cur/, the envelope's BODY=, and the --list formats.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildConfig } from '../../src/mail/config';
 import { parseCfg } from '../../src/mail/cfgfile';
-import { enqueue } from '../../src/mail/queue';
+import { enqueue, readEnvelope } from '../../src/mail/queue';
 import { relayFor } from '../../src/queue-run/relays';
 import { loadState, newState, retryDelay, saveState, pendingRcpts } from '../../src/queue-run/state';
 import { buildDsn, headerValue, noNotifyReason, readHeaderSection } from '../../src/queue-run/dsn';
-import { enhancedOf } from '../../src/queue-run/smtp';
+import { enhancedOf, expired, fromOldReply, noReply, replyOutcome } from '../../src/queue-run/outcome';
 import { loadItems } from '../../src/queue-run/items';
 import { age, formatList, listEntries } from '../../src/queue-run/list';
 
@@ -44,14 +45,18 @@ test('retry delay doubles from retry_min and stops at retry_max', () => {
   assert.equal(retryDelay(1000, 300, 14400), 14400);
 });
 
-test('no DSN for <> or Auto-Submitted other than "no" (RFC 3834)', () => {
+test('no DSN for <> or Auto-Submitted other than "no" (RFC 3834)', async () => {
   const h = (s: string) => Buffer.from(s.replace(/\n/g, '\r\n'));
-  assert.equal(noNotifyReason('', h('Subject: x\n')), 'null sender <>');
-  assert.equal(noNotifyReason('a@b.c', h('Subject: x\nAuto-Submitted: auto-replied\n')), 'Auto-Submitted: auto-replied');
-  assert.equal(noNotifyReason('a@b.c', h('auto-submitted:\n auto-generated; owner-email="x@y"\n')), 'Auto-Submitted: auto-generated; owner-email="x@y"');
-  assert.equal(noNotifyReason('a@b.c', h('Auto-Submitted: no\n')), null);
-  assert.equal(noNotifyReason('a@b.c', h('Subject: x\n')), null);
-  assert.equal(headerValue(h('Subject: one\n two\n'), 'subject'), 'one two');
+  assert.equal(await noNotifyReason('', h('Subject: x\n')), 'null sender <>');
+  assert.equal(await noNotifyReason('a@b.c', h('Subject: x\nAuto-Submitted: auto-replied\n')), 'Auto-Submitted: auto-replied');
+  assert.equal(await noNotifyReason('a@b.c', h('auto-submitted:\n auto-generated; owner-email="x@y"\n')), 'Auto-Submitted: auto-generated; owner-email="x@y"');
+  assert.equal(await noNotifyReason('a@b.c', h('Auto-Submitted: no\n')), null);
+  assert.equal(await noNotifyReason('a@b.c', h('Subject: x\n')), null);
+  // The first of two fields counts; a field whose name only starts alike does not.
+  assert.equal(await noNotifyReason('a@b.c', h('Auto-Submitted: auto-generated\nAuto-Submitted: no\n')), 'Auto-Submitted: auto-generated');
+  assert.equal(await noNotifyReason('a@b.c', h('Auto-Submitted-By: robot\n')), null);
+  assert.equal(await headerValue(h('Subject: one\n two\n'), 'subject'), 'one two');
+  assert.equal(await headerValue(h('Subject: one\n'), 'x-missing'), undefined);
 });
 
 test('DSN: multipart/report with delivery-status fields and the original headers', async () => {
@@ -64,8 +69,8 @@ test('DSN: multipart/report with delivery-status fields and the original headers
       arrival: Date.parse('2026-01-02T03:04:05Z'),
       headers,
       rcpts: [
-        { address: 'b@far.net', action: 'failed', status: '5.1.1', diagnostic: '550 5.1.1 <b@far.net>: no such user', lastAttempt: Date.parse('2026-01-02T04:00:00Z') },
-        { address: 'c@far.net', action: 'failed', status: '4.4.7', diagnostic: 'delivery time expired' },
+        { address: 'b@far.net', outcome: replyOutcome(550, '550 5.1.1 <b@far.net>: no such user'), lastAttempt: Date.parse('2026-01-02T04:00:00Z') },
+        { address: 'c@far.net', outcome: expired(5, '450 4.2.0 busy') },
       ],
     })
   ).toString('latin1');
@@ -73,8 +78,9 @@ test('DSN: multipart/report with delivery-status fields and the original headers
   assert.match(dsn, /^To: a@example\.org\r$/m);
   assert.match(dsn, /^Reporting-MTA: dns; mx\.example\.org\r\nX-Outpost-Queue-ID: Q1\r\nArrival-Date: Fri, 02 Jan 2026 03:04:05 \+0000\r\n\r\nFinal-Recipient: rfc822; b@far\.net\r\nAction: failed\r\nStatus: 5\.1\.1\r\nDiagnostic-Code: smtp; 550 5\.1\.1 <b@far\.net>: no such user\r\nLast-Attempt-Date: Fri, 02 Jan 2026 04:00:00 \+0000\r\n\r\nFinal-Recipient: rfc822; c@far\.net\r\n/m);
   assert.match(dsn, /Content-Type: text\/rfc822-headers\r\nContent-Transfer-Encoding: 7bit\r\nContent-Disposition: inline\r\n\r\nFrom: a@example\.org\r\nSubject: hello\r\n/);
+  assert.match(dsn, /^Final-Recipient: rfc822; c@far\.net\r\nAction: failed\r\nStatus: 4\.4\.7\r\nDiagnostic-Code: smtp; delivery time expired after 5 days in the queue; last error: 450 4\.2\.0 busy\r$/m);
   assert.match(dsn, /Subject: Undelivered Mail Returned to Sender/);
-  const delayed = (await buildDsn(cfg, { queueId: 'Q2', sender: 'a@example.org', arrival: 0, headers, retryUntil: Date.parse('2026-01-07T00:00:00Z'), rcpts: [{ address: 'b@far.net', action: 'delayed', status: '4.4.1', diagnostic: 'connection refused' }] })).toString();
+  const delayed = (await buildDsn(cfg, { queueId: 'Q2', sender: 'a@example.org', arrival: 0, headers, retryUntil: Date.parse('2026-01-07T00:00:00Z'), rcpts: [{ address: 'b@far.net', outcome: noReply('connection refused', '4.4.1') }] })).toString();
   assert.match(delayed, /^Action: delayed\r\nStatus: 4\.4\.1\r\n/m);
   assert.match(delayed, /^Will-Retry-Until: Wed, 07 Jan 2026 00:00:00 \+0000\r$/m);
   assert.match(delayed, /Subject: Delayed Mail/);
@@ -85,14 +91,30 @@ test('enhanced status codes come from the reply, else from the basic code', () =
   assert.equal(enhancedOf(451, '451 try later'), '4.0.0');
   assert.equal(enhancedOf(554, '554-5.7.1 policy\r\n554 5.7.1 more'), '5.7.1');
   assert.equal(enhancedOf(250, '250 ok'), '2.0.0');
+  // A code of the wrong class is not believed (RFC 2034 section 4): the basic code wins.
+  assert.equal(enhancedOf(550, '550 4.2.0 confused'), '5.0.0');
+});
+
+test('outcomes: the kind follows the class; our own reasons carry their own code', () => {
+  assert.deepEqual(replyOutcome(450, '450 4.2.0 busy'), { code: 450, enhanced: '4.2.0', kind: 'temporary', text: '450 4.2.0 busy' });
+  assert.deepEqual(replyOutcome(550, '550 5.1.1 no'), { code: 550, enhanced: '5.1.1', kind: 'permanent', text: '550 5.1.1 no' });
+  assert.equal(replyOutcome(250, '250 2.0.0 ok').kind, 'permanent');
+  assert.deepEqual(noReply('connection lost', '4.4.2'), { code: 0, enhanced: '4.4.2', kind: 'temporary', text: 'connection lost' });
+  const e = expired(5.5, '450 4.2.0 busy');
+  assert.deepEqual([e.code, e.enhanced, e.kind], [0, '4.4.7', 'permanent']);
+  assert.equal(e.text, 'delivery time expired after 5.5 days in the queue; last error: 450 4.2.0 busy');
+  assert.match(expired(1, undefined).text, /last error: none$/);
 });
 
 test('state: durable round trip; a corrupt file is set aside and the message starts over', () => {
   const q = mkdtempSync(join(tmpdir(), 'outpost-qstate-'));
-  const s = newState('id1', 1000, ['a@x.net', 'b@x.net']);
-  s.rcpts['a@x.net'].status = 'sent';
+  const s = newState('id1', 1000, ['a@x.net', 'b@x.net', 'c@x.net']);
+  Object.assign(s.rcpts['a@x.net'], { status: 'sent', outcome: replyOutcome(250, '250 2.0.0 ok'), at: '2026-01-01T00:00:00.000Z' });
+  Object.assign(s.rcpts['c@x.net'], { status: 'failed', outcome: expired(5, 'x'), notified: true });
+  s.rcpts['b@x.net'].outcome = noReply('connection to relay lost', '4.4.2');
   saveState(q, s);
   assert.deepEqual(loadState(q, 'id1'), s);
+  assert.deepEqual(JSON.parse(readFileSync(join(q, 'state', 'id1.json'), 'utf8')).rcpts['b@x.net'].outcome, { code: 0, enhanced: '4.4.2', kind: 'temporary', text: 'connection to relay lost' });
   assert.deepEqual(pendingRcpts(s), ['b@x.net']);
   writeFileSync(join(q, 'state', 'id2.json'), '{"truncated');
   assert.equal(loadState(q, 'id2'), null);
@@ -128,9 +150,9 @@ test('--list text and JSON', () => {
   st.attempts = 2;
   st.nextAttempt = now + 600_000;
   st.lastError = '450 4.2.0 busy';
-  st.rcpts['b@far.net'] = { status: 'sent', reply: '250 2.0.0 ok' };
-  st.rcpts['c@far.net'] = { status: 'pending', reply: '450 4.2.0 busy' };
-  const items = [{ id: 'Q1', path: '/q/cur/Q1', sender: 'a@example.org', recipients: ['b@far.net', 'c@far.net'], bodyOffset: 80, size: 1234, state: st, stored: true }];
+  st.rcpts['b@far.net'] = { status: 'sent', outcome: replyOutcome(250, '250 2.0.0 ok') };
+  st.rcpts['c@far.net'] = { status: 'pending', outcome: replyOutcome(450, '450 4.2.0 busy') };
+  const items = [{ id: 'Q1', path: '/q/cur/Q1', sender: 'a@example.org', recipients: ['b@far.net', 'c@far.net'], body: '8BITMIME' as const, bodyOffset: 80, size: 1234, state: st, stored: true }];
   const e = listEntries(items, now);
   assert.deepEqual(e[0], {
     id: 'Q1',
@@ -138,9 +160,10 @@ test('--list text and JSON', () => {
     arrival: '2026-01-01T22:00:00.000Z',
     age_seconds: 7200,
     sender: 'a@example.org',
+    body: '8BITMIME',
     recipients: [
-      { address: 'b@far.net', status: 'sent', reply: '250 2.0.0 ok' },
-      { address: 'c@far.net', status: 'pending', reply: '450 4.2.0 busy' },
+      { address: 'b@far.net', status: 'sent', reply: '250 2.0.0 ok', enhanced: '2.0.0' },
+      { address: 'c@far.net', status: 'pending', reply: '450 4.2.0 busy', enhanced: '4.2.0' },
     ],
     attempts: 2,
     next_attempt: '2026-01-02T00:10:00.000Z',
@@ -150,8 +173,59 @@ test('--list text and JSON', () => {
   });
   assert.equal(
     formatList(e),
-    'Q1  1234  2026-01-01 22:00:00Z (2h)  <a@example.org>\n    attempts 2, next attempt 2026-01-02T00:10:00.000Z, last error: 450 4.2.0 busy\n    <b@far.net>  sent  250 2.0.0 ok\n    <c@far.net>  pending\n-- 1 message, 1234 bytes in the queue, oldest 2h\n',
+    'Q1  1234  2026-01-01 22:00:00Z (2h)  <a@example.org>\n    body 8BITMIME, attempts 2, next attempt 2026-01-02T00:10:00.000Z, last error: 450 4.2.0 busy\n    <b@far.net>  sent  250 2.0.0 ok\n    <c@far.net>  pending\n-- 1 message, 1234 bytes in the queue, oldest 2h\n',
   );
   assert.equal(formatList([]), 'queue is empty\n');
   assert.deepEqual([age(5), age(600), age(7200), age(3 * 86400)], ['5s', '10m', '2h', '3d']);
+});
+
+test('state: a file written by the previous version (reply sentences) reads as outcomes', () => {
+  const q = mkdtempSync(join(tmpdir(), 'outpost-qold-'));
+  const old = {
+    id: 'old1',
+    arrival: 1000,
+    attempts: 3,
+    nextAttempt: 0,
+    lastError: '450 4.2.0 busy',
+    rcpts: {
+      'a@x.net': { status: 'sent', reply: '250 2.0.0 Ok: queued as ABC', at: '2026-01-01T00:00:00.000Z' },
+      'b@x.net': { status: 'pending', reply: '450 4.2.0 <b@x.net>: busy' },
+      'c@x.net': { status: 'failed', reply: '550 5.1.1 <c@x.net>: no such user', notified: true },
+      'd@x.net': { status: 'failed', reply: 'delivery time expired after 5 days in the queue; last error: 451 later' },
+      'e@x.net': { status: 'pending', reply: 'relay 127.0.0.1:25: connect ECONNREFUSED' },
+      'f@x.net': { status: 'pending' },
+    },
+  };
+  mkdirSync(join(q, 'state'));
+  writeFileSync(join(q, 'state', 'old1.json'), JSON.stringify(old));
+  const s = loadState(q, 'old1')!;
+  assert.deepEqual(s.rcpts['a@x.net'], { status: 'sent', outcome: { code: 250, enhanced: '2.0.0', kind: 'permanent', text: '250 2.0.0 Ok: queued as ABC' }, at: '2026-01-01T00:00:00.000Z' });
+  assert.deepEqual(s.rcpts['b@x.net'].outcome, { code: 450, enhanced: '4.2.0', kind: 'temporary', text: '450 4.2.0 <b@x.net>: busy' });
+  assert.deepEqual(s.rcpts['c@x.net'], { status: 'failed', outcome: { code: 550, enhanced: '5.1.1', kind: 'permanent', text: '550 5.1.1 <c@x.net>: no such user' }, notified: true });
+  assert.deepEqual(s.rcpts['d@x.net'].outcome, { code: 0, enhanced: '4.4.7', kind: 'permanent', text: old.rcpts['d@x.net'].reply });
+  assert.deepEqual(s.rcpts['e@x.net'].outcome, { code: 0, enhanced: '4.4.1', kind: 'temporary', text: old.rcpts['e@x.net'].reply });
+  assert.deepEqual(s.rcpts['f@x.net'], { status: 'pending' });
+  assert.ok(Object.values(s.rcpts).every((r) => !('reply' in r)));
+  // Saved again, it is in the new form only.
+  saveState(q, s);
+  assert.ok(!readFileSync(join(q, 'state', 'old1.json'), 'utf8').includes('"reply"'));
+  assert.deepEqual(loadState(q, 'old1'), s);
+  assert.deepEqual(fromOldReply('pending', '421 4.4.2 closing'), { code: 421, enhanced: '4.4.2', kind: 'temporary', text: '421 4.4.2 closing' });
+});
+
+test('queue envelope: BODY=8BITMIME is kept; a file without the line (or with BODY=7BIT) reads as 7BIT', async () => {
+  const q = mkdtempSync(join(tmpdir(), 'outpost-qbody-'));
+  const eight = await enqueue(q, { sender: 'a@example.org', recipients: ['b@far.net'], body: '8BITMIME' }, [Buffer.from('Subject: caf\xc3\xa9\r\n\r\nbody\r\n', 'latin1')]);
+  const seven = await enqueue(q, { sender: 'a@example.org', recipients: ['b@far.net'], body: '7BIT' }, [Buffer.from('Subject: x\r\n\r\nbody\r\n')]);
+  const none = await enqueue(q, { sender: 'a@example.org', recipients: ['b@far.net'] }, [Buffer.from('Subject: x\r\n\r\nbody\r\n')]);
+  const text = readFileSync(eight.path, 'latin1');
+  assert.ok(text.startsWith('X-Outpost-Envelope: 1\r\nX-Outpost-Sender: <a@example.org>\r\nX-Outpost-Body: 8BITMIME\r\nX-Outpost-Rcpt: <b@far.net>\r\nSubject: caf'), text);
+  const e = await readEnvelope(eight.path);
+  assert.deepEqual([e.sender, e.recipients, e.body], ['a@example.org', ['b@far.net'], '8BITMIME']);
+  assert.equal(text.slice(e.bodyOffset, e.bodyOffset + 9), 'Subject: ');
+  assert.equal((await readEnvelope(seven.path)).body, '7BIT');
+  assert.ok(!readFileSync(seven.path, 'latin1').includes('X-Outpost-Body'));
+  assert.equal((await readEnvelope(none.path)).body, '7BIT');
+  const items = await loadItems(q, false);
+  assert.deepEqual(items.map((i) => i.body).sort(), ['7BIT', '7BIT', '8BITMIME']);
 });
