@@ -1,9 +1,12 @@
 /**
  * modem — the Hayes modem dialogue as a state machine free of I/O, plus the retry plan.
  *
- * A Dialogue is fed the modem's lines (`line()`) and timer expiries (`timeout()`) and answers with
- * actions: write a command, arm the one timer, or finish with an outcome. The driver (serial.ts)
- * does the I/O; unit tests drive the machine with plain strings.
+ * A Dialogue is a state machine in the project's one session style (HACKING.md): it is fed the
+ * modem's lines (`line()`) and timer expiries (`timeout()`) and answers each with a Step: the
+ * commands to write (`replies`, this side's half of the dialogue) and at most one action for the
+ * driver (serial.ts): arm the one timer (`timer`, re-armed by each new one), finish the attempt
+ * (`done`, with the outcome), or report carrier loss once online (`lost`). The driver does the
+ * I/O; unit tests drive the machine with plain strings.
  *
  * The dialogue (ITU-T V.250 / Hayes result codes, verbose form):
  *     ATZ                 → OK              (reset; silence or ERROR: the modem is not usable)
@@ -11,7 +14,8 @@
  *     ATDT<number>        → CONNECT [rate]  (success) | BUSY | NO ANSWER | NO CARRIER |
  *                           NO DIALTONE | ERROR | silence for dial_timeout seconds
  * Echoed commands (lines starting "AT"), blank lines and unknown lines (RING, caller id) are
- * ignored. Once connected, "NO CARRIER" arriving unsolicited means the line dropped.
+ * ignored. Once connected (state online), "NO CARRIER" arriving unsolicited means the line
+ * dropped: the `lost` action.
  *
  * The retry plan (nextAttempt): BUSY and NO ANSWER move to the next number at once; any other
  * failure, and wrapping past the last number, waits the next back-off delay first. After the last
@@ -42,9 +46,17 @@ export type Outcome =
   | { ok: false; stage: 'reset' | 'init' | 'dial'; code: ResultCode; reason: string };
 
 export type Action =
-  | { type: 'send'; text: string }
-  | { type: 'timer'; seconds: number }
-  | { type: 'done'; outcome: Outcome };
+  | { kind: 'timer'; seconds: number }
+  | { kind: 'done'; outcome: Outcome }
+  | { kind: 'lost'; reason: string };
+
+export interface Step {
+  /** Commands to write to the modem, in order. */
+  replies: string[];
+  action?: Action;
+}
+
+const NOTHING: Step = { replies: [] };
 
 type State = 'idle' | 'reset' | 'init' | 'dial' | 'online' | 'done';
 
@@ -72,9 +84,9 @@ export class Dialogue {
   }
 
   /** Begins the attempt: ATZ. */
-  start(): Action[] {
+  start(): Step {
     this.state = 'reset';
-    return [{ type: 'send', text: 'ATZ\r' }, { type: 'timer', seconds: this.atTimeout }];
+    return { replies: ['ATZ\r'], action: { kind: 'timer', seconds: this.atTimeout } };
   }
 
   private dialCommand(): string {
@@ -83,27 +95,27 @@ export class Dialogue {
     return `ATDT${n}\r`;
   }
 
-  private fail(stage: 'reset' | 'init' | 'dial', code: ResultCode, reason: string): Action[] {
+  private fail(stage: 'reset' | 'init' | 'dial', code: ResultCode, reason: string): Step {
     this.state = 'done';
-    return [{ type: 'done', outcome: { ok: false, stage, code, reason } }];
+    return { replies: [], action: { kind: 'done', outcome: { ok: false, stage, code, reason } } };
   }
 
-  private afterOk(): Action[] {
+  private afterOk(): Step {
     if (this.step < this.init.length) {
       this.state = 'init';
       const cmd = this.init[this.step++];
-      return [{ type: 'send', text: `${cmd}\r` }, { type: 'timer', seconds: this.atTimeout }];
+      return { replies: [`${cmd}\r`], action: { kind: 'timer', seconds: this.atTimeout } };
     }
     this.state = 'dial';
-    return [{ type: 'send', text: this.dialCommand() }, { type: 'timer', seconds: this.dialTimeout }];
+    return { replies: [this.dialCommand()], action: { kind: 'timer', seconds: this.dialTimeout } };
   }
 
   /** Feeds one line from the modem (without its CR/LF). */
-  line(text: string): Action[] {
+  line(text: string): Step {
     const t = text.trim();
-    if (!t || /^AT/i.test(t)) return [];
+    if (!t || /^AT/i.test(t)) return NOTHING;
     const r = parseResult(t);
-    if (!r) return [];
+    if (!r) return NOTHING;
     switch (this.state) {
       case 'reset':
       case 'init': {
@@ -115,17 +127,21 @@ export class Dialogue {
       case 'dial':
         if (r.code === 'CONNECT') {
           this.state = 'online';
-          return [{ type: 'done', outcome: r.rate ? { ok: true, rate: r.rate } : { ok: true } }];
+          return { replies: [], action: { kind: 'done', outcome: r.rate ? { ok: true, rate: r.rate } : { ok: true } } };
         }
-        if (r.code === 'OK') return []; // some modems say OK to an empty dial string; keep waiting
+        if (r.code === 'OK') return NOTHING; // some modems say OK to an empty dial string; keep waiting
         return this.fail('dial', r.code, `${r.code} dialling ${this.number}`);
+      case 'online':
+        if (r.code !== 'NO CARRIER') return NOTHING;
+        this.state = 'done';
+        return { replies: [], action: { kind: 'lost', reason: 'the modem said NO CARRIER' } };
       default:
-        return [];
+        return NOTHING;
     }
   }
 
   /** The armed timer expired: the modem stayed silent. */
-  timeout(): Action[] {
+  timeout(): Step {
     switch (this.state) {
       case 'reset':
         return this.fail('reset', 'TIMEOUT', `no answer to ATZ within ${this.atTimeout} s (modem off or wrong device/speed?)`);
@@ -134,14 +150,9 @@ export class Dialogue {
       case 'dial':
         return this.fail('dial', 'TIMEOUT', `no result within ${this.dialTimeout} s dialling ${this.number}`);
       default:
-        return [];
+        return NOTHING;
     }
   }
-}
-
-/** True when an unsolicited line while online means the carrier is gone. */
-export function isCarrierLoss(text: string): boolean {
-  return parseResult(text)?.code === 'NO CARRIER';
 }
 
 /** Where the retry plan stands: which round (0-based) and which number index. */

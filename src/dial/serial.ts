@@ -7,8 +7,9 @@
  * without the exclusive-open ioctl (lock off) so that ip_up (pppd) can open the same device.
  *
  * Carrier loss is detected three ways, whichever comes first: the modem sends "NO CARRIER"
- * unsolicited; the device closes or fails (the line hung up; a pty whose other end closed); or
- * the DCD line drops (polled once a second with port.get(); a device without modem-control lines,
+ * unsolicited (the connected Dialogue, still fed every line, answers with its `lost` action);
+ * the device closes or fails (the line hung up; a pty whose other end closed); or the DCD line
+ * drops (polled once a second with port.get(); a device without modem-control lines,
  * e.g. a pseudo-terminal, answers the ioctl with an error and polling stops after the first try).
  *
  * Hang-up (hangUp) is attempted every way there is, and never throws: drop DTR for the guard time
@@ -23,7 +24,7 @@ import { log } from '../lib/log';
 import { OutpostError } from '../lib/errors';
 import { EX_TEMPFAIL } from '../lib/exits';
 import type { Link } from '../mail/config';
-import { Action, Dialogue, Outcome, isCarrierLoss, nextAttempt, Attempt } from './modem';
+import { Dialogue, Outcome, nextAttempt, Attempt, Step } from './modem';
 
 /** The parts of a serialport SerialPort that this module uses. */
 interface Port {
@@ -59,7 +60,8 @@ export class ModemLine {
   private lineBuf = '';
   private listener: ((line: string) => void) | null = null;
   private lostFn: ((why: string) => void) | null = null;
-  private online = false;
+  /** The dialogue that connected: fed every line while online (it reports carrier loss). */
+  private online: Dialogue | null = null;
   private closing = false;
   private dcdTimer: NodeJS.Timeout | null = null;
   /** Set once carrier loss was seen (the reason). */
@@ -92,7 +94,8 @@ export class ModemLine {
       this.lineBuf = this.lineBuf.slice(i + 1);
       if (!line.trim()) continue;
       log('debug', `modem: ${line.trim()}`, { link: this.link.name });
-      if (this.online && isCarrierLoss(line)) this.carrierLost('the modem said NO CARRIER');
+      const lost = this.online?.line(line).action;
+      if (lost?.kind === 'lost') this.carrierLost(lost.reason);
       this.listener?.(line);
     }
   }
@@ -127,16 +130,16 @@ export class ModemLine {
         fn();
       };
       const onAbort = () => finish(() => reject(new OutpostError('dialling interrupted', { exit: EX_TEMPFAIL, code: 'EINTR' })));
-      const act = (actions: Action[]) => {
-        for (const a of actions) {
-          if (a.type === 'send') {
-            log('debug', `modem> ${a.text.trim()}`, { link: this.link.name });
-            void this.write(a.text);
-          } else if (a.type === 'timer') {
-            if (timer) clearTimeout(timer);
-            timer = setTimeout(() => act(d.timeout()), a.seconds * 1000);
-          } else finish(() => resolve(a.outcome));
+      const act = (step: Step) => {
+        for (const text of step.replies) {
+          log('debug', `modem> ${text.trim()}`, { link: this.link.name });
+          void this.write(text);
         }
+        const a = step.action;
+        if (a?.kind === 'timer') {
+          if (timer) clearTimeout(timer);
+          timer = setTimeout(() => act(d.timeout()), a.seconds * 1000);
+        } else if (a?.kind === 'done') finish(() => resolve(a.outcome));
       };
       if (abort.aborted) return onAbort();
       abort.addEventListener('abort', onAbort);
@@ -158,9 +161,10 @@ export class ModemLine {
     for (;;) {
       const number = this.link.numbers[at.index];
       log('info', `dialling ${number}`, { link: this.link.name, round: at.round + 1 });
-      const out = await this.runDialogue(new Dialogue(this.link.init, number, atTimeout, this.link.dialTimeout), abort);
+      const d = new Dialogue(this.link.init, number, atTimeout, this.link.dialTimeout);
+      const out = await this.runDialogue(d, abort);
       if (out.ok) {
-        this.online = true;
+        this.online = d;
         this.pollDcd();
         log('info', `CONNECT ${out.rate ?? ''}`.trim(), { link: this.link.name, number });
         return out.rate ?? '';

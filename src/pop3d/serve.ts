@@ -17,53 +17,22 @@
  *   - an unexpected failure inside a command (a bug) gets "-ERR [SYS/TEMP] internal error", is
  *     logged with its stack, and ends the session without UPDATE.
  */
-import { Config, User } from '../mail/config';
-import { normalizeAddress } from '../mail/address';
+import type { Config } from '../mail/config';
 import { num } from '../mail/settings';
+import { checkApop, checkLogin } from '../mail/login';
+import { isErrno } from '../lib/errors';
 import { log } from '../lib/log';
 import { LineReader } from '../lib/linereader';
 import { loadTlsContext } from '../lib/tlsctx';
 import { Conn, startTls } from '../lib/transport';
 import type { SecureContext } from 'node:tls';
 import type { Socket } from 'node:net';
-import { openMaildrop } from './maildrop';
+import { Drop, openMaildrop } from './maildrop';
 import { sendMessage, writeOut } from './retr';
-import { ERROR_LIMIT, Pop3Session, Services, Step } from './session';
+import { Pop3Session, Step } from './session';
 
 /** Longest command line in bytes (RFC 2449 allows 255; AUTH PLAIN responses need more). */
 const MAX_LINE = 8192;
-
-/**
- * Finds the mailbox for a login name: the full address, or a bare local part when mail.cfg has
- * exactly one domain (pop3d(8), LOGIN NAMES). Case-insensitive.
- */
-function findUser(cfg: Config, name: string): User | undefined {
-  const n = normalizeAddress(name);
-  if (n.includes('@')) return cfg.users.get(n);
-  if (cfg.domains.size !== 1) return undefined;
-  return cfg.users.get(`${n}@${[...cfg.domains][0]}`);
-}
-
-/** The real services for a session: mail.cfg, scrypt, the Maildir, TLS files, the log. */
-function makeServices(cfg: Config, conn: Conn, tls: { ctx: SecureContext | null }): Services {
-  return {
-    hostname: cfg.hostname,
-    peer: conn.peer,
-    loginDelay: num(cfg, 'login_delay'),
-    findUser: (name) => findUser(cfg, name),
-    verifyPassword: async (user, password) => (await import('../mail/passwords.js')).verifyUser(user, password),
-    openDrop: (user) => openMaildrop(user.maildir, user.address),
-    tlsConfigured: Boolean(cfg.scalars.tls_cert || cfg.scalars.tls_key),
-    prepareTls: () => {
-      tls.ctx ??= loadTlsContext(cfg.scalars.tls_cert, cfg.scalars.tls_key);
-      if (!tls.ctx) throw new Error('tls_cert/tls_key not set');
-    },
-    sleep: (seconds) => new Promise((res) => setTimeout(res, seconds * 1000)),
-    log,
-    now: () => Date.now(),
-    pid: process.pid,
-  };
-}
 
 const TIMEOUT = Symbol('timeout');
 
@@ -79,51 +48,114 @@ function nextLine(reader: LineReader, seconds: number) {
  * Never throws for anything the client does; resolves when the connection is done.
  */
 export async function pop3Session(cfg: Config, conn: Conn): Promise<void> {
-  const tls = { ctx: null as SecureContext | null };
-  const session = new Pop3Session(makeServices(cfg, conn, tls), conn.secure);
+  let tlsCtx: SecureContext | null = null;
+  const session = new Pop3Session({ hostname: cfg.hostname, pid: process.pid, now: Date.now(), tlsConfigured: Boolean(cfg.scalars.tls_cert || cfg.scalars.tls_key), secure: conn.secure });
   const timeout = num(cfg, 'pop3d_timeout');
+  const peer = conn.peer || undefined;
   let reader = new LineReader(conn.stream, MAX_LINE);
   let corked = false;
   let reason = 'disconnect';
+  /** The open maildrop (TRANSACTION), released at the end or right after UPDATE. */
+  let drop: Drop | undefined;
   const say = (text: string) => writeOut(conn.stream, text + '\r\n', timeout);
   const uncork = () => {
     if (corked) (conn.stream as Socket).uncork?.();
     corked = false;
   };
+  const release = async () => {
+    const d = drop;
+    drop = undefined;
+    await d?.release();
+  };
 
-  /** Carries out the steps; false when the connection is to be closed. */
-  const run = async (steps: Step[]): Promise<boolean> => {
-    for (const step of steps) {
-      if (step.kind === 'line') await say(step.text);
-      else if (step.kind === 'close') return false;
-      else if (step.kind === 'message') {
-        try {
-          await sendMessage(step.path, step.lines, conn.stream, timeout, step.ok + '\r\n');
-        } catch (err) {
-          const code = (err as NodeJS.ErrnoException).code;
-          if (code === 'ENOENT') {
-            // Removed behind our back (not by a POP3 session: those hold the lock). Nothing was sent yet.
-            log('warn', `message vanished: ${step.path}`);
-            if (!(await run(session.fail('[SYS/TEMP] message is no longer there')))) return false;
-            continue;
-          }
-          throw err;
-        }
-      } else if (step.kind === 'stls') {
-        // RFC 2595 section 4: nothing the client sent before the handshake may be used.
-        reader.detach();
-        uncork();
-        try {
-          conn = await startTls(conn, tls.ctx!, timeout);
-        } catch (err) {
-          // The client's fault or a dropped line, not ours: no reply is possible on a broken handshake.
-          log('warn', `STLS handshake failed: ${(err as Error).message}`, { peer: conn.peer || undefined });
-          reason = 'tls-failed';
+  /** Sends a step's replies and performs its action, until a step without one; false to close. */
+  const run = async (first: Step): Promise<boolean> => {
+    let step: Step | undefined = first;
+    while (step) {
+      for (const r of step.replies) await say(r);
+      if (step.flush) uncork();
+      const a = step.action;
+      step = undefined;
+      if (!a) break;
+      switch (a.kind) {
+        case 'close':
+          reason = a.reason;
           return false;
+        case 'auth': {
+          const user = a.method === 'APOP' ? checkApop(cfg, a.user, session.timestamp, a.password) : await checkLogin(cfg, a);
+          if (!user) {
+            log('warn', 'login failed', { user: a.user.slice(0, 100), peer, method: a.method });
+            const delay = num(cfg, 'login_delay');
+            if (delay > 0) await new Promise((res) => setTimeout(res, delay * 1000));
+            step = session.authResult(undefined);
+            break;
+          }
+          step = session.authResult(user);
+          break;
         }
-        reader = new LineReader(conn.stream, MAX_LINE);
-        session.secured();
-        log('debug', 'STLS done', { peer: conn.peer || undefined });
+        case 'open':
+          try {
+            drop = await openMaildrop(a.user.maildir, a.user.address);
+            step = session.opened(drop.messages);
+            log('info', 'login', { user: a.user.address, peer, method: a.method, tls: session.secure ? 'yes' : 'no', messages: session.totals().n });
+          } catch (err) {
+            if ((err as { code?: string }).code === 'ELOCKED') {
+              log('warn', 'maildrop in use', { user: a.user.address, peer });
+              step = session.opened('locked');
+            } else {
+              log('error', `cannot open maildrop: ${(err as Error).message}`, { user: a.user.address });
+              step = session.opened('failed');
+            }
+          }
+          break;
+        case 'message':
+          try {
+            await sendMessage(a.path, a.lines, conn.stream, timeout, a.ok + '\r\n');
+          } catch (err) {
+            if (!isErrno(err, 'ENOENT')) throw err;
+            // Removed behind our back (not by a POP3 session: those hold the lock). Nothing was sent yet.
+            log('warn', `message vanished: ${a.path}`);
+            step = session.vanished();
+          }
+          break;
+        case 'update': {
+          let done = true;
+          try {
+            await drop!.update(a.deleted);
+          } catch (err) {
+            log('error', `UPDATE failed: ${(err as Error).message}`, { user: session.user?.address });
+            done = false;
+          }
+          await release(); // before the last reply: a client that reconnects at once finds the maildrop free
+          step = session.updated(done);
+          break;
+        }
+        case 'starttls': {
+          try {
+            tlsCtx ??= loadTlsContext(cfg.scalars.tls_cert, cfg.scalars.tls_key);
+            if (!tlsCtx) throw new Error('tls_cert/tls_key not set');
+          } catch (err) {
+            log('error', `STLS: ${(err as Error).message}`);
+            step = session.tlsUnavailable();
+            break;
+          }
+          for (const r of session.tlsReady().replies) await say(r);
+          // RFC 2595 section 4: nothing the client sent before the handshake may be used.
+          reader.detach();
+          uncork();
+          try {
+            conn = await startTls(conn, tlsCtx, timeout);
+          } catch (err) {
+            // The client's fault or a dropped line, not ours: no reply is possible on a broken handshake.
+            log('warn', `STLS handshake failed: ${(err as Error).message}`, { peer });
+            reason = 'tls-failed';
+            return false;
+          }
+          reader = new LineReader(conn.stream, MAX_LINE);
+          session.tlsStarted();
+          log('debug', 'STLS done', { peer });
+          break;
+        }
       }
     }
     return true;
@@ -150,12 +182,9 @@ export async function pop3Session(cfg: Config, conn: Conn): Promise<void> {
         skipping = true;
         continue;
       }
-      const steps = skipping ? session.tooLong() : await session.handle(got.line.toString('latin1'));
+      const step = skipping ? session.tooLong() : session.line(got.line.toString('latin1'));
       skipping = false;
-      if (!(await run(steps))) {
-        if (session.errors >= ERROR_LIMIT) reason = 'errors';
-        break;
-      }
+      if (!(await run(step))) break;
     }
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
@@ -163,11 +192,13 @@ export async function pop3Session(cfg: Config, conn: Conn): Promise<void> {
     else if (code === 'ETIMEDOUT') reason = 'timeout';
     else {
       reason = 'error';
-      log('error', `session failed: ${(err as Error).stack ?? err}`, { peer: conn.peer || undefined });
+      log('error', `session failed: ${(err as Error).stack ?? err}`, { peer });
       await say('-ERR [SYS/TEMP] internal error').catch(() => undefined);
     }
   } finally {
-    await session.end(reason);
+    await release();
+    if (session.user) log('info', 'session end', { user: session.user.address, peer, reason, retrieved: session.retrieved, deleted: session.deletedCount });
+    else log('debug', 'session end', { peer, reason });
     uncork();
     reader.detach();
     await new Promise<void>((res) => {

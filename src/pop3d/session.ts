@@ -1,93 +1,96 @@
 /**
- * session — the POP3 protocol core, free of I/O: fed one command line at a time, it returns the
- * steps the connection driver (serve.ts) carries out: reply lines, a message body to stream, a
- * TLS handshake, the close. Everything that touches the outside (passwords, the maildrop, TLS
- * files, the clock, the log) comes in through the Services interface, so tests drive it with fakes.
+ * session — the POP3 protocol core, free of I/O: a state machine fed one command line at a time
+ * (`line`) and the results of the actions it asked for, answering each with a Step: the replies
+ * to send (without CRLF) and at most one action for the driver (serve.ts) to perform:
+ *
+ *   auth      → driver checks the credentials (mail/login.ts checkLogin, or checkApop for
+ *               method APOP), waits login_delay on failure, calls authResult()
+ *   open      → driver locks and opens the user's maildrop (maildrop.ts), calls opened()
+ *   message   → driver sends `ok` and streams the file dot-stuffed (retr.ts); when the file is
+ *               gone before anything was sent it calls vanished()
+ *   update    → driver removes the deleted messages durably and releases the lock, calls updated()
+ *   starttls  → driver loads the TLS context: tlsUnavailable() if it cannot, else sends
+ *               tlsReady(), discards buffered input, handshakes, calls tlsStarted()
+ *   close     → driver sends the replies and ends the session (`reason` for the log)
  *
  * Implements:
  *   RFC 1939  AUTHORIZATION (USER, PASS, APOP, QUIT), TRANSACTION (STAT, LIST, RETR, DELE, NOOP,
  *             RSET, TOP, UIDL, QUIT) and UPDATE (deletions happen only on QUIT, and the +OK comes
  *             after they are durable). A session that ends without QUIT deletes nothing.
  *   RFC 2449  CAPA, RESP-CODES, AUTH-RESP-CODE, PIPELINING (commands are handled strictly in
- *             order; the driver reads the next one only after this one's reply is queued).
+ *             order; the verb table says which replies end a pipelined group and are flushed).
  *   RFC 2595  STLS (the driver discards all input buffered before the handshake).
  *   RFC 5034  AUTH PLAIN (RFC 4616), with an initial response or after a "+ " continuation;
  *             "*" cancels. AUTH without a mechanism lists the mechanisms.
  *   RFC 3206  [AUTH] for bad credentials, [SYS/TEMP] for temporary failures, [IN-USE] (RFC 2449)
  *             for a locked maildrop.
  *
- * Login names: the full address (alice@example.org), case-insensitive; a bare local part is
- * accepted when mail.cfg has exactly one domain (Services.findUser). APOP works only for a mailbox
- * with an apop= secret; for the others it fails like a wrong password. Plaintext logins are allowed
- * without TLS (appliances such as the Mailstation cannot do TLS).
- *
- * Limits: a failed login waits login_delay seconds before its -ERR; after ERROR_LIMIT -ERR replies
- * the session says so and closes.
+ * Login names and the authorization-identity rule are mail/login.ts's (pop3d(8), LOGIN NAMES).
+ * USER, PASS and APOP arguments are UTF-8 (the line arrives as latin1 text, one char per byte).
+ * Plaintext logins are allowed without TLS (appliances such as the Mailstation cannot do TLS).
+ * Limits: after ERROR_LIMIT -ERR replies the session says so and closes.
  */
 import type { User } from '../mail/config';
-import type { Drop, DropMessage } from './maildrop';
+import { decodePlain } from '../mail/login';
+import type { DropMessage } from './maildrop';
 
 /** -ERR replies after which the session is closed. */
 export const ERROR_LIMIT = 10;
 
 export type State = 'AUTHORIZATION' | 'TRANSACTION' | 'UPDATE';
 
-export type Step =
-  /** One reply line; the driver adds CRLF. */
-  | { kind: 'line'; text: string }
+/** How the client logs in: USER/PASS, AUTH PLAIN or APOP. */
+type Method = 'USER' | 'PLAIN' | 'APOP';
+
+export type Action =
+  | { kind: 'auth'; method: Method; user: string; password: string; authzid: string }
+  | { kind: 'open'; user: User; method: Method }
   /** Send `ok`, then stream the file dot-stuffed (lines -1: RETR; n >= 0: TOP n), then ".". */
   | { kind: 'message'; ok: string; path: string; lines: number }
-  /** The "+OK" is already among the steps: discard buffered input and run the TLS handshake. */
-  | { kind: 'stls' }
-  /** End the connection after the replies before it. */
-  | { kind: 'close' };
+  /** 0-based indexes of the messages to remove. */
+  | { kind: 'update'; deleted: number[] }
+  | { kind: 'starttls' }
+  | { kind: 'close'; reason: string };
 
-export interface Services {
-  /** This host's name, for the greeting's APOP timestamp. */
-  hostname: string;
-  /** The client's address, for the log ('' if unknown). */
-  peer: string;
-  /** Seconds to wait after a failed login. */
-  loginDelay: number;
-  /** The mailbox for a login name, or undefined (see header: bare local parts). */
-  findUser(name: string): User | undefined;
-  /** True when `password` matches the user's hash (always false for an unknown user). */
-  verifyPassword(user: User | undefined, password: string): Promise<boolean>;
-  /** Locks and opens the user's maildrop. @throws OutpostError ELOCKED, or anything else. */
-  openDrop(user: User): Promise<Drop>;
-  /** True when tls_cert or tls_key is set (STLS is offered; a half setting fails in prepareTls). */
-  tlsConfigured: boolean;
-  /** Loads the TLS context before "+OK Begin TLS". @throws when it cannot be loaded. */
-  prepareTls(): void;
-  /** Resolves after `seconds`. */
-  sleep(seconds: number): Promise<void>;
-  /** Logs an event (never a password). */
-  log(level: 'debug' | 'info' | 'warn' | 'error', message: string, fields?: Record<string, unknown>): void;
-  /** Milliseconds since the epoch (for the greeting). */
-  now(): number;
-  pid: number;
+export interface Step {
+  /** Reply lines; the driver adds CRLF. */
+  replies: string[];
+  action?: Action;
+  /** Flush the replies now even if more pipelined input is buffered (the verb table's column). */
+  flush?: boolean;
 }
 
-type Handler = (s: Pop3Session, args: string[]) => Promise<Step[]> | Step[];
+/** What the session knows about its surroundings. */
+export interface SessionEnv {
+  /** This host's name, for the greeting's APOP timestamp. */
+  hostname: string;
+  pid: number;
+  /** Milliseconds since the epoch at connect (the greeting's timestamp). */
+  now: number;
+  /** tls_cert or tls_key is set: STLS is offered (a half setting fails when loading → [SYS/TEMP]). */
+  tlsConfigured: boolean;
+  /** The connection is already TLS (implicit TLS). */
+  secure: boolean;
+}
+
+type Handler = (s: Pop3Session, args: string[]) => Step;
 
 interface Verb {
   handler: Handler;
   states: State[];
   /** Fixed argument counts allowed. */
   args: number[];
+  /** The reply ends a pipelined group or waits for the client: flush it (qmail's third column). */
+  flush: boolean;
 }
 
-const line = (text: string): Step => ({ kind: 'line', text });
-const ok = (text: string): Step => line(`+OK ${text}`);
+const reply = (...replies: string[]): Step => ({ replies });
+const ok = (text: string): Step => reply(`+OK ${text}`);
 /** "1 message", "3 messages". */
 const nMessages = (n: number): string => `${n} message${n === 1 ? '' : 's'}`;
 const AUTH_FAILED = '[AUTH] invalid user name or password';
-
-function decodeBase64(s: string): Buffer | null {
-  if (s === '=') return Buffer.alloc(0);
-  if (!/^[A-Za-z0-9+/]*={0,2}$/.test(s) || s.length % 4 !== 0) return null;
-  return Buffer.from(s, 'base64');
-}
+/** A latin1-decoded argument back to its UTF-8 text. */
+const utf8 = (latin1: string): string => Buffer.from(latin1, 'latin1').toString('utf8');
 
 /** The POP3 session state machine (see the module header). */
 export class Pop3Session {
@@ -99,41 +102,41 @@ export class Pop3Session {
   retrieved = 0;
   deletedCount = 0;
   user: User | undefined;
+  /** The maildrop's messages once opened (POP3 message n is messages[n - 1]). */
+  messages: readonly DropMessage[] = [];
   private pendingUser: string | undefined;
   /** Set while waiting for the SASL response line after "+ ". */
   private saslPending = false;
-  private drop: Drop | undefined;
+  /** The mailbox being opened (between the auth and open actions). */
+  private opening: User | undefined;
+  /** The method of the login being checked. */
+  private method: Method = 'USER';
   private deleted = new Set<number>();
-  private ended = false;
 
-  constructor(
-    readonly sv: Services,
-    secure = false,
-  ) {
-    this.secure = secure;
-    this.timestamp = `<${sv.pid}.${sv.now()}@${sv.hostname}>`;
+  constructor(readonly env: SessionEnv) {
+    this.secure = env.secure;
+    this.timestamp = `<${env.pid}.${env.now}@${env.hostname}>`;
   }
 
   /** The greeting line (RFC 1939 section 4), carrying the APOP timestamp. */
-  greeting(): Step[] {
-    return [ok(`Outpost POP3 server ready ${this.timestamp}`)];
+  greeting(): Step {
+    return ok(`Outpost POP3 server ready ${this.timestamp}`);
   }
 
   /** Whether STLS may be offered now. */
   get canStls(): boolean {
-    return this.sv.tlsConfigured && !this.secure && this.state === 'AUTHORIZATION';
+    return this.env.tlsConfigured && !this.secure && this.state === 'AUTHORIZATION';
   }
 
   /**
    * Handles one command line (without CRLF; bytes as latin1 text).
-   * @returns the steps to carry out, in order. Never throws for protocol errors; an exception
-   *   from a service that is not handled here is a bug (the driver replies [SYS/TEMP] and closes).
+   * @returns the replies and action. Never throws for protocol errors.
    */
-  async handle(text: string): Promise<Step[]> {
+  line(text: string): Step {
     if (this.saslPending) {
       this.saslPending = false;
       if (text === '*') return this.fail('authentication cancelled');
-      return this.authPlainResponse(text);
+      return this.plain(text);
     }
     const parts = text.split(' ').filter((p) => p.length > 0);
     const name = (parts[0] ?? '').toUpperCase();
@@ -143,79 +146,52 @@ export class Pop3Session {
     if (!verb.states.includes(this.state)) return this.fail(this.state === 'AUTHORIZATION' ? `${name} not allowed before login` : `${name} not allowed after login`);
     const args = name === 'PASS' ? splitPass(text) : parts.slice(1);
     if (!verb.args.includes(args.length)) return this.fail(`wrong number of arguments for ${name}`);
-    return verb.handler(this, args);
+    const step = verb.handler(this, args);
+    return verb.flush && step.replies.length ? { ...step, flush: true } : step;
   }
 
   /** Reply for a line that exceeded the length limit. */
-  tooLong(): Step[] {
+  tooLong(): Step {
     this.saslPending = false;
     return this.fail('line too long');
   }
 
-  /** The driver finished the STLS handshake. */
-  secured(): void {
-    this.secure = true;
-    this.pendingUser = undefined;
-  }
-
-  /**
-   * Ends the session: without QUIT in TRANSACTION nothing is deleted; the lock is released.
-   * @param reason for the log ('quit', 'disconnect', 'timeout', 'errors', ...).
-   */
-  async end(reason: string): Promise<void> {
-    if (this.ended) return;
-    this.ended = true;
-    if (this.drop) {
-      const d = this.drop;
-      this.drop = undefined;
-      await d.release();
-    }
-    if (this.user) this.sv.log('info', 'session end', { user: this.user.address, peer: this.sv.peer || undefined, reason, retrieved: this.retrieved, deleted: this.deletedCount });
-    else this.sv.log('debug', 'session end', { peer: this.sv.peer || undefined, reason });
-  }
-
   /** An -ERR reply, counted; the limit closes the session. */
-  fail(text: string): Step[] {
+  fail(text: string): Step {
     this.errors++;
-    const steps = [line(`-ERR ${text}`)];
-    if (this.errors >= ERROR_LIMIT) steps.push(line('-ERR too many errors, closing'), { kind: 'close' });
-    return steps;
+    if (this.errors >= ERROR_LIMIT) return { replies: [`-ERR ${text}`, '-ERR too many errors, closing'], action: { kind: 'close', reason: 'errors' } };
+    return reply(`-ERR ${text}`);
   }
 
   // ---- AUTHORIZATION ----
 
-  /** Opens the maildrop for an authenticated user and enters TRANSACTION. */
-  async login(user: User, method: string): Promise<Step[]> {
-    try {
-      this.drop = await this.sv.openDrop(user);
-    } catch (err) {
-      const code = (err as { code?: string }).code;
-      if (code === 'ELOCKED') {
-        this.sv.log('warn', 'maildrop in use', { user: user.address, peer: this.sv.peer || undefined });
-        return this.fail('[IN-USE] maildrop already locked');
-      }
-      this.sv.log('error', `cannot open maildrop: ${(err as Error).message}`, { user: user.address });
-      return this.fail('[SYS/TEMP] cannot open the maildrop, try again later');
-    }
+  /** Asks the driver to check a login. */
+  auth(method: Method, user: string, password: string, authzid = ''): Step {
+    this.method = method;
+    return { replies: [], action: { kind: 'auth', method, user, password, authzid } };
+  }
+
+  /** The login check's outcome: the mailbox, or undefined (the driver already waited login_delay). */
+  authResult(user: User | undefined): Step {
+    if (!user) return this.fail(AUTH_FAILED);
+    this.opening = user;
+    return { replies: [], action: { kind: 'open', user, method: this.method } };
+  }
+
+  /**
+   * The maildrop was opened (its messages), was 'locked' by another session ([IN-USE]), or could
+   * not be opened ('failed', [SYS/TEMP]). On success the session enters TRANSACTION.
+   */
+  opened(r: readonly DropMessage[] | 'locked' | 'failed'): Step {
+    const user = this.opening!;
+    this.opening = undefined;
+    if (r === 'locked') return this.fail('[IN-USE] maildrop already locked');
+    if (r === 'failed') return this.fail('[SYS/TEMP] cannot open the maildrop, try again later');
+    this.messages = r;
     this.user = user;
     this.state = 'TRANSACTION';
     const { n, octets } = this.totals();
-    this.sv.log('info', 'login', { user: user.address, peer: this.sv.peer || undefined, method, tls: this.secure ? 'yes' : 'no', messages: n });
-    return [ok(`${user.address} has ${nMessages(n)} (${octets} octets)`)];
-  }
-
-  /** A failed login: log (without the password), wait login_delay, -ERR [AUTH]. */
-  async loginFailed(name: string, method: string): Promise<Step[]> {
-    this.sv.log('warn', 'login failed', { user: name.slice(0, 100), peer: this.sv.peer || undefined, method });
-    if (this.sv.loginDelay > 0) await this.sv.sleep(this.sv.loginDelay);
-    return this.fail(AUTH_FAILED);
-  }
-
-  async checkPassword(name: string, password: string, method: string): Promise<Step[]> {
-    const user = this.sv.findUser(name);
-    const good = await this.sv.verifyPassword(user, password);
-    if (!good || !user) return this.loginFailed(name, method);
-    return this.login(user, method);
+    return ok(`${user.address} has ${nMessages(n)} (${octets} octets)`);
   }
 
   setPendingUser(name: string | undefined): void {
@@ -228,23 +204,33 @@ export class Pop3Session {
     return u;
   }
 
-  async authPlainResponse(b64: string): Promise<Step[]> {
-    const raw = decodeBase64(b64);
-    if (!raw) return this.fail('invalid base64 in AUTH PLAIN response');
-    const fields = raw.toString('utf8').split('\0');
-    if (fields.length !== 3) return this.fail('malformed AUTH PLAIN response (RFC 4616: authzid NUL authcid NUL password)');
-    const [authz, authc, password] = fields;
-    if (authz && authz.toLowerCase() !== authc.toLowerCase()) {
-      const a = this.sv.findUser(authz);
-      const c = this.sv.findUser(authc);
-      if (!a || a !== c) return this.loginFailed(authc, 'PLAIN');
-    }
-    return this.checkPassword(authc, password, 'PLAIN');
+  /** An AUTH PLAIN response (RFC 4616, mail/login.ts decodePlain). */
+  plain(b64: string): Step {
+    const c = decodePlain(b64);
+    if (c === 'base64') return this.fail('invalid base64 in AUTH PLAIN response');
+    if (c === 'syntax') return this.fail('malformed AUTH PLAIN response (RFC 4616: authzid NUL authcid NUL password)');
+    return this.auth('PLAIN', c.user, c.password, c.authzid);
   }
 
-  startSasl(): Step[] {
+  startSasl(): Step {
     this.saslPending = true;
-    return [line('+ ')];
+    return reply('+ ');
+  }
+
+  /** The STLS go-ahead, after the driver loaded the TLS context. */
+  tlsReady(): Step {
+    return ok('Begin TLS negotiation');
+  }
+
+  /** The TLS context could not be loaded (a local problem). */
+  tlsUnavailable(): Step {
+    return this.fail('[SYS/TEMP] TLS not available now');
+  }
+
+  /** The STLS handshake finished: a USER given before it is forgotten. */
+  tlsStarted(): void {
+    this.secure = true;
+    this.pendingUser = undefined;
   }
 
   // ---- TRANSACTION ----
@@ -253,7 +239,7 @@ export class Pop3Session {
   totals(): { n: number; octets: number } {
     let n = 0;
     let octets = 0;
-    this.drop?.messages.forEach((m, i) => {
+    this.messages.forEach((m, i) => {
       if (this.deleted.has(i)) return;
       n++;
       octets += m.size;
@@ -262,16 +248,17 @@ export class Pop3Session {
   }
 
   /** Index (0-based) of a live message for a message-number argument, or an -ERR. */
-  message(arg: string): number | Step[] {
+  message(arg: string): number | Step {
     if (!/^\d{1,9}$/.test(arg)) return this.fail(`"${arg.slice(0, 20)}" is not a message number`);
     const i = Number(arg) - 1;
-    if (i < 0 || i >= this.drop!.messages.length) return this.fail(`no such message, only ${this.drop!.messages.length} in maildrop`);
+    if (i < 0 || i >= this.messages.length) return this.fail(`no such message, only ${this.messages.length} in maildrop`);
     if (this.deleted.has(i)) return this.fail(`message ${arg} already deleted`);
     return i;
   }
 
-  get messages() {
-    return this.drop!.messages;
+  /** The message file of a RETR or TOP was gone before anything was sent. */
+  vanished(): Step {
+    return this.fail('[SYS/TEMP] message is no longer there');
   }
 
   /** True when message index i is not marked deleted. */
@@ -287,21 +274,18 @@ export class Pop3Session {
     this.deleted.clear();
   }
 
-  /** UPDATE state (RFC 1939 section 6): durable deletions, then +OK, then close. */
-  async update(): Promise<Step[]> {
+  /** QUIT in TRANSACTION: the UPDATE state (RFC 1939 section 6) asks for durable deletions. */
+  update(): Step {
     this.state = 'UPDATE';
-    const del = [...this.deleted].sort((a, b) => a - b);
-    try {
-      await this.drop!.update(del);
-    } catch (err) {
-      this.sv.log('error', `UPDATE failed: ${(err as Error).message}`, { user: this.user?.address });
-      await this.end('update-failed');
-      return [line('-ERR [SYS/TEMP] some deleted messages not removed'), { kind: 'close' }];
-    }
-    this.deletedCount = del.length;
-    const left = this.drop!.messages.length - del.length;
-    await this.end('quit');
-    return [ok(`Outpost POP3 server signing off (${nMessages(left)} left)`), { kind: 'close' }];
+    return { replies: [], action: { kind: 'update', deleted: [...this.deleted].sort((a, b) => a - b) } };
+  }
+
+  /** The deletions are durable (`ok`), or some failed: the last reply, then close. */
+  updated(done: boolean): Step {
+    if (!done) return { replies: ['-ERR [SYS/TEMP] some deleted messages not removed'], action: { kind: 'close', reason: 'update-failed' } };
+    this.deletedCount = this.deleted.size;
+    const left = this.messages.length - this.deleted.size;
+    return { replies: [`+OK Outpost POP3 server signing off (${nMessages(left)} left)`], action: { kind: 'close', reason: 'quit' } };
   }
 
   /** CAPA lines for the current state (RFC 2449 section 5). */
@@ -324,149 +308,147 @@ function splitPass(text: string): string[] {
 }
 
 /** A multi-line reply: first line, the lines (dot-stuffed), the terminating ".". */
-function multi(first: string, lines: string[]): Step[] {
-  return [ok(first), ...lines.map((l) => line(l.startsWith('.') ? '.' + l : l)), line('.')];
+function multi(first: string, lines: string[]): Step {
+  return reply(`+OK ${first}`, ...lines.map((l) => (l.startsWith('.') ? '.' + l : l)), '.');
 }
 
 /**
  * LIST and UIDL (RFC 1939 sections 5, 7): with a message number, "+OK n value" for that message;
  * without, `heading()` and a "n value" line for every message not marked deleted.
  */
-function listing(s: Pop3Session, args: string[], value: (m: DropMessage) => string | number, heading: () => string): Step[] {
+function listing(s: Pop3Session, args: string[], value: (m: DropMessage) => string | number, heading: () => string): Step {
   if (args.length) {
     const i = s.message(args[0]);
-    return typeof i === 'number' ? [ok(`${i + 1} ${value(s.messages[i])}`)] : i;
+    return typeof i === 'number' ? ok(`${i + 1} ${value(s.messages[i])}`) : i;
   }
   const lines: string[] = [];
   s.messages.forEach((m, i) => s.isLive(i) && lines.push(`${i + 1} ${value(m)}`));
   return multi(heading(), lines);
 }
 
+/** The message action for RETR (lines -1) and TOP (lines >= 0) of the live message index `i`. */
+function send(s: Pop3Session, i: number, lines: number, first: string): Step {
+  return { replies: [], action: { kind: 'message', ok: first, path: s.messages[i].path, lines } };
+}
+
+/** A handler whose first argument is a live message number (else the -ERR of Pop3Session.message). */
+const onMessage = (f: (s: Pop3Session, i: number, rest: string) => Step): Handler => (s, [n, rest]) => {
+  const i = s.message(n);
+  return typeof i === 'number' ? f(s, i, rest) : i;
+};
+
 const AUTH: State[] = ['AUTHORIZATION'];
 const TRANS: State[] = ['TRANSACTION'];
+const BOTH: State[] = ['AUTHORIZATION', 'TRANSACTION'];
 
-/** The verb table: command → handler, the states it is allowed in, its argument counts. */
+/**
+ * The verb table: command → handler, the states it is allowed in, its argument counts, and
+ * whether its reply is flushed under PIPELINING (QUIT ends the session, STLS and AUTH wait for
+ * the client; every other reply leaves when no more input is buffered).
+ */
 const VERBS: Record<string, Verb> = {
-  CAPA: { states: ['AUTHORIZATION', 'TRANSACTION'], args: [0], handler: (s) => multi('Capability list follows', s.capabilities()) },
+  CAPA: { states: BOTH, args: [0], flush: false, handler: (s) => multi('Capability list follows', s.capabilities()) },
   USER: {
     states: AUTH,
     args: [1],
+    flush: false,
     handler: (s, [name]) => {
-      s.setPendingUser(name);
-      return [ok('send PASS')];
+      s.setPendingUser(utf8(name));
+      return ok('send PASS');
     },
   },
   PASS: {
     states: AUTH,
     args: [1],
+    flush: false,
     handler: (s, [password]) => {
       const name = s.takePendingUser();
       if (name === undefined) return s.fail('USER first');
-      return s.checkPassword(name, password, 'USER');
+      return s.auth('USER', name, utf8(password));
     },
   },
-  APOP: {
-    states: AUTH,
-    args: [2],
-    handler: async (s, [name, digest]) => {
-      const user = s.sv.findUser(name);
-      if (!user?.apop || !/^[0-9a-fA-F]{32}$/.test(digest)) return s.loginFailed(name, 'APOP');
-      // node:crypto is loaded on first use: it is a measurable part of a per-connection start.
-      const { createHash, timingSafeEqual } = require('node:crypto') as typeof import('node:crypto');
-      const want = createHash('md5').update(s.timestamp + user.apop).digest();
-      if (!timingSafeEqual(want, Buffer.from(digest, 'hex'))) return s.loginFailed(name, 'APOP');
-      return s.login(user, 'APOP');
-    },
-  },
+  APOP: { states: AUTH, args: [2], flush: false, handler: (s, [name, digest]) => s.auth('APOP', utf8(name), digest) },
   AUTH: {
     states: AUTH,
     args: [0, 1, 2],
+    flush: true,
     handler: (s, args) => {
       if (args.length === 0) return multi('SASL mechanisms follow', ['PLAIN']);
       if (args[0].toUpperCase() !== 'PLAIN') return s.fail(`unsupported authentication mechanism ${args[0].slice(0, 20)}; try PLAIN`);
-      return args.length === 2 ? s.authPlainResponse(args[1]) : s.startSasl();
+      return args.length === 2 ? s.plain(args[1]) : s.startSasl();
     },
   },
   STLS: {
     states: AUTH,
     args: [0],
+    flush: true,
     handler: (s) => {
       if (s.secure) return s.fail('already in TLS');
-      if (!s.sv.tlsConfigured) return s.fail('STLS not available (no tls_cert/tls_key in mail.cfg)');
-      try {
-        s.sv.prepareTls();
-      } catch (err) {
-        s.sv.log('error', `STLS: ${(err as Error).message}`);
-        return s.fail('[SYS/TEMP] TLS not available now');
-      }
-      return [ok('Begin TLS negotiation'), { kind: 'stls' }];
+      if (!s.env.tlsConfigured) return s.fail('STLS not available (no tls_cert/tls_key in mail.cfg)');
+      return { replies: [], action: { kind: 'starttls' } };
     },
   },
   QUIT: {
-    states: ['AUTHORIZATION', 'TRANSACTION'],
+    states: BOTH,
     args: [0],
-    handler: async (s) => {
-      if (s.state === 'TRANSACTION') return s.update();
-      await s.end('quit');
-      return [ok('Outpost POP3 server signing off'), { kind: 'close' }];
-    },
+    flush: true,
+    handler: (s) => (s.state === 'TRANSACTION' ? s.update() : { replies: ['+OK Outpost POP3 server signing off'], action: { kind: 'close', reason: 'quit' } }),
   },
   STAT: {
     states: TRANS,
     args: [0],
+    flush: false,
     handler: (s) => {
       const { n, octets } = s.totals();
-      return [ok(`${n} ${octets}`)];
+      return ok(`${n} ${octets}`);
     },
   },
   LIST: {
     states: TRANS,
     args: [0, 1],
+    flush: false,
     handler: (s, args) => listing(s, args, (m) => m.size, () => {
       const { n, octets } = s.totals();
       return `${nMessages(n)} (${octets} octets)`;
     }),
   },
-  UIDL: { states: TRANS, args: [0, 1], handler: (s, args) => listing(s, args, (m) => m.uidl, () => 'unique-id listing follows') },
+  UIDL: { states: TRANS, args: [0, 1], flush: false, handler: (s, args) => listing(s, args, (m) => m.uidl, () => 'unique-id listing follows') },
   RETR: {
     states: TRANS,
     args: [1],
-    handler: (s, [n]) => {
-      const i = s.message(n);
-      if (typeof i !== 'number') return i;
+    flush: false,
+    handler: onMessage((s, i) => {
       s.retrieved++;
-      const m = s.messages[i];
-      return [{ kind: 'message', ok: `+OK ${m.size} octets`, path: m.path, lines: -1 }];
-    },
+      return send(s, i, -1, `+OK ${s.messages[i].size} octets`);
+    }),
   },
   TOP: {
     states: TRANS,
     args: [2],
-    handler: (s, [n, count]) => {
-      const i = s.message(n);
-      if (typeof i !== 'number') return i;
+    flush: false,
+    handler: onMessage((s, i, count) => {
       if (!/^\d{1,9}$/.test(count)) return s.fail(`"${count.slice(0, 20)}" is not a number of lines`);
-      return [{ kind: 'message', ok: '+OK top of message follows', path: s.messages[i].path, lines: Number(count) }];
-    },
+      return send(s, i, Number(count), '+OK top of message follows');
+    }),
   },
   DELE: {
     states: TRANS,
     args: [1],
-    handler: (s, [n]) => {
-      const i = s.message(n);
-      if (typeof i !== 'number') return i;
+    flush: false,
+    handler: onMessage((s, i) => {
       s.markDeleted(i);
-      return [ok(`message ${i + 1} deleted`)];
-    },
+      return ok(`message ${i + 1} deleted`);
+    }),
   },
-  NOOP: { states: TRANS, args: [0], handler: () => [line('+OK')] },
+  NOOP: { states: TRANS, args: [0], flush: false, handler: () => reply('+OK') },
   RSET: {
     states: TRANS,
     args: [0],
+    flush: false,
     handler: (s) => {
       s.unmarkAll();
       const { n, octets } = s.totals();
-      return [ok(`maildrop has ${nMessages(n)} (${octets} octets)`)];
+      return ok(`maildrop has ${nMessages(n)} (${octets} octets)`);
     },
   },
 };

@@ -3,10 +3,11 @@
  * reads command lines, feeds them to the session, writes its replies and performs its actions
  * (STARTTLS, password checks, reading DATA/BDAT into the spool, delivery).
  *
- * PIPELINING (RFC 2920): replies are collected and written when no more input is buffered, or
- * before any step that waits for the client (DATA, AUTH, STARTTLS, close). BDAT chunks follow their
- * command without waiting for a reply (RFC 3030), so BDAT and the delivery after it flush only when
- * no more input is buffered.
+ * PIPELINING (RFC 2920): replies are collected and written when no more input is buffered, when
+ * the verb table marks the command's reply for flushing (Step.flush), or before any step that
+ * waits for the client (DATA, AUTH, STARTTLS, close). BDAT chunks follow their command without
+ * waiting for a reply (RFC 3030), so BDAT and the delivery after it flush only when no more input
+ * is buffered.
  * STARTTLS (RFC 3207 4.2): after "220 Ready", the line reader is detached and everything buffered
  * behind the STARTTLS command is dropped unread; the session forgets all state.
  * Timeout: smtpd_timeout seconds without input → 421 4.4.2 and close (RFC 5321 4.5.3.2).
@@ -21,11 +22,12 @@ import { inNetworks } from '../lib/cidr';
 import { num } from '../mail/settings';
 import { spoolPaths } from '../mail/spool';
 import { LineReader } from '../lib/linereader';
+import { checkLogin } from '../mail/login';
 import { log } from '../lib/log';
 import { Conn, startTls } from '../lib/transport';
 import { LfNormalizer, readChunk, readData, Spool } from './data';
 import { deliverMessage, newQueueId } from './deliver';
-import { Action, SmtpSession, Step } from './session';
+import { Action, Delivery, Received, SmtpSession, Step } from './session';
 
 /** A message being received by BDAT: its queue id, spool file and bare-LF state across chunks. */
 interface Bdat {
@@ -86,25 +88,33 @@ export async function smtpSession(cfg: Config, conn: Conn): Promise<void> {
     return { id, spool: await Spool.create(join(tmpDir, id), session.env.sizeLimit) };
   };
 
-  /** Delivers a complete spool when the session asks for it, logs, and removes the spool. */
-  const finishMessage = async (spool: Spool, id: string, step: Step): Promise<Step> => {
-    const a = step.action;
+  /**
+   * Ends a message stream: logs a spool failure or a size overrun, delivers when `deliver` is given
+   * and the stream is whole, and removes the spool unless it is a BDAT message still open.
+   * @returns the outcome for session.received(); never throws.
+   */
+  const finish = async (spool: Spool, id: string, deliver: Delivery | undefined): Promise<Received> => {
+    if (spool.failed) log('error', 'spool write failed', { id, peer, error: spool.failed.message });
+    if (spool.tooBig) log('info', 'message too big', { id, peer, size: spool.size });
+    const r: Received = { tooBig: spool.tooBig, failed: !!spool.failed };
+    if (!deliver || r.tooBig || r.failed) {
+      if (deliver || r.tooBig || r.failed) await spool.discard();
+      return r;
+    }
     try {
-      if (spool.failed) log('error', 'spool write failed', { id, peer, error: spool.failed.message });
-      if (spool.tooBig) log('info', 'message too big', { id, peer, size: spool.size });
-      if (a?.kind !== 'deliver') return step;
       await spool.close();
       if (spool.failed) throw spool.failed;
-      const o = await deliverMessage(cfg, a.tx, a.trace, id, spool.path!);
+      const o = await deliverMessage(cfg, deliver.tx, deliver.trace, id, spool.path!);
       messages++;
-      log('info', 'accepted', { id, peer, from: `<${a.tx.sender}>`, rcpts: a.tx.recipients.length, local: o.local, queued: o.remote, size: spool.size, user: a.trace.user || undefined });
-      return session.delivered(id);
+      log('info', 'accepted', { id, peer, from: `<${deliver.tx.sender}>`, rcpts: deliver.tx.recipients.length, local: o.local, queued: o.remote, size: spool.size, user: deliver.trace.user || undefined });
+      r.id = id;
     } catch (err) {
       log('error', 'delivery failed', { id, peer, error: (err as Error).message });
-      return session.delivered(null);
+      r.failed = true;
     } finally {
       await spool.discard();
     }
+    return r;
   };
 
   /** Runs a step: queues its replies and performs its action, until a step without one. */
@@ -115,6 +125,7 @@ export async function smtpSession(cfg: Config, conn: Conn): Promise<void> {
         out += r + '\r\n';
         if (r[0] === '4' || r[0] === '5') log('info', 'reject', { peer, reply: r.split('\r\n')[0] });
       }
+      if (step.flush) flush();
       const a: Action | undefined = step.action;
       step = null;
       if (!a) break;
@@ -152,28 +163,25 @@ export async function smtpSession(cfg: Config, conn: Conn): Promise<void> {
         }
         case 'auth': {
           flush();
-          // An unknown user costs the same scrypt run as a known one: no user enumeration by timing.
-          const u = cfg.users.get(a.user.toLowerCase());
-          const { verifyUser } = await import('../mail/passwords.js');
-          const ok = await verifyUser(u, a.password);
-          if (!ok) {
+          // One scrypt run whatever the outcome: no user enumeration by timing (mail/login.ts).
+          const u = await checkLogin(cfg, a);
+          if (!u) {
             log('info', 'auth failed', { peer, user: a.user });
             await new Promise((res) => setTimeout(res, num(cfg, 'login_delay') * 1000));
-          } else log('info', 'auth', { peer, user: a.user });
+          } else log('info', 'auth', { peer, user: u.address });
           activity();
-          step = session.authResult(a.user, ok);
+          step = session.authResult(u?.address ?? a.user, !!u);
           break;
         }
         case 'data': {
           flush();
           const { id, spool } = await newSpool();
-          const r = await readData(reader, spool, activity);
-          if (r === 'eof') {
+          if ((await readData(reader, spool, activity)) === 'eof') {
             await spool.discard();
             log('info', 'lost connection during DATA', { peer, id, size: spool.size });
             return close();
           }
-          step = await finishMessage(spool, id, session.dataRead({ tooBig: spool.tooBig, failed: !!spool.failed, size: spool.size }));
+          step = session.received(await finish(spool, id, a.deliver));
           break;
         }
         case 'bdat': {
@@ -184,18 +192,17 @@ export async function smtpSession(cfg: Config, conn: Conn): Promise<void> {
             log('info', 'lost connection during BDAT', { peer, size: cur.spool.size });
             return close();
           }
-          const last: boolean = a.last && !a.discard;
-          if (last) cur.spool.push(cur.norm.finish());
-          const read = session.bdatRead({ tooBig: cur.spool.tooBig, failed: !!cur.spool.failed, size: cur.spool.size }, a.size);
-          if (last) bdat = null;
-          step = last ? await finishMessage(cur.spool, cur.id, read) : read;
+          if (a.deliver) {
+            cur.spool.push(cur.norm.finish());
+            bdat = null;
+          }
+          step = session.received(await finish(cur.spool, cur.id, a.deliver), a.size);
           break;
         }
-      }
-      // A transaction that ended (RSET, EHLO, error) leaves no BDAT spool behind.
-      if (bdat && session.state !== 'bdat') {
-        await bdat.spool.discard();
-        bdat = null;
+        case 'drop':
+          await bdat?.spool.discard();
+          bdat = null;
+          break;
       }
     }
   };

@@ -7,18 +7,25 @@
  *
  *   starttls  → driver loads the TLS context: tlsUnavailable() (454) if it cannot, else sends
  *               tlsReady() (220), discards buffered input, handshakes, calls tlsStarted()
- *   auth      → driver checks the password (after login_delay on failure), calls authResult()
- *   data      → driver reads the DATA stream (data.ts), calls dataRead()
- *   bdat      → driver reads exactly `size` octets (discarding them if `discard`), calls bdatRead()
- *   deliver   → driver delivers the spooled message (deliver.ts), calls delivered()
+ *   auth      → driver checks the credentials (mail/login.ts checkLogin; login_delay on failure),
+ *               calls authResult()
+ *   data      → driver reads the DATA stream into a spool file (data.ts) and, when it came in
+ *               whole, delivers it (deliver.ts) as `deliver` says; calls received()
+ *   bdat      → driver reads exactly `size` octets into the message's spool (a sink when
+ *               `discard`); with `deliver` (the LAST chunk) it then delivers; calls received()
+ *   drop      → the BDAT transaction ended unfinished (RSET, EHLO, an error): the driver removes
+ *               its spool file (sent together with the step's replies)
  *   close     → driver sends the replies and closes the connection
  *
  * States (OpenSMTPD style: the session — TLS, AUTH, HELO — apart from the transaction):
  *   start  no HELO/EHLO yet        ready  greeted, no transaction
  *   mail   MAIL accepted, no RCPT  rcpt   at least one RCPT accepted
  *   bdat   BDAT chunks received, LAST not yet seen (RFC 3030)
- * A verb table maps each command to its handler and the states it is allowed in; anything else
- * gets 503 5.5.1. Every 2xx/4xx/5xx reply but the greeting and HELO/EHLO's carries an RFC 3463
+ * A verb table maps each command to its handler, the states it is allowed in, and whether its
+ * reply is flushed at once under PIPELINING (RFC 2920 section 3.1: EHLO, DATA, VRFY, EXPN, QUIT,
+ * NOOP end a group; AUTH and STARTTLS wait for the client); anything else gets 503 5.5.1.
+ * One DATA stream or BDAT chunk crosses between driver and core twice: the action, then
+ * received(). Every 2xx/4xx/5xx reply but the greeting and HELO/EHLO's carries an RFC 3463
  * enhanced status code (RFC 2034 section 3).
  *
  * Policy (see smtpd(8)): a local-domain recipient must resolve (route.ts) or 550 5.1.1; an outside
@@ -31,6 +38,7 @@
  */
 import type { Config } from '../mail/config';
 import { checkMailbox, normalizeAddress, splitAddress, splitPath, stripRoute } from '../mail/address';
+import { decodePlain, decodeText } from '../mail/login';
 import { isLocalDomain, resolveRecipient, Route } from '../mail/route';
 
 export type State = 'start' | 'ready' | 'mail' | 'rcpt' | 'bdat';
@@ -80,25 +88,36 @@ export interface Trace {
   user: string;
 }
 
+/** What to deliver once the message stream is complete: the envelope and the trace facts. */
+export interface Delivery {
+  tx: Transaction;
+  trace: Trace;
+}
+
 export type Action =
   | { kind: 'close' }
   | { kind: 'starttls' }
-  | { kind: 'auth'; user: string; password: string }
-  | { kind: 'data' }
-  | { kind: 'bdat'; size: number; last: boolean; discard: boolean }
-  | { kind: 'deliver'; tx: Transaction; trace: Trace };
+  | { kind: 'auth'; user: string; password: string; authzid: string }
+  | { kind: 'data'; deliver: Delivery }
+  | { kind: 'bdat'; size: number; last: boolean; discard: boolean; deliver?: Delivery }
+  | { kind: 'drop' };
 
 export interface Step {
   replies: string[];
   action?: Action;
+  /** Send the replies now even if more pipelined input is buffered (the verb table's column). */
+  flush?: boolean;
 }
 
-/** Outcome of reading a DATA or BDAT stream. `size` counts stored octets. */
-export interface ReadResult {
+/**
+ * Outcome of a data or bdat action. `tooBig`: the stream passed message_size_limit (nothing was
+ * delivered); `failed`: the spool could not be written or the delivery failed (a local problem,
+ * 451 4.3.0); `id`: the queue id once delivered (every copy on disk).
+ */
+export interface Received {
   tooBig: boolean;
-  /** The spool could not be written (a local problem): refuse with 451 4.3.0. */
   failed: boolean;
-  size: number;
+  id?: string;
 }
 
 /** Command line limits in octets including CRLF: RFC 5321 4.5.3.1.4 (512), raised after EHLO. */
@@ -110,27 +129,31 @@ interface Verb {
   states: State[];
   /** The 503 text when the verb comes in another state. */
   seq: string;
+  /** Flush the reply even if more pipelined input is buffered (qmail-smtpd's third column). */
+  flush: boolean;
   run: (s: SmtpSession, arg: string) => Step;
 }
 
 const reply = (...replies: string[]): Step => ({ replies });
+const ANY: State[] = ['start', 'ready', 'mail', 'rcpt', 'bdat'];
+const NOT_BDAT: State[] = ['start', 'ready', 'mail', 'rcpt'];
 
-/** The verb table: each command, its handler and the states it is allowed in. */
+/** The verb table: each command, its handler, the states it is allowed in, its flush policy. */
 const VERBS: Record<string, Verb> = {
-  HELO: { states: ['start', 'ready', 'mail', 'rcpt', 'bdat'], seq: '', run: (s, a) => s.helo(a, false) },
-  EHLO: { states: ['start', 'ready', 'mail', 'rcpt', 'bdat'], seq: '', run: (s, a) => s.helo(a, true) },
-  MAIL: { states: ['ready'], seq: 'send HELO/EHLO first, or finish the transaction (RSET)', run: (s, a) => s.mail(a) },
-  RCPT: { states: ['mail', 'rcpt'], seq: 'need MAIL command', run: (s, a) => s.rcpt(a) },
-  DATA: { states: ['mail', 'rcpt'], seq: 'need MAIL and RCPT commands', run: (s, a) => s.data(a) },
-  BDAT: { states: ['start', 'ready', 'mail', 'rcpt', 'bdat'], seq: '', run: (s, a) => s.bdat(a) },
-  RSET: { states: ['start', 'ready', 'mail', 'rcpt', 'bdat'], seq: '', run: (s, a) => s.rset(a) },
-  NOOP: { states: ['start', 'ready', 'mail', 'rcpt', 'bdat'], seq: '', run: () => reply('250 2.0.0 Ok') },
-  QUIT: { states: ['start', 'ready', 'mail', 'rcpt', 'bdat'], seq: '', run: (s) => ({ replies: [`221 2.0.0 ${s.env.cfg.hostname} closing connection`], action: { kind: 'close' } }) },
-  VRFY: { states: ['start', 'ready', 'mail', 'rcpt'], seq: 'finish the BDAT transaction first', run: () => reply('252 2.5.2 Cannot VRFY user, but will accept message and attempt delivery') },
-  EXPN: { states: ['start', 'ready', 'mail', 'rcpt'], seq: 'finish the BDAT transaction first', run: () => reply('502 5.5.1 EXPN not implemented') },
-  HELP: { states: ['start', 'ready', 'mail', 'rcpt', 'bdat'], seq: '', run: () => reply('214-2.0.0 Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP STARTTLS AUTH', '214 2.0.0 See smtpd(8)') },
-  STARTTLS: { states: ['ready'], seq: 'send EHLO first, and not inside a transaction', run: (s, a) => s.starttls(a) },
-  AUTH: { states: ['ready'], seq: 'send EHLO first, and not inside a transaction', run: (s, a) => s.auth(a) },
+  HELO: { states: ANY, seq: '', flush: true, run: (s, a) => s.helo(a, false) },
+  EHLO: { states: ANY, seq: '', flush: true, run: (s, a) => s.helo(a, true) },
+  MAIL: { states: ['ready'], seq: 'send HELO/EHLO first, or finish the transaction (RSET)', flush: false, run: (s, a) => s.mail(a) },
+  RCPT: { states: ['mail', 'rcpt'], seq: 'need MAIL command', flush: false, run: (s, a) => s.rcpt(a) },
+  DATA: { states: ['mail', 'rcpt'], seq: 'need MAIL and RCPT commands', flush: true, run: (s, a) => s.data(a) },
+  BDAT: { states: ANY, seq: '', flush: false, run: (s, a) => s.bdat(a) },
+  RSET: { states: ANY, seq: '', flush: false, run: (s, a) => s.rset(a) },
+  NOOP: { states: ANY, seq: '', flush: true, run: () => reply('250 2.0.0 Ok') },
+  QUIT: { states: ANY, seq: '', flush: true, run: (s) => ({ replies: [`221 2.0.0 ${s.env.cfg.hostname} closing connection`], action: { kind: 'close' } }) },
+  VRFY: { states: NOT_BDAT, seq: 'finish the BDAT transaction first', flush: true, run: () => reply('252 2.5.2 Cannot VRFY user, but will accept message and attempt delivery') },
+  EXPN: { states: NOT_BDAT, seq: 'finish the BDAT transaction first', flush: true, run: () => reply('502 5.5.1 EXPN not implemented') },
+  HELP: { states: ANY, seq: '', flush: true, run: () => reply('214-2.0.0 Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP STARTTLS AUTH', '214 2.0.0 See smtpd(8)') },
+  STARTTLS: { states: ['ready'], seq: 'send EHLO first, and not inside a transaction', flush: true, run: (s, a) => s.starttls(a) },
+  AUTH: { states: ['ready'], seq: 'send EHLO first, and not inside a transaction', flush: true, run: (s, a) => s.auth(a) },
 };
 
 /** Parses ESMTP parameters `KEY[=VALUE] ...` (RFC 5321 4.1.2). Keys upper-cased. Null on syntax error. */
@@ -160,7 +183,10 @@ export class SmtpSession {
   private sasl: null | { mech: 'PLAIN' } | { mech: 'LOGIN'; user?: string } = null;
   /** Reply to send after a BDAT chunk was discarded (bad sequence). */
   private bdatError = '';
-  private bdatLast = false;
+  /** The current DATA stream or BDAT chunk ends the message. */
+  private last = false;
+  /** A BDAT message's spool exists in the driver (state was 'bdat' after the last step). */
+  private receiving = false;
 
   constructor(public env: SessionEnv) {}
 
@@ -188,7 +214,8 @@ export class SmtpSession {
     const v = VERBS[verb];
     if (!v) return this.count(reply(text.trim() ? '500 5.5.1 Error: command not recognized' : '500 5.5.2 Error: bad syntax'));
     if (!v.states.includes(this.state)) return this.count(reply(`503 5.5.1 Error: bad sequence of commands (${v.seq})`));
-    return this.count(v.run(this, arg));
+    const step = this.dropUnfinished(this.count(v.run(this, arg)));
+    return v.flush && step.replies.length ? { ...step, flush: true } : step;
   }
 
   /** The client sent a command line longer than lineLimit. */
@@ -209,6 +236,13 @@ export class SmtpSession {
       return { replies: [...step.replies, `421 4.7.0 ${this.env.cfg.hostname} Error: too many errors`], action: { kind: 'close' } };
     }
     return step;
+  }
+
+  /** A BDAT transaction that a command ended (RSET, EHLO, an error) leaves no spool behind. */
+  private dropUnfinished(step: Step): Step {
+    const was = this.receiving;
+    this.receiving = this.state === 'bdat';
+    return was && !this.receiving && !step.action ? { ...step, action: { kind: 'drop' } } : step;
   }
 
   private reset(): void {
@@ -326,26 +360,12 @@ export class SmtpSession {
   data(arg: string): Step {
     if (arg) return reply('501 5.5.4 Syntax: DATA');
     if (this.state === 'mail') return reply(this.rcptTried ? '554 5.5.1 Error: no valid recipients' : '503 5.5.1 Error: need RCPT command');
-    return { replies: ['354 End data with <CR><LF>.<CR><LF>'], action: { kind: 'data' } };
-  }
-
-  /** After the DATA stream was read (the terminator seen). */
-  dataRead(r: ReadResult): Step {
-    if (r.tooBig) {
-      this.reset();
-      return this.count(reply(this.sizeExceeded()));
-    }
-    if (r.failed) return this.delivered(null);
-    return this.deliver();
+    this.last = true;
+    return { replies: ['354 End data with <CR><LF>.<CR><LF>'], action: { kind: 'data', deliver: { tx: this.tx!, trace: this.trace() } } };
   }
 
   private sizeExceeded(): string {
     return `552 5.3.4 Error: message size exceeds fixed limit of ${this.env.sizeLimit} octets`;
-  }
-
-  /** The message is complete: ask the driver to deliver it. */
-  private deliver(): Step {
-    return { replies: [], action: { kind: 'deliver', tx: this.tx!, trace: this.trace() } };
   }
 
   bdat(arg: string): Step {
@@ -357,38 +377,33 @@ export class SmtpSession {
     }
     const size = Number(m[1]);
     const last = !!m[2];
-    this.bdatLast = last;
+    this.last = last;
     if (!this.esmtp) this.bdatError = '503 5.5.1 Error: send EHLO first';
     else if (this.state === 'mail') this.bdatError = this.rcptTried ? '554 5.5.1 Error: no valid recipients' : '503 5.5.1 Error: need RCPT command';
     else if (this.state !== 'rcpt' && this.state !== 'bdat') this.bdatError = '503 5.5.1 Error: need MAIL and RCPT commands';
     else this.bdatError = '';
     if (this.bdatError) return { replies: [], action: { kind: 'bdat', size, last, discard: true } };
     this.state = 'bdat';
-    return { replies: [], action: { kind: 'bdat', size, last, discard: false } };
+    if (!last) return { replies: [], action: { kind: 'bdat', size, last, discard: false } };
+    return { replies: [], action: { kind: 'bdat', size, last, discard: false, deliver: { tx: this.tx!, trace: this.trace() } } };
   }
 
-  /** After a BDAT chunk's octets were read. `r.size` is the whole message so far. */
-  bdatRead(r: ReadResult, chunk: number): Step {
+  /**
+   * After a data or bdat action: 552 5.3.4 (too big), 451 4.3.0 (failed), "250 n octets
+   * received" (a BDAT chunk before LAST), or 250 queued as `id`; the transaction then ends.
+   * `chunk` is the BDAT chunk's size in octets.
+   */
+  received(r: Received, chunk = 0): Step {
+    let step: Step;
     if (this.bdatError) {
-      const e = this.bdatError;
+      step = reply(this.bdatError);
       this.bdatError = '';
-      this.reset();
-      return this.count(reply(e));
-    }
-    if (r.tooBig) {
-      this.reset();
-      return this.count(reply(this.sizeExceeded()));
-    }
-    if (r.failed) return this.delivered(null);
-    if (!this.bdatLast) return reply(`250 2.0.0 ${chunk} octets received`);
-    return this.deliver();
-  }
-
-  /** After delivery: `id` on success (every copy on disk), null when it failed (copies removed). */
-  delivered(id: string | null): Step {
+    } else if (r.tooBig) step = reply(this.sizeExceeded());
+    else if (r.failed || (this.last && r.id === undefined)) step = reply('451 4.3.0 Error: local delivery failed, try again later');
+    else if (!this.last) return reply(`250 2.0.0 ${chunk} octets received`);
+    else step = reply(`250 2.0.0 Ok: queued as ${r.id}`);
     this.reset();
-    if (id === null) return this.count(reply('451 4.3.0 Error: local delivery failed, try again later'));
-    return reply(`250 2.0.0 Ok: queued as ${id}`);
+    return this.dropUnfinished(this.count(step));
   }
 
   starttls(arg: string): Step {
@@ -440,7 +455,7 @@ export class SmtpSession {
         this.sasl = { mech: 'LOGIN' };
         return reply('334 VXNlcm5hbWU6');
       }
-      const user = decode64(initial);
+      const user = decodeText(initial);
       if (user === null) return reply('501 5.5.2 Error: cannot decode the initial response');
       this.sasl = { mech: 'LOGIN', user };
       return reply('334 UGFzc3dvcmQ6');
@@ -458,7 +473,7 @@ export class SmtpSession {
       this.sasl = null;
       return this.plain(text);
     }
-    const v = decode64(text);
+    const v = decodeText(text);
     if (v === null) {
       this.sasl = null;
       return reply('501 5.5.2 Error: cannot decode the response');
@@ -468,28 +483,21 @@ export class SmtpSession {
       return reply('334 UGFzc3dvcmQ6');
     }
     this.sasl = null;
-    return { replies: [], action: { kind: 'auth', user: sasl.user, password: v } };
+    return { replies: [], action: { kind: 'auth', user: sasl.user, password: v, authzid: '' } };
   }
 
-  /** RFC 4616: [authzid] NUL authcid NUL passwd; an authzid must name the same user. */
+  /** RFC 4616 PLAIN (mail/login.ts decodePlain); the authzid rule is checkLogin's. */
   private plain(b64: string): Step {
-    const v = b64 === '=' ? '' : decode64(b64);
-    if (v === null) return reply('501 5.5.2 Error: cannot decode the response');
-    const parts = v.split('\0');
-    if (parts.length !== 3 || (parts[0] !== '' && parts[0].toLowerCase() !== parts[1].toLowerCase())) return reply('535 5.7.8 Error: authentication credentials invalid');
-    return { replies: [], action: { kind: 'auth', user: parts[1], password: parts[2] } };
+    const c = decodePlain(b64);
+    if (c === 'base64') return reply('501 5.5.2 Error: cannot decode the response');
+    if (c === 'syntax') return reply('535 5.7.8 Error: authentication credentials invalid');
+    return { replies: [], action: { kind: 'auth', ...c } };
   }
 
-  /** The password check's outcome for the user of the last auth action. */
+  /** The login check's outcome: `user` is the mailbox address when `ok`. */
   authResult(user: string, ok: boolean): Step {
     if (!ok) return this.count(reply('535 5.7.8 Error: authentication credentials invalid'));
     this.user = normalizeAddress(user);
     return reply('235 2.7.0 Authentication successful');
   }
-}
-
-/** Strict base64 (RFC 4648) to UTF-8 text, or null. */
-function decode64(s: string): string | null {
-  if (!/^[A-Za-z0-9+/]*={0,2}$/.test(s) || s.length % 4 !== 0) return null;
-  return Buffer.from(s, 'base64').toString('utf8');
 }

@@ -127,10 +127,6 @@ export async function startPostfixRelay(opts: {
   nexthop: number;
   users?: SaslUser[];
   destinationConcurrency?: number;
-  /** check_recipient_access lines, e.g. "defer@far.net 450 4.2.0 try later". */
-  recipientAccess?: string[];
-  /** message_size_limit (bytes; announced in EHLO SIZE). */
-  messageSizeLimit?: number;
   /** Hold outbound delivery (defer_transports = smtp) until flush(): for benchmarks. */
   hold?: boolean;
   /** Also listen on 127.0.0.1:465 with implicit TLS (smtpd_tls_wrappermode, RFC 8314). */
@@ -208,11 +204,6 @@ export async function startPostfixRelay(opts: {
       ];
     }
 
-    const rcptLines: string[] = [];
-    if (opts.recipientAccess?.length) {
-      writeFileSync(join(dir, 'rcpt_access'), opts.recipientAccess.join('\n') + '\n');
-      rcptLines.push(`smtpd_recipient_restrictions = check_recipient_access texthash:${dir}/rcpt_access, permit`);
-    }
     writeFileSync(
       join(etc, 'main.cf'),
       [
@@ -242,10 +233,9 @@ export async function startPostfixRelay(opts: {
         'maximal_backoff_time = 2s',
         'smtpd_client_connection_rate_limit = 0',
         'anvil_rate_time_unit = 60s',
-        `message_size_limit = ${opts.messageSizeLimit ?? 10240000}`,
+        'message_size_limit = 10240000',
         ...(opts.hold ? ['defer_transports = smtp'] : []),
         ...saslLines,
-        ...rcptLines,
       ].join('\n') + '\n',
     );
     const mastercf = readFileSync('/etc/postfix/master.cf', 'utf8')

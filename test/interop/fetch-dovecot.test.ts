@@ -229,7 +229,7 @@ test('corpus: 40 real messages byte-exact over POP3 and IMAP', async () => {
   }
 });
 
-test('POP3 login methods: auth=user, plain, apop; a wrong password exits 77', async () => {
+test('POP3 login methods: auth=user, plain, apop', async () => {
   dc.putMessage('au', testMessage('au one'));
   for (const auth of ['user', 'plain', 'apop']) {
     const po = await office(acct('au', 'pop3', 'au', `keep=yes auth=${auth}`));
@@ -237,8 +237,4 @@ test('POP3 login methods: auth=user, plain, apop; a wrong password exits 77', as
     assert.equal(r.code, 0, `${auth}: ${r.stdout}${r.stderr}`);
     assert.equal(stored(po.alice).length, 1, auth);
   }
-  const bad = await office(acct('au', 'pop3', 'au', 'keep=yes').replace('password=aupw', 'password=wrong'));
-  const r = await fetch(bad);
-  assert.equal(r.code, 77, r.stdout.toString());
-  assert.match(r.stdout.toString(), /failed: au \(-ERR \[AUTH\]/);
 });

@@ -2,7 +2,8 @@
  * queue-run against a real Postfix relay (throw-away instance, Dovecot SASL, STARTTLS with a
  * self-signed localhost certificate) that relays on to smtp-sink: per-sender credentials (Postfix
  * enforces which login may use which sender: reject_sender_login_mismatch), wrong credentials,
- * the TLS policies none/may/encrypt/verify, per-recipient partial success, and SIZE.
+ * and the TLS policies none/may/encrypt/verify. Per-recipient partial success and SIZE are in
+ * unit/queue-run-scripted.test.ts (the scripted relay).
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -24,8 +25,6 @@ before(async () => {
       { user: 'alice-login', password: 'alice-secret', senders: ['alice@example.org'] },
       { user: 'other-login', password: 'other-secret', senders: ['@other.org'] },
     ],
-    recipientAccess: ['defer@far.net 450 4.2.0 try again later', 'reject@far.net 550 5.1.1 no such user'],
-    messageSizeLimit: 60000,
     smtps: true,
   });
 });
@@ -112,53 +111,5 @@ describe('queue-run with a real Postfix relay', () => {
       // Postfix's Received header says "(using TLSv1.3 with cipher …)" and ESMTPS for TLS sessions.
       assert.equal(/using TLS/.test(body), k.tlsUsed, `${id}: ${body.slice(0, 600)}`);
     }
-  });
-
-  test('partial success: sent, deferred and refused recipients are kept apart; retries go only to the pending one', async () => {
-    const po = await makePostOffice(undefined, `relay default 127.0.0.1:${relay.port} tls=may\n`);
-    // bob@ is no SASL login's sender, so this unauthenticated session may use it.
-    const d = await enqueue(queueDir(po), { sender: 'bob@example.org', recipients: ['ok@far.net', 'defer@far.net', 'reject@far.net'] }, [message('partial')]);
-    const r = await run(po);
-    assert.equal(r.code, 75, r.stderr);
-    const st = stateOf(po, d.id);
-    assert.equal(st.rcpts['ok@far.net'].status, 'sent');
-    assert.equal(st.rcpts['defer@far.net'].status, 'pending');
-    assert.match(st.rcpts['defer@far.net'].outcome.text, /^450 4\.2\.0/);
-    assert.equal(st.rcpts['reject@far.net'].status, 'failed');
-    assert.match(st.rcpts['reject@far.net'].outcome.text, /^550 5\.1\.1/);
-    // The DSN names only the refused recipient.
-    const box = scan(join(po.spool, 'mail', 'example.org', 'bob')).map((m) => readFileSync(m.path, 'latin1'));
-    assert.equal(box.length, 1);
-    assert.match(box[0], /^Final-Recipient: rfc822; reject@far\.net\r$/m);
-    assert.ok(!/Final-Recipient: rfc822; (ok|defer)@/.test(box[0]));
-    const first = await arrived(['partial']);
-    assert.ok(!first.get('partial')!.includes('--dup--'));
-    // Retry: only defer@ is tried again (and deferred again); ok@ gets no second copy.
-    const r2 = await run(po, ['--flush']);
-    assert.equal(r2.code, 75);
-    const st2 = stateOf(po, d.id);
-    assert.equal(st2.attempts, 2);
-    assert.equal(st2.rcpts['ok@far.net'].status, 'sent');
-    assert.equal(st2.rcpts['defer@far.net'].status, 'pending');
-    const log = relay.log();
-    const okRcpts = (log.match(/to=<ok@far\.net>, relay=127\.0\.0\.1/g) ?? []).length;
-    assert.equal(okRcpts, 1, 'ok@far.net relayed once');
-    assert.equal(scan(join(po.spool, 'mail', 'example.org', 'bob')).length, 1, 'no second DSN');
-  });
-
-  test('SIZE: a message over the relay\'s limit fails 552 5.3.4 before its body is sent', async () => {
-    const po = await makePostOffice(undefined, `relay default 127.0.0.1:${relay.port} tls=none\n`);
-    const big = message('toobig', 100_000);
-    await enqueue(queueDir(po), { sender: 'bob@example.org', recipients: ['x@far.net'] }, [big]);
-    const reportFile = join(po.dir, 'report.jsonl');
-    const r = await runProgram('queue-run', ['-c', po.cfgPath], '', { OUTPOST_REPORT: reportFile });
-    assert.equal(r.code, 0, r.stderr);
-    const rep = JSON.parse(readFileSync(reportFile, 'utf8'));
-    assert.ok(rep.bytes_out < 2000, `the body was not sent (${rep.bytes_out} bytes out)`);
-    const box = scan(join(po.spool, 'mail', 'example.org', 'bob')).map((m) => readFileSync(m.path, 'latin1'));
-    assert.equal(box.length, 1);
-    assert.match(box[0], /^Status: 5\.3\.4\r$/m);
-    assert.match(box[0], /^Diagnostic-Code: smtp; 552 5\.3\.4 /m);
-    assert.equal(scan(queueDir(po)).length, 0);
   });
 });

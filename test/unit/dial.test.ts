@@ -5,14 +5,14 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Dialogue, nextAttempt, parseResult, isCarrierLoss, Action } from '../../src/dial/modem';
+import { Dialogue, nextAttempt, parseResult, Step } from '../../src/dial/modem';
 import { chooseLinks, inHours, sessionBudget, sessionCost } from '../../src/dial/select';
 import { parseReports, budgetEnv } from '../../src/dial/sync';
 import { formatStatus, reportsDue, formatAge, formatBytes, DialStatus } from '../../src/dial/status';
 import type { Link } from '../../src/mail/config';
 
-const sends = (a: Action[]) => a.filter((x) => x.type === 'send').map((x) => (x as { text: string }).text);
-const done = (a: Action[]) => a.find((x) => x.type === 'done') as { outcome: { ok: boolean; code?: string; stage?: string; rate?: string } } | undefined;
+const sends = (s: Step) => s.replies;
+const done = (s: Step) => (s.action?.kind === 'done' ? (s.action as { outcome: { ok: boolean; code?: string; stage?: string; rate?: string } }) : undefined);
 
 test('result codes parse, echo and noise are ignored', () => {
   assert.deepEqual(parseResult('CONNECT 33600/ARQ'), { code: 'CONNECT', rate: '33600/ARQ' });
@@ -20,22 +20,24 @@ test('result codes parse, echo and noise are ignored', () => {
   assert.deepEqual(parseResult(' no dial tone '), { code: 'NO DIALTONE' });
   for (const c of ['OK', 'BUSY', 'NO CARRIER', 'NO DIALTONE', 'NO ANSWER', 'ERROR']) assert.equal(parseResult(c)?.code, c);
   assert.equal(parseResult('RING'), null);
-  assert.equal(isCarrierLoss('NO CARRIER'), true);
-  assert.equal(isCarrierLoss('OK'), false);
 });
 
 test('dialogue: ATZ, init strings, ATDT, CONNECT', () => {
   const d = new Dialogue(['AT&F', 'ATE0'], '5551234', 5, 60);
   assert.deepEqual(sends(d.start()), ['ATZ\r']);
-  assert.deepEqual(d.line('ATZ'), []); // echo
+  assert.deepEqual(d.line('ATZ'), { replies: [] }); // echo
   assert.deepEqual(sends(d.line('OK')), ['AT&F\r']);
   assert.deepEqual(sends(d.line('OK')), ['ATE0\r']);
   const dialAct = d.line('OK');
   assert.deepEqual(sends(dialAct), ['ATDT5551234\r']);
-  assert.deepEqual(dialAct.find((a) => a.type === 'timer'), { type: 'timer', seconds: 60 });
-  assert.deepEqual(d.line('RING'), []);
+  assert.deepEqual(dialAct.action, { kind: 'timer', seconds: 60 });
+  assert.deepEqual(d.line('RING'), { replies: [] });
   assert.deepEqual(done(d.line('CONNECT 33600'))?.outcome, { ok: true, rate: '33600' });
   assert.equal(d.phase, 'online');
+  // once online, an unsolicited NO CARRIER is carrier loss (reported once); other lines are noise
+  assert.deepEqual(d.line('OK'), { replies: [] });
+  assert.deepEqual(d.line('NO CARRIER').action, { kind: 'lost', reason: 'the modem said NO CARRIER' });
+  assert.deepEqual(d.line('NO CARRIER'), { replies: [] });
 });
 
 test('dialogue: every failure result, silence, and a bad init string', () => {

@@ -5,10 +5,9 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { promises as fsp, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { promises as fsp, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createServer, type AddressInfo } from 'node:net';
 import { PassThrough } from 'node:stream';
 import { LineReader } from '../../src/lib/linereader';
 import { acquireLock } from '../../src/lib/lock';
@@ -168,35 +167,6 @@ test('an account another fetch holds is skipped with 75 and named in the summary
     assert.match(r.stdout.toString(), /^fetch: 0 messages, 0 bytes in, 0 out, .*; failed: held \(account held is locked by another process\)\n$/);
   } finally {
     await release();
-  }
-});
-
-test('a POP3 server without UIDL: 76, nothing fetched, the reason in the summary', async () => {
-  // A scripted server: USER/PASS accepted, UIDL refused (RFC 1939 makes it optional).
-  const server = createServer((s) => {
-    s.write('+OK ready\r\n');
-    let buf = '';
-    s.on('data', (d) => {
-      buf += d;
-      for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
-        const verb = buf.slice(0, nl).trim().split(' ')[0].toUpperCase();
-        buf = buf.slice(nl + 1);
-        const reply: Record<string, string> = { CAPA: '-ERR no\r\n', USER: '+OK\r\n', PASS: '+OK\r\n', UIDL: '-ERR not here\r\n', LIST: '+OK\r\n1 100\r\n.\r\n', QUIT: '+OK\r\n' };
-        s.write(reply[verb] ?? '-ERR what\r\n');
-      }
-    });
-    s.on('error', () => undefined);
-  });
-  await new Promise<void>((res) => server.listen(0, '127.0.0.1', res));
-  try {
-    const port = (server.address() as AddressInfo).port;
-    const po = await makePostOffice([{ address: 'alice@example.org', password: 'a' }], `account old local=alice@example.org protocol=pop3 host=127.0.0.1 port=${port} tls=none user=u password=p\n`);
-    const r = await runProgram('fetch', ['-c', po.cfgPath, '--timeout', '5']);
-    assert.equal(r.code, 76, r.stdout.toString() + r.stderr);
-    assert.match(r.stdout.toString(), /failed: old \(the server has no UIDL \(-ERR not here\); fetch needs it to never fetch twice\)/);
-    assert.ok(!existsSync(join(po.spool, 'mail')), 'nothing delivered');
-  } finally {
-    server.close();
   }
 });
 

@@ -1,0 +1,228 @@
+/**
+ * fetch against the scripted POP3 and IMAP peer (test/helpers/scripted.ts): the client's
+ * handling of servers that refuse, lock, drop or say BYE at exact points of a session — cases a
+ * real Dovecot cannot be made to produce on cue. Each test checks the exit code and summary, what
+ * is stored (byte-exact, each message exactly once after the follow-up run), what the server
+ * still holds, and in the transcript what the client sent (no RETR twice, no DELE / EXPUNGE for
+ * a message not stored, no password before TLS).
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { cut, scriptedImap, scriptedPop3, type Scripted } from '../helpers/scripted';
+import { stored, testMessage } from '../helpers/fetchkit';
+import { makeCert, makePostOffice, runProgram, type PostOffice } from '../helpers/postoffice';
+
+/** A post office with alice and one account `name` on the scripted server's port. */
+async function office(name: string, proto: 'pop3' | 'imap', port: number, extra = 'keep=no'): Promise<PostOffice & { alice: string }> {
+  const po = await makePostOffice([{ address: 'alice@example.org', password: 'a' }], `account ${name} local=alice@example.org protocol=${proto} host=127.0.0.1 port=${port} tls=none user=u password=p ${extra}\n`);
+  return { ...po, alice: join(po.spool, 'mail', 'example.org', 'alice') };
+}
+
+const fetch = (po: PostOffice, args: string[] = []) => runProgram('fetch', ['-c', po.cfgPath, '--timeout', '10', ...args]);
+const out = (r: { stdout: Buffer; stderr: string }) => r.stdout.toString() + r.stderr;
+/** The stored bodies (stamp removed), sorted, as latin1 text. */
+const bodies = (md: string) => stored(md).map((m) => m.body.toString('latin1')).sort();
+/** The client's command lines on connection `conn`. */
+const sent = (s: Scripted, conn: number) => s.lines('client', conn);
+const noStaged = (po: PostOffice, account: string) => {
+  const tmp = join(po.spool, 'fetch', 'tmp', account);
+  assert.ok(!existsSync(tmp) || readdirSync(tmp).length === 0, 'no staged leftovers');
+};
+
+test('POP3 without UIDL: 76, nothing fetched, the reason in the summary', async () => {
+  const s = await scriptedPop3({ messages: [testMessage('no uidl')], capa: ['USER'], overrides: { UIDL: () => '-ERR not here' } });
+  try {
+    const po = await office('old', 'pop3', s.port);
+    const r = await fetch(po);
+    assert.equal(r.code, 76, out(r));
+    assert.match(r.stdout.toString(), /failed: old \(the server has no UIDL \(-ERR not here\); fetch needs it to never fetch twice\)/);
+    assert.ok(!existsSync(join(po.spool, 'mail')), 'nothing delivered');
+    assert.ok(!sent(s, 0).some((l) => /^(RETR|DELE)/.test(l)), s.text());
+  } finally {
+    await s.close();
+  }
+});
+
+test('POP3 login refused with [AUTH]: 77, no RETR', async () => {
+  const s = await scriptedPop3({ messages: [testMessage('auth')], password: 'other' });
+  try {
+    const po = await office('au', 'pop3', s.port, 'keep=yes auth=user');
+    const r = await fetch(po);
+    assert.equal(r.code, 77, out(r));
+    assert.match(r.stdout.toString(), /failed: au \(-ERR \[AUTH\] invalid login\)/);
+    assert.deepEqual(sent(s, 0), ['CAPA', 'USER u', 'PASS p']);
+    assert.equal(stored(po.alice).length, 0);
+  } finally {
+    await s.close();
+  }
+});
+
+test('POP3 -ERR [IN-USE] on PASS: 75 (try later), nothing fetched; the next run gets everything once', async () => {
+  const msgs = [testMessage('in use 1'), testMessage('in use 2', {}, 5000)];
+  const s = await scriptedPop3({ messages: msgs, overrides: { PASS: (c) => (c.total === 1 ? '-ERR [IN-USE] maildrop locked by another session' : undefined) } });
+  try {
+    const po = await office('busy', 'pop3', s.port, 'keep=no auth=user');
+    const r = await fetch(po);
+    assert.equal(r.code, 75, out(r));
+    assert.match(r.stdout.toString(), /failed: busy \(-ERR \[IN-USE\] maildrop locked by another session\)/);
+    assert.equal(stored(po.alice).length, 0);
+    assert.ok(!sent(s, 0).some((l) => /^(UIDL|RETR|DELE)/.test(l)), s.text(0));
+    const r2 = await fetch(po);
+    assert.equal(r2.code, 0, out(r2));
+    assert.deepEqual(bodies(po.alice), [...msgs].sort());
+    assert.equal(s.mailbox.length, 0);
+  } finally {
+    await s.close();
+  }
+});
+
+test('POP3 drop right after RETR\'s +OK: the message landed before stays, the cut one is fetched next run, each once', async () => {
+  const msgs = [testMessage('drop 1'), testMessage('drop 2', {}, 20000), testMessage('drop 3')];
+  // The second RETR gets its status line, then the connection dies before any of the message.
+  const s = await scriptedPop3({ messages: msgs, overrides: { RETR: (c) => (c.total === 2 ? cut(c.reply().subarray(0, c.reply().indexOf('\n') + 1)) : undefined) } });
+  try {
+    const po = await office('drop', 'pop3', s.port, 'keep=no');
+    const r = await fetch(po);
+    assert.equal(r.code, 75, out(r));
+    assert.match(r.stdout.toString(), /^fetch: 1 message, .*failed: drop \(connection to 127\.0\.0\.1:\d+ closed/);
+    assert.deepEqual(bodies(po.alice), [msgs[0]]);
+    noStaged(po, 'drop');
+    assert.equal(s.mailbox.length, 3, 'no QUIT: the server deleted nothing');
+    const r2 = await fetch(po);
+    assert.equal(r2.code, 0, out(r2));
+    assert.deepEqual(bodies(po.alice), [...msgs].sort(), 'every message exactly once, byte-exact');
+    assert.equal(s.mailbox.length, 0);
+    const second = sent(s, 1);
+    assert.ok(!second.includes('RETR 1'), 'the landed message is not fetched again');
+    assert.deepEqual(second.filter((l) => /^(RETR|DELE|QUIT)/.test(l)).sort(), ['DELE 1', 'DELE 2', 'DELE 3', 'QUIT', 'RETR 2', 'RETR 3']);
+  } finally {
+    await s.close();
+  }
+});
+
+test('POP3 cut before QUIT\'s +OK: the DELEs did not count; the next run deletes without fetching again', async () => {
+  const msgs = [testMessage('quit 1'), testMessage('quit 2')];
+  const s = await scriptedPop3({ messages: msgs, overrides: { QUIT: (c) => (c.total === 1 ? cut() : undefined) } });
+  try {
+    const po = await office('quit', 'pop3', s.port, 'keep=no');
+    const r = await fetch(po);
+    assert.equal(r.code, 75, out(r));
+    assert.deepEqual(bodies(po.alice), [...msgs].sort());
+    assert.equal(s.mailbox.length, 2, 'the DELEs took no effect');
+    const r2 = await fetch(po);
+    assert.equal(r2.code, 0, out(r2));
+    assert.match(r2.stdout.toString(), /^fetch: 0 messages/);
+    assert.deepEqual(sent(s, 1).filter((l) => /^(RETR|DELE|QUIT)/.test(l)), ['DELE 1', 'DELE 2', 'QUIT']);
+    assert.equal(s.mailbox.length, 0);
+    assert.deepEqual(bodies(po.alice), [...msgs].sort(), 'still exactly once');
+  } finally {
+    await s.close();
+  }
+});
+
+test('tls=starttls and the server refuses STLS: 75, the password never goes out in the clear', async () => {
+  const s = await scriptedPop3({ messages: [testMessage('stls')] });
+  try {
+    const po = await office('stls', 'pop3', s.port, 'keep=yes');
+    writeFileSync(po.cfgPath, readFileSync(po.cfgPath, 'utf8').replace('tls=none', 'tls=starttls'));
+    const r = await fetch(po);
+    assert.equal(r.code, 75, out(r));
+    assert.match(r.stdout.toString(), /failed: stls \(-ERR STLS not available\)/);
+    assert.deepEqual(sent(s, 0), ['STLS']);
+    assert.ok(!s.bytes('client').includes('p\r\n') && !s.bytes('client').includes(Buffer.from('\0u\0p').toString('base64')));
+  } finally {
+    await s.close();
+  }
+});
+
+test('POP3 STLS: with ca= the login goes inside TLS; without the CA the certificate fails (75) before any login', async () => {
+  const po0 = await makePostOffice([]);
+  const tls = makeCert(po0.dir);
+  const msg = testMessage('over tls');
+  const s = await scriptedPop3({ messages: [msg], tls });
+  try {
+    const po = await office('tls', 'pop3', s.port, 'keep=yes');
+    writeFileSync(po.cfgPath, readFileSync(po.cfgPath, 'utf8').replace('tls=none', 'tls=starttls'));
+    const bad = await fetch(po);
+    assert.equal(bad.code, 75, out(bad));
+    assert.match(bad.stdout.toString(), /failed: tls \(.*(certificate|self.signed)/i);
+    assert.deepEqual(sent(s, 0), ['STLS'], 'nothing after STLS on an unverified connection');
+    writeFileSync(po.cfgPath, readFileSync(po.cfgPath, 'utf8').replace('tls=starttls', `tls=starttls ca=${tls.cert}`));
+    const r = await fetch(po);
+    assert.equal(r.code, 0, out(r));
+    assert.deepEqual(bodies(po.alice), [msg]);
+    assert.deepEqual(sent(s, 1).slice(0, 3), ['STLS', 'CAPA', 'AUTH PLAIN AHUAcA=='], 'CAPA again and the login after the handshake (RFC 2595)');
+  } finally {
+    await s.close();
+  }
+});
+
+test('IMAP login refused (NO [AUTHENTICATIONFAILED]): 77, no SELECT', async () => {
+  const s = await scriptedImap({ messages: [testMessage('imap auth')], password: 'other' });
+  try {
+    const po = await office('iauth', 'imap', s.port);
+    const r = await fetch(po);
+    assert.equal(r.code, 77, out(r));
+    assert.ok(!sent(s, 0).some((l) => /SELECT|EXAMINE|FETCH/.test(l)), s.text());
+    assert.equal(s.mailbox.messages.length, 1);
+  } finally {
+    await s.close();
+  }
+});
+
+test('IMAP BYE in the middle of a FETCH: what arrived is stored and recorded, nothing expunged; the rest next run, each once', async () => {
+  const msgs = [testMessage('bye 1'), testMessage('bye 2'), testMessage('bye 3')];
+  // The batch FETCH of the bodies: the first message's response, then BYE, then the close.
+  const s = await scriptedImap({
+    messages: msgs,
+    overrides: {
+      'UID FETCH': (c) => {
+        if (c.total !== 2) return undefined;
+        const all = c.reply();
+        return cut(Buffer.concat([all.subarray(0, all.indexOf('* 2 FETCH')), Buffer.from('* BYE server shutting down\r\n')]));
+      },
+    },
+  });
+  try {
+    const po = await office('bye', 'imap', s.port);
+    const r = await fetch(po);
+    assert.equal(r.code, 75, out(r));
+    assert.deepEqual(bodies(po.alice), [msgs[0]]);
+    assert.match(readFileSync(join(po.spool, 'fetch', 'bye.state'), 'utf8'), /^folder 1700000000 1 INBOX$/m, 'UID 1 recorded');
+    assert.ok(!sent(s, 0).some((l) => /STORE|EXPUNGE/.test(l)), s.text(0));
+    assert.equal(s.mailbox.messages.length, 3);
+    noStaged(po, 'bye');
+    const r2 = await fetch(po);
+    assert.equal(r2.code, 0, out(r2));
+    assert.deepEqual(bodies(po.alice), [...msgs].sort(), 'every message exactly once');
+    assert.ok(sent(s, 1).some((l) => / UID FETCH 2,3 \(UID BODY\.PEEK\[\]\)$/.test(l)), s.text(1));
+    assert.equal(s.mailbox.messages.length, 0, 'all expunged');
+  } finally {
+    await s.close();
+  }
+});
+
+test('IMAP large message cut after its first piece: the next run asks for the rest only, byte-exact', async () => {
+  const big = testMessage('big one', {}, 400_000);
+  const s = await scriptedImap({ messages: [big], overrides: { 'UID FETCH': (c) => (/<131072\./.test(c.args) && c.total === 3 ? cut() : undefined) } });
+  try {
+    const po = await office('large', 'imap', s.port);
+    const r = await fetch(po);
+    assert.equal(r.code, 75, out(r));
+    assert.equal(stored(po.alice).length, 0);
+    const r2 = await fetch(po);
+    assert.equal(r2.code, 0, out(r2));
+    const got = stored(po.alice);
+    assert.equal(got.length, 1);
+    assert.ok(got[0].body.equals(Buffer.from(big, 'latin1')), 'resumed message is byte-identical');
+    const pieces = (conn: number) => sent(s, conn).flatMap((l) => /BODY\.PEEK\[\]<(\d+)\.\d+>/.exec(l)?.[1] ?? []).map(Number);
+    assert.deepEqual(pieces(0), [0, 131072]);
+    assert.deepEqual(pieces(1), [131072, 262144, 393216], 'no piece fetched twice but the cut one');
+    assert.equal(s.mailbox.messages.length, 0);
+    assert.match(readFileSync(join(po.dir, 'outpost.log'), 'utf8'), /resuming INBOX UID 1 at byte 131072/);
+  } finally {
+    await s.close();
+  }
+});
