@@ -170,7 +170,7 @@ export async function smtpSession(cfg: Config, conn: Conn): Promise<void> {
             log('info', 'lost connection during DATA', { peer, id, size: spool.size });
             return close();
           }
-          step = await finishMessage(spool, id, session.dataRead({ tooBig: spool.tooBig, failed: !!spool.failed, size: spool.size }));
+          step = await finishMessage(spool, id, session.dataRead({ tooBig: spool.tooBig, failed: !!spool.failed }));
           break;
         }
         case 'bdat': {
@@ -183,7 +183,7 @@ export async function smtpSession(cfg: Config, conn: Conn): Promise<void> {
           }
           const last: boolean = a.last && !a.discard;
           if (last) cur.spool.push(cur.norm.finish());
-          const read = session.bdatRead({ tooBig: cur.spool.tooBig, failed: !!cur.spool.failed, size: cur.spool.size }, a.size);
+          const read = session.bdatRead({ tooBig: cur.spool.tooBig, failed: !!cur.spool.failed }, a.size);
           if (last) bdat = null;
           step = last ? await finishMessage(cur.spool, cur.id, read) : read;
           break;

@@ -92,12 +92,11 @@ export interface Step {
   action?: Action;
 }
 
-/** Outcome of reading a DATA or BDAT stream. `size` counts stored octets. */
+/** Outcome of reading a DATA or BDAT stream. */
 export interface ReadResult {
   tooBig: boolean;
   /** The spool could not be written (a local problem): refuse with 451 4.3.0. */
   failed: boolean;
-  size: number;
 }
 
 /** Command line limits in octets including CRLF: RFC 5321 4.5.3.1.4 (512), raised after EHLO. */
@@ -431,7 +430,7 @@ export class SmtpSession {
     return { replies: [], action: { kind: 'bdat', size, last, discard: false } };
   }
 
-  /** After a BDAT chunk's octets were read. `r.size` is the whole message so far. */
+  /** After a BDAT chunk's octets were read. */
   bdatRead(r: ReadResult, chunk: number): Step {
     if (this.bdatError) {
       const e = this.bdatError;

@@ -70,7 +70,7 @@ test('state machine: bad sequences get 503 5.5.1, unknown 500 5.5.1', () => {
   assert.equal(code(s, 'DATA'), '503 5.5.1');
   assert.equal(code(s, 'RCPT TO:<alice@example.org>'), '250 2.1.5');
   assert.deepEqual(s.line('DATA').action, { kind: 'data' });
-  assert.equal(s.dataRead({ tooBig: false, failed: false, size: 10 }).action?.kind, 'deliver');
+  assert.equal(s.dataRead({ tooBig: false, failed: false }).action?.kind, 'deliver');
   assert.equal(s.delivered('Q1').replies[0], '250 2.0.0 Ok: queued as Q1');
   assert.equal(s.state, 'ready');
   assert.equal(s.trace().protocol, 'SMTP');
@@ -194,30 +194,30 @@ test('limits: recipients 452 4.5.3, error limit 421 4.7.0, long lines 500 5.5.2'
   assert.deepEqual(session().timeout(), { replies: ['421 4.4.2 mx.example.org Error: timeout exceeded'], action: { kind: 'close' } });
   const d = greeted();
   say(d, 'MAIL FROM:<>', 'RCPT TO:<alice@example.org>', 'DATA');
-  assert.match(d.dataRead({ tooBig: true, failed: false, size: 2000 }).replies[0], /^552 5\.3\.4/);
+  assert.match(d.dataRead({ tooBig: true, failed: false }).replies[0], /^552 5\.3\.4/);
   assert.equal(d.state, 'ready');
   const f = greeted();
   say(f, 'MAIL FROM:<>', 'RCPT TO:<alice@example.org>', 'DATA');
-  assert.match(f.dataRead({ tooBig: false, failed: true, size: 2 }).replies[0], /^451 4\.3\.0/);
+  assert.match(f.dataRead({ tooBig: false, failed: true }).replies[0], /^451 4\.3\.0/);
 });
 
 test('BDAT: chunks, LAST, BDAT 0 LAST, discard out of sequence, bad syntax closes', () => {
   const s = greeted();
   say(s, 'MAIL FROM:<>', 'RCPT TO:<alice@example.org>');
   assert.deepEqual(s.line('BDAT 10').action, { kind: 'bdat', size: 10, last: false, discard: false });
-  assert.equal(s.bdatRead({ tooBig: false, failed: false, size: 10 }, 10).replies[0], '250 2.0.0 10 octets received');
+  assert.equal(s.bdatRead({ tooBig: false, failed: false }, 10).replies[0], '250 2.0.0 10 octets received');
   assert.equal(code(s, 'MAIL FROM:<>'), '503 5.5.1');
   assert.equal(code(s, 'DATA'), '503 5.5.1');
   assert.deepEqual(s.line('BDAT 0 LAST').action, { kind: 'bdat', size: 0, last: true, discard: false });
-  assert.equal(s.bdatRead({ tooBig: false, failed: false, size: 10 }, 0).action?.kind, 'deliver');
+  assert.equal(s.bdatRead({ tooBig: false, failed: false }, 0).action?.kind, 'deliver');
   const t = greeted();
   assert.deepEqual(t.line('BDAT 5 LAST').action, { kind: 'bdat', size: 5, last: true, discard: true });
-  assert.match(t.bdatRead({ tooBig: false, failed: false, size: 0 }, 5).replies[0], /^503 5\.5\.1/);
+  assert.match(t.bdatRead({ tooBig: false, failed: false }, 5).replies[0], /^503 5\.5\.1/);
   const u = greeted();
   assert.deepEqual(u.line('BDAT x'), { replies: ['501 5.5.4 Syntax: BDAT size [LAST]; closing'], action: { kind: 'close' } });
   const v = greeted();
   say(v, 'MAIL FROM:<>', 'RCPT TO:<alice@example.org>', 'BDAT 3');
-  assert.match(v.bdatRead({ tooBig: true, failed: false, size: 2000 }, 3).replies[0], /^552 5\.3\.4/);
+  assert.match(v.bdatRead({ tooBig: true, failed: false }, 3).replies[0], /^552 5\.3\.4/);
   assert.equal(v.state, 'ready');
 });
 
