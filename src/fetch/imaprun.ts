@@ -10,7 +10,9 @@
  *   - larger: in 128 KiB pieces (`BODY.PEEK[]<offset.length>`) appended to a resumable file
  *     <spool>/fetch/partial/<account>/<folder>.<uidvalidity>.<uid> (its sidecar .json names folder,
  *     UIDVALIDITY, UID and size), so a download cut off partway continues where it stopped on the
- *     next run instead of starting over.
+ *     next run instead of starting over. Each piece is fsync'd before the next is asked for; a
+ *     partial file that does not start with its stamp line, or is longer than the message, is
+ *     not trusted and the download starts over (store.ts resumePartial).
  * keep=no: after the folder's messages are recorded, `UID STORE +FLAGS.SILENT (\Deleted)` and
  * `UID EXPUNGE` (plain EXPUNGE without UIDPLUS) for exactly those UIDs.
  *
@@ -20,9 +22,8 @@
  * never fetched again); everything else is fetched. A message without a Message-ID cannot be
  * matched and is fetched again: a possible duplicate, never a loss.
  */
-import { readdirSync, readFileSync, rmSync, unlinkSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { atomicWriteFile } from '../lib/fsutil';
 import { log } from '../lib/log';
 import { EX_TEMPFAIL } from '../lib/exits';
 import { AccountResult, Ctx, failureExit, fetchDirs, land, newResult } from './account';
@@ -281,7 +282,7 @@ async function fetchLarge(
   }
   if (!stage) {
     rmSync(path, { force: true });
-    atomicWriteFile(side, JSON.stringify({ folder, uidvalidity: uv, uid: m.uid, size: m.size }) + '\n', 0o600);
+    writeFileSync(side, JSON.stringify({ folder, uidvalidity: uv, uid: m.uid, size: m.size }) + '\n', { mode: 0o600 }); // a torn one does not parse: start over
     stage = await createPartial(path, head);
   }
   try {

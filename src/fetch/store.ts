@@ -3,15 +3,18 @@
  * twice.
  *
  *   1. stage: the stamp line and then the message bytes, as the server sent them, are streamed
- *      into a staging file (<spool>/fetch/tmp/<unique>, or the resumable partial file of an IMAP
- *      message) and fsync'd;
+ *      through maildir's Writer into a staging file (<spool>/fetch/tmp/<account>/<unique>, or the
+ *      resumable partial file of a large IMAP message) and fsync'd. A partial file appears (by
+ *      rename) only with its whole stamp line on disk, and is resumed only when it still starts
+ *      with exactly that line and is no longer than the message (createPartial, resumePartial);
  *   2. route: the targets are the account's local mailbox, or (multidrop) the mailboxes named by
  *      the envelope headers, read from the staged file's first 64 KiB (unfolded), never whole;
- *   3. commit: the staged file is hard-linked (copied and fsync'd across file systems) into every
- *      target's tmp/ first, and only then renamed into each new/ (,S= and ,W= = its size) and the
- *      new/ directories fsync'd. With two or more targets, before the first rename the staged
- *      file is renamed to `<name>.commit` (in the staging dir, or beside the partial file): a
- *      crash between two renames of a multidrop message leaves that marker, and the next run's
+ *   3. commit (maildir.deliverAll): the staged file is hard-linked (copied and fsync'd across
+ *      file systems) into every target's tmp/ first, and only then renamed into each new/ (,S=
+ *      and ,W= = its size) and the new/ directories fsync'd. With two or more targets, before
+ *      the first rename the staged file is renamed to `<name>.commit` (in the staging dir, or
+ *      beside the partial file): a crash between two renames of a multidrop message leaves that
+ *      marker, and the next run's
  *      `recoverCommits` (on both dirs) gives the copy to every target still lacking it (found by
  *      the stamp line) before anything else happens — no user loses a copy. One target needs no
  *      marker (one rename: before it nothing is visible, after it everything is);
@@ -20,8 +23,10 @@
  *
  * Multidrop routing (fetch(8), MULTIDROP): the account's `envelope` headers are tried in order;
  * the first one that names an address in the multidrop domain decides (To and Cc count
- * together). Each address goes through resolveRecipient (aliases, catch-all); an unknown one goes
- * to postmaster@domain, and if that does not exist either, to the domain's first mailbox (logged).
+ * together). Addresses are parsed by mailparser (RFC 5322 lists, groups, RFC 2047 names), each
+ * header value cut to 998 octets first. Each address goes through resolveRecipient (aliases,
+ * catch-all); an unknown one goes to postmaster@domain, and if that does not exist either, to the
+ * domain's first mailbox (logged).
  * A message for several local users is delivered once to each. Nothing is dropped.
  * Errors: fs errors (ENOSPC, EACCES…) are thrown; the staged file is kept for the caller to drop.
  */
@@ -41,7 +46,7 @@ import { firstLine } from './state';
  * `OUTPOST_TEST_PAUSE <point>` on stderr and stops the process (SIGSTOP) right there, so that a
  * test can SIGKILL it at that instant. Never set outside tests. Points: `partial-created`.
  */
-export function testPause(point: string): void {
+function testPause(point: string): void {
   if (process.env.OUTPOST_TEST_PAUSE !== point) return;
   writeSync(2, `OUTPOST_TEST_PAUSE ${point}\n`);
   process.kill(process.pid, 'SIGSTOP');
