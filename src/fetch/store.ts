@@ -288,11 +288,11 @@ const SWEEP_EVERY = 3600;
 /**
  * Removes files older than 36 hours (a killed fetch's hard links) from the tmp/ of every Maildir
  * an account of `cfg` delivers to, at most once per SWEEP_EVERY seconds (the mtime of
- * <spool>/fetch/.swept decides; one stat otherwise). The staging dir needs no sweep: it is
+ * <spool>/run/fetch.swept decides; one stat otherwise). The staging dir needs no sweep: it is
  * emptied at every run. Never throws.
  */
 export async function sweepMaildirs(cfg: Config): Promise<void> {
   const dirs = () => [...new Set(cfg.accounts.flatMap((a) => accountMaildirs(cfg, a)))].map((d) => join(d, 'tmp'));
-  await sweepStale(join(spoolPaths(cfg).fetch, '.swept'), dirs, SWEEP_EVERY);
+  await sweepStale(join(spoolPaths(cfg).run, 'fetch.swept'), dirs, SWEEP_EVERY);
 }
 

@@ -24,7 +24,7 @@
  */
 import { promises as fsp, constants, mkdirSync, readdirSync, statSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { hostname as osHostname } from 'node:os';
 import type { Readable } from 'node:stream';
 import { fsyncDir } from '../lib/fsutil';
@@ -358,7 +358,8 @@ export function cleanTmp(dir: string, maxAge = STALE_AGE): Promise<number> {
 
 /**
  * The cheap, occasional sweep of a program's own temporary directories: when the stamp file
- * `stamp` is missing or older than `every` seconds, touches it (so concurrent processes do not
+ * `stamp` (its directory created if missing) is missing or older than `every` seconds, touches it
+ * (so concurrent processes do not
  * sweep too) and removes the stale files (removeStale, 36 h) of every directory in `dirs()`.
  * Otherwise costs one stat. Logs what it removed. Never throws (a failing sweep is retried at the
  * next interval).
@@ -369,6 +370,7 @@ export async function sweepStale(stamp: string, dirs: () => string[], every = 36
     const st = await fsp.stat(stamp).catch(() => null);
     if (st && st.mtimeMs > Date.now() - every * 1000) return 0;
     const now = new Date();
+    await fsp.mkdir(dirname(stamp), { recursive: true, mode: 0o700 });
     await fsp.writeFile(stamp, '', { flag: 'a', mode: 0o600 });
     await fsp.utimes(stamp, now, now);
   } catch {

@@ -12,8 +12,8 @@
  * and the error is thrown, so the client's retry (after 451 4.3.0) cannot produce duplicates.
  *
  * Stale files: smtpd owns <spool>/tmp (its spool files) and the tmp/ of the mailboxes it delivers
- * to; after a delivery, at most once an hour (the mtime of <spool>/tmp/.swept decides, one stat
- * otherwise), files there older than 36 hours are removed (a killed smtpd's leftovers).
+ * to; after a delivery, at most once an hour (the mtime of <spool>/run/smtpd.swept decides, one
+ * stat otherwise), files there older than 36 hours are removed (a killed smtpd's leftovers).
  */
 import { createReadStream } from 'node:fs';
 import { join } from 'node:path';
@@ -63,9 +63,9 @@ const SWEEP_EVERY = 3600;
  * Removes files older than 36 hours from <spool>/tmp and every local mailbox's tmp/, at most once
  * per SWEEP_EVERY seconds (see the header). Never throws.
  */
-export async function sweepSpool(cfg: Config): Promise<void> {
-  const tmp = spoolPaths(cfg).tmp;
-  await sweepStale(join(tmp, '.swept'), () => [tmp, ...[...cfg.users.values()].map((u) => join(u.maildir, 'tmp'))], SWEEP_EVERY);
+async function sweepSpool(cfg: Config): Promise<void> {
+  const { tmp, run } = spoolPaths(cfg);
+  await sweepStale(join(run, 'smtpd.swept'), () => [tmp, ...[...cfg.users.values()].map((u) => join(u.maildir, 'tmp'))], SWEEP_EVERY);
 }
 
 /**

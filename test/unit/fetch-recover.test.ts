@@ -5,7 +5,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { promises as fsp, mkdtempSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { promises as fsp, mkdtempSync, mkdirSync, readFileSync, readdirSync, writeFileSync, utimesSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildConfig } from '../../src/mail/config';
@@ -92,8 +92,14 @@ test('fetch finishes a marker left in partial/ (large IMAP message) before it co
   const partial = join(po.spool, 'fetch', 'partial', 'big');
   mkdirSync(partial, { recursive: true });
   writeFileSync(join(partial, 'INBOX.1700000000.5.commit'), stamp + large);
+  // A killed fetch's hard link in a target's tmp/, 37 hours old, and a young one.
+  const old = new Date(Date.now() - 37 * 3600 * 1000);
+  mkdirSync(join(md('bob'), 'tmp'), { recursive: true });
+  for (const f of ['dead', 'young']) writeFileSync(join(md('bob'), 'tmp', f), 'x');
+  utimesSync(join(md('bob'), 'tmp', 'dead'), old, old);
   const r = await runProgram('fetch', ['-c', po.cfgPath, '--timeout', '5']);
   assert.equal(r.code, 75, r.stdout.toString() + r.stderr);
   for (const u of ['alice', 'bob']) assert.equal(copies(md(u), stamp).length, 1, `${u}: exactly one copy`);
   assert.ok(!readdirSync(partial).some((f) => f.endsWith('.commit')), 'marker removed');
+  assert.deepEqual(readdirSync(join(md('bob'), 'tmp')), ['young'], 'the stale tmp/ file swept, the young one kept');
 });
