@@ -191,14 +191,28 @@ export function cutValue(v: string): string {
   return comma < 0 ? '' : v.slice(0, comma);
 }
 
+/** mailparser's address-header parsing (nodemailer's addressparser, then MailParser's RFC 2047
+ * decoding), loaded on first use. */
+let parseAddresses: ((value: string) => EmailAddress[]) | undefined;
+
 /**
- * The addresses (lower-cased) in header values, parsed by mailparser (loaded here, lazily):
- * RFC 5322 address lists with display names, comments, groups (their members count) and RFC 2047
- * encoded words, in linear time. Each value is cut to 998 octets first (cutValue).
+ * The addresses (lower-cased) in header values, parsed as mailparser parses an address header
+ * (loaded here, lazily): RFC 5322 address lists with display names, comments, groups (their
+ * members count) and RFC 2047 encoded words, in linear time. Each value is cut to 998 octets
+ * first (cutValue).
  */
 export async function addressesIn(values: string[]): Promise<string[]> {
   if (!values.length) return [];
-  const { simpleParser } = await import('mailparser');
+  if (!parseAddresses) {
+    const { MailParser } = await import('mailparser');
+    const { default: addressparser } = await import('nodemailer/lib/addressparser');
+    const mp = new MailParser() as unknown as { decodeAddresses(list: unknown[]): void };
+    parseAddresses = (value) => {
+      const list = addressparser(value);
+      mp.decodeAddresses(list);
+      return list as EmailAddress[];
+    };
+  }
   const out: string[] = [];
   const walk = (list: EmailAddress[]) => {
     for (const a of list) {
@@ -208,9 +222,7 @@ export async function addressesIn(values: string[]): Promise<string[]> {
   };
   for (const v of values) {
     const cut = cutValue(v);
-    if (!cut) continue;
-    const parsed = await simpleParser(Buffer.from(`To: ${cut}\r\n\r\n`, 'latin1'), { skipHtmlToText: true, skipTextToHtml: true, skipImageLinks: true, skipTextLinks: true });
-    for (const o of [parsed.to ?? []].flat()) walk(o.value);
+    if (cut) walk(parseAddresses(Buffer.from(cut, 'latin1').toString('utf8')));
   }
   return out;
 }
