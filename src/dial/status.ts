@@ -22,7 +22,7 @@ import { log } from '../lib/log';
 import { Config } from '../mail/config';
 import { num } from '../mail/settings';
 import { spoolPaths } from '../mail/spool';
-import { deliver, scan } from '../mail/maildir';
+import { deliverAll, scan } from '../mail/maildir';
 import { resolveRecipient } from '../mail/route';
 
 export type CycleResult = 'ok' | 'partial' | 'failed';
@@ -160,7 +160,7 @@ export async function sendReports(cfg: Config, s: DialStatus, now: Date): Promis
       body +
       `\r\nStatus: ${formatStatus(s, s.queue, now)}\r\n\r\n(dial --status shows this at any time; see dial(8).)\r\n`;
     try {
-      for (const u of boxes) await deliver(u.maildir, [msg], cfg.hostname);
+      await deliverAll(boxes.map((u) => ({ dir: u.maildir, parts: [msg] })), { host: cfg.hostname });
       log('info', `reported to postmaster: ${subject}`);
     } catch (err) {
       s.reported[key] = prev[key];

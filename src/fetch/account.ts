@@ -69,7 +69,7 @@ export function fetchDirs(cfg: Config, account: string): { tmp: string; partial:
  * may the message be deleted on the server.
  */
 export async function land(ctx: Ctx, staged: string, record: () => void, what: string): Promise<void> {
-  const dirs = routeMessage(ctx.cfg, ctx.account, await readHead(staged));
+  const dirs = await routeMessage(ctx.cfg, ctx.account, await readHead(staged));
   const paths = await commit(staged, dirs, ctx.cfg.hostname);
   record();
   saveState(ctx.statePath, ctx.st);

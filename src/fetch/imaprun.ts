@@ -10,7 +10,9 @@
  *   - larger: in 128 KiB pieces (`BODY.PEEK[]<offset.length>`) appended to a resumable file
  *     <spool>/fetch/partial/<account>/<folder>.<uidvalidity>.<uid> (its sidecar .json names folder,
  *     UIDVALIDITY, UID and size), so a download cut off partway continues where it stopped on the
- *     next run instead of starting over.
+ *     next run instead of starting over. Each piece is fsync'd before the next is asked for; a
+ *     partial file that does not start with its stamp line, or is longer than the message, is
+ *     not trusted and the download starts over (store.ts resumePartial).
  * keep=no: after the folder's messages are recorded, `UID STORE +FLAGS.SILENT (\Deleted)` and
  * `UID EXPUNGE` (plain EXPUNGE without UIDPLUS) for exactly those UIDs.
  *
@@ -20,14 +22,15 @@
  * never fetched again); everything else is fetched. A message without a Message-ID cannot be
  * matched and is fetched again: a possible duplicate, never a loss.
  */
-import { existsSync, readdirSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { log } from '../lib/log';
 import { EX_TEMPFAIL } from '../lib/exits';
 import { AccountResult, Ctx, failureExit, fetchDirs, land, newResult } from './account';
 import type { Meter } from '../lib/budget';
 import { FolderState, findStamped, imapKey, stampLine } from './state';
-import { parseHeaders, readHead, Stage, accountMaildirs } from './store';
+import type { Writer } from '../mail/maildir';
+import { accountMaildirs, createPartial, parseHeaders, readHead, resumePartial, stage as newStage } from './store';
 
 /** Messages up to this size are fetched whole in pipelined batches. */
 const SMALL = 256 * 1024;
@@ -208,10 +211,10 @@ async function fetchFolder(ctx: Ctx, client: any, folder: string, dirs: { tmp: s
       for await (const msg of client.fetch(batch.map((x) => x.uid).join(','), { uid: true, source: true }, { uid: true })) {
         const bm = bySize.get(msg.uid);
         if (!bm || !msg.source) continue;
-        const stage = await Stage.create(dirs.tmp, stampLine(a.name, imapKey(uv, msg.uid, folder)));
+        const stage = await newStage(dirs.tmp, stampLine(a.name, imapKey(uv, msg.uid, folder)));
         try {
           await stage.write(msg.source);
-          await stage.finish();
+          await stage.close();
         } catch (err) {
           await stage.discard();
           throw err;
@@ -264,40 +267,42 @@ async function fetchLarge(
   const path = join(partialDir, `${encodeURIComponent(folder)}.${uv}.${m.uid}`);
   const side = `${path}.json`;
   const head = stampLine(a.name, imapKey(uv, m.uid, folder));
-  let stage: Stage;
+  const headLen = Buffer.byteLength(head);
+  let stage: Writer | null = null;
   let meta: { folder: string; uidvalidity: number; uid: number; size: number } | undefined;
   try {
     meta = JSON.parse(readFileSync(side, 'utf8'));
   } catch {
     meta = undefined;
   }
-  if (meta && meta.folder === folder && meta.uidvalidity === uv && meta.uid === m.uid && meta.size === m.size && existsSync(path)) {
-    stage = await Stage.append(path);
-    log('info', `resuming ${folder} UID ${m.uid} at byte ${stage.size - Buffer.byteLength(head)} of ${m.size}`, { account: a.name });
-  } else {
-    for (const p of [path, side]) if (existsSync(p)) unlinkSync(p);
-    writeFileSync(side, JSON.stringify({ folder, uidvalidity: uv, uid: m.uid, size: m.size }) + '\n', { mode: 0o600 });
-    stage = await Stage.createAt(path, head);
+  if (meta && meta.folder === folder && meta.uidvalidity === uv && meta.uid === m.uid && meta.size === m.size) {
+    stage = await resumePartial(path, head, m.size);
+    if (stage) log('info', `resuming ${folder} UID ${m.uid} at byte ${stage.size - headLen} of ${m.size}`, { account: a.name });
+    else log('warn', `partial file of ${folder} UID ${m.uid} is missing or cannot be trusted: starting over`, { account: a.name });
   }
-  const headLen = Buffer.byteLength(head);
+  if (!stage) {
+    rmSync(path, { force: true });
+    writeFileSync(side, JSON.stringify({ folder, uidvalidity: uv, uid: m.uid, size: m.size }) + '\n', { mode: 0o600 }); // a torn one does not parse: start over
+    stage = await createPartial(path, head);
+  }
   try {
     for (;;) {
       const offset = stage.size - headLen;
       if (offset >= m.size) break;
       const want = Math.min(PIECE, m.size - offset);
       if (!budget.allows(want)) {
-        await stage.keep();
+        await stage.close();
         return false;
       }
       const msg = await client.fetchOne(String(m.uid), { source: { start: offset, maxLength: want } }, { uid: true });
       const buf: Buffer | undefined = msg?.source;
       if (!buf || !buf.length) break; // the server holds fewer bytes than RFC822.SIZE said
       await stage.write(buf);
-      await stage.flush();
+      await stage.sync(); // every byte the next run's offset counts is on disk
     }
-    await stage.finish();
+    await stage.close();
   } catch (err) {
-    await stage.keep();
+    await stage.close().catch(() => undefined); // keep what was written: resumable
     throw err;
   }
   await landed(m, path);

@@ -32,7 +32,7 @@ import { AccountResult, Ctx, fetchDirs, newResult } from './account';
 import { fetchImap } from './imaprun';
 import { fetchPop3 } from './pop3run';
 import { emptyState, loadState, reconcile, saveState } from './state';
-import { accountMaildirs, recoverCommits } from './store';
+import { accountMaildirs, recoverCommits, sweepMaildirs } from './store';
 
 interface Opts extends LinkOptions {
   account?: string;
@@ -56,6 +56,7 @@ async function runAccount(cfg: Config, a: Account, budget: Budget, meter: Meter,
     // Large IMAP messages are committed from their partial file: their markers live there.
     for (const d of [dirs.tmp, dirs.partial]) await recoverCommits(cfg, a, d);
     rmSync(dirs.tmp, { recursive: true, force: true });
+    await sweepMaildirs(cfg);
     let st = loadState(dirs.state);
     if (!st) {
       st = emptyState();

@@ -18,7 +18,7 @@ import { AccountResult, Ctx, failureExit, fetchDirs, land, newResult } from './a
 import type { Meter } from '../lib/budget';
 import { Pop3Conn, Pop3Error } from './pop3';
 import { saveState, stampLine } from './state';
-import { Stage } from './store';
+import { stage as newStage } from './store';
 
 /** Bytes of RETR replies kept in flight (well above 256 kbit/s × 600 ms). */
 const WINDOW = 64 * 1024;
@@ -124,10 +124,10 @@ export async function fetchPop3(ctx: Ctx, meter: Meter, timeout: number): Promis
         log('warn', `RETR ${m.n} (${m.uidl}) refused: ${err.reply}`, { account: a.name });
         continue;
       }
-      const stage = await Stage.create(dirs.tmp, stampLine(a.name, m.uidl));
+      const stage = await newStage(dirs.tmp, stampLine(a.name, m.uidl));
       try {
         await conn.multi((b) => stage.write(b));
-        await stage.finish();
+        await stage.close();
       } catch (err) {
         await stage.discard();
         throw err;

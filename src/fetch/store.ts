@@ -3,15 +3,18 @@
  * twice.
  *
  *   1. stage: the stamp line and then the message bytes, as the server sent them, are streamed
- *      into a staging file (<spool>/fetch/tmp/<unique>, or the resumable partial file of an IMAP
- *      message) and fsync'd;
+ *      through maildir's Writer into a staging file (<spool>/fetch/tmp/<account>/<unique>, or the
+ *      resumable partial file of a large IMAP message) and fsync'd. A partial file appears (by
+ *      rename) only with its whole stamp line on disk, and is resumed only when it still starts
+ *      with exactly that line and is no longer than the message (createPartial, resumePartial);
  *   2. route: the targets are the account's local mailbox, or (multidrop) the mailboxes named by
  *      the envelope headers, read from the staged file's first 64 KiB (unfolded), never whole;
- *   3. commit: the staged file is hard-linked (copied and fsync'd across file systems) into every
- *      target's tmp/ first, and only then renamed into each new/ (,S= and ,W= = its size) and the
- *      new/ directories fsync'd. With two or more targets, before the first rename the staged
- *      file is renamed to `<name>.commit` (in the staging dir, or beside the partial file): a
- *      crash between two renames of a multidrop message leaves that marker, and the next run's
+ *   3. commit (maildir.deliverAll): the staged file is hard-linked (copied and fsync'd across
+ *      file systems) into every target's tmp/ first, and only then renamed into each new/ (,S=
+ *      and ,W= = its size) and the new/ directories fsync'd. With two or more targets, before
+ *      the first rename the staged file is renamed to `<name>.commit` (in the staging dir, or
+ *      beside the partial file): a crash between two renames of a multidrop message leaves that
+ *      marker, and the next run's
  *      `recoverCommits` (on both dirs) gives the copy to every target still lacking it (found by
  *      the stamp line) before anything else happens — no user loses a copy. One target needs no
  *      marker (one rename: before it nothing is visible, after it everything is);
@@ -20,144 +23,111 @@
  *
  * Multidrop routing (fetch(8), MULTIDROP): the account's `envelope` headers are tried in order;
  * the first one that names an address in the multidrop domain decides (To and Cc count
- * together). Each address goes through resolveRecipient (aliases, catch-all); an unknown one goes
- * to postmaster@domain, and if that does not exist either, to the domain's first mailbox (logged).
+ * together). Addresses are parsed by mailparser (RFC 5322 lists, groups, RFC 2047 names), each
+ * header value cut to 998 octets first. Each address goes through resolveRecipient (aliases,
+ * catch-all); an unknown one goes to postmaster@domain, and if that does not exist either, to the
+ * domain's first mailbox (logged).
  * A message for several local users is delivered once to each. Nothing is dropped.
  * Errors: fs errors (ENOSPC, EACCES…) are thrown; the staged file is kept for the caller to drop.
  */
-import { promises as fsp, constants, mkdirSync } from 'node:fs';
+import { promises as fsp, mkdirSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { isErrno } from '../lib/errors';
 import { fsyncDir } from '../lib/fsutil';
 import { log } from '../lib/log';
+import type { EmailAddress } from 'mailparser';
 import type { Account, Config } from '../mail/config';
-import { ensureMaildir, scan, uniqueName } from '../mail/maildir';
+import { spoolPaths } from '../mail/spool';
+import { deliverAll, scan, sweepStale, uniqueName, Writer } from '../mail/maildir';
 import { resolveRecipient } from '../mail/route';
 import { firstLine } from './state';
 
-/** An open staging file. */
-export class Stage {
-  private pending: Buffer[] = [];
-  private pendingBytes = 0;
-  private constructor(
-    readonly path: string,
-    private readonly fh: fsp.FileHandle,
-    /** Bytes already in the file. */
-    private size0: number,
-  ) {}
+/**
+ * Test-only hook: when the environment variable OUTPOST_TEST_PAUSE equals `point`, says
+ * `OUTPOST_TEST_PAUSE <point>` on stderr and stops the process (SIGSTOP) right there, so that a
+ * test can SIGKILL it at that instant. Never set outside tests. Points: `partial-created`.
+ */
+function testPause(point: string): void {
+  if (process.env.OUTPOST_TEST_PAUSE !== point) return;
+  writeSync(2, `OUTPOST_TEST_PAUSE ${point}\n`);
+  process.kill(process.pid, 'SIGSTOP');
+}
 
-  /** Creates a fresh staging file holding `head` (the stamp line). */
-  static async create(dir: string, head: string): Promise<Stage> {
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
-    return Stage.createAt(join(dir, uniqueName()), head);
-  }
+/** Creates a fresh staging file in `dir` (created if missing) holding `head` (the stamp line). */
+export async function stage(dir: string, head: string): Promise<Writer> {
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const w = await Writer.create(join(dir, uniqueName()));
+  w.push(Buffer.from(head));
+  return w;
+}
 
-  /** Creates the file `path` (which must not exist) holding `head`. */
-  static async createAt(path: string, head: string): Promise<Stage> {
-    const fh = await fsp.open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
-    const st = new Stage(path, fh, 0);
-    await st.write(Buffer.from(head));
-    return st;
-  }
+/**
+ * Creates the resumable partial file `path` holding only `head`, fsync'd, by rename from
+ * `<path>.tmp`: the file never exists without its whole stamp line (the resume offset counts
+ * from its end). @returns a writer appending to it. @throws fs errors.
+ */
+export async function createPartial(path: string, head: string): Promise<Writer> {
+  const tmp = `${path}.tmp`;
+  await fsp.unlink(tmp).catch(() => undefined);
+  const w = await Writer.create(tmp);
+  w.push(Buffer.from(head));
+  await w.close();
+  await fsp.rename(tmp, path);
+  fsyncDir(dirname(path));
+  testPause('partial-created');
+  return Writer.append(path);
+}
 
-  /** Opens an existing (partial) file to append to it (`size` starts at its current length). */
-  static async append(path: string): Promise<Stage> {
-    const fh = await fsp.open(path, constants.O_WRONLY | constants.O_APPEND);
-    const { size } = await fh.stat();
-    return new Stage(path, fh, size);
+/**
+ * Opens the partial file `path` to resume it, when it can be trusted: it starts with exactly
+ * `head` and holds at most `size` bytes after it. @returns null when it cannot (start over).
+ */
+export async function resumePartial(path: string, head: string, size: number): Promise<Writer | null> {
+  const want = Buffer.from(head);
+  let fh: fsp.FileHandle;
+  try {
+    fh = await fsp.open(path, 'r');
+  } catch {
+    return null;
   }
-
-  /** Bytes in the file so far (including buffered ones). */
-  get size(): number {
-    return this.size0 + this.pendingBytes;
+  try {
+    const buf = Buffer.alloc(want.length);
+    const { bytesRead } = await fh.read(buf, 0, buf.length, 0);
+    const len = (await fh.stat()).size;
+    if (bytesRead !== want.length || !buf.equals(want) || len - want.length > size) return null;
+  } finally {
+    await fh.close();
   }
-
-  /** Appends bytes (buffered up to 64 KiB, then written). `buf` is kept, not copied: do not reuse it. */
-  async write(buf: Buffer): Promise<void> {
-    this.pending.push(buf);
-    this.pendingBytes += buf.length;
-    if (this.pendingBytes >= 65536) await this.flush();
-  }
-
-  /** Writes buffered bytes out (no fsync). */
-  async flush(): Promise<void> {
-    if (!this.pendingBytes) return;
-    const buf = Buffer.concat(this.pending);
-    this.pending = [];
-    let off = 0;
-    while (off < buf.length) off += (await this.fh.write(buf, off, buf.length - off)).bytesWritten;
-    this.size0 += buf.length;
-    this.pendingBytes = 0;
-  }
-
-  /** Flushes, fsyncs and closes: the bytes are on disk. */
-  async finish(): Promise<void> {
-    await this.flush();
-    await this.fh.sync();
-    await this.fh.close();
-  }
-
-  /** Closes and removes the file (an aborted download). */
-  async discard(): Promise<void> {
-    await this.fh.close().catch(() => undefined);
-    await fsp.unlink(this.path).catch(() => undefined);
-  }
-
-  /** Closes, keeping what was written (fsync'd): a resumable partial download. */
-  async keep(): Promise<void> {
-    await this.flush().catch(() => undefined);
-    await this.fh.sync().catch(() => undefined);
-    await this.fh.close().catch(() => undefined);
-  }
+  return Writer.append(path);
 }
 
 /** The suffix of a staged file whose commit has begun (see the header). */
 const COMMIT = '.commit';
 
 /**
- * Links (or copies) the finished staged file into every target Maildir's tmp/, then renames each
- * into new/; removes the staged file. See the header.
- * @returns the delivered paths. @throws fs errors (nothing is renamed unless every tmp copy exists).
+ * Delivers the finished staged file to every target Maildir (maildir.deliverAll, hard links),
+ * with the commit marker (see the header) before the first rename when there are two or more
+ * targets; removes the staged file (or marker).
+ * @returns the delivered paths. @throws fs errors (nothing is delivered then; the staged file or
+ *   its marker is kept).
  */
 export async function commit(staged: string, maildirs: string[], host: string): Promise<string[]> {
-  const { size } = await fsp.stat(staged);
-  const tmps: Array<{ dir: string; tmp: string; name: string }> = [];
-  try {
-    for (const dir of new Set(maildirs)) {
-      ensureMaildir(dir);
-      const name = uniqueName(host);
-      const tmp = join(dir, 'tmp', name);
-      try {
-        await fsp.link(staged, tmp);
-      } catch (err) {
-        if (!isErrno(err, 'EXDEV')) throw err;
-        await fsp.copyFile(staged, tmp, constants.COPYFILE_EXCL);
-        const fh = await fsp.open(tmp, 'r+');
-        await fh.sync();
-        await fh.close();
-      }
-      tmps.push({ dir, tmp, name });
-    }
-  } catch (err) {
-    for (const t of tmps) await fsp.unlink(t.tmp).catch(() => undefined);
-    throw err;
-  }
+  const dirs = [...new Set(maildirs)];
   // The marker: from here on a crash is finished by recoverCommits, not forgotten. One target has
   // one rename, nothing to finish: a crash before it leaves the message to be fetched again.
-  const marker = staged.endsWith(COMMIT) || tmps.length < 2 ? staged : staged + COMMIT;
-  if (marker !== staged) {
-    await fsp.rename(staged, marker);
-    fsyncDir(dirname(marker));
-  }
-  const out: string[] = [];
-  for (const t of tmps) {
-    const final = join(t.dir, 'new', `${t.name},S=${size},W=${size}`);
-    await fsp.rename(t.tmp, final);
-    out.push(final);
-  }
-  for (const t of tmps) fsyncDir(join(t.dir, 'new'));
+  const marker = staged.endsWith(COMMIT) || dirs.length < 2 ? staged : staged + COMMIT;
+  const done = await deliverAll(
+    dirs.map((dir) => ({ dir, file: staged })),
+    {
+      host,
+      beforeRename: async () => {
+        if (marker === staged) return;
+        await fsp.rename(staged, marker);
+        fsyncDir(dirname(marker));
+      },
+    },
+  );
   await fsp.unlink(marker).catch(() => undefined);
-  return out;
+  return done.map((d) => d.path);
 }
 
 /**
@@ -179,7 +149,7 @@ export async function recoverCommits(cfg: Config, account: Account, stagingDir: 
   for (const f of files) {
     const marker = join(stagingDir, f);
     const stamp = firstLine(marker);
-    const missing = routeMessage(cfg, account, await readHead(marker)).filter((dir) => !scan(dir).some((m) => firstLine(m.path) === stamp));
+    const missing = (await routeMessage(cfg, account, await readHead(marker))).filter((dir) => !scan(dir).some((m) => firstLine(m.path) === stamp));
     if (missing.length) {
       const paths = await commit(marker, missing, cfg.hostname);
       n += paths.length;
@@ -208,13 +178,51 @@ export function parseHeaders(head: Buffer): Map<string, string[]> {
   return out;
 }
 
-/** The addresses (lower-cased) in header values, by a permissive scan (no comments, groups). */
-export function addressesIn(values: string[]): string[] {
+/** RFC 5322 2.1.1: no line is longer than 998 octets; longer header values are cut to this. */
+const MAX_VALUE = 998;
+
+/**
+ * Cuts a header value longer than 998 octets (the scan never sees more): at the last comma
+ * before the cut, so no address is cut in half; a value without a comma there is dropped.
+ */
+export function cutValue(v: string): string {
+  if (v.length <= MAX_VALUE) return v;
+  const comma = v.lastIndexOf(',', MAX_VALUE);
+  return comma < 0 ? '' : v.slice(0, comma);
+}
+
+/** mailparser's address-header parsing (nodemailer's addressparser, then MailParser's RFC 2047
+ * decoding), loaded on first use. */
+let parseAddresses: ((value: string) => EmailAddress[]) | undefined;
+
+/**
+ * The addresses (lower-cased) in header values, parsed as mailparser parses an address header
+ * (loaded here, lazily): RFC 5322 address lists with display names, comments, groups (their
+ * members count) and RFC 2047 encoded words, in linear time. Each value is cut to 998 octets
+ * first (cutValue).
+ */
+export async function addressesIn(values: string[]): Promise<string[]> {
+  if (!values.length) return [];
+  if (!parseAddresses) {
+    const { MailParser } = await import('mailparser');
+    const { default: addressparser } = await import('nodemailer/lib/addressparser');
+    const mp = new MailParser() as unknown as { decodeAddresses(list: unknown[]): void };
+    parseAddresses = (value) => {
+      const list = addressparser(value);
+      mp.decodeAddresses(list);
+      return list as EmailAddress[];
+    };
+  }
   const out: string[] = [];
-  for (const v of values) {
-    for (const m of v.replace(/\([^()]*\)/g, ' ').matchAll(/[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~.]+@[A-Za-z0-9.-]+[A-Za-z0-9]/g)) {
-      out.push(m[0].toLowerCase());
+  const walk = (list: EmailAddress[]) => {
+    for (const a of list) {
+      if (a.group) walk(a.group);
+      else if (a.address && a.address.includes('@')) out.push(a.address.toLowerCase());
     }
+  };
+  for (const v of values) {
+    const cut = cutValue(v);
+    if (cut) walk(parseAddresses(Buffer.from(cut, 'latin1').toString('utf8')));
   }
   return out;
 }
@@ -229,7 +237,7 @@ function domainMailboxes(cfg: Config, domain: string): string[] {
  * @param head the first up to 64 KiB of the message (after the stamp line).
  * @throws Error when the account's local mailbox (or the domain) has no mailbox at all.
  */
-export function routeMessage(cfg: Config, account: Account, head: Buffer): string[] {
+export async function routeMessage(cfg: Config, account: Account, head: Buffer): Promise<string[]> {
   const dirs = (addr: string) => resolveRecipient(cfg, addr)?.local.map((u) => u.maildir) ?? [];
   if (account.local) {
     const d = dirs(account.local);
@@ -238,13 +246,13 @@ export function routeMessage(cfg: Config, account: Account, head: Buffer): strin
   }
   const domain = account.multidrop!;
   const hdrs = parseHeaders(head);
-  const inDomain = (vals: string[]) => addressesIn(vals).filter((a) => a.endsWith('@' + domain));
+  const inDomain = async (vals: string[]) => (await addressesIn(vals)).filter((a) => a.endsWith('@' + domain));
   let rcpts: string[] = [];
   const order = account.envelope;
   for (let i = 0; i < order.length && !rcpts.length; i++) {
     const h = order[i];
-    if (h === 'to' || h === 'cc') rcpts = inDomain(order.filter((x) => x === 'to' || x === 'cc').flatMap((x) => hdrs.get(x) ?? []));
-    else rcpts = inDomain(hdrs.get(h) ?? []);
+    if (h === 'to' || h === 'cc') rcpts = await inDomain(order.filter((x) => x === 'to' || x === 'cc').flatMap((x) => hdrs.get(x) ?? []));
+    else rcpts = await inDomain(hdrs.get(h) ?? []);
   }
   const out = new Set<string>();
   const fallback = (why: string) => {
@@ -285,3 +293,18 @@ export function accountMaildirs(cfg: Config, account: Account): string[] {
   if (account.local) return resolveRecipient(cfg, account.local)?.local.map((u) => u.maildir) ?? [];
   return [...cfg.users.values()].map((u) => u.maildir);
 }
+
+/** How often fetch sweeps the tmp/ of the Maildirs it delivers to, in seconds (fetch(8) FILES). */
+const SWEEP_EVERY = 3600;
+
+/**
+ * Removes files older than 36 hours (a killed fetch's hard links) from the tmp/ of every Maildir
+ * an account of `cfg` delivers to, at most once per SWEEP_EVERY seconds (the mtime of
+ * <spool>/run/fetch.swept decides; one stat otherwise). The staging dir needs no sweep: it is
+ * emptied at every run. Never throws.
+ */
+export async function sweepMaildirs(cfg: Config): Promise<void> {
+  const dirs = () => [...new Set(cfg.accounts.flatMap((a) => accountMaildirs(cfg, a)))].map((d) => join(d, 'tmp'));
+  await sweepStale(join(spoolPaths(cfg).run, 'fetch.swept'), dirs, SWEEP_EVERY);
+}
+

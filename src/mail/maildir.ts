@@ -8,7 +8,12 @@
  *   3. fsync and close — the bytes are on disk before anyone is told;
  *   4. rename to new/<unique>,S=<bytes>,W=<bytes> and fsync new/ — the message now exists, once.
  * Only then may the caller acknowledge (SMTP 250, POP3 DELE, queue done). A crash before step 4
- * leaves a tmp/ file that no reader ever sees; `cleanTmp` removes those older than 36 hours.
+ * leaves a tmp/ file that no reader ever sees; the program that owns the directory removes those
+ * older than 36 hours (qmail's rule: `cleanTmp`, `sweepStale`).
+ *
+ * Several copies (deliverAll: smtpd's mailboxes and queue file, fetch's multidrop targets,
+ * queue-run's DSNs) are all or nothing: every copy is written and fsync'd in its tmp/ before the
+ * first rename, and a failure removes every copy made, so a retry never duplicates one.
  *
  * Unique names: <seconds>.M<microseconds>P<pid>Q<counter>.<host> ('/' and ':' in the host
  * escaped as \057 and \072, as qmail and Dovecot do). Outpost stores messages in their wire form,
@@ -18,10 +23,12 @@
  * Flags live in cur/ as `:2,<letters>` (D draft, F flagged, P passed, R replied, S seen, T trashed).
  */
 import { promises as fsp, constants, mkdirSync, readdirSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import type { FileHandle } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { hostname as osHostname } from 'node:os';
 import type { Readable } from 'node:stream';
 import { fsyncDir } from '../lib/fsutil';
+import { log } from '../lib/log';
 import { streamed } from '../lib/memory';
 
 let counter = 0;
@@ -45,6 +52,96 @@ export function ensureMaildir(dir: string): void {
 /** A piece of a message to write: bytes, or a readable stream (consumed), or a factory of one. */
 export type Part = Buffer | string | Readable | (() => Readable);
 
+/** Bytes a Writer buffers before it writes them out. */
+const FLUSH_AT = 65536;
+
+/**
+ * The one buffered file writer (Maildir tmp/ copies, smtpd's spool file, fetch's staging and
+ * partial files): appends in 64 KiB blocks, counts bytes, fsyncs on request.
+ * Errors: fs errors (ENOSPC, EDQUOT, EACCES, EEXIST on create) are thrown by the call that meets them.
+ */
+export class Writer {
+  private pending: Buffer[] = [];
+  private pendingBytes = 0;
+
+  private constructor(
+    readonly path: string,
+    private fh: FileHandle | null,
+    /** Bytes already written to the file. */
+    private written: number,
+  ) {}
+
+  /** Creates `path` exclusively (O_EXCL, mode 0600). @throws EEXIST and other fs errors. */
+  static async create(path: string): Promise<Writer> {
+    return new Writer(path, await fsp.open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600), 0);
+  }
+
+  /** Opens the existing file `path` to append to it; `size` starts at its length. */
+  static async append(path: string): Promise<Writer> {
+    const fh = await fsp.open(path, constants.O_WRONLY | constants.O_APPEND);
+    return new Writer(path, fh, (await fh.stat()).size);
+  }
+
+  /** Bytes in the file so far, buffered ones included. */
+  get size(): number {
+    return this.written + this.pendingBytes;
+  }
+
+  /** True when the buffer should be written out (push callers then call flush). */
+  get full(): boolean {
+    return this.pendingBytes >= FLUSH_AT;
+  }
+
+  /** Buffers `buf` (kept, not copied: do not reuse it). */
+  push(buf: Buffer): void {
+    if (!buf.length) return;
+    this.pending.push(buf);
+    this.pendingBytes += buf.length;
+  }
+
+  /** Buffers `buf`, writing the buffer out once it holds 64 KiB. */
+  async write(buf: Buffer): Promise<void> {
+    this.push(buf);
+    if (this.full) await this.flush();
+  }
+
+  /** Writes the buffer out (no fsync). */
+  async flush(): Promise<void> {
+    if (!this.fh || !this.pendingBytes) return;
+    const buf = this.pending.length === 1 ? this.pending[0] : Buffer.concat(this.pending, this.pendingBytes);
+    this.pending = [];
+    this.pendingBytes = 0;
+    let off = 0;
+    while (off < buf.length) off += (await this.fh.write(buf, off, buf.length - off)).bytesWritten;
+    this.written += buf.length;
+  }
+
+  /** Writes the buffer out and fsyncs: every byte counted in `size` is on disk. */
+  async sync(): Promise<void> {
+    await this.flush();
+    await this.fh?.sync();
+  }
+
+  /** Writes the buffer out, fsyncs unless `durable` is false, and closes. */
+  async close(durable = true): Promise<void> {
+    if (durable) await this.sync();
+    else await this.flush();
+    const fh = this.fh;
+    this.fh = null;
+    await fh?.close();
+  }
+
+  /** Closes (buffer dropped) and removes the file; never throws. */
+  async discard(): Promise<void> {
+    const fh = this.fh;
+    this.fh = null;
+    this.pending = [];
+    this.pendingBytes = 0;
+    await fh?.close().catch(() => undefined);
+    await fsp.unlink(this.path).catch(() => undefined);
+  }
+}
+
 export interface Delivered {
   /** Base name (the stable unique id, used as the POP3 UIDL). */
   id: string;
@@ -55,28 +152,46 @@ export interface Delivered {
 }
 
 /**
- * Delivers one message made of `parts` (written in order) into the Maildir `dir` (created if
- * missing). See the header for the protocol.
- * @param host host name used in the unique name.
- * @param maxBytes stop with an error (code 'EFBIG') once the message exceeds this size (0: none).
- * @throws fs errors (ENOSPC, EDQUOT, EACCES) or EFBIG; the tmp file is removed, nothing is delivered.
+ * One copy for deliverAll: into the Maildir `dir` (created if missing), made of `parts` written in
+ * order, or a hard link of the finished, fsync'd file `file` (copied and fsync'd across file
+ * systems).
  */
-export async function deliver(dir: string, parts: Part[], host?: string, maxBytes = 0): Promise<Delivered> {
-  ensureMaildir(dir);
-  const id = uniqueName(host);
-  const tmp = join(dir, 'tmp', id);
-  const fh = await fsp.open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
-  let size = 0;
-  let renamed = false;
+export type Copy = { dir: string; parts: Part[] } | { dir: string; file: string };
+
+export interface DeliverOptions {
+  /** Host name used in the unique names (default: this host's). */
+  host?: string;
+  /** A copy made of parts that grows past this many bytes fails with code 'EFBIG' (0: no limit). */
+  maxBytes?: number;
+  /** Runs once every copy is in tmp/ and fsync'd, before the first rename (fetch's multidrop
+   * commit marker). Throwing aborts the delivery like any other error. */
+  beforeRename?: () => Promise<void>;
+}
+
+/** Writes one copy into dir/tmp/<id>, fsync'd; returns its id, tmp path and size. */
+async function writeTmp(copy: Copy, o: DeliverOptions): Promise<{ dir: string; id: string; tmp: string; size: number }> {
+  ensureMaildir(copy.dir);
+  const id = uniqueName(o.host);
+  const tmp = join(copy.dir, 'tmp', id);
+  if ('file' in copy) {
+    try {
+      await fsp.link(copy.file, tmp);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EXDEV') throw err;
+      await fsp.copyFile(copy.file, tmp, constants.COPYFILE_EXCL);
+      const fh = await fsp.open(tmp, 'r+');
+      await fh.sync().finally(() => fh.close());
+    }
+    return { dir: copy.dir, id, tmp, size: (await fsp.stat(tmp)).size };
+  }
+  const w = await Writer.create(tmp);
   try {
     const put = async (buf: Buffer) => {
-      size += buf.length;
       streamed(buf.length);
-      if (maxBytes && size > maxBytes) throw Object.assign(new Error(`message larger than ${maxBytes} bytes`), { code: 'EFBIG' });
-      let off = 0;
-      while (off < buf.length) off += (await fh.write(buf, off, buf.length - off)).bytesWritten;
+      if (o.maxBytes && w.size + buf.length > o.maxBytes) throw Object.assign(new Error(`message larger than ${o.maxBytes} bytes`), { code: 'EFBIG' });
+      await w.write(buf);
     };
-    for (const part of parts) {
+    for (const part of copy.parts) {
       if (typeof part === 'string') await put(Buffer.from(part));
       else if (Buffer.isBuffer(part)) await put(part);
       else {
@@ -84,18 +199,50 @@ export async function deliver(dir: string, parts: Part[], host?: string, maxByte
         for await (const chunk of stream) await put(typeof chunk === 'string' ? Buffer.from(chunk) : chunk);
       }
     }
-    await fh.sync();
-    await fh.close();
-    const final = join(dir, 'new', `${id},S=${size},W=${size}`);
-    await fsp.rename(tmp, final);
-    renamed = true;
-    fsyncDir(join(dir, 'new'));
-    return { id, path: final, size };
+    await w.close();
   } catch (err) {
-    await fh.close().catch(() => undefined);
-    if (!renamed) await fsp.unlink(tmp).catch(() => undefined);
+    await w.discard();
     throw err;
   }
+  return { dir: copy.dir, id, tmp, size: w.size };
+}
+
+/**
+ * Delivers `copies`, all or nothing (see the header): every copy is written to its tmp/ and
+ * fsync'd; then `beforeRename` runs; then each is renamed to new/<id>,S=<bytes>,W=<bytes> and the
+ * new/ directories fsync'd. Nothing is visible to a reader before every copy is on disk.
+ * @returns one Delivered per copy, in order.
+ * @throws fs errors (ENOSPC, EDQUOT, EACCES) or EFBIG; every tmp file and every copy already
+ *   renamed are removed first, so nothing is delivered.
+ */
+export async function deliverAll(copies: Copy[], o: DeliverOptions = {}): Promise<Delivered[]> {
+  const tmps: Array<{ dir: string; id: string; tmp: string; size: number }> = [];
+  const out: Delivered[] = [];
+  try {
+    for (const c of copies) tmps.push(await writeTmp(c, o));
+    await o.beforeRename?.();
+    for (const t of tmps) {
+      const path = join(t.dir, 'new', `${t.id},S=${t.size},W=${t.size}`);
+      await fsp.rename(t.tmp, path);
+      out.push({ id: t.id, path, size: t.size });
+    }
+    for (const dir of new Set(tmps.map((t) => t.dir))) fsyncDir(join(dir, 'new'));
+    return out;
+  } catch (err) {
+    for (const t of tmps) await fsp.unlink(t.tmp).catch(() => undefined);
+    for (const d of out) await fsp.unlink(d.path).catch(() => undefined);
+    throw err;
+  }
+}
+
+/**
+ * Delivers one message made of `parts` into the Maildir `dir`: deliverAll with one copy.
+ * @param host host name used in the unique name.
+ * @param maxBytes stop with an error (code 'EFBIG') once the message exceeds this size (0: none).
+ * @throws as deliverAll; nothing is delivered.
+ */
+export async function deliver(dir: string, parts: Part[], host?: string, maxBytes = 0): Promise<Delivered> {
+  return (await deliverAll([{ dir, parts }], { host, maxBytes }))[0];
 }
 
 export interface MaildirMessage {
@@ -171,20 +318,29 @@ export async function setFlags(dir: string, msg: MaildirMessage, flags: string):
   return target;
 }
 
-/** Removes tmp/ files older than `maxAge` seconds (default 36 h, as the Maildir spec says). */
-export async function cleanTmp(dir: string, maxAge = 36 * 3600): Promise<number> {
+/** qmail's rule: a tmp/ file untouched for 36 hours is a dead delivery's leftover. */
+export const STALE_AGE = 36 * 3600;
+
+/**
+ * Removes the files (not dot files, not directories) in the plain directory `dir` last modified
+ * more than `maxAge` seconds ago. A missing directory has none. Never throws.
+ * @returns how many were removed.
+ */
+export async function removeStale(dir: string, maxAge = STALE_AGE): Promise<number> {
   let n = 0;
   const cutoff = Date.now() - maxAge * 1000;
   let files: string[] = [];
   try {
-    files = await fsp.readdir(join(dir, 'tmp'));
+    files = await fsp.readdir(dir);
   } catch {
     return 0;
   }
   for (const f of files) {
-    const p = join(dir, 'tmp', f);
+    if (f.startsWith('.')) continue;
+    const p = join(dir, f);
     try {
-      if ((await fsp.stat(p)).mtimeMs < cutoff) {
+      const st = await fsp.stat(p);
+      if (st.isFile() && st.mtimeMs < cutoff) {
         await fsp.unlink(p);
         n++;
       }
@@ -192,5 +348,36 @@ export async function cleanTmp(dir: string, maxAge = 36 * 3600): Promise<number>
       /* raced with another cleaner */
     }
   }
+  return n;
+}
+
+/** Removes a Maildir's tmp/ files older than `maxAge` seconds (default 36 h, the Maildir rule). */
+export function cleanTmp(dir: string, maxAge = STALE_AGE): Promise<number> {
+  return removeStale(join(dir, 'tmp'), maxAge);
+}
+
+/**
+ * The cheap, occasional sweep of a program's own temporary directories: when the stamp file
+ * `stamp` (its directory created if missing) is missing or older than `every` seconds, touches it
+ * (so concurrent processes do not
+ * sweep too) and removes the stale files (removeStale, 36 h) of every directory in `dirs()`.
+ * Otherwise costs one stat. Logs what it removed. Never throws (a failing sweep is retried at the
+ * next interval).
+ * @returns files removed (0 when it was not time yet).
+ */
+export async function sweepStale(stamp: string, dirs: () => string[], every = 3600): Promise<number> {
+  try {
+    const st = await fsp.stat(stamp).catch(() => null);
+    if (st && st.mtimeMs > Date.now() - every * 1000) return 0;
+    const now = new Date();
+    await fsp.mkdir(dirname(stamp), { recursive: true, mode: 0o700 });
+    await fsp.writeFile(stamp, '', { flag: 'a', mode: 0o600 });
+    await fsp.utimes(stamp, now, now);
+  } catch {
+    return 0;
+  }
+  let n = 0;
+  for (const d of dirs()) n += await removeStale(d);
+  if (n) log('info', `removed ${n} stale temporary file${n === 1 ? '' : 's'} (older than 36 hours)`);
   return n;
 }

@@ -14,7 +14,7 @@
  * <spool>/queue/state/<id>.json, owned by queue-run (see queue-run(8)).
  */
 import { promises as fsp } from 'node:fs';
-import { deliver, Delivered, Part } from './maildir';
+import { Copy, deliverAll, Delivered, Part } from './maildir';
 
 /** The body type MAIL FROM declared (RFC 6152): 7BIT (also when none was given) or 8BITMIME. */
 export type Body = '7BIT' | '8BITMIME';
@@ -31,18 +31,23 @@ export interface Envelope {
 const MAGIC = 'X-Outpost-Envelope: 1\r\n';
 
 /** The envelope block that precedes the message in a queue file. */
-export function envelopeHeader(env: Envelope): Buffer {
+function envelopeHeader(env: Envelope): Buffer {
   const body = env.body === '8BITMIME' ? 'X-Outpost-Body: 8BITMIME\r\n' : '';
   return Buffer.from(MAGIC + `X-Outpost-Sender: <${env.sender}>\r\n` + body + env.recipients.map((r) => `X-Outpost-Rcpt: <${r}>\r\n`).join(''));
+}
+
+/** The queue file for `env` and the message `parts`, as one copy for maildir.deliverAll. */
+export function queueCopy(queueDir: string, env: Envelope, parts: Part[]): Copy {
+  return { dir: queueDir, parts: [envelopeHeader(env), ...parts] };
 }
 
 /**
  * Puts one message in the queue (Maildir delivery into `queueDir`, see maildir.ts).
  * @returns the queue id (the Maildir unique name) and path in queue/new/.
- * @throws as maildir.deliver.
+ * @throws as maildir.deliverAll.
  */
-export function enqueue(queueDir: string, env: Envelope, parts: Part[], host?: string): Promise<Delivered> {
-  return deliver(queueDir, [envelopeHeader(env), ...parts], host);
+export async function enqueue(queueDir: string, env: Envelope, parts: Part[], host?: string): Promise<Delivered> {
+  return (await deliverAll([queueCopy(queueDir, env, parts)], { host }))[0];
 }
 
 /**

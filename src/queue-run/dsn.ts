@@ -23,8 +23,8 @@
 import { promises as fsp } from 'node:fs';
 import { rfc5322Date } from '../mail/date';
 import type { Config } from '../mail/config';
-import { deliver } from '../mail/maildir';
-import { enqueue } from '../mail/queue';
+import { deliverAll } from '../mail/maildir';
+import { queueCopy } from '../mail/queue';
 import { resolveRecipient } from '../mail/route';
 import type { Outcome } from './outcome';
 
@@ -139,19 +139,14 @@ export async function buildDsn(cfg: Config, d: DsnInput): Promise<Buffer> {
  * the queue from <>.
  * @returns where it went (for the log), or null when the sender resolves to nothing (an unknown
  *   local address) — the caller keeps the original in failed/.
- * @throws fs errors of delivery (the caller keeps the state and retries the DSN next run).
+ * @throws fs errors of delivery (the caller keeps the state and retries the DSN next run); all or
+ *   nothing (maildir.deliverAll), so the retry duplicates no copy.
  */
 export async function sendDsn(cfg: Config, queueDir: string, sender: string, dsn: Buffer): Promise<string | null> {
   const route = resolveRecipient(cfg, sender);
   if (!route || (route.local.length === 0 && route.remote.length === 0)) return null;
-  const where: string[] = [];
-  for (const u of route.local) {
-    await deliver(u.maildir, [dsn], cfg.hostname);
-    where.push(`mailbox ${u.address}`);
-  }
-  if (route.remote.length) {
-    const q = await enqueue(queueDir, { sender: '', recipients: route.remote, body: eightBit(dsn) ? '8BITMIME' : '7BIT' }, [dsn], cfg.hostname);
-    where.push(`queue ${q.id}`);
-  }
+  const made = await deliverAll([...route.local.map((u) => ({ dir: u.maildir, parts: [dsn] })), ...(route.remote.length ? [queueCopy(queueDir, { sender: '', recipients: route.remote, body: eightBit(dsn) ? '8BITMIME' : '7BIT' }, [dsn])] : [])], { host: cfg.hostname });
+  const where = route.local.map((u) => `mailbox ${u.address}`);
+  if (route.remote.length) where.push(`queue ${made[made.length - 1].id}`);
   return where.join(', ');
 }

@@ -18,19 +18,19 @@
  * Memory: at most one read chunk, one line and a 64 KiB write buffer, whatever the message size.
  * Errors: file-system errors are kept in Spool.failed (never thrown); end of stream returns 'eof'.
  */
-import { promises as fsp, constants } from 'node:fs';
-import type { FileHandle } from 'node:fs/promises';
+import { promises as fsp } from 'node:fs';
+import { Writer } from '../mail/maildir';
 import type { Line, LineReader } from '../lib/linereader';
 
 const CRLF = Buffer.from('\r\n');
 /** Data lines are read in pieces of at most this many octets (longer lines pass through whole). */
 const DATA_PIECE = 65536;
-const FLUSH_AT = 65536;
 
 /**
- * An append-only spool file (or a counting sink when `path` is null) with a size limit in octets
- * (0: none). Writes are buffered and flushed in 64 KiB blocks. No fsync: the final copies are
- * fsync'd by maildir.deliver; the spool itself is thrown away.
+ * An append-only spool file in <spool>/tmp (or a counting sink when `path` is null) with a size
+ * limit in octets (0: none), written through maildir's Writer (64 KiB blocks). No fsync: the final
+ * copies are fsync'd by maildir.deliverAll; the spool itself is thrown away (a killed smtpd's
+ * spool file is removed by a later smtpd's stale-file sweep, deliver.ts).
  * A file-system error (create or write) never throws: it is kept in `failed`, the file is removed,
  * and the spool goes on counting, so the caller still reads the stream to its end and then refuses
  * the message with 451 4.3.0.
@@ -40,12 +40,10 @@ export class Spool {
   tooBig = false;
   /** The first file-system error, if any (the message must then be refused). */
   failed: Error | null = null;
-  private pending: Buffer[] = [];
-  private pendingBytes = 0;
 
   private constructor(
     readonly path: string | null,
-    private fh: FileHandle | null,
+    private w: Writer | null,
     private readonly limit: number,
   ) {}
 
@@ -53,7 +51,7 @@ export class Spool {
   static async create(path: string | null, limit: number): Promise<Spool> {
     if (!path) return new Spool(null, null, limit);
     try {
-      return new Spool(path, await fsp.open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600), limit);
+      return new Spool(path, await Writer.create(path), limit);
     } catch (err) {
       const s = new Spool(null, null, limit);
       s.failed = err as Error;
@@ -65,30 +63,20 @@ export class Spool {
   push(buf: Buffer): void {
     if (buf.length === 0) return;
     this.size += buf.length;
-    if (this.limit && this.size > this.limit) {
-      this.tooBig = true;
-      this.pending = [];
-      this.pendingBytes = 0;
-    }
-    if (this.tooBig || !this.fh) return;
-    this.pending.push(buf);
-    this.pendingBytes += buf.length;
+    if (this.limit && this.size > this.limit) this.tooBig = true;
+    if (!this.tooBig) this.w?.push(buf);
   }
 
   /** True when the write buffer should be flushed. */
   get full(): boolean {
-    return this.pendingBytes >= FLUSH_AT;
+    return !!this.w?.full;
   }
 
-  /** Writes out the buffer; a write error is kept in `failed` (see the class comment). */
+  /** Writes out the buffer (nothing once too big); a write error is kept in `failed`. */
   async flush(): Promise<void> {
-    if (!this.fh || this.pendingBytes === 0) return;
-    const buf = this.pending.length === 1 ? this.pending[0] : Buffer.concat(this.pending, this.pendingBytes);
-    this.pending = [];
-    this.pendingBytes = 0;
+    if (this.tooBig) return;
     try {
-      let off = 0;
-      while (off < buf.length) off += (await this.fh.write(buf, off, buf.length - off)).bytesWritten;
+      await this.w?.flush();
     } catch (err) {
       this.failed = err as Error;
       await this.discard();
@@ -98,10 +86,10 @@ export class Spool {
   /** Flushes and closes the file (the spool stays on disk for delivery). */
   async close(): Promise<void> {
     await this.flush();
-    const fh = this.fh;
-    this.fh = null;
+    const w = this.w;
+    this.w = null;
     try {
-      await fh?.close();
+      await w?.close(false);
     } catch (err) {
       this.failed = err as Error;
     }
@@ -109,12 +97,10 @@ export class Spool {
 
   /** Closes and removes the file; never throws. */
   async discard(): Promise<void> {
-    const fh = this.fh;
-    this.fh = null;
-    this.pending = [];
-    this.pendingBytes = 0;
-    await fh?.close().catch(() => undefined);
-    if (this.path) await fsp.unlink(this.path).catch(() => undefined);
+    const w = this.w;
+    this.w = null;
+    if (w) await w.discard();
+    else if (this.path) await fsp.unlink(this.path).catch(() => undefined);
   }
 }
 

@@ -7,16 +7,21 @@
  * header only (with `for` when it has one recipient), after the queue envelope (queue.ts).
  * Copies are streamed from the spool file; the message is never held in memory.
  *
- * All or nothing: every copy is written, fsync'd and renamed into new/ (maildir.deliver) before
- * this returns; if any copy fails, the copies already made are unlinked and the error is thrown,
- * so the client's retry (after 451 4.3.0) cannot produce duplicates.
+ * All or nothing (maildir.deliverAll): every copy is written and fsync'd in its tmp/, then all are
+ * renamed into new/, before this returns; if any copy fails, the copies already made are removed
+ * and the error is thrown, so the client's retry (after 451 4.3.0) cannot produce duplicates.
+ *
+ * Stale files: smtpd owns <spool>/tmp (its spool files) and the tmp/ of the mailboxes it delivers
+ * to; after a delivery, at most once an hour (the mtime of <spool>/run/smtpd.swept decides, one
+ * stat otherwise), files there older than 36 hours are removed (a killed smtpd's leftovers).
  */
-import { createReadStream, promises as fsp } from 'node:fs';
+import { createReadStream } from 'node:fs';
+import { join } from 'node:path';
 import { Config } from '../mail/config';
 import { spoolPaths } from '../mail/spool';
-import { deliver as maildirDeliver, Delivered } from '../mail/maildir';
+import { Copy, deliverAll, sweepStale } from '../mail/maildir';
 import { rfc5322Date } from '../mail/date';
-import { enqueue } from '../mail/queue';
+import { queueCopy } from '../mail/queue';
 import type { Trace, Transaction } from './session';
 
 let counter = 0;
@@ -52,10 +57,23 @@ export interface Outcome {
   remote: number;
 }
 
+/** How often smtpd sweeps its temporary directories, in seconds (see the header). */
+const SWEEP_EVERY = 3600;
+
+/**
+ * Removes files older than 36 hours from <spool>/tmp and every local mailbox's tmp/, at most once
+ * per SWEEP_EVERY seconds (see the header). Never throws.
+ */
+async function sweepSpool(cfg: Config): Promise<void> {
+  const { tmp, run } = spoolPaths(cfg);
+  await sweepStale(join(run, 'smtpd.swept'), () => [tmp, ...[...cfg.users.values()].map((u) => join(u.maildir, 'tmp'))], SWEEP_EVERY);
+}
+
 /**
  * Delivers the spooled message `spoolFile` for transaction `tx`.
  * @param id the queue id (named in the Received header and the 250 reply).
  * @throws the first fs error (ENOSPC, EACCES, EDQUOT…); copies already made are removed first.
+ *   After a delivery, sweeps stale temporary files (sweepSpool).
  */
 export async function deliverMessage(cfg: Config, tx: Transaction, trace: Trace, id: string, spoolFile: string, now = new Date()): Promise<Outcome> {
   // One copy per mailbox, even if several recipients (or aliases) lead to it.
@@ -67,19 +85,15 @@ export async function deliverMessage(cfg: Config, tx: Transaction, trace: Trace,
     for (const a of r.route.remote) if (!remote.includes(a)) remote.push(a);
   }
   const body = () => createReadStream(spoolFile, { highWaterMark: 65536 });
-  const made: Delivered[] = [];
-  try {
-    for (const [maildir, m] of mailboxes) {
-      const head = `Return-Path: <${tx.sender}>\r\nDelivered-To: ${m.address}\r\n` + receivedHeader(trace, cfg.hostname, id, m.rcpt, now);
-      made.push(await maildirDeliver(maildir, [head, body], cfg.hostname));
-    }
-    if (remote.length) {
-      const head = receivedHeader(trace, cfg.hostname, id, remote.length === 1 ? remote[0] : undefined, now);
-      made.push(await enqueue(spoolPaths(cfg).queue, { sender: tx.sender, recipients: remote, body: tx.body }, [head, body], cfg.hostname));
-    }
-  } catch (err) {
-    await Promise.all(made.map((d) => fsp.unlink(d.path).catch(() => undefined)));
-    throw err;
+  const copies: Copy[] = [];
+  for (const [dir, m] of mailboxes) {
+    copies.push({ dir, parts: [`Return-Path: <${tx.sender}>\r\nDelivered-To: ${m.address}\r\n` + receivedHeader(trace, cfg.hostname, id, m.rcpt, now), body] });
   }
+  if (remote.length) {
+    const head = receivedHeader(trace, cfg.hostname, id, remote.length === 1 ? remote[0] : undefined, now);
+    copies.push(queueCopy(spoolPaths(cfg).queue, { sender: tx.sender, recipients: remote, body: tx.body }, [head, body]));
+  }
+  await deliverAll(copies, { host: cfg.hostname });
+  await sweepSpool(cfg);
   return { local: mailboxes.size, remote: remote.length };
 }

@@ -3,7 +3,9 @@
  * of a POP3 and an IMAP session (during login, mid-RETR / mid-FETCH, between RETR and DELE,
  * before QUIT / LOGOUT), then a run without the cut. After each pair every message is in the
  * local Maildir exactly once (byte-compared) and gone from the server (keep=no). And a large
- * IMAP message cut partway resumes where it stopped instead of starting over.
+ * IMAP message cut partway resumes where it stopped instead of starting over, and a fetch killed
+ * (SIGKILL) the instant a large message's partial file appears leaves nothing the next run would
+ * resume wrongly (OUTPOST_TEST_PAUSE=partial-created stops it there, store.ts testPause).
  *
  * Where to cut: a probe account with the same mail (same sizes, same name lengths) is fetched
  * first without a cut; its session length T in bytes places the cuts at fractions of T and a few
@@ -11,19 +13,20 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync, statSync, truncateSync, utimesSync } from 'node:fs';
 import { join } from 'node:path';
 import { Dovecot, startDovecot } from '../helpers/dovecot';
 import { servedImap, stored, testMessage } from '../helpers/fetchkit';
 import { LinkProxy, startLinkProxy } from '../helpers/linkproxy';
-import { makePostOffice, PostOffice, runProgram } from '../helpers/postoffice';
+import { childEnv, dist, makePostOffice, PostOffice, runProgram } from '../helpers/postoffice';
 
 let dc: Dovecot;
 let pop: LinkProxy;
 let imap: LinkProxy;
 
 before(async () => {
-  dc = await startDovecot({ cprob: 'cprobpw', cutme: 'cutmepw', iprob: 'iprobpw', icutm: 'icutmpw', large: 'largepw', slow: 'slowpw', islow: 'islowpw' });
+  dc = await startDovecot({ cprob: 'cprobpw', cutme: 'cutmepw', iprob: 'iprobpw', icutm: 'icutmpw', large: 'largepw', slow: 'slowpw', islow: 'islowpw', killed: 'killedpw', killed2: 'killed2pw' });
   pop = await startLinkProxy({ target: { host: '127.0.0.1', port: dc.pop3Port } });
   imap = await startLinkProxy({ target: { host: '127.0.0.1', port: dc.imapPort } });
 });
@@ -130,6 +133,69 @@ test('IMAP: a large message cut partway resumes from where it stopped', async ()
   assert.equal(dc.count('large'), 0);
   assert.ok(!existsSync(join(pdir, parts[0])) && !existsSync(join(pdir, parts[0] + '.json')));
   assert.match(readFileSync(join(po.dir, 'outpost.log'), 'utf8'), /resuming INBOX UID 1 at byte \d+/);
+});
+
+/**
+ * Runs fetch until it stops itself at OUTPOST_TEST_PAUSE=partial-created, SIGKILLs it there and
+ * ages its account lock (stale after 30 s) so the next run need not wait.
+ */
+async function killAtPartial(po: PostOffice, user: string): Promise<string> {
+  const child = spawn(process.execPath, [dist('fetch'), '-c', po.cfgPath, '--timeout', '20'], { env: childEnv({ OUTPOST_TEST_PAUSE: 'partial-created' }), stdio: ['ignore', 'ignore', 'pipe'] });
+  const exited = new Promise((res) => child.once('exit', res));
+  let err = '';
+  await new Promise<void>((res, rej) => {
+    child.stderr!.on('data', (d) => {
+      err += d;
+      if (err.includes('OUTPOST_TEST_PAUSE partial-created')) res();
+    });
+    child.once('exit', (code) => rej(new Error(`fetch exited (${code}) before the pause point: ${err}`)));
+  });
+  child.kill('SIGKILL');
+  await exited;
+  const past = new Date(Date.now() - 60_000);
+  utimesSync(join(po.spool, 'fetch', `${user}.state.lock`), past, past);
+  const pdir = join(po.spool, 'fetch', 'partial', user);
+  const parts = readdirSync(pdir).filter((f) => !f.endsWith('.json'));
+  assert.equal(parts.length, 1, `one partial file: ${parts}`);
+  return join(pdir, parts[0]);
+}
+
+/** The second run after the kill: one byte-exact copy with one stamp line, then gone from the server. */
+async function finishAfterKill(po: PostOffice & { alice: string }, user: string, want: Buffer, log: RegExp) {
+  assert.equal(stored(po.alice).length, 0, 'nothing delivered at the kill');
+  assert.equal(dc.count(user), 1, 'the server still has it');
+  const r = await run(po);
+  assert.equal(r.code, 0, r.stdout.toString() + r.stderr);
+  const got = stored(po.alice);
+  assert.equal(got.length, 1, 'exactly one copy');
+  assert.match(got[0].stamp, new RegExp(`^X-Outpost-Fetched: ${user} \\d+:1 INBOX$`));
+  assert.ok(got[0].body.equals(want), 'byte-identical to what the server serves');
+  assert.ok(!got[0].body.includes('X-Outpost-Fetched'), 'one stamp line only');
+  assert.equal(dc.count(user), 0, 'deleted on the server after landing');
+  const text = readFileSync(join(po.dir, 'outpost.log'), 'utf8');
+  assert.doesNotMatch(text, /at byte -/);
+  assert.match(text, log);
+  assert.deepEqual(readdirSync(join(po.spool, 'fetch', 'partial', user)), [], 'no partial leftovers');
+}
+
+test('IMAP: killed the instant a large message\'s partial file appears: it holds the whole stamp; the next run delivers one exact copy', async () => {
+  const big = testMessage('killed at the partial file', {}, 400_000);
+  dc.putMessage('killed', big);
+  const want = servedImap(dc.imapPort, 'killed', 'killedpw')[0];
+  const po = await office('killed', 'imap', dc.imapPort);
+  const partial = await killAtPartial(po, 'killed');
+  const text = readFileSync(partial, 'latin1');
+  assert.match(text, /^X-Outpost-Fetched: killed \d+:1 INBOX\r\n$/, 'the partial file holds exactly its stamp line');
+  await finishAfterKill(po, 'killed', want, /resuming INBOX UID 1 at byte 0 of /);
+});
+
+test('IMAP: a partial file without its stamp line (what fetch used to leave) is not resumed but started over', async () => {
+  const big = testMessage('untrusted partial file', {}, 400_000);
+  dc.putMessage('killed2', big);
+  const want = servedImap(dc.imapPort, 'killed2', 'killed2pw')[0];
+  const po = await office('killed2', 'imap', dc.imapPort);
+  truncateSync(await killAtPartial(po, 'killed2'), 0); // the sidecar still matches: old fetch said "at byte -43"
+  await finishAfterKill(po, 'killed2', want, /cannot be trusted: starting over/);
 });
 
 test('seconds budget on a slow link: stops between messages, 75, the rest next run', async () => {

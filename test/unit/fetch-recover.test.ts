@@ -5,13 +5,13 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { promises as fsp, mkdtempSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { promises as fsp, mkdtempSync, mkdirSync, readFileSync, readdirSync, writeFileSync, utimesSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildConfig } from '../../src/mail/config';
 import { parseCfg } from '../../src/mail/cfgfile';
 import { deliver, scan } from '../../src/mail/maildir';
-import { commit, recoverCommits, Stage } from '../../src/fetch/store';
+import { commit, recoverCommits, stage } from '../../src/fetch/store';
 import { freePort, makePostOffice, runProgram } from '../helpers/postoffice';
 
 const msg = 'To: alice@example.org, bob@example.org, carol@example.org\r\nSubject: x\r\n\r\nhello\r\n';
@@ -50,12 +50,12 @@ test('an interrupted multidrop commit is completed, never doubled', async () => 
   assert.deepEqual(readdirSync(staging), []);
 });
 
-test('commit leaves the marker when it dies between two renames; recovery finishes it', async () => {
+test('commit leaves the marker when a rename fails; the copies made are taken back; recovery delivers every copy', async () => {
   const { cfg, account, alice, bob, carol, staging } = office();
   const stamp = 'X-Outpost-Fetched: md UIDL-7\r\n';
-  const st = await Stage.create(staging, stamp);
+  const st = await stage(staging, stamp);
   await st.write(Buffer.from(msg));
-  await st.finish();
+  await st.close();
   // The "crash": the second rename into a new/ fails, after the first one succeeded.
   const rename = fsp.rename;
   let intoNew = 0;
@@ -69,8 +69,9 @@ test('commit leaves the marker when it dies between two renames; recovery finish
     fsp.rename = rename;
   }
   assert.deepEqual(readdirSync(staging), [`${st.path.split('/').pop()}.commit`], 'the marker is left');
-  assert.equal(copies(alice, stamp).length + copies(bob, stamp).length + copies(carol, stamp).length, 1, 'one copy was delivered');
-  assert.equal(await recoverCommits(cfg, account, staging), 2);
+  assert.equal(copies(alice, stamp).length + copies(bob, stamp).length + copies(carol, stamp).length, 0, 'all or nothing: the copy renamed first was taken back');
+  for (const md of [alice, bob, carol]) assert.deepEqual(readdirSync(join(md, 'tmp')), [], `${md}: tmp/ is clean`);
+  assert.equal(await recoverCommits(cfg, account, staging), 3);
   for (const md of [alice, bob, carol]) assert.equal(copies(md, stamp).length, 1, `${md}: exactly one copy`);
   assert.deepEqual(readdirSync(staging), []);
 });
@@ -91,8 +92,14 @@ test('fetch finishes a marker left in partial/ (large IMAP message) before it co
   const partial = join(po.spool, 'fetch', 'partial', 'big');
   mkdirSync(partial, { recursive: true });
   writeFileSync(join(partial, 'INBOX.1700000000.5.commit'), stamp + large);
+  // A killed fetch's hard link in a target's tmp/, 37 hours old, and a young one.
+  const old = new Date(Date.now() - 37 * 3600 * 1000);
+  mkdirSync(join(md('bob'), 'tmp'), { recursive: true });
+  for (const f of ['dead', 'young']) writeFileSync(join(md('bob'), 'tmp', f), 'x');
+  utimesSync(join(md('bob'), 'tmp', 'dead'), old, old);
   const r = await runProgram('fetch', ['-c', po.cfgPath, '--timeout', '5']);
   assert.equal(r.code, 75, r.stdout.toString() + r.stderr);
   for (const u of ['alice', 'bob']) assert.equal(copies(md(u), stamp).length, 1, `${u}: exactly one copy`);
   assert.ok(!readdirSync(partial).some((f) => f.endsWith('.commit')), 'marker removed');
+  assert.deepEqual(readdirSync(join(md('bob'), 'tmp')), ['young'], 'the stale tmp/ file swept, the young one kept');
 });

@@ -16,7 +16,7 @@ import { parseCfg } from '../../src/mail/cfgfile';
 import { deliver } from '../../src/mail/maildir';
 import { apopDigest, parseStatus, Unstuffer } from '../../src/fetch/pop3';
 import { emptyState, formatState, imapKey, parseState, reconcile, stampLine } from '../../src/fetch/state';
-import { addressesIn, commit, parseHeaders, routeMessage, Stage } from '../../src/fetch/store';
+import { addressesIn, commit, cutValue, parseHeaders, routeMessage, stage } from '../../src/fetch/store';
 import { freePort, makePostOffice, runProgram } from '../helpers/postoffice';
 
 /** Runs wire bytes through LineReader + Unstuffer as the client does. */
@@ -102,32 +102,56 @@ account md multidrop=example.org protocol=pop3 host=h user=u password=p
 account md2 multidrop=example.org protocol=pop3 host=h user=u password=p envelope=x-original-to,to
 `;
 
-test('multidrop routing: envelope order, To+Cc together, aliases, postmaster fallback', () => {
+test('multidrop routing: envelope order, To+Cc together, aliases, postmaster fallback', async () => {
   const cfg = buildConfig('/x/mail.cfg', parseCfg(CFG));
   assert.equal(cfg.diags.length, 0, cfg.diags.map((d) => d.message).join());
   const [md, md2] = cfg.accounts;
-  const who = (acct: typeof md, head: string) => routeMessage(cfg, acct, Buffer.from(head)).map((d) => d.split('/').pop()).sort();
-  assert.deepEqual(who(md, 'Delivered-To: bob@example.org\r\nTo: alice@example.org\r\n\r\nbody To: x@example.org\r\n'), ['bob']);
-  assert.deepEqual(who(md, 'To: "A, B" <alice@example.org>,\r\n\tother@else.net\r\nCc: (c) Bob@Example.ORG\r\n\r\n'), ['alice', 'bob']);
-  assert.deepEqual(who(md, 'To: team@example.org\r\nCc: alice@example.org\r\n\r\n'), ['alice', 'bob'], 'once per user');
-  assert.deepEqual(who(md, 'To: ghost@example.org\r\n\r\n'), ['postmaster']);
-  assert.deepEqual(who(md, 'To: someone@else.net\r\n\r\n'), ['postmaster']);
-  assert.deepEqual(who(md2, 'Delivered-To: bob@example.org\r\nX-Original-To: alice@example.org\r\n\r\n'), ['alice']);
+  const who = async (acct: typeof md, head: string) => (await routeMessage(cfg, acct, Buffer.from(head))).map((d) => d.split('/').pop()).sort();
+  assert.deepEqual(await who(md, 'Delivered-To: bob@example.org\r\nTo: alice@example.org\r\n\r\nbody To: x@example.org\r\n'), ['bob']);
+  assert.deepEqual(await who(md, 'To: "A, B" <alice@example.org>,\r\n\tother@else.net\r\nCc: (c) Bob@Example.ORG\r\n\r\n'), ['alice', 'bob']);
+  assert.deepEqual(await who(md, 'To: team@example.org\r\nCc: alice@example.org\r\n\r\n'), ['alice', 'bob'], 'once per user');
+  assert.deepEqual(await who(md, 'To: ghost@example.org\r\n\r\n'), ['postmaster']);
+  assert.deepEqual(await who(md, 'To: someone@else.net\r\n\r\n'), ['postmaster']);
+  assert.deepEqual(await who(md2, 'Delivered-To: bob@example.org\r\nX-Original-To: alice@example.org\r\n\r\n'), ['alice']);
   const noPm = buildConfig('/x/mail.cfg', parseCfg(CFG.replace('user postmaster@example.org *\n', '')));
-  assert.deepEqual(routeMessage(noPm, noPm.accounts[0], Buffer.from('To: ghost@example.org\r\n\r\n')).map((d) => d.split('/').pop()), ['alice'], 'first mailbox of the domain');
+  assert.deepEqual((await routeMessage(noPm, noPm.accounts[0], Buffer.from('To: ghost@example.org\r\n\r\n'))).map((d) => d.split('/').pop()), ['alice'], 'first mailbox of the domain');
 });
 
-test('header parsing unfolds and stops at the blank line', () => {
+test('multidrop routing: groups, RFC 2047 display names, comments', async () => {
+  const cfg = buildConfig('/x/mail.cfg', parseCfg(CFG));
+  const md = cfg.accounts[0];
+  const who = async (head: string) => (await routeMessage(cfg, md, Buffer.from(head))).map((d) => d.split('/').pop()).sort();
+  // A group's members count; an empty group names nobody.
+  assert.deepEqual(await who('To: Friends: alice@example.org, "Bob" <bob@example.org>;, undisclosed-recipients:;\r\n\r\n'), ['alice', 'bob']);
+  // An RFC 2047 display name that looks like an address is a name, not a recipient.
+  assert.deepEqual(await who('To: =?utf-8?B?Ym9iQGV4YW1wbGUub3Jn?= <alice@example.org>\r\n\r\n'), ['alice']);
+  assert.deepEqual(await who('To: =?iso-8859-1?Q?J=F6rg_B=2C_Bob?= <bob@example.org>, (alice@example.org) nobody@else.net\r\n\r\n'), ['bob']);
+  // The hand scan took "x@example.org" out of a quoted name; a parser does not.
+  assert.deepEqual(await who('To: "x@example.org" <alice@example.org>\r\n\r\n'), ['alice']);
+});
+
+test('multidrop routing: a hostile 60 KB To: header is cut at 998 octets and routed', async () => {
+  const cfg = buildConfig('/x/mail.cfg', parseCfg(CFG));
+  const md = cfg.accounts[0];
+  // The shape that made the hand regex quadratic: a long run of address characters without '@'.
+  const hostile = 'To: bob@example.org, ' + 'a'.repeat(60_000) + '.' + 'b'.repeat(100) + ' alice@example.org\r\n\r\n';
+  assert.deepEqual((await routeMessage(cfg, md, Buffer.from(hostile))).map((d) => d.split('/').pop()), ['bob'], 'the address before the cut routes; the one past 998 octets does not');
+  assert.equal(cutValue('a@x.org, ' + 'b'.repeat(2000)), 'a@x.org', 'cut at the last comma before 998 octets');
+  assert.equal(cutValue('c'.repeat(2000)), '', 'no comma: nothing to scan');
+  assert.equal(cutValue('short@x.org'), 'short@x.org');
+});
+
+test('header parsing unfolds and stops at the blank line', async () => {
   const h = parseHeaders(Buffer.from('To: a@x.org,\r\n b@x.org\r\nSubject: s\r\n\r\nTo: c@x.org\r\n'));
-  assert.deepEqual(addressesIn(h.get('to')!), ['a@x.org', 'b@x.org']);
+  assert.deepEqual(await addressesIn(h.get('to')!), ['a@x.org', 'b@x.org']);
   assert.equal(h.get('subject')![0], 's');
 });
 
 test('commit: one staged file lands in several Maildirs (hard links), sizes in the names', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'fetch-unit-'));
-  const st = await Stage.create(join(dir, 'stage'), stampLine('a', 'U1'));
+  const st = await stage(join(dir, 'stage'), stampLine('a', 'U1'));
   await st.write(Buffer.from('Subject: x\r\n\r\nhello\r\n'));
-  await st.finish();
+  await st.close();
   const paths = await commit(st.path, [join(dir, 'm1'), join(dir, 'm2'), join(dir, 'm1')], 'mx.example.org');
   assert.equal(paths.length, 2);
   for (const p of paths) {
@@ -141,9 +165,9 @@ test('commit: one staged file lands in several Maildirs (hard links), sizes in t
 
 test('commit to one Maildir: no marker on the way, the staged file is gone after', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'fetch-unit-'));
-  const st = await Stage.create(join(dir, 'stage'), stampLine('a', 'U2'));
+  const st = await stage(join(dir, 'stage'), stampLine('a', 'U2'));
   await st.write(Buffer.from('Subject: y\r\n\r\nhello\r\n'));
-  await st.finish();
+  await st.close();
   const rename = fsp.rename;
   const renamed: string[] = [];
   fsp.rename = (from, to) => (renamed.push(String(to)), rename(from, to));

@@ -1,14 +1,15 @@
 // The shared foundation's promises: Maildir delivery is all or nothing (nothing in new/ or tmp/
-// after a failure, sizes in the name, order by microseconds), the queue envelope survives a round
+// after a failure, sizes in the name, order by microseconds; several copies: none visible before
+// all are on disk, none left after a failure), the one buffered Writer, the 36-hour stale sweep, the queue envelope survives a round
 // trip whatever its size, atomic writes replace whole and keep the mode, locks exclude, the line
 // reader finds CRLF across chunk boundaries, and the daemons' two flags parse.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readdirSync, readFileSync, writeFileSync, statSync, mkdirSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync, statSync, mkdirSync, utimesSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
-import { deliver, parseName, scan } from '../../src/mail/maildir';
+import { cleanTmp, deliver, deliverAll, parseName, scan, sweepStale, Writer } from '../../src/mail/maildir';
 import { enqueue, readEnvelope } from '../../src/mail/queue';
 import { atomicWriteFile } from '../../src/lib/fsutil';
 import { acquireLock } from '../../src/lib/lock';
@@ -36,6 +37,81 @@ test('deliver: a failing stream or an oversized message delivers nothing', async
   await assert.rejects(deliver(md, ['Subject: x\r\n', broken]), /connection dropped/);
   await assert.rejects(deliver(md, ['x'.repeat(100)], undefined, 50), (e: NodeJS.ErrnoException) => e.code === 'EFBIG');
   assert.deepEqual([files(md, 'tmp'), files(md, 'new'), files(md, 'cur')], [[], [], []]);
+});
+
+test('deliverAll: nothing is visible before every copy is on disk; one failing copy delivers none', async () => {
+  const dir = tmp();
+  const [a, b, c] = ['a', 'b', 'c'].map((n) => join(dir, n));
+  const staged = join(dir, 'staged');
+  writeFileSync(staged, 'Subject: linked\r\n\r\nhi\r\n');
+  let seen: string[][] = [];
+  const made = await deliverAll([{ dir: a, parts: ['Subject: a\r\n\r\n'] }, { dir: b, file: staged }], {
+    host: 'mx.example.org',
+    beforeRename: async () => {
+      seen = [files(a, 'tmp'), files(a, 'new'), files(b, 'tmp'), files(b, 'new')].map((l) => l.map(() => 'f'));
+    },
+  });
+  assert.deepEqual(seen, [['f'], [], ['f'], []], 'the hook runs with every copy in tmp/ and nothing in new/');
+  assert.deepEqual(made.map((d) => d.size), [14, 23]);
+  assert.equal(statSync(made[1].path).ino, statSync(staged).ino, 'a file copy is a hard link');
+  assert.match(made[1].path, /\/b\/new\/\d+\.M\d+P\d+Q\d+\.mx\.example\.org,S=23,W=23$/);
+  assert.deepEqual([files(a, 'tmp'), files(b, 'tmp')], [[], []]);
+  // The third copy cannot be made (its Maildir path is a file): the first two are taken back.
+  writeFileSync(c, 'not a directory');
+  await assert.rejects(deliverAll([{ dir: a, parts: ['x'] }, { dir: b, parts: ['y'] }, { dir: c, parts: ['z'] }]));
+  assert.deepEqual([files(a, 'new').length, files(b, 'new').length, files(a, 'tmp'), files(b, 'tmp')], [1, 1, [], []]);
+  // A failing rename (here: the hook) takes back what was renamed and what was not.
+  await assert.rejects(deliverAll([{ dir: a, parts: ['x'] }], { beforeRename: async () => Promise.reject(new Error('no marker')) }), /no marker/);
+  assert.deepEqual([files(a, 'new').length, files(a, 'tmp')], [1, []]);
+});
+
+test('Writer: buffers, counts, appends; create is exclusive', async () => {
+  const f = join(tmp(), 'w');
+  const w = await Writer.create(f);
+  w.push(Buffer.from('abc'));
+  assert.equal(w.size, 3);
+  assert.equal(statSync(f).size, 0, 'buffered');
+  await w.write(Buffer.alloc(70_000, 0x61));
+  assert.equal(statSync(f).size, 70_003, 'written once 64 KiB are buffered');
+  await w.close();
+  await assert.rejects(Writer.create(f), (e: NodeJS.ErrnoException) => e.code === 'EEXIST');
+  const again = await Writer.append(f);
+  assert.equal(again.size, 70_003);
+  await again.write(Buffer.from('z'));
+  await again.close();
+  assert.equal(readFileSync(f, 'latin1').slice(-2), 'az');
+  const gone = await Writer.create(f + '2');
+  await gone.discard();
+  assert.ok(!existsSync(f + '2'));
+});
+
+test('stale files: older than 36 hours removed, young ones and dot files kept; sweepStale at most once per interval', async () => {
+  const md = join(tmp(), 'Maildir');
+  mkdirSync(join(md, 'tmp'), { recursive: true });
+  const old = new Date(Date.now() - 36 * 3600 * 1000 - 60_000);
+  const young = new Date(Date.now() - 35 * 3600 * 1000);
+  for (const [f, t] of [['dead', old], ['alive', young], ['.dot', old]] as const) {
+    writeFileSync(join(md, 'tmp', f), 'x');
+    utimesSync(join(md, 'tmp', f), t, t);
+  }
+  assert.equal(await cleanTmp(md), 1);
+  assert.deepEqual(files(md, 'tmp').sort(), ['.dot', 'alive']);
+  const plain = join(tmp(), 'spooltmp');
+  mkdirSync(plain);
+  const stamp = join(plain, '.swept');
+  const dead = (n: string) => {
+    writeFileSync(join(plain, n), 'x');
+    utimesSync(join(plain, n), old, old);
+  };
+  dead('s1');
+  assert.equal(await sweepStale(stamp, () => [plain, join(md, 'tmp'), join(md, 'missing')], 3600), 1);
+  assert.ok(existsSync(stamp), 'the stamp is made');
+  dead('s2');
+  assert.equal(await sweepStale(stamp, () => [plain], 3600), 0, 'not again within the hour');
+  const hourAgo = new Date(Date.now() - 3601_000);
+  utimesSync(stamp, hourAgo, hourAgo);
+  assert.equal(await sweepStale(stamp, () => [plain], 3600), 1, 'again after the hour');
+  assert.deepEqual(readdirSync(plain), ['.swept']);
 });
 
 test('scan: oldest first by microseconds within one second, sizes from the name', async () => {

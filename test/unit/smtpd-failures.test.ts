@@ -1,10 +1,11 @@
 // smtpd when things go wrong, over TCP (`smtpd --listen`): the idle timeout, a client that drops
 // mid-DATA or mid-BDAT (nothing delivered, no spool left), a copy that cannot be written (the
 // copies already made are removed, 451 4.3.0, and a retry delivers exactly once), an unwritable
-// spool (451 after the data is read), and a 100 MB message that passes with flat memory.
+// spool (451 after the data is read), a killed smtpd's spool file swept by a later one (36 h, at
+// most hourly), and a 100 MB message that passes with flat memory.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync, mkdirSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync, mkdirSync, statSync, utimesSync } from 'node:fs';
 import { connect, Socket } from 'node:net';
 import { join } from 'node:path';
 import { listenDaemon, Listening } from '../helpers/daemons';
@@ -114,6 +115,49 @@ test('a connection dropped between BDAT chunks delivers nothing and leaves no sp
   const cfg = po.load();
   assert.equal(count(join(cfg.users.get('alice@example.org')!.maildir, 'new')), 0);
   assert.equal(count(join(cfg.spool, 'tmp')), 0);
+});
+
+test('smtpd killed mid-DATA leaves a spool file; a later delivery sweeps it once 36 hours old (at most hourly)', async () => {
+  const po = await makePostOffice();
+  dirs.push(po.dir);
+  const cfg = po.load();
+  const spoolTmp = join(cfg.spool, 'tmp');
+  const alice = cfg.users.get('alice@example.org')!.maildir;
+  const killed = await listenDaemon('smtpd', po.cfgPath);
+  const c = await open(killed.port);
+  c.sock.write('EHLO client.example\r\nMAIL FROM:<a@elsewhere.net>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\n');
+  await c.until(/^354 /m);
+  c.sock.write('Subject: killed\r\n\r\n' + 'x'.repeat(200_000) + '\r\n');
+  for (let i = 0; i < 500 && !(count(spoolTmp) && statSync(join(spoolTmp, readdirSync(spoolTmp)[0])).size > 0); i++) await new Promise((r) => setTimeout(r, 20));
+  killed.child.kill('SIGKILL');
+  await killed.stop();
+  c.sock.destroy();
+  const [left] = readdirSync(spoolTmp);
+  assert.ok(left, 'the killed smtpd left its spool file');
+  assert.equal(count(join(alice, 'new')), 0, 'the killed message was not delivered (the client never had a 250)');
+  // A dead delivery's file in a Maildir's tmp/, and a young one that must stay.
+  mkdirSync(join(alice, 'tmp'), { recursive: true });
+  writeFileSync(join(alice, 'tmp', 'dead'), 'x');
+  writeFileSync(join(alice, 'tmp', 'young'), 'x');
+  const old = new Date(Date.now() - 37 * 3600 * 1000);
+  for (const f of [join(spoolTmp, left), join(alice, 'tmp', 'dead')]) utimesSync(f, old, old);
+  const send = async (subject: string) => {
+    const d = await open((await startSmtpd(po)).port);
+    d.sock.write(`EHLO client.example\r\nMAIL FROM:<a@elsewhere.net>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\nSubject: ${subject}\r\n\r\nbody\r\n.\r\nQUIT\r\n`);
+    await d.until(/^221 /m);
+    assert.match(d.text(), /^250 2\.0\.0 /m);
+  };
+  await send('sweeps');
+  assert.deepEqual(readdirSync(spoolTmp), [], 'the stale spool file is gone');
+  assert.ok(existsSync(join(cfg.spool, 'run', 'smtpd.swept')), 'the sweep stamp');
+  assert.deepEqual(readdirSync(join(alice, 'tmp')), ['young'], 'the stale tmp/ file is gone, the young one kept');
+  assert.equal(count(join(alice, 'new')), 1, 'exactly one message delivered');
+  // Within the hour the next delivery does not sweep again.
+  writeFileSync(join(alice, 'tmp', 'dead2'), 'x');
+  utimesSync(join(alice, 'tmp', 'dead2'), old, old);
+  await send('no sweep');
+  assert.deepEqual(readdirSync(join(alice, 'tmp')).sort(), ['dead2', 'young'], 'not swept twice within the hour');
+  assert.equal(count(join(alice, 'new')), 2);
 });
 
 test('a copy that fails: earlier copies removed, 451 4.3.0; the retry delivers exactly once', async () => {
