@@ -12,9 +12,14 @@
  * The peer address comes from TCPREMOTEIP (tcpserver), then REMOTE_ADDR (xinetd-style wrappers,
  * but only in single-session mode), then the socket. Nothing here writes to fd 1 except the
  * session's own replies.
+ *
+ * Back-pressure (writeOut): a daemon writes its replies through writeOut and reads no more input
+ * until the client has taken them, so a client that sends and never reads holds at most one read
+ * chunk and its replies in memory (smtpd and pop3d alike; RFC 2920 section 3.1: a pipelining
+ * client must read while it sends).
  */
 import { createServer, Server, Socket } from 'node:net';
-import { Duplex } from 'node:stream';
+import { Duplex, Writable } from 'node:stream';
 import { fstatSync } from 'node:fs';
 import type { SecureContext } from 'node:tls';
 
@@ -68,6 +73,41 @@ export function startTls(conn: Conn, secureContext: SecureContext, timeoutSecond
       clearTimeout(timer);
       reject(err);
     });
+  });
+}
+
+/** The rejection when the client went away (code ECONNRESET). */
+export const closedError = (cause?: unknown) => Object.assign(new Error('connection closed', { cause }), { code: 'ECONNRESET' });
+/** The rejection when the client stopped reading for `timeout` seconds (code ETIMEDOUT). */
+export const stalledError = (timeout: number) => Object.assign(new Error(`client did not read for ${timeout} s`), { code: 'ETIMEDOUT' });
+
+/**
+ * Writes `buf` and resolves once the stream will take more (at once, or after 'drain'),
+ * uncorking a corked stream once its buffer is full.
+ * @param timeout seconds the peer may go without reading.
+ * @throws (rejects) closedError (ECONNRESET) when the peer goes away, stalledError (ETIMEDOUT)
+ *   when it stops reading for `timeout` seconds.
+ */
+export function writeOut(out: Writable, buf: Buffer | string, timeout: number): Promise<void> {
+  if (out.destroyed || out.writableEnded) return Promise.reject(closedError());
+  if (out.write(buf)) return Promise.resolve();
+  // A corked stream never drains: let the data go (the driver corks while pipelined input waits).
+  while (out.writableCorked) out.uncork();
+  return new Promise((resolve, reject) => {
+    const done = (err?: Error) => {
+      clearTimeout(timer);
+      out.off('drain', onDrain);
+      out.off('close', onClose);
+      out.off('error', onClose);
+      if (err) reject(err);
+      else resolve();
+    };
+    const onDrain = () => done();
+    const onClose = () => done(closedError());
+    const timer = setTimeout(() => done(stalledError(timeout)), timeout * 1000);
+    out.on('drain', onDrain);
+    out.once('close', onClose);
+    out.once('error', onClose);
   });
 }
 

@@ -7,10 +7,15 @@
  * source route is stripped (RFC 5321 section 4.1.2 and appendix C: the route is ignored, the
  * mailbox alone is judged). The address tricks that could turn a local address into a relay —
  * percent hack, bang paths, quoted local parts, IP literals, trailing dots, several '@' — are
- * refused with 553 5.1.3 (recipient) or 553 5.1.7 (sender), as smtpd(8) documents.
+ * refused with 553 5.1.3 (recipient) or 553 5.1.7 (sender), as smtpd(8) documents; so is an
+ * SMTPUTF8 local part with a C1 control or a bidi embedding, override or isolate character
+ * (lib/log.ts CONTROL_CHARS), which could forge or disguise a log line or a header.
+ * A mailbox's local part is also its Maildir's directory name: mailboxProblem refuses '/' there.
  *
  * Pure: no I/O, nothing throws; malformed input gives false, null or a refusing reply.
  */
+
+import { CONTROL_CHARS } from '../lib/log';
 
 /** Lower-cases the domain and the local part: Outpost's mailboxes are case-insensitive. */
 export function normalizeAddress(addr: string): string {
@@ -30,6 +35,18 @@ const DOMAIN_RE = /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]
 export function isPlainAddress(addr: string): boolean {
   const { local, domain } = splitAddress(addr.toLowerCase());
   return local.length > 0 && local.length <= 64 && LOCAL_RE.test(local) && DOMAIN_RE.test(domain);
+}
+
+/**
+ * Why `addr` (normalized) cannot name a mailbox, or undefined when it can. A mailbox is a plain
+ * address (isPlainAddress: a dot-atom, so no leading '.' and no control character) whose local
+ * part names its Maildir directory, so it holds no '/' either: `a/new@d` would live inside the
+ * Maildir of a@d (and `user del --purge` of one would delete the other's mail).
+ */
+export function mailboxProblem(addr: string): string | undefined {
+  if (!isPlainAddress(addr)) return `"${addr}" is not a plain address local@domain`;
+  if (splitAddress(addr).local.includes('/')) return `"${addr}": a mailbox's local part may not contain "/" (it names the Maildir directory)`;
+  return undefined;
 }
 
 /** True for a syntactically valid domain name (no trailing dot, no IP literal). */
@@ -65,7 +82,8 @@ type Checked = { ok: true; address: string } | { ok: false; reply: string };
  * Checks one mailbox (source route already stripped) for the tricks listed in the header.
  * `utf8`: SMTPUTF8 was given at MAIL, so a non-ASCII local part is allowed (RFC 6531).
  * `what` is 'recipient' or 'sender' (for the texts); codes: 553 5.1.3 (recipient) or 5.1.7 (sender),
- * 553 5.6.7 for non-ASCII without SMTPUTF8.
+ * 553 5.6.7 for non-ASCII without SMTPUTF8; a control or bidi character (CONTROL_CHARS) in the local
+ * part gets the recipient's or sender's code.
  */
 export function checkMailbox(addr: string, utf8: boolean, what: 'recipient' | 'sender'): Checked {
   const code = what === 'recipient' ? '553 5.1.3' : '553 5.1.7';
@@ -81,6 +99,7 @@ export function checkMailbox(addr: string, utf8: boolean, what: 'recipient' | 's
   if (what === 'recipient' && local.includes('!')) return bad('bang paths are not accepted');
   // eslint-disable-next-line no-control-regex
   if (/[^\x00-\x7f]/.test(addr) && !utf8) return { ok: false, reply: `553 5.6.7 <${addr}>: non-ASCII address needs the SMTPUTF8 parameter` };
+  if (CONTROL_CHARS.test(local)) return bad('control and bidi formatting characters are not accepted');
   if (/[^\x00-\x7f]/.test(domain)) return bad('internationalised domain names must be sent as A-labels (xn--)');
   if (!isDomain(domain)) return bad('bad domain syntax');
   if (local.length === 0 || local.length > 64) return bad('bad local part length');

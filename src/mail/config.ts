@@ -23,7 +23,8 @@ import { Cidr, parseCidr } from '../lib/cidr';
 import type { ConfigSource } from '../lib/daemon';
 import { budgetProblem, parseBudget } from '../lib/budget';
 import { parseBytes, parseSeconds } from '../lib/units';
-import { isDomain, isPlainAddress, normalizeAddress, splitAddress } from './address';
+import { isDomain, isPlainAddress, mailboxProblem, normalizeAddress, splitAddress } from './address';
+import { CONTROL_CHARS } from '../lib/log';
 import { CfgText, Diag, Entry, opt, parseCfg, serialise } from './cfgfile';
 import { isSetting, num, SETTING_NAMES, SETTINGS, SettingName, SettingSpec, settingProblem } from './settings';
 import { logTarget, spoolPaths } from './spool';
@@ -491,7 +492,8 @@ function buildUser(cfg: Config, e: Entry, base: string): void {
   const o = options('user', e, base);
   const addr = normalizeAddress(e.args[0]);
   const { local, domain } = splitAddress(addr);
-  if (!isPlainAddress(addr)) throw new LineProblem(`"${e.args[0]}" is not a plain address local@domain`);
+  const problem = mailboxProblem(addr);
+  if (problem) throw new LineProblem(problem);
   if (!cfg.domains.has(domain)) throw new LineProblem(`${addr}: domain ${domain} is not a local domain; fix: mailcfg domain add ${domain}`);
   if (cfg.users.has(addr)) throw new LineProblem(`mailbox ${addr} is defined twice; fix: delete this line`);
   if (!/^(scrypt\$|\*$|!)/.test(e.args[1])) throw new LineProblem(`${addr}: the password field is not a scrypt hash; fix: mailcfg user passwd ${addr}`);
@@ -513,10 +515,24 @@ function buildAlias(cfg: Config, e: Entry): void {
   cfg.aliases.set(addr, targets);
 }
 
+/**
+ * Why `name` cannot name an account, or undefined when it can. The name becomes file names under
+ * <spool>/fetch (its state file, tmp/NAME/ and partial/NAME/, which fetch empties): ".", ".." and
+ * names with "/" or a control character (lib/log.ts CONTROL_CHARS) are refused.
+ */
+export function accountNameProblem(name: string): string | undefined {
+  if (name === '.' || name === '..' || name.includes('/') || CONTROL_CHARS.test(name)) {
+    return `account name ${JSON.stringify(name)} cannot name its files under the spool (".", ".." and names with "/" or control characters are refused); fix: another name (mailcfg account add --name NAME)`;
+  }
+  return undefined;
+}
+
 /** An `account` line. @throws LineProblem. */
 function buildAccount(cfg: Config, e: Entry, base: string): void {
   const o = options('account', e, base);
   const name = e.args[0];
+  const problem = accountNameProblem(name);
+  if (problem) throw new LineProblem(problem);
   if (cfg.accounts.some((a) => a.name === name)) throw new LineProblem(`account ${name} is defined twice; fix: rename one (name=)`);
   const protocol = o('protocol');
   const tls = o('tls');

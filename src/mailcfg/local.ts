@@ -15,7 +15,7 @@ import { rmSync } from 'node:fs';
 import type { Command } from 'commander';
 import { CfgText, formatLine, removeLine, replaceLine } from '../mail/cfgfile';
 import { Config } from '../mail/config';
-import { isDomain, isPlainAddress, normalizeAddress, splitAddress } from '../mail/address';
+import { isDomain, isPlainAddress, mailboxProblem, normalizeAddress, splitAddress } from '../mail/address';
 import { parseCidr } from '../lib/cidr';
 import { ensureMaildir } from '../mail/maildir';
 import { hashPassword } from '../mail/passwords';
@@ -32,8 +32,11 @@ function plainAddress(s: string): string {
   return a;
 }
 
-function localAddress(s: string, cfg: Config): string {
+/** A new mailbox's address (mailboxProblem: no '/' in its local part), in a local domain. @throws dataErr. */
+function mailboxAddress(s: string, cfg: Config): string {
   const a = plainAddress(s);
+  const problem = mailboxProblem(a);
+  if (problem) throw dataErr(`${problem}; fix: e.g. alice@example.org`);
   const d = splitAddress(a).domain;
   if (!cfg.domains.has(d)) throw dataErr(`${d} is not a local domain; fix: mailcfg domain add ${d}`);
   return a;
@@ -84,7 +87,7 @@ function userCommands(program: Command): void {
     .action(async (address: string, o: { passwordStdin?: boolean; apop?: boolean }, cmd: Command) => {
       const path = cfgPathOf(cmd);
       const current = readConfig(path);
-      const addr = localAddress(address, current);
+      const addr = mailboxAddress(address, current);
       const exists = `mailbox ${addr} already exists; fix: mailcfg user passwd ${addr}, or mailcfg user del ${addr} first`;
       // Checked before the password is asked for, and again under the lock.
       if (current.users.has(addr)) throw dataErr(exists);

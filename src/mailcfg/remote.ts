@@ -12,7 +12,7 @@ import { accessSync, constants, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { formatLine, replaceLine } from '../mail/cfgfile';
-import { Config, hostPort } from '../mail/config';
+import { accountNameProblem, Config, hostPort } from '../mail/config';
 import { isDomain, isPlainAddress, normalizeAddress } from '../mail/address';
 import { parseBytes } from '../lib/units';
 import { addEntry, addLine, cfgPathOf, collect, dataErr, delCommand, editChecked, findEntry, listCommand, parsePort, readConfig, readPassword, usage } from './common';
@@ -114,6 +114,8 @@ function accountCommands(program: Command): void {
       if (local && !isPlainAddress(local)) throw dataErr(`"${local}" is not a plain address local@domain`);
       if (o.multidrop && !isDomain(o.multidrop)) throw dataErr(`"${o.multidrop}" is not a domain name`);
       const name = o.name ?? `${o.user}@${o.host}`;
+      const bad = accountNameProblem(name);
+      if (bad) throw dataErr(bad);
       const path = cfgPathOf(cmd);
       const exists = `account ${name} already exists; fix: mailcfg account del ${name} first, or pick another --name`;
       // Checked before the password is asked for, and again under the lock (addEntry).

@@ -23,6 +23,7 @@
  */
 import { promises as fsp } from 'node:fs';
 import type { Writable } from 'node:stream';
+import { closedError, stalledError } from '../lib/transport';
 
 const LF = 0x0a;
 const CR = 0x0d;
@@ -32,11 +33,6 @@ const CRLF = Buffer.from('\r\n');
 const END = Buffer.from('.\r\n');
 /** Read size: big enough for throughput, small enough that memory stays flat. */
 const CHUNK = 64 * 1024;
-
-/** The rejection when the client went away (code ECONNRESET). */
-const closedError = (cause?: unknown) => Object.assign(new Error('connection closed', { cause }), { code: 'ECONNRESET' });
-/** The rejection when the client stopped reading for `timeout` seconds (code ETIMEDOUT). */
-const stalledError = (timeout: number) => Object.assign(new Error(`client did not read for ${timeout} s`), { code: 'ETIMEDOUT' });
 
 /**
  * Dot-stuffs a message's bytes, optionally stopping after the header plus `lines` body lines.
@@ -127,33 +123,6 @@ export class Stuffer {
   end(): Buffer {
     return this.atStart ? END : Buffer.concat([CRLF, END]);
   }
-}
-
-/**
- * Writes with back-pressure (uncorking a corked stream once its buffer is full); rejects when the
- * peer goes away or stops reading for `timeout` seconds.
- */
-export function writeOut(out: Writable, buf: Buffer | string, timeout: number): Promise<void> {
-  if (out.destroyed || out.writableEnded) return Promise.reject(closedError());
-  if (out.write(buf)) return Promise.resolve();
-  // A corked stream never drains: let the data go (the driver corks while pipelined input waits).
-  while (out.writableCorked) out.uncork();
-  return new Promise((resolve, reject) => {
-    const done = (err?: Error) => {
-      clearTimeout(timer);
-      out.off('drain', onDrain);
-      out.off('close', onClose);
-      out.off('error', onClose);
-      if (err) reject(err);
-      else resolve();
-    };
-    const onDrain = () => done();
-    const onClose = () => done(closedError());
-    const timer = setTimeout(() => done(stalledError(timeout)), timeout * 1000);
-    out.on('drain', onDrain);
-    out.once('close', onClose);
-    out.once('error', onClose);
-  });
 }
 
 /**

@@ -24,11 +24,11 @@ import { isErrno } from '../lib/errors';
 import { log } from '../lib/log';
 import { LineReader } from '../lib/linereader';
 import { loadTlsContext } from '../lib/tlsctx';
-import { Conn, startTls } from '../lib/transport';
+import { Conn, startTls, writeOut } from '../lib/transport';
 import type { SecureContext } from 'node:tls';
 import type { Socket } from 'node:net';
 import { Drop, openMaildrop } from './maildrop';
-import { sendMessage, writeOut } from './retr';
+import { sendMessage } from './retr';
 import { Pop3Session, Step } from './session';
 
 /** Longest command line in bytes (RFC 2449 allows 255; AUTH PLAIN responses need more). */

@@ -8,6 +8,10 @@
  * waits for the client (DATA, AUTH, STARTTLS, close). BDAT chunks follow their command without
  * waiting for a reply (RFC 3030), so BDAT and the delivery after it flush only when no more input
  * is buffered.
+ * Back-pressure (lib/transport.ts writeOut): replies are written before more input is read, and no
+ * more input is read until the client has taken them; a client that pipelines commands and never
+ * reads its replies holds one read chunk and its replies in memory, not everything it sent. A
+ * client that takes no reply for smtpd_timeout seconds is disconnected without a 421.
  * STARTTLS (RFC 3207 4.2): after "220 Ready", the line reader is detached and everything buffered
  * behind the STARTTLS command is dropped unread; the session forgets all state.
  * Timeout: smtpd_timeout seconds without input → 421 4.4.2 and close (RFC 5321 4.5.3.2).
@@ -24,7 +28,7 @@ import { spoolPaths } from '../mail/spool';
 import { LineReader } from '../lib/linereader';
 import { checkLogin } from '../mail/login';
 import { log } from '../lib/log';
-import { Conn, startTls } from '../lib/transport';
+import { Conn, startTls, writeOut } from '../lib/transport';
 import { LfNormalizer, readChunk, readData, Spool } from './data';
 import { deliverMessage, newQueueId } from './deliver';
 import { Action, Delivery, Received, SmtpSession, Step } from './session';
@@ -59,13 +63,17 @@ export async function smtpSession(cfg: Config, conn: Conn): Promise<void> {
   /** The BDAT message being received (chunks before LAST). */
   let bdat: Bdat | null = null;
 
-  const flush = () => {
-    if (out && !closed) conn.stream.write(out);
+  const timeout = num(cfg, 'smtpd_timeout');
+  /** Sends the replies so far; resolves once the client will take more (rejects as writeOut). */
+  const flush = async () => {
+    const o = out;
     out = '';
+    if (o && !closed) await writeOut(conn.stream, o, timeout);
   };
   const close = () => {
     if (closed) return;
-    flush();
+    if (out) conn.stream.write(out);
+    out = '';
     closed = true;
     const s = conn.stream;
     s.end(() => s.destroy());
@@ -74,7 +82,9 @@ export async function smtpSession(cfg: Config, conn: Conn): Promise<void> {
     log('info', 'timeout', { peer });
     out += session.timeout().replies.join('\r\n') + '\r\n';
     close();
-  }, num(cfg, 'smtpd_timeout') * 1000);
+    // A client that does not read would hold the socket until the 421 drains: never.
+    if (conn.stream.writableNeedDrain) conn.stream.destroy();
+  }, timeout * 1000);
   const activity = () => timer.refresh();
 
   /** A queue id and its spool file; a failure shows in Spool.failed (→ 451 4.3.0), never throws. */
@@ -125,7 +135,7 @@ export async function smtpSession(cfg: Config, conn: Conn): Promise<void> {
         out += r + '\r\n';
         if (r[0] === '4' || r[0] === '5') log('info', 'reject', { peer, reply: r.split('\r\n')[0] });
       }
-      if (step.flush) flush();
+      if (step.flush) await flush();
       const a: Action | undefined = step.action;
       step = null;
       if (!a) break;
@@ -146,10 +156,10 @@ export async function smtpSession(cfg: Config, conn: Conn): Promise<void> {
             break;
           }
           out += session.tlsReady().replies.join('\r\n') + '\r\n';
-          flush();
+          await flush();
           reader.detach();
           try {
-            conn = await startTls(conn, ctx, num(cfg, 'smtpd_timeout'));
+            conn = await startTls(conn, ctx, timeout);
           } catch (err) {
             log('info', 'TLS handshake failed', { peer, error: (err as Error).message });
             closed = true;
@@ -162,7 +172,7 @@ export async function smtpSession(cfg: Config, conn: Conn): Promise<void> {
           break;
         }
         case 'auth': {
-          flush();
+          await flush();
           // One scrypt run whatever the outcome: no user enumeration by timing (mail/login.ts).
           const u = await checkLogin(cfg, a);
           if (!u) {
@@ -174,7 +184,7 @@ export async function smtpSession(cfg: Config, conn: Conn): Promise<void> {
           break;
         }
         case 'data': {
-          flush();
+          await flush();
           const { id, spool } = await newSpool();
           if ((await readData(reader, spool, activity)) === 'eof') {
             await spool.discard();
@@ -185,7 +195,7 @@ export async function smtpSession(cfg: Config, conn: Conn): Promise<void> {
           break;
         }
         case 'bdat': {
-          if (reader.buffered === 0) flush();
+          if (reader.buffered === 0) await flush();
           // A chunk out of sequence (discard) is read into a counting sink and thrown away.
           const cur: Bdat = a.discard ? { id: '', spool: await Spool.create(null, 0), norm: new LfNormalizer() } : (bdat ??= { ...(await newSpool()), norm: new LfNormalizer() });
           if ((await readChunk(reader, a.size, cur.spool, cur.norm, activity)) === 'eof') {
@@ -211,7 +221,7 @@ export async function smtpSession(cfg: Config, conn: Conn): Promise<void> {
   try {
     await run(session.greeting());
     while (!closed) {
-      if (reader.buffered === 0) flush();
+      if (reader.buffered === 0) await flush();
       reader.maxLine = session.lineLimit - 1;
       const l = await reader.next();
       if (!l) break;
@@ -226,6 +236,12 @@ export async function smtpSession(cfg: Config, conn: Conn): Promise<void> {
         await run(session.tooLong());
       } else await run(session.line(l.line.toString('utf8')));
     }
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== 'ECONNRESET' && code !== 'ETIMEDOUT') throw err;
+    log('info', code === 'ETIMEDOUT' ? 'client stopped reading replies' : 'lost connection', { peer });
+    closed = true;
+    conn.stream.destroy();
   } finally {
     clearTimeout(timer);
     if (bdat) await bdat.spool.discard();

@@ -72,3 +72,14 @@ test('CIDR matching for v4, v6 and v4-mapped', () => {
   assert.ok(!inNetworks('fe80::1', nets));
   assert.ok(inNetworks('10.0.0.1', nets) && !inNetworks('10.0.0.2', nets));
 });
+
+test('the loader refuses mailbox local parts with "/" and account names that are not file names', () => {
+  // Issue 8, item 8: before, both loaded (and fetch emptied <spool>/fetch for account "..").
+  const cfg = buildConfig('/etc/outpost/mail.cfg', parseCfg(['spool /s', 'domain example.org', 'user a@example.org *', 'user a/new@example.org *', 'account .. host=h local=a@example.org', 'account . host=h local=a@example.org', 'account x/y host=h local=a@example.org', 'account ok host=h local=a@example.org', ''].join('\n')));
+  const byLine = new Map(cfg.diags.map((d) => [d.line, d.message]));
+  assert.deepEqual([...byLine.keys()].sort(), [4, 5, 6, 7]);
+  assert.match(byLine.get(4)!, /may not contain "\/"/);
+  for (const l of [5, 6, 7]) assert.match(byLine.get(l)!, /cannot name its files under the spool/);
+  assert.deepEqual([...cfg.users.keys()], ['a@example.org']);
+  assert.deepEqual(cfg.accounts.map((a) => a.name), ['ok']);
+});

@@ -397,3 +397,30 @@ test('a held lock makes mailcfg give up with 75 and write nothing', async () => 
   }
   assert.equal(readFileSync(cfg, 'utf8'), before);
 });
+
+test('names that cannot escape: mailbox local parts without "/", leading "." or controls; account names; settings', async () => {
+  // Issue 8, item 8. Before: a/new@example.org was added inside a@example.org's Maildir, and
+  // `user del --purge` of a@ deleted a/new@'s mail too; account ".." made fetch empty <spool>/fetch.
+  const { cfg, spool } = await fresh();
+  assert.equal((await mc(cfg, ['user', 'add', 'a@example.org', '--password-stdin'], 'pw\n')).code, 0);
+  for (const bad of ['a/new@example.org', 'x/../../y@example.org', '.a@example.org', 'a\x01b@example.org', 'a\x1b[31m@example.org']) {
+    const r = await mc(cfg, ['user', 'add', bad, '--password-stdin'], 'pw\n');
+    assert.equal(r.code, 65, `${JSON.stringify(bad)}: ${r.stderr}`);
+  }
+  assert.match((await mc(cfg, ['user', 'add', 'a/new@example.org', '--password-stdin'], 'pw\n')).stderr, /may not contain "\/"/);
+  assert.deepEqual(readFileSync(cfg, 'utf8').match(/^user \S+/gm), ['user a@example.org'], 'only a@ was written');
+  assert.ok(!existsSync(join(spool, 'mail', 'example.org', 'a', 'new', 'new')), 'no Maildir inside a@example.org/new');
+  for (const name of ['.', '..', 'a/b', 'tab\there']) {
+    const r = await mc(cfg, ['account', 'add', 'a@example.org', '--host', 'pop.example.net', '--user', 'u', '--name', name, '--password-stdin'], 'pw\n');
+    assert.equal(r.code, 65, `account ${JSON.stringify(name)}: ${r.stderr}`);
+    assert.match(r.stderr, /cannot name its files under the spool/);
+  }
+  const slash = await mc(cfg, ['account', 'add', 'a@example.org', '--host', 'pop.example.net', '--user', 'dom/u', '--password-stdin'], 'pw\n');
+  assert.equal(slash.code, 65, 'the default name USER@HOST with a "/" is refused too');
+  assert.doesNotMatch(readFileSync(cfg, 'utf8'), /^account /m);
+  for (const name of ['__proto__', 'constructor', 'toString', 'hasOwnProperty']) {
+    assert.equal((await mc(cfg, ['set', name, 'x'])).code, 64, `set ${name}`);
+    assert.equal((await mc(cfg, ['get', name])).code, 64, `get ${name}`);
+  }
+  assert.doesNotMatch(readFileSync(cfg, 'utf8'), /^(__proto__|constructor|toString|hasOwnProperty) /m);
+});

@@ -2,14 +2,17 @@
 // mid-DATA or mid-BDAT (nothing delivered, no spool left), a copy that cannot be written (the
 // copies already made are removed, 451 4.3.0, and a retry delivers exactly once), an unwritable
 // spool (451 after the data is read), a killed smtpd's spool file swept by a later one (36 h, at
-// most hourly), and a 100 MB message that passes with flat memory.
+// most hourly), a 100 MB message that passes with flat memory, and a client that pipelines
+// without reading its replies (smtpd stops reading: back-pressure).
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync, mkdirSync, statSync, utimesSync } from 'node:fs';
-import { connect, Socket } from 'node:net';
+import { connect, createServer, Socket } from 'node:net';
 import { join } from 'node:path';
 import { listenDaemon, Listening } from '../helpers/daemons';
 import { makePostOffice, PostOffice } from '../helpers/postoffice';
+import { setupLog } from '../../src/lib/log';
+import { smtpSession } from '../../src/smtpd/server';
 
 const daemons: Listening[] = [];
 const dirs: string[] = [];
@@ -226,4 +229,50 @@ test('an unwritable spool: the message is read to its end, refused with 451 4.3.
   assert.doesNotMatch(c.text(), /^500 /m, 'the BDAT octets were consumed exactly');
   assert.equal(count(join(po.load().users.get('alice@example.org')!.maildir, 'new')), 0);
   c.sock.destroy();
+});
+
+test('a client that pipelines 20 MB of NOOPs and does not read: smtpd stops reading until it does', async () => {
+  // In this process, so the server socket's bytesRead can be seen (issue 8, item 6).
+  const po = await makePostOffice();
+  dirs.push(po.dir);
+  const cfg = po.load();
+  setupLog('smtpd', 'none');
+  let serverSock: Socket | undefined;
+  let session: Promise<void> | undefined;
+  const server = createServer((sock) => {
+    serverSock = sock;
+    session = smtpSession(cfg, { stream: sock, peer: '127.0.0.1', peerPort: sock.remotePort ?? 0, local: '127.0.0.1', secure: false });
+  });
+  await new Promise<void>((res) => server.listen(0, '127.0.0.1', res));
+  const port = (server.address() as { port: number }).port;
+  const client = connect(port, '127.0.0.1');
+  client.pause(); // reads nothing: smtpd's replies back up into its socket
+  await new Promise((res) => client.once('connect', res));
+  const noop = 'NOOP\r\n';
+  const n = Math.floor((20 << 20) / noop.length);
+  const total = n * noop.length + 'QUIT\r\n'.length;
+  client.write(noop.repeat(n) + 'QUIT\r\n');
+  // Wait until smtpd is stuck on its replies (cannot write, not reading) or has read everything.
+  const stuck = () => !!serverSock && serverSock.writableNeedDrain && serverSock.isPaused();
+  while (!stuck() && (serverSock?.bytesRead ?? 0) < total) await new Promise((res) => setTimeout(res, 20));
+  const readWhileStuck = serverSock!.bytesRead;
+  console.log(`# smtpd read ${readWhileStuck} of ${total} bytes while the client did not read`);
+  assert.ok(readWhileStuck < total / 4, `smtpd read ${readWhileStuck} of ${total} bytes from a client that read none of its replies`);
+  // Now the client reads: every NOOP is answered, then QUIT, and the session ends.
+  let replies = 0;
+  let last = '';
+  const done = new Promise<void>((res) => {
+    client.on('data', (d: Buffer) => {
+      for (const b of d) if (b === 10) replies++;
+      last = (last + d.toString('latin1')).slice(-100);
+      if (/(^|\n)221 [^\n]*\r\n$/.test(last)) res();
+    });
+  });
+  client.resume();
+  await done;
+  await session;
+  assert.equal(serverSock!.bytesRead, total, 'every command was read in the end');
+  assert.equal(replies, 1 + n + 1, 'greeting, one 250 per NOOP, and 221');
+  client.destroy();
+  server.close();
 });
