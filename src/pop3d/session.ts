@@ -4,7 +4,8 @@
  * to send (without CRLF) and at most one action for the driver (serve.ts) to perform:
  *
  *   auth      → driver checks the credentials (mail/login.ts checkLogin, or checkApop for
- *               method APOP), waits login_delay on failure, calls authResult()
+ *               method APOP) through mail/penalty.ts guardLogin (the address's penalty first,
+ *               login_delay on failure), calls authResult()
  *   open      → driver locks and opens the user's maildrop (maildrop.ts), calls opened()
  *   message   → driver sends `ok` and streams the file dot-stuffed (retr.ts); when the file is
  *               gone before anything was sent it calls vanished()
@@ -183,7 +184,7 @@ export class Pop3Session {
     return { replies: [], action: { kind: 'auth', method, user, password, authzid } };
   }
 
-  /** The login check's outcome: the mailbox, or undefined (the driver already waited login_delay). */
+  /** The login check's outcome: the mailbox, or undefined (the driver already waited: mail/penalty.ts). */
   authResult(user: User | undefined): Step {
     if (!user) return this.fail(AUTH_FAILED);
     this.opening = user;
