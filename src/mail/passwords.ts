@@ -39,9 +39,10 @@ const DUMMY_HASH = `scrypt$${N}$${R}$${P}$${'A'.repeat(22)}$${'A'.repeat(43)}`;
 
 /**
  * Checks a login: true only for a known user whose password matches. An unknown user (undefined)
- * is checked against a dummy hash first, so the reply takes as long as for a known one and the
- * timing does not tell which user names exist.
+ * or a hash field that is not a well-formed scrypt field is checked against a dummy hash instead,
+ * so every refusal costs one scrypt run and the timing does not tell which user names exist.
  */
 export async function verifyUser(user: { hash: string } | undefined, password: string): Promise<boolean> {
-  return (await verifyPassword(user?.hash ?? DUMMY_HASH, password)) && user !== undefined;
+  const wellFormed = user !== undefined && /^scrypt\$\d+\$\d+\$\d+\$[\w-]+\$[\w-]+$/.test(user.hash);
+  return (await verifyPassword(wellFormed ? user.hash : DUMMY_HASH, password)) && wellFormed;
 }

@@ -3,7 +3,8 @@
  * kinds and defaults, read through typed names, so a misspelt name in code fails `tsc`.
  *
  * Kinds: sizes in bytes (suffixes k, M, G: 1024-based), durations in seconds (suffixes s, m, h,
- * d), counts (whole numbers), paths (relative ones taken from mail.cfg's directory) and strings.
+ * d), counts (whole numbers), flags (yes or no), paths (relative ones taken from mail.cfg's
+ * directory) and strings.
  * test/unit/settings.test.ts checks mail.cfg(5)'s list against this table (name, default, unit).
  *
  * Errors: nothing throws; settingProblem returns the diagnostic text for a malformed value.
@@ -11,7 +12,7 @@
 import { parseBytes, parseSeconds } from '../lib/units';
 import type { Config } from './config';
 
-type SettingKind = 'string' | 'path' | 'bytes' | 'count' | 'seconds';
+type SettingKind = 'string' | 'path' | 'bytes' | 'count' | 'seconds' | 'flag';
 
 /** One setting: how its value is read, and its default as written in a file (none: unset). */
 export interface SettingSpec {
@@ -32,6 +33,7 @@ export const SETTINGS = {
   smtpd_error_limit: { kind: 'count', default: '10' },
   pop3d_timeout: { kind: 'seconds', default: '600' },
   login_delay: { kind: 'seconds', default: '2' },
+  pop3d_plaintext_auth: { kind: 'flag', default: 'no' },
   queue_lifetime: { kind: 'seconds', default: '5d' },
   delay_warning: { kind: 'seconds', default: '4h' },
   retry_min: { kind: 'seconds', default: '300' },
@@ -62,14 +64,23 @@ export function num(cfg: Config, name: NumericSetting): number {
   return spec.kind === 'seconds' ? parseSeconds(v) : spec.kind === 'bytes' ? parseBytes(v) : Number(v);
 }
 
+/** The settings that are yes or no. */
+type FlagSetting = { [K in SettingName]: (typeof SETTINGS)[K]['kind'] extends 'flag' ? K : never }[SettingName];
+
+/** A yes/no setting: true for yes (the default when unset). */
+export function flag(cfg: Config, name: FlagSetting): boolean {
+  return (cfg.scalars[name] ?? SETTINGS[name].default) === 'yes';
+}
+
 /**
  * Checks `value` for setting `name` by its kind (bytes, seconds, count; strings and paths always
- * pass). @returns the diagnostic (`NAME "VALUE" is not ...; fix: ...`), or undefined when valid.
+ * pass; flags are yes or no). @returns the diagnostic (`NAME "VALUE" is not ...; fix: ...`), or undefined when valid.
  */
 export function settingProblem(name: SettingName, value: string): string | undefined {
   const { kind }: SettingSpec = SETTINGS[name];
   if (kind === 'bytes' && Number.isNaN(parseBytes(value))) return `${name} "${value}" is not a size in bytes; fix: e.g. ${name} 10M`;
   if (kind === 'seconds' && Number.isNaN(parseSeconds(value))) return `${name} "${value}" is not a duration; fix: e.g. ${name} 300 or 4h`;
   if (kind === 'count' && !/^\d+$/.test(value)) return `${name} "${value}" is not a whole number`;
+  if (kind === 'flag' && value !== 'yes' && value !== 'no') return `${name} "${value}" is not yes or no; fix: ${name} yes`;
   return undefined;
 }

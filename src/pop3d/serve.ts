@@ -14,12 +14,18 @@
  *     same limit applies to a client that stops reading a RETR;
  *   - a command line longer than MAX_LINE bytes gets -ERR and is skipped whole (the idle timeout
  *     applies while it is skipped);
+ *   - USER/PASS and AUTH PLAIN outside TLS only from a mail.cfg `network`, from 127.0.0.1 or ::1,
+ *     or with pop3d_plaintext_auth yes (session.ts refuses them elsewhere);
+ *   - every login goes through mail/penalty.ts guardLogin: the address's penalty delay, the check,
+ *     login_delay after a failure;
  *   - an unexpected failure inside a command (a bug) gets "-ERR [SYS/TEMP] internal error", is
  *     logged with its stack, and ends the session without UPDATE.
  */
 import type { Config } from '../mail/config';
-import { num } from '../mail/settings';
+import { flag, num } from '../mail/settings';
 import { checkApop, checkLogin } from '../mail/login';
+import { guardLogin } from '../mail/penalty';
+import { inNetworks, parseCidr } from '../lib/cidr';
 import { isErrno } from '../lib/errors';
 import { log } from '../lib/log';
 import { LineReader } from '../lib/linereader';
@@ -36,6 +42,9 @@ const MAX_LINE = 8192;
 
 const TIMEOUT = Symbol('timeout');
 
+/** The addresses a client on this host connects from: plaintext logins are allowed from them. */
+const LOOPBACK = [parseCidr('127.0.0.1')!, parseCidr('::1')!];
+
 /** next() with the idle timeout; resolves TIMEOUT when the client stays silent. */
 function nextLine(reader: LineReader, seconds: number) {
   let timer: NodeJS.Timeout | undefined;
@@ -49,7 +58,8 @@ function nextLine(reader: LineReader, seconds: number) {
  */
 export async function pop3Session(cfg: Config, conn: Conn): Promise<void> {
   let tlsCtx: SecureContext | null = null;
-  const session = new Pop3Session({ hostname: cfg.hostname, pid: process.pid, now: Date.now(), tlsConfigured: Boolean(cfg.scalars.tls_cert || cfg.scalars.tls_key), secure: conn.secure });
+  const plaintext = flag(cfg, 'pop3d_plaintext_auth') || (!!conn.peer && inNetworks(conn.peer, [...cfg.networks, ...LOOPBACK]));
+  const session = new Pop3Session({ hostname: cfg.hostname, pid: process.pid, now: Date.now(), tlsConfigured: Boolean(cfg.scalars.tls_cert || cfg.scalars.tls_key), secure: conn.secure, plaintext });
   const timeout = num(cfg, 'pop3d_timeout');
   const peer = conn.peer || undefined;
   let reader = new LineReader(conn.stream, MAX_LINE);
@@ -82,14 +92,12 @@ export async function pop3Session(cfg: Config, conn: Conn): Promise<void> {
           reason = a.reason;
           return false;
         case 'auth': {
-          const user = a.method === 'APOP' ? checkApop(cfg, a.user, session.timestamp, a.password) : await checkLogin(cfg, a);
-          if (!user) {
-            log('warn', 'login failed', { user: a.user.slice(0, 100), peer, method: a.method });
-            const delay = num(cfg, 'login_delay');
-            if (delay > 0) await new Promise((res) => setTimeout(res, delay * 1000));
-            step = session.authResult(undefined);
-            break;
-          }
+          // The penalty of this address first, one scrypt run, login_delay on failure (mail/penalty.ts).
+          const user = await guardLogin(cfg, conn.peer, async () => {
+            const u = a.method === 'APOP' ? checkApop(cfg, a.user, session.timestamp, a.password) : await checkLogin(cfg, a);
+            if (!u) log('warn', 'login failed', { user: a.user.slice(0, 100), peer, method: a.method });
+            return u;
+          });
           step = session.authResult(user);
           break;
         }

@@ -4,7 +4,8 @@
  * to send (without CRLF) and at most one action for the driver (serve.ts) to perform:
  *
  *   auth      → driver checks the credentials (mail/login.ts checkLogin, or checkApop for
- *               method APOP), waits login_delay on failure, calls authResult()
+ *               method APOP) through mail/penalty.ts guardLogin (the address's penalty first,
+ *               login_delay on failure), calls authResult()
  *   open      → driver locks and opens the user's maildrop (maildrop.ts), calls opened()
  *   message   → driver sends `ok` and streams the file dot-stuffed (retr.ts); when the file is
  *               gone before anything was sent it calls vanished()
@@ -27,7 +28,10 @@
  *
  * Login names and the authorization-identity rule are mail/login.ts's (pop3d(8), LOGIN NAMES).
  * USER, PASS and APOP arguments are UTF-8 (the line arrives as latin1 text, one char per byte).
- * Plaintext logins are allowed without TLS (appliances such as the Mailstation cannot do TLS).
+ * Plaintext logins (USER/PASS, AUTH PLAIN) only inside TLS or where the driver allows them
+ * (SessionEnv.plaintext: a trusted network, loopback, or pop3d_plaintext_auth yes); elsewhere USER
+ * and AUTH PLAIN get PLAINTEXT_REFUSED and CAPA lists neither USER nor SASL PLAIN (as Dovecot's
+ * disable_plaintext_auth). APOP is always allowed: it does not send the password.
  * Limits: after ERROR_LIMIT -ERR replies the session says so and closes.
  */
 import type { User } from '../mail/config';
@@ -71,6 +75,8 @@ export interface SessionEnv {
   tlsConfigured: boolean;
   /** The connection is already TLS (implicit TLS). */
   secure: boolean;
+  /** USER/PASS and AUTH PLAIN are allowed without TLS (trusted network, loopback, or the setting). */
+  plaintext: boolean;
 }
 
 type Handler = (s: Pop3Session, args: string[]) => Step;
@@ -89,6 +95,8 @@ const ok = (text: string): Step => reply(`+OK ${text}`);
 /** "1 message", "3 messages". */
 const nMessages = (n: number): string => `${n} message${n === 1 ? '' : 's'}`;
 const AUTH_FAILED = '[AUTH] invalid user name or password';
+/** The refusal of a plaintext login outside TLS (Dovecot's wording, RFC 3206 [AUTH]). */
+const PLAINTEXT_REFUSED = '[AUTH] Plaintext authentication disallowed on non-secure connections';
 /** A latin1-decoded argument back to its UTF-8 text. */
 const utf8 = (latin1: string): string => Buffer.from(latin1, 'latin1').toString('utf8');
 
@@ -121,6 +129,11 @@ export class Pop3Session {
   /** The greeting line (RFC 1939 section 4), carrying the APOP timestamp. */
   greeting(): Step {
     return ok(`Outpost POP3 server ready ${this.timestamp}`);
+  }
+
+  /** Whether USER/PASS and AUTH PLAIN may be used now (inside TLS, or allowed in the clear). */
+  get canPlaintext(): boolean {
+    return this.secure || this.env.plaintext;
   }
 
   /** Whether STLS may be offered now. */
@@ -171,7 +184,7 @@ export class Pop3Session {
     return { replies: [], action: { kind: 'auth', method, user, password, authzid } };
   }
 
-  /** The login check's outcome: the mailbox, or undefined (the driver already waited login_delay). */
+  /** The login check's outcome: the mailbox, or undefined (the driver already waited: mail/penalty.ts). */
   authResult(user: User | undefined): Step {
     if (!user) return this.fail(AUTH_FAILED);
     this.opening = user;
@@ -291,7 +304,7 @@ export class Pop3Session {
   /** CAPA lines for the current state (RFC 2449 section 5). */
   capabilities(): string[] {
     const caps = ['TOP', 'UIDL', 'PIPELINING', 'RESP-CODES', 'AUTH-RESP-CODE', 'LOGIN-DELAY 0', 'EXPIRE NEVER'];
-    if (this.state === 'AUTHORIZATION') {
+    if (this.state === 'AUTHORIZATION' && this.canPlaintext) {
       caps.splice(1, 0, 'USER');
       caps.push('SASL PLAIN');
     }
@@ -353,6 +366,7 @@ const VERBS: Record<string, Verb> = {
     args: [1],
     flush: false,
     handler: (s, [name]) => {
+      if (!s.canPlaintext) return s.fail(PLAINTEXT_REFUSED);
       s.setPendingUser(utf8(name));
       return ok('send PASS');
     },
@@ -373,8 +387,9 @@ const VERBS: Record<string, Verb> = {
     args: [0, 1, 2],
     flush: true,
     handler: (s, args) => {
-      if (args.length === 0) return multi('SASL mechanisms follow', ['PLAIN']);
+      if (args.length === 0) return multi('SASL mechanisms follow', s.canPlaintext ? ['PLAIN'] : []);
       if (args[0].toUpperCase() !== 'PLAIN') return s.fail(`unsupported authentication mechanism ${args[0].slice(0, 20)}; try PLAIN`);
+      if (!s.canPlaintext) return s.fail(PLAINTEXT_REFUSED);
       return args.length === 2 ? s.plain(args[1]) : s.startSasl();
     },
   },

@@ -27,6 +27,7 @@ import { num } from '../mail/settings';
 import { spoolPaths } from '../mail/spool';
 import { LineReader } from '../lib/linereader';
 import { checkLogin } from '../mail/login';
+import { guardLogin } from '../mail/penalty';
 import { log } from '../lib/log';
 import { Conn, startTls, writeOut } from '../lib/transport';
 import { LfNormalizer, readChunk, readData, Spool } from './data';
@@ -173,12 +174,13 @@ export async function smtpSession(cfg: Config, conn: Conn): Promise<void> {
         }
         case 'auth': {
           await flush();
-          // One scrypt run whatever the outcome: no user enumeration by timing (mail/login.ts).
-          const u = await checkLogin(cfg, a);
-          if (!u) {
-            log('info', 'auth failed', { peer, user: a.user });
-            await new Promise((res) => setTimeout(res, num(cfg, 'login_delay') * 1000));
-          } else log('info', 'auth', { peer, user: u.address });
+          // The address's penalty, one scrypt run whatever the outcome (no user enumeration by
+          // timing), login_delay on failure: mail/login.ts, mail/penalty.ts.
+          const u = await guardLogin(cfg, conn.peer, async () => {
+            const r = await checkLogin(cfg, a);
+            log('info', r ? 'auth' : 'auth failed', { peer, user: r?.address ?? a.user });
+            return r;
+          });
           activity();
           step = session.authResult(u?.address ?? a.user, !!u);
           break;

@@ -33,6 +33,8 @@ function converse(cfgPath: string, script: string): Promise<{ out: string; err: 
   return new Promise((resolve, reject) => {
     const env = { ...process.env };
     delete env.NODE_EXTRA_CA_CERTS;
+    // A client on this host, as tcpserver would say: plaintext logins are allowed (pop3d(8)).
+    env.TCPREMOTEIP = '127.0.0.1';
     // Node's 'pipe' stdio is a socketpair per fd, which pop3d would take for an inetd socket
     // (replies on fd 0); `cat` on both sides makes fd 0 and fd 1 real pipes, as in a shell pipeline.
     const cmd = `cat | "$0" "$1" -c "$2" | cat; exit \${PIPESTATUS[1]}`;

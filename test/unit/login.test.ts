@@ -47,7 +47,7 @@ async function smtp(cfg: Config, mech: 'PLAIN' | 'LOGIN', user: string, password
 
 /** POP3 login through pop3d's core and the driver's checks: '+OK' or '-ERR'. */
 async function pop3(cfg: Config, mech: 'USER' | 'PLAIN' | 'APOP', user: string, password: string, authzid = ''): Promise<string> {
-  const s = new Pop3Session({ hostname: 'mx.example.org', pid: 1, now: 2, tlsConfigured: false, secure: false });
+  const s = new Pop3Session({ hostname: 'mx.example.org', pid: 1, now: 2, tlsConfigured: false, secure: false, plaintext: true });
   let step: Pop3Step;
   if (mech === 'USER') {
     s.line(`USER ${user}`);
@@ -134,7 +134,7 @@ test('base64: strict in both daemons; "=" is the empty response', async () => {
   assert.match(s.line('AUTH LOGIN YW=j').replies[0], /^501 5\.5\.2 /);
   s.line('AUTH LOGIN');
   assert.match(s.line('not base64').replies[0], /^501 5\.5\.2 /);
-  const p = new Pop3Session({ hostname: 'mx.example.org', pid: 1, now: 2, tlsConfigured: false, secure: false });
+  const p = new Pop3Session({ hostname: 'mx.example.org', pid: 1, now: 2, tlsConfigured: false, secure: false, plaintext: true });
   assert.deepEqual(p.line('AUTH PLAIN YWJ').replies, ['-ERR invalid base64 in AUTH PLAIN response']);
   p.line('AUTH PLAIN');
   assert.deepEqual(p.line('YW=j').replies, ['-ERR invalid base64 in AUTH PLAIN response']);
@@ -147,7 +147,7 @@ test('findLogin: names with blanks around them and non-ASCII names; POP3 USER/PA
   const h = await hashPassword('pässwörd');
   const u8 = buildConfig('/etc/outpost/mail.cfg', parseCfg(`hostname mx.example.org\nspool /tmp/none\ndomain example.org\nuser alice@example.org ${h}\n`));
   // pop3d reads a line as latin1 (one char per byte); the password is the UTF-8 text, as in AUTH PLAIN
-  const s = new Pop3Session({ hostname: 'mx.example.org', pid: 1, now: 2, tlsConfigured: false, secure: false });
+  const s = new Pop3Session({ hostname: 'mx.example.org', pid: 1, now: 2, tlsConfigured: false, secure: false, plaintext: true });
   s.line('USER alice');
   const a = s.line(`PASS ${Buffer.from('pässwörd').toString('latin1')}`).action;
   assert.ok(a?.kind === 'auth');

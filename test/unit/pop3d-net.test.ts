@@ -264,7 +264,7 @@ test('idle timeout (pop3d_timeout): autologout, and nothing is deleted', async (
   const cfg = join(po.dir, 'short.cfg');
   writeFileSync(cfg, readFileSync(po.cfgPath, 'utf8') + 'pop3d_timeout 1\n', { mode: 0o600 });
   const before = files(bobDir);
-  const child = spawn('bash', ['-c', 'cat | "$0" "$1" -c "$2" | cat', process.execPath, dist('pop3d'), cfg], { env: childEnv(), stdio: ['pipe', 'pipe', 'pipe'] });
+  const child = spawn('bash', ['-c', 'cat | "$0" "$1" -c "$2" | cat', process.execPath, dist('pop3d'), cfg], { env: childEnv({ TCPREMOTEIP: '127.0.0.1' }), stdio: ['pipe', 'pipe', 'pipe'] });
   let out = '';
   child.stdout.on('data', (d) => {
     out += d;

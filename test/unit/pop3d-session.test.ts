@@ -28,6 +28,8 @@ interface Fake {
   broken: boolean;
   updateFails: boolean;
   msgs: DropMessage[];
+  /** SessionEnv.plaintext (default true: a trusted network or loopback). */
+  plaintext?: boolean;
 }
 
 function fake(msgs: DropMessage[] = [
@@ -40,7 +42,7 @@ function fake(msgs: DropMessage[] = [
 
 const drivers = new WeakMap<Pop3Session, Fake>();
 function session(f: Fake): Pop3Session {
-  const s = new Pop3Session({ hostname: 'mx.example.org', pid: 4242, now: 1700000000000, tlsConfigured: f.tls, secure: false });
+  const s = new Pop3Session({ hostname: 'mx.example.org', pid: 4242, now: 1700000000000, tlsConfigured: f.tls, secure: false, plaintext: f.plaintext ?? true });
   drivers.set(s, f);
   return s;
 }
@@ -165,6 +167,27 @@ test('CAPA: the RFC 2449 list; STLS only when configured and not yet in TLS; aft
   const g = fake(undefined, true);
   g.tlsBroken = true;
   assert.deepEqual(await talk(session(g), 'STLS'), ['-ERR [SYS/TEMP] TLS not available now']);
+});
+
+test('plaintext logins outside TLS and outside trusted networks: USER and AUTH PLAIN refused, CAPA lists neither; APOP and STLS work', async () => {
+  const REFUSED = '-ERR [AUTH] Plaintext authentication disallowed on non-secure connections';
+  const f = fake(undefined, true);
+  f.plaintext = false;
+  const s = session(f);
+  const caps = (await talk(s, 'CAPA')).slice(1, -1);
+  assert.ok(!caps.includes('USER') && !caps.includes('SASL PLAIN') && caps.includes('STLS'), caps.join());
+  assert.deepEqual(await talk(s, 'USER alice', 'PASS alicepw'), [REFUSED, '-ERR USER first']);
+  assert.deepEqual(await talk(s, `AUTH PLAIN ${Buffer.from('\0alice\0alicepw').toString('base64')}`, 'AUTH PLAIN', 'AUTH'), [REFUSED, REFUSED, '+OK SASL mechanisms follow', '.']);
+  assert.equal(s.state, 'AUTHORIZATION');
+  // APOP does not send the password: still allowed
+  const apop = session({ ...fake(), plaintext: false });
+  assert.deepEqual(await talk(apop, `APOP alice ${createHash('md5').update(apop.timestamp + 'tanstaaf').digest('hex')}`), ['+OK alice@example.org has 3 messages (600 octets)']);
+  // inside STLS both are offered and work
+  assert.deepEqual(await talk(s, 'STLS'), ['+OK Begin TLS negotiation', '[stls]']);
+  s.tlsStarted();
+  const tlsCaps = await talk(s, 'CAPA');
+  assert.ok(tlsCaps.includes('USER') && tlsCaps.includes('SASL PLAIN'), tlsCaps.join());
+  assert.deepEqual(await talk(s, 'USER alice', 'PASS alicepw'), ['+OK send PASS', '+OK alice@example.org has 3 messages (600 octets)']);
 });
 
 test('TRANSACTION: STAT, LIST, UIDL, RETR, TOP, DELE, RSET, NOOP', async () => {
