@@ -4,7 +4,7 @@
  *
  * Exit codes per account (the program exits with the worst): 0 everything went; 75 something is
  * left for later (unreachable, cut, timeout, budget spent, [IN-USE], [SYS/TEMP]); 77 the server
- * refused the login ([AUTH] or a plain -ERR to PASS/AUTH); 76 a protocol the client cannot use
+ * refused the login ([AUTH] or a plain -ERR to USER/PASS/AUTH/APOP: Pop3Conn.login makes it [AUTH]); 76 a protocol the client cannot use
  * (no UIDL). Messages over the size limit stay on the server, are reported, and do not change the
  * exit code (trying again would not help).
  */

@@ -196,9 +196,20 @@ export class Pop3Conn {
   /**
    * Logs in (see fetch(8), AUTHENTICATION): apop, plain (AUTH PLAIN with the initial response),
    * user (USER/PASS, pipelined when PIPELINING), or auto (PLAIN when offered, else USER/PASS).
-   * @throws Pop3Error (the server's -ERR), or Error for apop without a greeting timestamp.
+   * @throws Pop3Error (the server's -ERR; one without a response code counts as [AUTH]: the
+   *   server refused the login, RFC 3206 section 4 — [IN-USE], [SYS/TEMP] keep theirs), or
+   *   Error for apop without a greeting timestamp.
    */
   async login(user: string, password: string, method: 'auto' | 'plain' | 'user' | 'apop'): Promise<void> {
+    try {
+      await this.sendLogin(user, password, method);
+    } catch (err) {
+      if (err instanceof Pop3Error && !err.respCode) throw new Pop3Error(err.reply, 'AUTH');
+      throw err;
+    }
+  }
+
+  private async sendLogin(user: string, password: string, method: 'auto' | 'plain' | 'user' | 'apop'): Promise<void> {
     if (method === 'apop') {
       if (!this.timestamp) throw new Pop3Error('-ERR the server greeting has no APOP timestamp; fix: auth=user or auth=plain', 'AUTH');
       this.write(`APOP ${user} ${apopDigest(this.timestamp, password)}`);

@@ -59,6 +59,19 @@ test('POP3 login refused with [AUTH]: 77, no RETR', async () => {
   }
 });
 
+test('POP3 plain -ERR (no response code) to PASS: 77, the server refused the login', async () => {
+  const s = await scriptedPop3({ messages: [testMessage('plain err')], overrides: { PASS: () => '-ERR invalid password' } });
+  try {
+    const po = await office('perr', 'pop3', s.port, 'keep=yes auth=user');
+    const r = await fetch(po);
+    assert.equal(r.code, 77, out(r));
+    assert.match(r.stdout.toString(), /failed: perr \(-ERR invalid password\)/);
+    assert.ok(!sent(s, 0).some((l) => /^(UIDL|RETR)/.test(l)), s.text());
+  } finally {
+    await s.close();
+  }
+});
+
 test('POP3 -ERR [IN-USE] on PASS: 75 (try later), nothing fetched; the next run gets everything once', async () => {
   const msgs = [testMessage('in use 1'), testMessage('in use 2', {}, 5000)];
   const s = await scriptedPop3({ messages: msgs, overrides: { PASS: (c) => (c.total === 1 ? '-ERR [IN-USE] maildrop locked by another session' : undefined) } });
