@@ -239,3 +239,48 @@ test('IMAP large message cut after its first piece: the next run asks for the re
     await s.close();
   }
 });
+
+test('POP3 hostile UIDLs (control bytes, CR, a space, 200 octets) are hashed: no control byte in a stamp or the state file, nothing fetched twice', async () => {
+  const msgs = [testMessage('uidl ok'), testMessage('uidl esc'), testMessage('uidl long'), testMessage('uidl space')];
+  const uidls = ['ok-1', 'evil\x1b[31m\rX-Injected: yes', 'L'.repeat(200), 'has space'];
+  const s = await scriptedPop3({ messages: msgs.map((body, i) => ({ uidl: uidls[i], body })) });
+  try {
+    const po = await office('hu', 'pop3', s.port, 'keep=yes');
+    const r = await fetch(po);
+    assert.equal(r.code, 0, out(r));
+    assert.deepEqual(bodies(po.alice), [...msgs].sort());
+    const clean = (t: string) => /^[\x20-\x7e\n]*$/.test(t);
+    const state = readFileSync(join(po.spool, 'fetch', 'hu.state'), 'latin1');
+    assert.ok(clean(state), JSON.stringify(state));
+    assert.match(state, /^uidl ok-1$/m, 'a valid UIDL is kept as it is');
+    assert.equal(state.match(/^uidl sha256:[A-Za-z0-9_-]{43}$/gm)?.length, 3, state);
+    for (const m of stored(po.alice)) assert.ok(clean(m.stamp) && m.stamp.length < 120, m.stamp);
+    assert.ok(!readFileSync(join(po.dir, 'outpost.log'), 'latin1').includes('\x1b'), 'no ESC in the log');
+    const r2 = await fetch(po);
+    assert.equal(r2.code, 0, out(r2));
+    assert.match(r2.stdout.toString(), /^fetch: 0 messages/);
+    assert.equal(stored(po.alice).length, 4);
+  } finally {
+    await s.close();
+  }
+});
+
+test('POP3 35 MB UIDL listing: read streamed and capped; the run finishes, the real message is stored, the state holds only it', async () => {
+  const msg = testMessage('under a huge listing');
+  const junk: string[] = [];
+  for (let n = 2; n < 520_000; n++) junk.push(`${n} junk-${n}-${'x'.repeat(52)}\r\n`);
+  const listing = Buffer.from(`+OK\r\n${junk.join('')}1 REAL-1\r\n.\r\n`);
+  assert.ok(listing.length > 35_000_000);
+  const s = await scriptedPop3({ messages: [{ uidl: 'REAL-1', body: msg }], overrides: { UIDL: () => listing } });
+  try {
+    const po = await office('huge', 'pop3', s.port, 'keep=yes');
+    const r = await fetch(po, ['--timeout', '60']);
+    assert.equal(r.code, 0, out(r));
+    assert.deepEqual(bodies(po.alice), [msg]);
+    const state = readFileSync(join(po.spool, 'fetch', 'huge.state'), 'latin1');
+    assert.deepEqual(state.split('\n').filter((l) => l.startsWith('uidl ')), ['uidl REAL-1']);
+    assert.match(readFileSync(join(po.dir, 'outpost.log'), 'utf8'), /the server lists 519999 messages: only the newest 100000 are looked at/);
+  } finally {
+    await s.close();
+  }
+});
