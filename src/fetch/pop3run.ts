@@ -17,7 +17,7 @@
 import { readFileSync } from 'node:fs';
 import { log } from '../lib/log';
 import { EX_TEMPFAIL } from '../lib/exits';
-import { AccountResult, Ctx, failureExit, fetchDirs, land, newResult } from './account';
+import { Abandoned, AccountResult, checkGrowth, Ctx, failureExit, fetchDirs, land, newResult, sizeCap } from './account';
 import type { Meter } from '../lib/budget';
 import { Pop3Conn, Pop3Error, safeUidl } from './pop3';
 import { saveState, stampLine } from './state';
@@ -35,10 +35,37 @@ interface Msg {
   size: number;
 }
 
-/** Runs one POP3 account. Never throws: failures are in the result (exit, error). */
+/** Messages abandoned in one run of an account before it gives up (each costs a new session). */
+const ABANDON_MAX = 3;
+
+/**
+ * Runs one POP3 account. Never throws: failures are in the result (exit, error). A message that
+ * grows past sizeCap or the budget is abandoned (nothing of it stored, logged): the connection
+ * is cut (the rest of its reply is never read) and a new session goes on without it, at most
+ * ABANDON_MAX times per run.
+ */
 export async function fetchPop3(ctx: Ctx, meter: Meter, timeout: number): Promise<AccountResult> {
+  const skip = new Set<string>();
+  let messages = 0;
+  for (;;) {
+    const { r, again } = await session(ctx, meter, timeout, skip);
+    messages += r.messages;
+    r.messages = messages;
+    r.abandoned = skip.size;
+    if (!again) return r;
+    if (skip.size > ABANDON_MAX || !ctx.budget.allows(0)) {
+      r.exit = EX_TEMPFAIL;
+      r.error = `${skip.size} messages abandoned (they grew past their announced size); the rest is left for a later run`;
+      return r;
+    }
+  }
+}
+
+/** One POP3 session; `again` when it cut the connection to abandon a message (in `skip`). */
+async function session(ctx: Ctx, meter: Meter, timeout: number, skip: Set<string>): Promise<{ r: AccountResult; again: boolean }> {
   const { account: a, st, budget } = ctx;
   const r = newResult(a.name);
+  let again = false;
   let conn: Pop3Conn | undefined;
   const todo: Msg[] = [];
   const done = new Set<string>();
@@ -86,7 +113,7 @@ export async function fetchPop3(ctx: Ctx, meter: Meter, timeout: number): Promis
     if (!truncated) for (const u of st.uidls) if (!onServer.has(u)) st.uidls.delete(u);
     const dele: Msg[] = a.keep ? [] : msgs.filter((m) => st.uidls.has(m.uidl));
     for (const m of msgs) {
-      if (st.uidls.has(m.uidl)) continue;
+      if (st.uidls.has(m.uidl) || skip.has(m.uidl)) continue;
       if (a.sizeLimit && m.size > a.sizeLimit) {
         r.tooBig++;
         r.tooBigBytes += m.size;
@@ -143,11 +170,21 @@ export async function fetchPop3(ctx: Ctx, meter: Meter, timeout: number): Promis
         continue;
       }
       const stage = await newStage(dirs.tmp, stampLine(a.name, m.uidl));
+      const cap = sizeCap(m.size, a.sizeLimit);
+      let got = 0;
       try {
-        await conn.multi((b) => stage.write(b));
+        await conn.multi((b) => {
+          got += b.length;
+          checkGrowth(got, m.size, cap, budget);
+          return stage.write(b);
+        });
         await stage.close();
       } catch (err) {
         await stage.discard();
+        if (err instanceof Abandoned) {
+          skip.add(m.uidl);
+          log('warn', `message ${m.uidl} abandoned, nothing of it stored: ${err.message}`, { account: a.name });
+        }
         throw err;
       }
       inflight -= m.size;
@@ -161,9 +198,12 @@ export async function fetchPop3(ctx: Ctx, meter: Meter, timeout: number): Promis
     for (const u of deleted) st.uidls.delete(u);
     saveState(ctx.statePath, st);
   } catch (err) {
-    r.exit = failureExit(err);
-    r.error = (err as Error).message;
     conn?.destroy();
+    if (err instanceof Abandoned) again = true;
+    else {
+      r.exit = failureExit(err);
+      r.error = (err as Error).message;
+    }
   }
   for (const m of todo) {
     if (done.has(m.uidl)) continue;
@@ -171,5 +211,5 @@ export async function fetchPop3(ctx: Ctx, meter: Meter, timeout: number): Promis
     r.leftBytes += m.size;
   }
   if (r.overBudget && !r.exit) r.exit = EX_TEMPFAIL;
-  return r;
+  return { r, again };
 }

@@ -284,3 +284,40 @@ test('POP3 35 MB UIDL listing: read streamed and capped; the run finishes, the r
     await s.close();
   }
 });
+
+test('POP3 message announced as 100 bytes that sends 30 MB: abandoned, nothing of it stored, the rest of the run delivered', async () => {
+  const liar = testMessage('liar', {}, 30_000_000);
+  const msgs = [testMessage('honest 1'), testMessage('honest 2')];
+  const s = await scriptedPop3({
+    messages: [liar, ...msgs],
+    overrides: { LIST: (c) => (c.args.trim() ? undefined : c.reply().toString('latin1').replace(/^1 \d+\r$/m, '1 100\r')) },
+  });
+  try {
+    const po = await office('liar', 'pop3', s.port, 'keep=no');
+    const r = await fetch(po);
+    assert.equal(r.code, 0, out(r));
+    assert.match(r.stdout.toString(), /^fetch: 2 messages, .*; 1 abandoned \(grew past/);
+    assert.deepEqual(bodies(po.alice), [...msgs].sort(), 'nothing of the liar stored');
+    noStaged(po, 'liar');
+    assert.match(readFileSync(join(po.dir, 'outpost.log'), 'utf8'), /message U1 abandoned, nothing of it stored: more than 4202 bytes arrived/);
+    assert.ok(Number(/(\d+) bytes in/.exec(r.stdout.toString())![1]) < 2_000_000, 'the rest of the 30 MB was never read');
+    assert.deepEqual(s.mailbox.map((m) => m.uidl), ['U1'], 'the honest ones deleted, the liar left on the server');
+  } finally {
+    await s.close();
+  }
+});
+
+test('POP3 message that grows past size_limit within its margin: abandoned, the next message delivered', async () => {
+  const grower = testMessage('grower', {}, 6000);
+  const next = testMessage('next');
+  const s = await scriptedPop3({ messages: [grower, next], overrides: { LIST: (c) => (c.args.trim() ? undefined : c.reply().toString('latin1').replace(/^1 \d+\r$/m, '1 4000\r')) } });
+  try {
+    const po = await office('grow', 'pop3', s.port, 'keep=yes size_limit=5000');
+    const r = await fetch(po);
+    assert.equal(r.code, 0, out(r));
+    assert.deepEqual(bodies(po.alice), [next]);
+    assert.match(r.stdout.toString(), /1 abandoned/);
+  } finally {
+    await s.close();
+  }
+});
