@@ -210,7 +210,7 @@ test('IMAP BYE in the middle of a FETCH: what arrived is stored and recorded, no
     const r2 = await fetch(po);
     assert.equal(r2.code, 0, out(r2));
     assert.deepEqual(bodies(po.alice), [...msgs].sort(), 'every message exactly once');
-    assert.ok(sent(s, 1).some((l) => / UID FETCH 2,3 \(UID BODY\.PEEK\[\]\)$/.test(l)), s.text(1));
+    assert.ok(sent(s, 1).some((l) => / UID FETCH 2,3 \(UID BODY\.PEEK\[\]<0\.\d+>\)$/.test(l)), s.text(1));
     assert.equal(s.mailbox.messages.length, 0, 'all expunged');
   } finally {
     await s.close();
@@ -317,6 +317,26 @@ test('POP3 message that grows past size_limit within its margin: abandoned, the 
     assert.equal(r.code, 0, out(r));
     assert.deepEqual(bodies(po.alice), [next]);
     assert.match(r.stdout.toString(), /1 abandoned/);
+  } finally {
+    await s.close();
+  }
+});
+
+test('IMAP message announced as 100 bytes that sends more: abandoned, nothing of it stored, the others delivered; literals asked for in bounded pieces', async () => {
+  const msgs = [testMessage('imap honest 1'), testMessage('imap liar', {}, 20000), testMessage('imap honest 2')];
+  const s = await scriptedImap({
+    messages: msgs,
+    overrides: { 'UID FETCH': (c) => (/RFC822\.SIZE/.test(c.args) ? c.reply().toString('latin1').replace(/UID 2 RFC822\.SIZE \d+/, 'UID 2 RFC822.SIZE 100') : undefined) },
+  });
+  try {
+    const po = await office('iliar', 'imap', s.port);
+    const r = await fetch(po);
+    assert.equal(r.code, 0, out(r));
+    assert.deepEqual(bodies(po.alice), [msgs[0], msgs[2]].sort());
+    assert.match(r.stdout.toString(), /1 abandoned/);
+    assert.ok(sent(s, 0).some((l) => / UID FETCH 1,2,3 \(UID BODY\.PEEK\[\]<0\.\d+>\)$/.test(l)), s.text(0));
+    assert.equal(s.mailbox.messages.map((m) => m.uid).join(), '2', 'the liar left on the server');
+    noStaged(po, 'iliar');
   } finally {
     await s.close();
   }
