@@ -4,7 +4,7 @@
  *
  * Exit codes per account (the program exits with the worst): 0 everything went; 75 something is
  * left for later (unreachable, cut, timeout, budget spent, [IN-USE], [SYS/TEMP]); 77 the server
- * refused the login ([AUTH] or a plain -ERR to PASS/AUTH); 76 a protocol the client cannot use
+ * refused the login ([AUTH] or a plain -ERR to USER/PASS/AUTH/APOP: Pop3Conn.login makes it [AUTH]); 76 a protocol the client cannot use
  * (no UIDL). Messages over the size limit stay on the server, are reported, and do not change the
  * exit code (trying again would not help).
  */
@@ -38,6 +38,9 @@ export interface AccountResult {
   /** Messages left on the server for their size. */
   tooBig: number;
   tooBigBytes: number;
+  /** Messages abandoned: they grew past their announced size (more than the margin), the
+   * size limit or the budget while arriving; nothing of them was stored. */
+  abandoned: number;
   /** True when the budget stopped the run. */
   overBudget: boolean;
   exit: number;
@@ -46,7 +49,7 @@ export interface AccountResult {
 
 /** A result with nothing done yet and exit 0. */
 export function newResult(account: string): AccountResult {
-  return { account, messages: 0, left: 0, leftBytes: 0, tooBig: 0, tooBigBytes: 0, overBudget: false, exit: 0 };
+  return { account, messages: 0, left: 0, leftBytes: 0, tooBig: 0, tooBigBytes: 0, abandoned: 0, overBudget: false, exit: 0 };
 }
 
 /** A name safe in a file name. */
@@ -74,6 +77,33 @@ export async function land(ctx: Ctx, staged: string, record: () => void, what: s
   record();
   saveState(ctx.statePath, ctx.st);
   if (ctx.verbose) log('info', `fetched ${what}`, { account: ctx.account.name, to: paths.map((p) => p.split('/').slice(-3, -2)[0]).join(',') });
+}
+
+/**
+ * The most bytes a message announced as `announced` bytes (POP3 LIST, IMAP RFC822.SIZE) may
+ * have: the announced size plus a margin of 4 KiB and 1/16 (line-end conversions), and never
+ * more than the size limit (0: none). A message that grows past it is abandoned.
+ */
+export function sizeCap(announced: number, sizeLimit: number): number {
+  const cap = announced + 4096 + Math.floor(announced / 16);
+  return sizeLimit ? Math.min(cap, sizeLimit) : cap;
+}
+
+/** Thrown by a runner's sink when a message grew past sizeCap or the budget: abandon it. */
+export class Abandoned extends Error {
+  constructor(reason: string) {
+    super(reason);
+    this.name = 'Abandoned';
+  }
+}
+
+/**
+ * Checks `got` bytes of a message announced as `announced`: throws Abandoned when they pass
+ * `cap` (sizeCap), or pass the announced size while the budget allows nothing more.
+ */
+export function checkGrowth(got: number, announced: number, cap: number, budget: Budget): void {
+  if (got > cap) throw new Abandoned(`more than ${cap} bytes arrived for a message announced as ${announced} (its size limit and margin)`);
+  if (got > announced && !budget.allows(0)) throw new Abandoned(`it grew past its announced ${announced} bytes and the budget is spent`);
 }
 
 /** Maps a session failure to the account's exit code (see the header). */

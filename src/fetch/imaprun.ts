@@ -13,6 +13,11 @@
  *     next run instead of starting over. Each piece is fsync'd before the next is asked for; a
  *     partial file that does not start with its stamp line, or is longer than the message, is
  *     not trusted and the download starts over (store.ts resumePartial).
+ * Every literal is bounded: a small message is asked for as BODY.PEEK[]<0.n> with n one byte past
+ * what it may grow to (account.ts sizeCap), a large one in pieces that ask at most one byte past
+ * it; one that grows past it (or the size limit, or the budget) is abandoned — nothing of it
+ * stored, logged, passed over like a message left for its size (in big=, tried next run).
+ * imapflow reads no literal over LITERAL_MAX: a server ignoring the partial range fails the session.
  * keep=no: after the folder's messages are recorded, `UID STORE +FLAGS.SILENT (\Deleted)` and
  * `UID EXPUNGE` (plain EXPUNGE without UIDPLUS) for exactly those UIDs.
  *
@@ -26,7 +31,7 @@ import { readdirSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'no
 import { join } from 'node:path';
 import { log } from '../lib/log';
 import { EX_TEMPFAIL } from '../lib/exits';
-import { AccountResult, Ctx, failureExit, fetchDirs, land, newResult } from './account';
+import { Abandoned, AccountResult, checkGrowth, Ctx, failureExit, fetchDirs, land, newResult, sizeCap } from './account';
 import type { Meter } from '../lib/budget';
 import { FolderState, findStamped, imapKey, stampLine } from './state';
 import type { Writer } from '../mail/maildir';
@@ -36,6 +41,11 @@ import { accountMaildirs, createPartial, parseHeaders, readHead, resumePartial, 
 const SMALL = 256 * 1024;
 /** Piece size of a resumable large download. */
 const PIECE = 128 * 1024;
+/** Largest IMAP literal (and, with 64 KiB of framing, response) imapflow may read: what a whole
+ * small message may grow to (sizeCap) and one more byte. A server sending more fails the session. */
+const LITERAL_MAX = sizeCap(SMALL, 0) + 1;
+/** Longest response line without a literal (a server that never ends a line). */
+const LINE_MAX = 16 * 1024 * 1024;
 /** Largest batch of small messages in one FETCH (bytes), when no budget says less. */
 const BATCH = 1024 * 1024;
 
@@ -68,6 +78,9 @@ export async function fetchImap(ctx: Ctx, meter: Meter, timeout: number): Promis
       connectionTimeout: timeout * 1000,
       greetingTimeout: timeout * 1000,
       clientInfo: { name: 'outpost-fetch' },
+      maxLiteralSize: LITERAL_MAX,
+      maxResponseSize: LITERAL_MAX + 65536,
+      maxLineLength: LINE_MAX,
     });
     client.on('error', () => undefined);
     const connecting = client.connect();
@@ -176,6 +189,13 @@ async function fetchFolder(ctx: Ctx, client: any, folder: string, dirs: { tmp: s
       f.last = m.uid;
     }
   };
+  /** Nothing of `m` stored: logged, counted, and passed over like a message left for its size. */
+  const abandon = (m: Msg, err: Abandoned) => {
+    log('warn', `message ${folder} UID ${m.uid} abandoned, nothing of it stored: ${err.message}`, { account: a.name });
+    r.abandoned++;
+    advance(m.uid);
+    f.big.push(m.uid);
+  };
   const landed = async (m: Msg, staged: string) => {
     await land(ctx, staged, () => advance(m.uid), `${folder} UID ${m.uid} (${m.size} bytes)`);
     r.messages++;
@@ -191,7 +211,13 @@ async function fetchFolder(ctx: Ctx, client: any, folder: string, dirs: { tmp: s
         break;
       }
       if (m.size > SMALL) {
-        const ok = await fetchLarge(ctx, client, folder, uv, m, dirs.partial, landed);
+        let ok = true;
+        try {
+          ok = await fetchLarge(ctx, client, folder, uv, m, dirs.partial, landed);
+        } catch (err) {
+          if (!(err instanceof Abandoned)) throw err;
+          abandon(m, err);
+        }
         if (!ok) {
           r.overBudget = true;
           break;
@@ -208,9 +234,18 @@ async function fetchFolder(ctx: Ctx, client: any, folder: string, dirs: { tmp: s
         i++;
       }
       const bySize = new Map(batch.map((x) => [x.uid, x]));
-      for await (const msg of client.fetch(batch.map((x) => x.uid).join(','), { uid: true, source: true }, { uid: true })) {
+      // Each literal bounded: at most one byte more than the largest message of the batch may have.
+      const most = Math.max(...batch.map((x) => sizeCap(x.size, 0))) + 1;
+      for await (const msg of client.fetch(batch.map((x) => x.uid).join(','), { uid: true, source: { start: 0, maxLength: most } }, { uid: true })) {
         const bm = bySize.get(msg.uid);
         if (!bm || !msg.source) continue;
+        try {
+          checkGrowth(msg.source.length, bm.size, sizeCap(bm.size, a.sizeLimit), budget);
+        } catch (err) {
+          if (!(err instanceof Abandoned)) throw err;
+          abandon(bm, err);
+          continue;
+        }
         const stage = await newStage(dirs.tmp, stampLine(a.name, imapKey(uv, msg.uid, folder)));
         try {
           await stage.write(msg.source);
@@ -276,7 +311,7 @@ async function fetchLarge(
     meta = undefined;
   }
   if (meta && meta.folder === folder && meta.uidvalidity === uv && meta.uid === m.uid && meta.size === m.size) {
-    stage = await resumePartial(path, head, m.size);
+    stage = await resumePartial(path, head, sizeCap(m.size, a.sizeLimit));
     if (stage) log('info', `resuming ${folder} UID ${m.uid} at byte ${stage.size - headLen} of ${m.size}`, { account: a.name });
     else log('warn', `partial file of ${folder} UID ${m.uid} is missing or cannot be trusted: starting over`, { account: a.name });
   }
@@ -285,24 +320,32 @@ async function fetchLarge(
     writeFileSync(side, JSON.stringify({ folder, uidvalidity: uv, uid: m.uid, size: m.size }) + '\n', { mode: 0o600 }); // a torn one does not parse: start over
     stage = await createPartial(path, head);
   }
+  const cap = sizeCap(m.size, a.sizeLimit);
   try {
     for (;;) {
       const offset = stage.size - headLen;
-      if (offset >= m.size) break;
-      const want = Math.min(PIECE, m.size - offset);
-      if (!budget.allows(want)) {
+      // One byte past the cap is asked for at most, so growth shows; a short piece is the end.
+      const want = Math.min(PIECE, cap + 1 - offset);
+      if (!budget.allows(Math.min(want, Math.max(0, m.size - offset)))) {
         await stage.close();
         return false;
       }
       const msg = await client.fetchOne(String(m.uid), { source: { start: offset, maxLength: want } }, { uid: true });
       const buf: Buffer | undefined = msg?.source;
-      if (!buf || !buf.length) break; // the server holds fewer bytes than RFC822.SIZE said
+      if (!buf || !buf.length) break;
+      checkGrowth(offset + buf.length, m.size, cap, budget);
+      if (buf.length > want) throw new Abandoned(`the server sent ${buf.length} bytes for a piece of ${want}`);
       await stage.write(buf);
       await stage.sync(); // every byte the next run's offset counts is on disk
+      if (buf.length < want) break;
     }
     await stage.close();
   } catch (err) {
     await stage.close().catch(() => undefined); // keep what was written: resumable
+    if (err instanceof Abandoned) {
+      rmSync(path, { force: true });
+      rmSync(side, { force: true });
+    }
     throw err;
   }
   await landed(m, path);

@@ -91,6 +91,8 @@ function summaryLine(rs: AccountResult[], meter: Meter): string {
   if (left) s += `; ${left} left (${sum('leftBytes')} bytes)${rs.some((r) => r.overBudget) ? ' over budget' : ' for a later run'}`;
   const big = sum('tooBig');
   if (big) s += `; ${big} over the size limit left on the server (${sum('tooBigBytes')} bytes)`;
+  const gone = sum('abandoned');
+  if (gone) s += `; ${gone} abandoned (grew past the announced size, size limit or budget; nothing stored)`;
   const failed = rs.filter((r) => r.error);
   if (failed.length) s += `; failed: ${failed.map((r) => `${r.account} (${r.error})`).join(', ')}`;
   return s;

@@ -69,6 +69,23 @@ export interface ConnectOptions {
   onSocket: (s: Socket) => void;
 }
 
+/** CAPA lines kept (the rest of a longer listing is read and dropped). */
+const CAPA_MAX = 100;
+
+/** RFC 1939 section 7: a UIDL is 1–70 octets, each in 0x21–0x7E. */
+const UIDL_MAX = 70;
+
+/**
+ * The UIDL to record for the raw one a server sent: itself when RFC 1939 section 7 allows it,
+ * else `sha256:` and the base64url SHA-256 of its octets (50 characters, all allowed), so no
+ * control byte, space or overlong value ever reaches a stamp header, a log line or the state
+ * file, and the same raw UIDL always maps to the same one.
+ */
+export function safeUidl(raw: Buffer): string {
+  if (raw.length >= 1 && raw.length <= UIDL_MAX && raw.every((b) => b >= 0x21 && b <= 0x7e)) return raw.toString('latin1');
+  return 'sha256:' + createHash('sha256').update(raw).digest('base64url');
+}
+
 /** The APOP digest (RFC 1939 section 7): MD5 of the greeting's timestamp and the secret, hex. */
 export function apopDigest(timestamp: string, secret: string): string {
   return createHash('md5').update(timestamp + secret, 'latin1').digest('hex');
@@ -172,13 +189,24 @@ export class Pop3Conn {
     }
   }
 
-  /** Reads a multi-line reply as text lines (CAPA, UIDL, LIST). */
-  async lines(): Promise<string[]> {
-    const out: string[] = [];
+  /**
+   * Reads a multi-line reply line by line, streamed (CAPA, UIDL, LIST): `each` gets each line as
+   * it arrives, without its terminator and cut to `max` bytes, with `long` true when it was longer
+   * (RFC 1939 section 3 allows 512 octets). Nothing is collected: memory stays one line.
+   */
+  async eachLine(each: (line: Buffer, long: boolean) => void, max = 1024): Promise<void> {
+    let parts: Buffer[] = [];
+    let len = 0;
     await this.multi((b) => {
-      out.push(b.toString('latin1').replace(/\r?\n$/, ''));
+      const end = b[b.length - 1] === 0x0a;
+      const body = end ? b.subarray(0, b.length - (b.length > 1 && b[b.length - 2] === 0x0d ? 2 : 1)) : b;
+      if (len < max) parts.push(Buffer.from(body.subarray(0, max - len)));
+      len += body.length;
+      if (!end) return;
+      each(Buffer.concat(parts), len > max);
+      parts = [];
+      len = 0;
     });
-    return out;
   }
 
   /** Sends CAPA and records the capabilities (empty when the server does not know CAPA). */
@@ -186,7 +214,11 @@ export class Pop3Conn {
     this.write('CAPA');
     try {
       await this.status();
-      this.capa = (await this.lines()).map((l) => l.trim().toUpperCase());
+      const capa: string[] = [];
+      await this.eachLine((l) => {
+        if (capa.length < CAPA_MAX) capa.push(l.toString('latin1').trim().toUpperCase());
+      });
+      this.capa = capa;
     } catch (err) {
       if (!(err instanceof Pop3Error)) throw err;
       this.capa = [];
@@ -196,9 +228,20 @@ export class Pop3Conn {
   /**
    * Logs in (see fetch(8), AUTHENTICATION): apop, plain (AUTH PLAIN with the initial response),
    * user (USER/PASS, pipelined when PIPELINING), or auto (PLAIN when offered, else USER/PASS).
-   * @throws Pop3Error (the server's -ERR), or Error for apop without a greeting timestamp.
+   * @throws Pop3Error (the server's -ERR; one without a response code counts as [AUTH]: the
+   *   server refused the login, RFC 3206 section 4 — [IN-USE], [SYS/TEMP] keep theirs), or
+   *   Error for apop without a greeting timestamp.
    */
   async login(user: string, password: string, method: 'auto' | 'plain' | 'user' | 'apop'): Promise<void> {
+    try {
+      await this.sendLogin(user, password, method);
+    } catch (err) {
+      if (err instanceof Pop3Error && !err.respCode) throw new Pop3Error(err.reply, 'AUTH');
+      throw err;
+    }
+  }
+
+  private async sendLogin(user: string, password: string, method: 'auto' | 'plain' | 'user' | 'apop'): Promise<void> {
     if (method === 'apop') {
       if (!this.timestamp) throw new Pop3Error('-ERR the server greeting has no APOP timestamp; fix: auth=user or auth=plain', 'AUTH');
       this.write(`APOP ${user} ${apopDigest(this.timestamp, password)}`);

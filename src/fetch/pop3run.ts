@@ -10,15 +10,21 @@
  * with keep=no gets its DELE in the next session, without a RETR (DELE only takes effect at QUIT,
  * RFC 1939 section 6, so a drop before QUIT just repeats the DELEs). UIDLs no longer on the
  * server leave the state. Budgets are checked before each RETR is sent; a RETR in flight finishes.
+ * Listings are streamed and capped: at most LISTED_MAX entries are kept (the newest), each line at
+ * most 1 KiB (longer ones are not used); a UIDL outside RFC 1939 section 7 (1–70 octets in
+ * 0x21–0x7E) is hashed (pop3.ts safeUidl) before it is used anywhere.
  */
 import { readFileSync } from 'node:fs';
 import { log } from '../lib/log';
 import { EX_TEMPFAIL } from '../lib/exits';
-import { AccountResult, Ctx, failureExit, fetchDirs, land, newResult } from './account';
+import { Abandoned, AccountResult, checkGrowth, Ctx, failureExit, fetchDirs, land, newResult, sizeCap } from './account';
 import type { Meter } from '../lib/budget';
-import { Pop3Conn, Pop3Error } from './pop3';
+import { Pop3Conn, Pop3Error, safeUidl } from './pop3';
 import { saveState, stampLine } from './state';
 import { stage as newStage } from './store';
+
+/** Most UIDL/LIST entries kept from one listing (about 200 bytes of memory each). */
+const LISTED_MAX = 100_000;
 
 /** Bytes of RETR replies kept in flight (well above 256 kbit/s × 600 ms). */
 const WINDOW = 64 * 1024;
@@ -29,10 +35,37 @@ interface Msg {
   size: number;
 }
 
-/** Runs one POP3 account. Never throws: failures are in the result (exit, error). */
+/** Messages abandoned in one run of an account before it gives up (each costs a new session). */
+const ABANDON_MAX = 3;
+
+/**
+ * Runs one POP3 account. Never throws: failures are in the result (exit, error). A message that
+ * grows past sizeCap or the budget is abandoned (nothing of it stored, logged): the connection
+ * is cut (the rest of its reply is never read) and a new session goes on without it, at most
+ * ABANDON_MAX times per run.
+ */
 export async function fetchPop3(ctx: Ctx, meter: Meter, timeout: number): Promise<AccountResult> {
+  const skip = new Set<string>();
+  let messages = 0;
+  for (;;) {
+    const { r, again } = await session(ctx, meter, timeout, skip);
+    messages += r.messages;
+    r.messages = messages;
+    r.abandoned = skip.size;
+    if (!again) return r;
+    if (skip.size > ABANDON_MAX || !ctx.budget.allows(0)) {
+      r.exit = EX_TEMPFAIL;
+      r.error = `${skip.size} messages abandoned (they grew past their announced size); the rest is left for a later run`;
+      return r;
+    }
+  }
+}
+
+/** One POP3 session; `again` when it cut the connection to abandon a message (in `skip`). */
+async function session(ctx: Ctx, meter: Meter, timeout: number, skip: Set<string>): Promise<{ r: AccountResult; again: boolean }> {
   const { account: a, st, budget } = ctx;
   const r = newResult(a.name);
+  let again = false;
   let conn: Pop3Conn | undefined;
   const todo: Msg[] = [];
   const done = new Set<string>();
@@ -44,31 +77,43 @@ export async function fetchPop3(ctx: Ctx, meter: Meter, timeout: number): Promis
     conn.write('UIDL');
     if (pipelining) conn.write('LIST');
     let uidlErr: unknown;
+    // Both listings are streamed and capped (LISTED_MAX entries, each line at most 1 KiB):
+    // only the newest LISTED_MAX messages are looked at, and state records are then not pruned.
     const uidls = new Map<number, string>();
+    let listed = 0;
+    let unusable = 0;
     try {
       await conn.status();
-      for (const l of await conn.lines()) {
-        const [n, u] = l.split(' ');
-        uidls.set(Number(n), u);
-      }
+      await conn.eachLine((l, long) => {
+        const m = /^(\d+) +/.exec(l.toString('latin1', 0, 32));
+        if (!m || long) return void unusable++;
+        let end = l.length;
+        while (end > m[0].length && (l[end - 1] === 0x20 || l[end - 1] === 0x09)) end--;
+        listed++;
+        uidls.set(Number(m[1]), safeUidl(l.subarray(m[0].length, end)));
+        if (uidls.size > LISTED_MAX) uidls.delete(uidls.keys().next().value as number);
+      });
     } catch (err) {
       uidlErr = err;
     }
     if (!pipelining) conn.write('LIST');
     await conn.status();
     const msgs: Msg[] = [];
-    for (const l of await conn.lines()) {
-      const [n, size] = l.split(' ').map(Number);
-      const uidl = uidls.get(n);
-      if (uidl) msgs.push({ n, uidl, size });
-    }
+    await conn.eachLine((l) => {
+      const m = /^(\d+) +(\d{1,15})[ \t]*$/.exec(l.toString('latin1'));
+      const uidl = m && uidls.get(Number(m[1]));
+      if (uidl) msgs.push({ n: Number(m[1]), uidl, size: Number(m[2]) });
+    });
+    const truncated = listed > LISTED_MAX;
+    if (truncated) log('warn', `the server lists ${listed} messages: only the newest ${LISTED_MAX} are looked at this run`, { account: a.name });
+    if (unusable) log('warn', `${unusable} UIDL line${unusable === 1 ? '' : 's'} unusable (no message number, or longer than 1 KiB): not fetched`, { account: a.name });
     if (uidlErr) throw uidlErr instanceof Pop3Error ? new Pop3Error(`the server has no UIDL (${uidlErr.reply}); fetch needs it to never fetch twice`, 'NOUIDL') : uidlErr;
 
     const onServer = new Set(msgs.map((m) => m.uidl));
-    for (const u of st.uidls) if (!onServer.has(u)) st.uidls.delete(u);
+    if (!truncated) for (const u of st.uidls) if (!onServer.has(u)) st.uidls.delete(u);
     const dele: Msg[] = a.keep ? [] : msgs.filter((m) => st.uidls.has(m.uidl));
     for (const m of msgs) {
-      if (st.uidls.has(m.uidl)) continue;
+      if (st.uidls.has(m.uidl) || skip.has(m.uidl)) continue;
       if (a.sizeLimit && m.size > a.sizeLimit) {
         r.tooBig++;
         r.tooBigBytes += m.size;
@@ -125,11 +170,21 @@ export async function fetchPop3(ctx: Ctx, meter: Meter, timeout: number): Promis
         continue;
       }
       const stage = await newStage(dirs.tmp, stampLine(a.name, m.uidl));
+      const cap = sizeCap(m.size, a.sizeLimit);
+      let got = 0;
       try {
-        await conn.multi((b) => stage.write(b));
+        await conn.multi((b) => {
+          got += b.length;
+          checkGrowth(got, m.size, cap, budget);
+          return stage.write(b);
+        });
         await stage.close();
       } catch (err) {
         await stage.discard();
+        if (err instanceof Abandoned) {
+          skip.add(m.uidl);
+          log('warn', `message ${m.uidl} abandoned, nothing of it stored: ${err.message}`, { account: a.name });
+        }
         throw err;
       }
       inflight -= m.size;
@@ -143,9 +198,12 @@ export async function fetchPop3(ctx: Ctx, meter: Meter, timeout: number): Promis
     for (const u of deleted) st.uidls.delete(u);
     saveState(ctx.statePath, st);
   } catch (err) {
-    r.exit = failureExit(err);
-    r.error = (err as Error).message;
     conn?.destroy();
+    if (err instanceof Abandoned) again = true;
+    else {
+      r.exit = failureExit(err);
+      r.error = (err as Error).message;
+    }
   }
   for (const m of todo) {
     if (done.has(m.uidl)) continue;
@@ -153,5 +211,5 @@ export async function fetchPop3(ctx: Ctx, meter: Meter, timeout: number): Promis
     r.leftBytes += m.size;
   }
   if (r.overBudget && !r.exit) r.exit = EX_TEMPFAIL;
-  return r;
+  return { r, again };
 }

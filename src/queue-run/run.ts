@@ -213,9 +213,10 @@ class Runner {
             try {
               conn = await RelayConnection.open(relay, this.cfg.hostname, this.meter, this.timeLeftMs());
             } catch (err) {
-              const e = err as { response?: string; message: string; code?: string };
-              // RFC 3463 X.4.1: no answer (connect, TLS or login failed): the message stays queued.
-              down = noReply(`relay ${relay.host}:${relay.port}: ${e.response ?? e.message}`, '4.4.1');
+              const e = err as { response?: string; message: string; code?: string; enhanced?: string };
+              // RFC 3463 X.4.1: no answer (connect, TLS or login failed), or X.7.0 (no AUTH in
+              // clear): the message stays queued.
+              down = noReply(`relay ${relay.host}:${relay.port}: ${e.response ?? e.message}`, e.enhanced ?? '4.4.1');
               log('warn', 'cannot use relay', { relay: `${relay.host}:${relay.port}`, error: e.response ?? e.message, code: e.code });
               conn = null;
               await this.defer(job, down);

@@ -10,8 +10,10 @@
  * refused message, a fresh connection after a broken one).
  *
  * TLS policy per relay (RFC 3207, RFC 8314, RFC 7817):
- *   none    → ignoreTLS: never STARTTLS, plaintext;
- *   may     → STARTTLS when offered, no certificate check; plaintext if it fails (no AUTH then);
+ *   none    → ignoreTLS: never STARTTLS, plaintext; the only policy that sends AUTH in clear;
+ *   may     → STARTTLS when offered, no certificate check; plaintext when the relay offers none
+ *             or it fails — and then, for a relay with credentials, no AUTH: the connection
+ *             is refused with ENOTLS (4.7.0, deferred; the reason names the fix);
  *   encrypt → STARTTLS required, no certificate check;
  *   verify  → STARTTLS required, the certificate must chain to a trusted CA (the system's,
  *             NODE_EXTRA_CA_CERTS, or the relay's ca= file) and name the relay host.
@@ -122,8 +124,10 @@ export class RelayConnection {
   /**
    * Connects, greets (EHLO `heloName`), applies the TLS policy and logs in when the relay has
    * credentials. `limitMs` caps the connect and greeting timeouts (the time left in a budget).
-   * @throws Error with `code`, `responseCode`, `response` (nodemailer's) on any failure; the
-   *   socket is closed.
+   * @throws Error with `code`, `responseCode`, `response` (nodemailer's) on any failure, or
+   *   code ENOTLS with `enhanced` 4.7.0 when the relay has credentials, its tls= is not none
+   *   and the session is not encrypted (no AUTH in clear; RFC 4954 section 4); the socket is
+   *   closed.
    */
   static async open(relay: Relay, heloName: string, meter: Meter, limitMs = Infinity): Promise<RelayConnection> {
     const { default: SMTPConnectionCtor } = await import('nodemailer/lib/smtp-connection');
@@ -151,6 +155,12 @@ export class RelayConnection {
         conn.once('end', () => rej(Object.assign(new Error('connection closed during greeting'), { code: 'ECONNECTION' })));
         conn.connect(() => res());
       });
+      if (relay.user && !conn.secure && relay.tls !== 'none') {
+        throw Object.assign(
+          new Error(`no TLS (tls=${relay.tls}, the relay offered no working STARTTLS): the password of ${relay.user} is never sent in clear text; fix: a relay port with TLS (465, or one offering STARTTLS), or tls=none on this relay in mail.cfg if plain-text AUTH to it is meant`),
+          { code: 'ENOTLS', enhanced: '4.7.0' },
+        );
+      }
       if (relay.user) {
         await new Promise<void>((res, rej) => conn.login({ user: relay.user!, pass: relay.password ?? '' }, (err) => (err ? rej(err) : res())));
       }

@@ -59,6 +59,19 @@ test('POP3 login refused with [AUTH]: 77, no RETR', async () => {
   }
 });
 
+test('POP3 plain -ERR (no response code) to PASS: 77, the server refused the login', async () => {
+  const s = await scriptedPop3({ messages: [testMessage('plain err')], overrides: { PASS: () => '-ERR invalid password' } });
+  try {
+    const po = await office('perr', 'pop3', s.port, 'keep=yes auth=user');
+    const r = await fetch(po);
+    assert.equal(r.code, 77, out(r));
+    assert.match(r.stdout.toString(), /failed: perr \(-ERR invalid password\)/);
+    assert.ok(!sent(s, 0).some((l) => /^(UIDL|RETR)/.test(l)), s.text());
+  } finally {
+    await s.close();
+  }
+});
+
 test('POP3 -ERR [IN-USE] on PASS: 75 (try later), nothing fetched; the next run gets everything once', async () => {
   const msgs = [testMessage('in use 1'), testMessage('in use 2', {}, 5000)];
   const s = await scriptedPop3({ messages: msgs, overrides: { PASS: (c) => (c.total === 1 ? '-ERR [IN-USE] maildrop locked by another session' : undefined) } });
@@ -197,7 +210,7 @@ test('IMAP BYE in the middle of a FETCH: what arrived is stored and recorded, no
     const r2 = await fetch(po);
     assert.equal(r2.code, 0, out(r2));
     assert.deepEqual(bodies(po.alice), [...msgs].sort(), 'every message exactly once');
-    assert.ok(sent(s, 1).some((l) => / UID FETCH 2,3 \(UID BODY\.PEEK\[\]\)$/.test(l)), s.text(1));
+    assert.ok(sent(s, 1).some((l) => / UID FETCH 2,3 \(UID BODY\.PEEK\[\]<0\.\d+>\)$/.test(l)), s.text(1));
     assert.equal(s.mailbox.messages.length, 0, 'all expunged');
   } finally {
     await s.close();
@@ -222,6 +235,108 @@ test('IMAP large message cut after its first piece: the next run asks for the re
     assert.deepEqual(pieces(1), [131072, 262144, 393216], 'no piece fetched twice but the cut one');
     assert.equal(s.mailbox.messages.length, 0);
     assert.match(readFileSync(join(po.dir, 'outpost.log'), 'utf8'), /resuming INBOX UID 1 at byte 131072/);
+  } finally {
+    await s.close();
+  }
+});
+
+test('POP3 hostile UIDLs (control bytes, CR, a space, 200 octets) are hashed: no control byte in a stamp or the state file, nothing fetched twice', async () => {
+  const msgs = [testMessage('uidl ok'), testMessage('uidl esc'), testMessage('uidl long'), testMessage('uidl space')];
+  const uidls = ['ok-1', 'evil\x1b[31m\rX-Injected: yes', 'L'.repeat(200), 'has space'];
+  const s = await scriptedPop3({ messages: msgs.map((body, i) => ({ uidl: uidls[i], body })) });
+  try {
+    const po = await office('hu', 'pop3', s.port, 'keep=yes');
+    const r = await fetch(po);
+    assert.equal(r.code, 0, out(r));
+    assert.deepEqual(bodies(po.alice), [...msgs].sort());
+    const clean = (t: string) => /^[\x20-\x7e\n]*$/.test(t);
+    const state = readFileSync(join(po.spool, 'fetch', 'hu.state'), 'latin1');
+    assert.ok(clean(state), JSON.stringify(state));
+    assert.match(state, /^uidl ok-1$/m, 'a valid UIDL is kept as it is');
+    assert.equal(state.match(/^uidl sha256:[A-Za-z0-9_-]{43}$/gm)?.length, 3, state);
+    for (const m of stored(po.alice)) assert.ok(clean(m.stamp) && m.stamp.length < 120, m.stamp);
+    assert.ok(!readFileSync(join(po.dir, 'outpost.log'), 'latin1').includes('\x1b'), 'no ESC in the log');
+    const r2 = await fetch(po);
+    assert.equal(r2.code, 0, out(r2));
+    assert.match(r2.stdout.toString(), /^fetch: 0 messages/);
+    assert.equal(stored(po.alice).length, 4);
+  } finally {
+    await s.close();
+  }
+});
+
+test('POP3 35 MB UIDL listing: read streamed and capped; the run finishes, the real message is stored, the state holds only it', async () => {
+  const msg = testMessage('under a huge listing');
+  const junk: string[] = [];
+  for (let n = 2; n < 520_000; n++) junk.push(`${n} junk-${n}-${'x'.repeat(52)}\r\n`);
+  const listing = Buffer.from(`+OK\r\n${junk.join('')}1 REAL-1\r\n.\r\n`);
+  assert.ok(listing.length > 35_000_000);
+  const s = await scriptedPop3({ messages: [{ uidl: 'REAL-1', body: msg }], overrides: { UIDL: () => listing } });
+  try {
+    const po = await office('huge', 'pop3', s.port, 'keep=yes');
+    const r = await fetch(po, ['--timeout', '60']);
+    assert.equal(r.code, 0, out(r));
+    assert.deepEqual(bodies(po.alice), [msg]);
+    const state = readFileSync(join(po.spool, 'fetch', 'huge.state'), 'latin1');
+    assert.deepEqual(state.split('\n').filter((l) => l.startsWith('uidl ')), ['uidl REAL-1']);
+    assert.match(readFileSync(join(po.dir, 'outpost.log'), 'utf8'), /the server lists 519999 messages: only the newest 100000 are looked at/);
+  } finally {
+    await s.close();
+  }
+});
+
+test('POP3 message announced as 100 bytes that sends 30 MB: abandoned, nothing of it stored, the rest of the run delivered', async () => {
+  const liar = testMessage('liar', {}, 30_000_000);
+  const msgs = [testMessage('honest 1'), testMessage('honest 2')];
+  const s = await scriptedPop3({
+    messages: [liar, ...msgs],
+    overrides: { LIST: (c) => (c.args.trim() ? undefined : c.reply().toString('latin1').replace(/^1 \d+\r$/m, '1 100\r')) },
+  });
+  try {
+    const po = await office('liar', 'pop3', s.port, 'keep=no');
+    const r = await fetch(po);
+    assert.equal(r.code, 0, out(r));
+    assert.match(r.stdout.toString(), /^fetch: 2 messages, .*; 1 abandoned \(grew past/);
+    assert.deepEqual(bodies(po.alice), [...msgs].sort(), 'nothing of the liar stored');
+    noStaged(po, 'liar');
+    assert.match(readFileSync(join(po.dir, 'outpost.log'), 'utf8'), /message U1 abandoned, nothing of it stored: more than 4202 bytes arrived/);
+    assert.ok(Number(/(\d+) bytes in/.exec(r.stdout.toString())![1]) < 2_000_000, 'the rest of the 30 MB was never read');
+    assert.deepEqual(s.mailbox.map((m) => m.uidl), ['U1'], 'the honest ones deleted, the liar left on the server');
+  } finally {
+    await s.close();
+  }
+});
+
+test('POP3 message that grows past size_limit within its margin: abandoned, the next message delivered', async () => {
+  const grower = testMessage('grower', {}, 6000);
+  const next = testMessage('next');
+  const s = await scriptedPop3({ messages: [grower, next], overrides: { LIST: (c) => (c.args.trim() ? undefined : c.reply().toString('latin1').replace(/^1 \d+\r$/m, '1 4000\r')) } });
+  try {
+    const po = await office('grow', 'pop3', s.port, 'keep=yes size_limit=5000');
+    const r = await fetch(po);
+    assert.equal(r.code, 0, out(r));
+    assert.deepEqual(bodies(po.alice), [next]);
+    assert.match(r.stdout.toString(), /1 abandoned/);
+  } finally {
+    await s.close();
+  }
+});
+
+test('IMAP message announced as 100 bytes that sends more: abandoned, nothing of it stored, the others delivered; literals asked for in bounded pieces', async () => {
+  const msgs = [testMessage('imap honest 1'), testMessage('imap liar', {}, 20000), testMessage('imap honest 2')];
+  const s = await scriptedImap({
+    messages: msgs,
+    overrides: { 'UID FETCH': (c) => (/RFC822\.SIZE/.test(c.args) ? c.reply().toString('latin1').replace(/UID 2 RFC822\.SIZE \d+/, 'UID 2 RFC822.SIZE 100') : undefined) },
+  });
+  try {
+    const po = await office('iliar', 'imap', s.port);
+    const r = await fetch(po);
+    assert.equal(r.code, 0, out(r));
+    assert.deepEqual(bodies(po.alice), [msgs[0], msgs[2]].sort());
+    assert.match(r.stdout.toString(), /1 abandoned/);
+    assert.ok(sent(s, 0).some((l) => / UID FETCH 1,2,3 \(UID BODY\.PEEK\[\]<0\.\d+>\)$/.test(l)), s.text(0));
+    assert.equal(s.mailbox.messages.map((m) => m.uid).join(), '2', 'the liar left on the server');
+    noStaged(po, 'iliar');
   } finally {
     await s.close();
   }

@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { enqueue, readEnvelope } from '../../src/mail/queue';
 import { scan } from '../../src/mail/maildir';
 import { cut, scriptedSmtp, type ScriptedSmtp } from '../helpers/scripted';
-import { makePostOffice, runProgram, type PostOffice } from '../helpers/postoffice';
+import { makeCert, makePostOffice, runProgram, type PostOffice } from '../helpers/postoffice';
 
 /** A message in wire form with a Message-ID, a dot-leading line and 8-bit text. */
 function message(id: string, opts: { size?: number; headers?: string; from?: string } = {}): Buffer {
@@ -284,6 +284,50 @@ test('wrong relay credentials (535): deferred with the reply, no MAIL sent', asy
     assert.ok(s.lines('client').some((l) => /^AUTH PLAIN /.test(l)));
     assert.ok(!s.lines('client').some((l) => /^MAIL/.test(l)), s.text());
     assert.equal(queued(po).length, 1);
+  } finally {
+    await s.close();
+  }
+});
+
+test('tls=may relay with a password and no STARTTLS: deferred 4.7.0 naming the fix, no AUTH, no password on the wire; with STARTTLS the AUTH goes inside TLS', async () => {
+  const plain = await scriptedSmtp({ users: { 'alice-login': 'secret' } });
+  const refused = await scriptedSmtp({ users: { 'alice-login': 'secret' }, extensions: ['PIPELINING', 'STARTTLS', 'AUTH PLAIN LOGIN'], overrides: { STARTTLS: () => '454 4.7.0 TLS not available now' } });
+  try {
+    for (const s of [plain, refused]) {
+      const po = await office(s, '', 'tls=may user=alice-login password=secret');
+      const d = await enqueue(queueDir(po), { sender: 'alice@example.org', recipients: ['x@far.net'] }, [message('clear')]);
+      const r = await run(po);
+      assert.equal(r.code, 75, out(r));
+      const st = stateOf(po, d.id);
+      assert.match(st.lastError, /never sent in clear text; fix: .*tls=none on this relay/);
+      assert.equal(st.rcpts['x@far.net'].outcome.enhanced, '4.7.0');
+      assert.equal(st.rcpts['x@far.net'].status, 'pending');
+      assert.ok(!s.lines('client').some((l) => /^(AUTH|MAIL)/.test(l)), s.text());
+      assert.ok(!s.bytes('client').includes(Buffer.from('\0alice-login\0secret').toString('base64')) && !s.bytes('client').includes('secret'), 'no credentials arrived');
+      assert.equal(s.received.length, 0);
+      assert.equal(queued(po).length, 1);
+    }
+    // Explicit tls=none: plain-text AUTH is what the administrator asked for.
+    const po = await office(plain, '', 'tls=none user=alice-login password=secret');
+    await enqueue(queueDir(po), { sender: 'alice@example.org', recipients: ['x@far.net'] }, [message('none')]);
+    const r = await run(po);
+    assert.equal(r.code, 0, out(r));
+    assert.equal(plain.received.length, 1);
+  } finally {
+    await plain.close();
+    await refused.close();
+  }
+  const po0 = await makePostOffice([]);
+  const tls = makeCert(po0.dir);
+  const s = await scriptedSmtp({ users: { 'alice-login': 'secret' }, tls });
+  try {
+    const po = await office(s, '', 'tls=may user=alice-login password=secret');
+    await enqueue(queueDir(po), { sender: 'alice@example.org', recipients: ['x@far.net'] }, [message('tls')]);
+    const r = await run(po);
+    assert.equal(r.code, 0, out(r));
+    const lines = s.lines('client');
+    assert.ok(lines.indexOf('STARTTLS') >= 0 && lines.findIndex((l) => /^AUTH /.test(l)) > lines.indexOf('STARTTLS'), s.text());
+    assert.equal(s.received.length, 1);
   } finally {
     await s.close();
   }
