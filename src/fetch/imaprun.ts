@@ -278,8 +278,10 @@ function dropStalePartials(partialDir: string, folder: string, uv: number, todo:
   }
   for (const f of files) {
     if (!f.startsWith(prefix)) continue;
-    const m = /^(\d+)\.(\d+)(\.json)?$/.exec(f.slice(prefix.length));
-    if (m && Number(m[1]) === uv && todo.has(Number(m[2]))) continue;
+    // Only this folder's own names (`<uv>.<uid>[.json|.tmp]`): a sibling folder `F.Sub` shares the
+    // prefix `F.` and its partial files are not ours to judge.
+    const m = /^(\d+)\.(\d+)(\.json|\.tmp)?$/.exec(f.slice(prefix.length));
+    if (!m || (Number(m[1]) === uv && todo.has(Number(m[2])))) continue;
     rmSync(join(partialDir, f), { force: true });
   }
 }
