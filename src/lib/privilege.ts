@@ -16,6 +16,7 @@
  * Errors: OutpostError code 'EOWNER', exit EX_CONFIG (78), `problem; fix: ...`.
  */
 import { lchownSync, lstatSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import { OutpostError } from './errors';
 import { EX_CONFIG } from './exits';
@@ -27,26 +28,30 @@ export interface Account {
   gid: number;
 }
 
-/** The /etc/passwd entry of `name` (or of a numeric uid), or undefined when there is none. */
+/**
+ * The /etc/passwd entry of `name` (or of a numeric uid), else — for the user running this process
+ * (an account from LDAP or another NSS source) — os.userInfo's; undefined when there is none.
+ */
 export function lookupUser(name: string, passwd = '/etc/passwd'): Account | undefined {
   let text = '';
   try {
     text = readFileSync(passwd, 'utf8');
   } catch {
-    return undefined;
+    /* no file: only the current user can be found */
   }
   for (const line of text.split('\n')) {
     const f = line.split(':');
     if (f.length < 4 || !/^\d+$/.test(f[2]) || !/^\d+$/.test(f[3])) continue;
     if (f[0] === name || (/^\d+$/.test(name) && f[2] === name)) return { name: f[0], uid: Number(f[2]), gid: Number(f[3]) };
   }
+  const me = userInfo();
+  if (passwd === '/etc/passwd' && (name === me.username || name === String(me.uid))) return { name: me.username, uid: me.uid, gid: me.gid };
   return undefined;
 }
 
-/** The account of this process's real uid (os.userInfo's name; uid and gid as running). */
+/** The account of this process's real uid (/etc/passwd, else os.userInfo). */
 export function currentAccount(): Account {
-  const name = lookupUser(String(process.getuid!()))?.name ?? (require('node:os') as typeof import('node:os')).userInfo().username;
-  return { name, uid: process.getuid!(), gid: process.getgid!() };
+  return lookupUser(String(process.getuid!()))!;
 }
 
 function refuse(message: string): OutpostError {
