@@ -14,12 +14,12 @@
  *
  * show never prints a password, hash or APOP secret: they appear as ***.
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import chalk from 'chalk';
 import type { Command } from 'commander';
 import { OutpostError } from '../lib/errors';
 import { EX_CONFIG, EX_NOINPUT, EX_NOPERM } from '../lib/exits';
-import { giveTo, wrongOwners } from '../lib/privilege';
+import { giveTo, readableBy, wrongOwners } from '../lib/privilege';
 import { formatLine, parseCfg } from '../mail/cfgfile';
 import { buildConfig, Config, formatDiags, isDirective, mailOwner } from '../mail/config';
 import { diskProblems } from '../mail/health';
@@ -40,13 +40,18 @@ function readRaw(path: string): Config {
 
 /**
  * Warnings that do not fail check: each local domain should reach a postmaster (RFC 5321 4.5.1);
- * mail_owner root makes every program run as root.
+ * mail_owner root makes every program run as root; a mail.cfg the mail owner cannot read stops
+ * the programs started as the owner (not those started as root).
  */
 function warnings(cfg: Config): string[] {
   const out = [...cfg.domains]
     .filter((d) => !cfg.users.has(`postmaster@${d}`) && !cfg.aliases.has(`postmaster@${d}`) && !cfg.aliases.has(`@${d}`))
     .map((d) => `no postmaster@${d} (RFC 5321 requires one); fix: mailcfg alias add postmaster@${d} YOU@${d}`);
   if (cfg.scalars.mail_owner === 'root') out.push(`mail_owner root: every program runs as root; fix: useradd -r -M -s /usr/sbin/nologin outpost, mailcfg set mail_owner outpost, mailcfg check --fix`);
+  const owner = mailOwner(cfg);
+  if (owner && owner.uid !== 0 && !readableBy(statSync(cfg.path), owner)) {
+    out.push(`mail_owner ${owner.name} cannot read ${cfg.path}, so a program started as ${owner.name} (tcpserver -u, systemd User=) cannot start (started as root, they read it first); fix: chgrp ${owner.gid} ${cfg.path} && chmod 640 ${cfg.path}`);
+  }
   return out;
 }
 

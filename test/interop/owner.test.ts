@@ -140,6 +140,18 @@ test('a group-writable mail.cfg stops every program, as root, with one line nami
   }
 });
 
+test('mailcfg check as root warns when the mail owner cannot read a root-only mail.cfg', async () => {
+  chmodSync(cfg, 0o600);
+  try {
+    const check = await mc(['check']);
+    assert.equal(check.code, 0, check.stderr);
+    assert.ok(check.stderr.includes(`mailcfg: warning: ${cfg}: mail_owner ${OWNER} cannot read ${cfg}, so a program started as ${OWNER} (tcpserver -u, systemd User=) cannot start`), check.stderr);
+  } finally {
+    chmodSync(cfg, 0o640);
+  }
+  assert.doesNotMatch((await mc(['check'])).stderr, /cannot read/);
+});
+
 test('root without a usable mail_owner refuses to run (78, the fix named)', async () => {
   const text = readFileSync(cfg, 'utf8');
   try {
