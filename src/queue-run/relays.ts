@@ -4,8 +4,14 @@
  * without ever mixing them: the credentials are those of the relay entry that matched.
  *
  * Order: the exact sender address, then the sender's domain, then `default`. The null sender
- * (bounces) uses `default` only. No match → null (the message stays queued: "no relay for sender").
- * Pure: no I/O.
+ * (bounces) uses `default` only. No match → the message stays queued ("no relay for sender").
+ *
+ * Whose credentials (queue-run(8) CREDENTIALS): a per-sender relay with user= logs in only for a
+ * message its owner submitted after AUTH (the queue envelope's login, mail/queue.ts): owner= (or
+ * the mailbox the relay is keyed by) must be that login; a relay keyed by a domain without owner=
+ * serves any login. Any other message with that sender (trusted network, alias forwarding, from
+ * outside) goes through `default`, or stays queued with a reason naming the fix. Relays without
+ * user= route by sender as before. Pure: no I/O.
  */
 import type { Config, Relay } from '../mail/config';
 import { normalizeAddress, splitAddress } from '../mail/address';
@@ -19,6 +25,29 @@ export function relayFor(cfg: Config, sender: string): Relay | null {
     if (hit) return hit;
   }
   return find('default') ?? null;
+}
+
+/** May a message submitted by `login` ('' or undefined: from the network) use `r`'s credentials? */
+function mayLogIn(r: Relay, login: string | undefined): boolean {
+  if (!r.user || r.match === 'default') return true;
+  if (!login) return false;
+  return r.owner !== undefined ? r.owner === normalizeAddress(login) : !r.match.includes('@');
+}
+
+/**
+ * The relay for a queued message: relayFor(sender), unless that relay's credentials are not this
+ * submission's (see the header) — then `default`.
+ * @returns the relay, or the reason the message stays queued (naming the fix).
+ */
+export function relayForMessage(cfg: Config, sender: string, login: string | undefined): Relay | string {
+  const r = relayFor(cfg, sender);
+  if (!r) return `no relay for sender <${sender}>; fix: mailcfg relay add default|SENDER|DOMAIN HOST:PORT`;
+  if (mayLogIn(r, login)) return r;
+  const d = relayFor(cfg, '');
+  if (d) return d;
+  const whose = r.owner ? `${r.owner}'s submissions only` : 'no one (no owner=)';
+  const how = login ? `login ${login}` : 'network (no AUTH)';
+  return `the relay for ${r.match} logs in for ${whose}, and this message came from ${how}; fix: mailcfg relay default HOST:PORT`;
 }
 
 /** A stable key for grouping messages by relay entry (one connection pool per entry). */

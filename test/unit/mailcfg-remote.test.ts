@@ -104,7 +104,7 @@ test('relay default/add/list/del round trip', async () => {
 
   assert.equal(
     (await mc(cfg, ['relay', 'list'])).stdout.toString(),
-    'default                smtp2.isp.example:25   tls=may     -\namina@village.example  smtp.mail.example:465  tls=verify  user=amina\nschool.example         192.0.2.1:25           tls=none    -\n',
+    'default                smtp2.isp.example:25   tls=may     -           -\namina@village.example  smtp.mail.example:465  tls=verify  user=amina  owner=amina@village.example\nschool.example         192.0.2.1:25           tls=none    -           -\n',
   );
   const list = json(await mc(cfg, ['relay', 'list', '--json']));
   assert.equal(list[1].password, '***');
