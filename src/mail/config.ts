@@ -539,6 +539,15 @@ export function accountNameProblem(name: string): string | undefined {
   return undefined;
 }
 
+/**
+ * The file name an account's state, staging and partial files go by under <spool>/fetch: the name
+ * with every byte outside A–Z a–z 0–9 . _ - turned into "_" (so "a:b" and "a_b" would share one:
+ * buildAccount refuses the second).
+ */
+export function accountFileName(name: string): string {
+  return name.replace(/[^A-Za-z0-9._-]/g, '_');
+}
+
 /** An `account` line. @throws LineProblem. */
 function buildAccount(cfg: Config, e: Entry, base: string): void {
   const o = options('account', e, base);
@@ -546,6 +555,8 @@ function buildAccount(cfg: Config, e: Entry, base: string): void {
   const problem = accountNameProblem(name);
   if (problem) throw new LineProblem(problem);
   if (cfg.accounts.some((a) => a.name === name)) throw new LineProblem(`account ${name} is defined twice; fix: rename one (name=)`);
+  const clash = cfg.accounts.find((a) => accountFileName(a.name) === accountFileName(name));
+  if (clash) throw new LineProblem(`accounts ${clash.name} and ${name} would share their files under the spool (both ${accountFileName(name)}); fix: rename one (name=)`);
   const protocol = o('protocol');
   const tls = o('tls');
   const host = o('host');

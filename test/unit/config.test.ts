@@ -82,4 +82,8 @@ test('the loader refuses mailbox local parts with "/" and account names that are
   for (const l of [5, 6, 7]) assert.match(byLine.get(l)!, /cannot name its files under the spool/);
   assert.deepEqual([...cfg.users.keys()], ['a@example.org']);
   assert.deepEqual(cfg.accounts.map((a) => a.name), ['ok']);
+  // "a:b" and "a_b" would share one state file and one staging dir (both a_b): the second is refused.
+  const two = buildConfig('/etc/outpost/mail.cfg', parseCfg(['spool /s', 'domain example.org', 'user a@example.org *', 'account a:b host=h local=a@example.org', 'account a_b host=h local=a@example.org', ''].join('\n')));
+  assert.deepEqual(two.diags.map((d) => [d.line, d.message]), [[5, 'accounts a:b and a_b would share their files under the spool (both a_b); fix: rename one (name=)']]);
+  assert.deepEqual(two.accounts.map((a) => a.name), ['a:b']);
 });
