@@ -492,8 +492,12 @@ export function buildConfig(path: string, text: CfgText): Config {
     if (a.multidrop && !cfg.domains.has(a.multidrop)) diags.push({ line: a.line, message: `account ${a.name}: multidrop=${a.multidrop} is not a local domain` });
   }
   for (const r of cfg.relays) {
-    if (r.owner !== undefined && !cfg.users.has(r.owner)) diags.push({ line: r.line, message: `relay ${r.match}: owner=${r.owner} is not a local mailbox; fix: mailcfg user add ${r.owner}` });
-    else if (r.owner !== undefined && cfg.users.has(r.match) && r.owner !== r.match) diags.push({ line: r.line, message: `relay ${r.match}: a mailbox owns its own address, not owner=${r.owner}; fix: remove owner=` });
+    // A local sender is owned by the mailbox it delivers to (route.ts ownsSender): owner= is for
+    // outside senders only, and a relay keyed by a mailbox is that mailbox's.
+    const local = cfg.domains.has(r.match.includes('@') ? splitAddress(r.match).domain : r.match);
+    if (r.owner === '') diags.push({ line: r.line, message: `relay ${r.match}: owner= is empty; fix: owner=MAILBOX or remove it` });
+    else if (r.owner !== undefined && !cfg.users.has(r.owner)) diags.push({ line: r.line, message: `relay ${r.match}: owner=${r.owner} is not a local mailbox; fix: mailcfg user add ${r.owner}` });
+    else if (r.owner !== undefined && local && r.owner !== r.match) diags.push({ line: r.line, message: `relay ${r.match}: a local sender belongs to the mailbox it delivers to, not owner=${r.owner}; fix: remove owner=` });
     else if (cfg.users.has(r.match)) r.owner = r.match;
   }
   return cfg;

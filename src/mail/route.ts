@@ -34,7 +34,12 @@ export function resolveRecipient(cfg: Config, address: string): Route | null {
   let unknown = false;
   const walk = (addr: string, depth: number) => {
     const a = normalizeAddress(addr);
-    if (seen.has(a) || depth > 20) return;
+    if (seen.has(a)) return;
+    if (depth > 20) {
+      // An alias chain this deep would lose the copy at its end: refuse the recipient instead.
+      unknown = true;
+      return;
+    }
     seen.add(a);
     const { domain } = splitAddress(a);
     if (!isLocalDomain(cfg, domain)) {
@@ -61,10 +66,12 @@ export function resolveRecipient(cfg: Config, address: string): Route | null {
 }
 
 /**
- * Whether the mailbox `login` owns envelope sender `sender` (smtpd(8) SENDER OWNERSHIP, as
- * Postfix's reject_sender_login_mismatch): its own address, a local address (alias or catch-all)
- * that delivers to that mailbox alone, or an outside address whose relay names it owner= (a relay
- * keyed by an outside domain gives every address in that domain). The null sender ('') is anyone's.
+ * Whether the mailbox `login` owns envelope sender `sender` (smtpd(8) POLICY, as Postfix's
+ * reject_sender_login_mismatch; queue-run uses it again to decide whose relay credentials a
+ * message may use): its own address, a local address (alias or catch-all) that delivers to that
+ * mailbox alone, or an outside address whose relay entry names it owner= — an entry for the exact
+ * address with an owner decides alone; else an entry for its domain with owner= gives every
+ * address of that domain. The null sender ('') is anyone's.
  */
 export function ownsSender(cfg: Config, login: string, sender: string): boolean {
   if (!sender) return true;
@@ -76,5 +83,7 @@ export function ownsSender(cfg: Config, login: string, sender: string): boolean 
     const r = resolveRecipient(cfg, a);
     return !!r && r.remote.length === 0 && r.local.length === 1 && r.local[0].address === me;
   }
-  return cfg.relays.some((r) => r.owner === me && (r.match === a || r.match === domain));
+  const exact = cfg.relays.find((r) => r.match === a && r.owner !== undefined);
+  if (exact) return exact.owner === me;
+  return cfg.relays.some((r) => r.owner === me && r.match === domain);
 }

@@ -226,6 +226,9 @@ function relayCommands(program: Command): void {
       const cfg = readConfig(path);
       if (findEntry(cfg.text, 'relay', match)) throw dataErr(exists);
       if (o.owner !== undefined && !cfg.users.has(normalizeAddress(o.owner))) throw dataErr(`--owner ${o.owner} is not a local mailbox; fix: mailcfg user add ${o.owner}`);
+      // Credentials for an outside sender nobody owns would never be used (queue-run(8)).
+      const outside = !cfg.domains.has(match.includes('@') ? match.split('@')[1] : match);
+      if (outside && o.user && o.owner === undefined) throw usage(`--user for the outside sender ${match} needs --owner MAILBOX: only that mailbox's logged-in submissions use these credentials`);
       await addEntry(path, 'relay', match, await relayLine(match, hostport, o), exists);
     });
   delCommand(relay, 'relay', 'sender', 'remove the relay for SENDER, or the default relay', 'relay for');

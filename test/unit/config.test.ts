@@ -61,6 +61,11 @@ test('routes through aliases, catch-all, and refuses unknown', () => {
   assert.deepEqual(resolveRecipient(cfg, 'x@outside.net'), { local: [], remote: ['x@outside.net'] });
   const noCatch = buildConfig('/x', parseCfg(sample.replace(/alias @example.org.*\n/, '')));
   assert.equal(resolveRecipient(noCatch, 'whoever@example.org'), null);
+  // A chain too deep to follow refuses the recipient (550) instead of losing the copy at its end.
+  const chain = Array.from({ length: 22 }, (_, i) => `alias c${i}@example.org ${i === 21 ? 'bob@example.org' : `c${i + 1}@example.org`}`).join('\n');
+  const deep = buildConfig('/x', parseCfg(`${sample}${chain}\nalias x@example.org alice@example.org c0@example.org\nalias short@example.org c15@example.org\n`));
+  assert.equal(resolveRecipient(deep, 'x@example.org'), null);
+  assert.deepEqual(resolveRecipient(deep, 'short@example.org')!.local.map((u) => u.address), ['bob@example.org']);
 });
 
 test('CIDR matching for v4, v6 and v4-mapped', () => {

@@ -40,6 +40,7 @@ test('whose credentials: a per-sender relay logs in only for its owner\'s submis
     'relay priya.k@gmail.com smtp.gmail.com:587 user=priya.k@gmail.com password=pp owner=priya@example.org',
     'relay ravi@example.org isp.net:587 user=ravi password=pr',
     'relay shared.net shared.net:587 user=s password=ps',
+    'relay example.org village-isp.net:587 user=v password=pv',
     'relay open.net open.net:25 tls=none',
   ];
   const cfg = cfgOf(users + relays.join('\n') + '\nrelay default c.net:25 tls=none\n');
@@ -54,8 +55,13 @@ test('whose credentials: a per-sender relay logs in only for its owner\'s submis
   assert.equal(host('priya.k@gmail.com', 'ravi@example.org'), 'c.net', 'another login: the default relay');
   assert.equal(host('ravi@example.org', 'ravi@example.org'), 'isp.net');
   assert.equal(host('ravi@example.org', ''), 'c.net');
-  assert.equal(host('x@shared.net', 'ravi@example.org'), 'shared.net', 'a domain relay without owner= serves any login');
+  assert.equal(host('x@shared.net', 'ravi@example.org'), 'c.net', 'an outside domain without owner= is no login\'s');
   assert.equal(host('x@shared.net', ''), 'c.net');
+  assert.equal(host('alias-of-nobody@example.org', 'ravi@example.org'), 'c.net', 'a local domain relay: only for a login that owns the sender');
+  cfg.aliases.set('r@example.org', ['ravi@example.org']);
+  assert.equal(host('r@example.org', 'ravi@example.org'), 'village-isp.net', 'a local domain relay serves each login for the addresses it owns');
+  assert.equal(host('r@example.org', 'priya@example.org'), 'c.net');
+  assert.equal(host('r@example.org', ''), 'c.net');
   assert.equal(host('x@open.net', ''), 'open.net', 'a relay without credentials routes by sender as before');
   const noDefault = cfgOf(users + relays[0] + '\n');
   const why = relayForMessage(noDefault, 'priya.k@gmail.com', '');
@@ -75,7 +81,7 @@ test('relay owner=: a mailbox, not on default, and a mailbox owns its own relay'
   assert.deepEqual(problems('relay p@gmail.com g.com:587 owner=Priya@Example.org'), []);
   assert.match(problems('relay p@gmail.com g.com:587 owner=nobody@example.org').join(), /owner=nobody@example\.org is not a local mailbox; fix: mailcfg user add/);
   assert.match(problems('relay default g.com:587 owner=priya@example.org').join(), /default relay has no owner/);
-  assert.match(problems('relay ravi@example.org g.com:587 owner=priya@example.org').join(), /a mailbox owns its own address/);
+  assert.match(problems('relay ravi@example.org g.com:587 owner=priya@example.org').join(), /a local sender belongs to the mailbox it delivers to, not owner=priya@example.org/);
 });
 
 test('relay ca= is resolved next to mail.cfg', () => {
