@@ -6,13 +6,15 @@
 // `node build.mjs` builds everything; `node build.mjs NAME...` builds only the programs named and
 // the tests whose path contains one of the names (a broken file elsewhere does not stop you).
 import { build } from 'esbuild';
-import { readdirSync, statSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 const only = process.argv.slice(2);
 const want = (s) => only.length === 0 || only.some((n) => s.includes(n));
 const external = ['serialport', 'nodemailer', 'imapflow', 'mailparser'];
-const common = { bundle: true, platform: 'node', format: 'cjs', target: 'node20', external, logLevel: 'warning', legalComments: 'none' };
+// package.json's version, built in (src/lib/cli.ts VERSION: every program's --version).
+const define = { OUTPOST_VERSION: JSON.stringify(JSON.parse(readFileSync('package.json', 'utf8')).version) };
+const common = { bundle: true, platform: 'node', format: 'cjs', target: 'node20', external, define, logLevel: 'warning', legalComments: 'none' };
 
 const programs = readdirSync('src').filter((d) => existsSync(join('src', d, 'main.ts')) && (only.length === 0 || only.includes(d)));
 const tests = [];

@@ -67,7 +67,8 @@ transcript() {
 say "1. A post office in ./demo (mail.cfg + spool), made with mailcfg"
 rm -rf "$DEMO"
 mkdir -p "$DEMO"
-run node bin/mailcfg.js -c "$CFG" init --hostname mail.demo.example --domain demo.example --spool "$DEMO/spool" || fail "mailcfg init"
+# The demo's spool is yours, whoever you are (as root, init would otherwise want the user outpost).
+run node bin/mailcfg.js -c "$CFG" init --hostname mail.demo.example --domain demo.example --spool "$DEMO/spool" --owner "$(id -un)" || fail "mailcfg init"
 echo "   (alice's password is alice-pw, bob's is bob-pw; --password-stdin reads one line)"
 printf 'alice-pw\n' | run node bin/mailcfg.js -c "$CFG" user add alice@demo.example --password-stdin || fail "mailcfg user add alice"
 printf 'bob-pw\n' | run node bin/mailcfg.js -c "$CFG" user add bob@demo.example --password-stdin || fail "mailcfg user add bob"

@@ -30,7 +30,7 @@
  * A message for several local users is delivered once to each. Nothing is dropped.
  * Errors: fs errors (ENOSPC, EACCES…) are thrown; the staged file is kept for the caller to drop.
  */
-import { promises as fsp, mkdirSync, writeSync } from 'node:fs';
+import { constants, promises as fsp, mkdirSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fsyncDir } from '../lib/fsutil';
 import { log } from '../lib/log';
@@ -85,7 +85,7 @@ export async function resumePartial(path: string, head: string, size: number): P
   const want = Buffer.from(head);
   let fh: fsp.FileHandle;
   try {
-    fh = await fsp.open(path, 'r');
+    fh = await fsp.open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
   } catch {
     return null;
   }
@@ -276,7 +276,7 @@ export async function routeMessage(cfg: Config, account: Account, head: Buffer):
 
 /** Reads the first `max` (+1 KiB for the stamp line) bytes of a file, without its first line (the stamp). */
 export async function readHead(path: string, max = 65536): Promise<Buffer> {
-  const fh = await fsp.open(path, 'r');
+  const fh = await fsp.open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
   try {
     const buf = Buffer.alloc(max + 1024);
     const { bytesRead } = await fh.read(buf, 0, buf.length, 0);

@@ -8,10 +8,37 @@
  * `stderrIsClient` when stderr may be the client's socket (inetd): the message then goes only to
  * the log (see log.ts), never into the protocol stream. Never calls process.exit(): the exit code
  * is set and the event loop drains, so a last reply still reaches the client.
+ * VERSION is package.json's version, built in by build.mjs (`PROGRAM --version` prints it).
  */
+import { fstatSync } from 'node:fs';
 import { OutpostError } from './errors';
 import { EX_SOFTWARE } from './exits';
 import { log, logDestination } from './log';
+
+declare const OUTPOST_VERSION: string;
+/** Outpost's version (package.json), built in. */
+export const VERSION: string = typeof OUTPOST_VERSION === 'string' ? OUTPOST_VERSION : 'unknown';
+
+/**
+ * True when fd 2 is the same socket as fd 0 or fd 1 (inetd passes the client's connection as all
+ * three); false for a terminal, a pipe, a file or tcpserver's and systemd's own stderr.
+ */
+export function stderrIsClient(): boolean {
+  try {
+    const err = fstatSync(2);
+    if (!err.isSocket()) return false;
+    return [0, 1].some((fd) => {
+      try {
+        const st = fstatSync(fd);
+        return st.ino === err.ino && st.dev === err.dev;
+      } catch {
+        return false;
+      }
+    });
+  } catch {
+    return false;
+  }
+}
 
 /** Runs `main`, mapping what it throws to an exit status as described above. */
 export function runMain(program: string, main: () => Promise<number | void>, stderrIsClient = false): void {

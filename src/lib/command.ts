@@ -10,7 +10,9 @@
  * program's own usage checks run; the budget is read (budget.ts: the flags, and for the commands
  * dial runs OUTPOST_BUDGET_SECONDS/OUTPOST_BUDGET_BYTES); mail.cfg is loaded through the
  * ConfigSource the program passes in, as for the daemons (so src/lib needs nothing from
- * src/mail); the log is set up; the run.
+ * src/mail), refusing files it cannot trust; run as root, the program becomes mail_owner
+ * (daemon.ts enter, lib/privilege.ts) before anything touches the spool; the log is set up; the
+ * run. `--version` prints the version (EX_OK).
  * A run that ends with a result prints `PROGRAM: summary` on stdout, logs the summary, and (for a
  * command dial runs) appends one JSON line to $OUTPOST_REPORT (dial(8), ENVIRONMENT):
  * {program, link, seconds, bytes_in, bytes_out, messages, left, left_bytes, exit}.
@@ -21,10 +23,10 @@
 import { appendFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { budgetLimits, Limits } from './budget';
-import { runMain } from './cli';
+import { runMain, VERSION } from './cli';
 import { OutpostError } from './errors';
 import { EX_OK, EX_SOFTWARE, EX_USAGE } from './exits';
-import type { ConfigSource } from './daemon';
+import { ConfigSource, enter } from './daemon';
 import { log, setupLog } from './log';
 
 /** The report line of the budget contract (see the header). */
@@ -78,7 +80,7 @@ export interface LinkProgram<O extends LinkOptions, C> {
   options: (program: Command) => void;
   /** Usage checks before mail.cfg is read; throws usageError(...). */
   check?: (o: O, args: string[]) => void;
-  /** Loads the configuration and says where to log (mail/config.ts: mailCfgSource, as for the daemons). */
+  /** Loads the configuration, names the mail owner and says where to log (mail/health.ts: mailCfgSource, as for the daemons). */
   source: ConfigSource<C>;
   /** The run: an exit status, or an outcome for the summary and report lines. */
   run: (o: O, r: LinkRun<C>) => Promise<number | RunOutcome>;
@@ -97,6 +99,7 @@ export function runLinkProgram<O extends LinkOptions, C>(p: LinkProgram<O, C>): 
     const program = new Command(p.name)
       .description(p.description)
       .usage(p.usage)
+      .version(`${p.name} (Outpost) ${VERSION}`, '--version', 'print the version')
       .option('-c, --config <file>', 'the mail.cfg to use (default: $OUTPOST_CONFIG, else /etc/outpost/mail.cfg)')
       .option('--budget-seconds <n>', `start nothing after this many seconds (90, 2.5, 5m, 1h; 0: nothing) ${note.seconds}`)
       .option('--budget-bytes <n>', `start nothing that would take the link bytes past this (50000, 10M, 1G; 0: nothing) ${note.bytes}`);
@@ -113,7 +116,7 @@ export function runLinkProgram<O extends LinkOptions, C>(p: LinkProgram<O, C>): 
       p.check?.(o, program.args);
       const limits = budgetLimits({ seconds: o.budgetSeconds, bytes: o.budgetBytes }, p.reports ? process.env : undefined);
       const cfg = p.source.load(o.config);
-      setupLog(p.name, p.source.logTarget(cfg));
+      enter(p.name, p.source, cfg, false);
       const out = await p.run(o, { cfg, limits, link, args: program.args });
       if (typeof out === 'number') return out;
       const { summary, ...counts } = out;

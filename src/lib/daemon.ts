@@ -12,70 +12,104 @@
  * The configuration is the daemon's business (src/lib stays below src/mail): it passes a
  * ConfigSource (mail/config.ts: mailCfgSource) that loads it and says where to log.
  */
-import { runMain } from './cli';
+import { runMain, stderrIsClient, VERSION } from './cli';
 import { log, setupLog } from './log';
-import { Conn, serve } from './transport';
+import { Conn, listenAddress, serve } from './transport';
 import { OutpostError } from './errors';
-import { EX_USAGE } from './exits';
+import { EX_CONFIG, EX_OSERR, EX_USAGE } from './exits';
+import { becomeOwner } from './privilege';
 
-/** Where a daemon's configuration comes from. */
+/** Where a program's configuration comes from (mail/health.ts: mailCfgSource). */
 export interface ConfigSource<C> {
-  /** Loads it from the -c/--config value (undefined: the default place). @throws OutpostError. */
+  /** Loads it from the -c/--config value (undefined: the default place), refusing files it cannot trust. @throws OutpostError. */
   load(flag: string | undefined): C;
-  /** The log target for setupLog (a file, "syslog", "stderr" or "none"). */
-  logTarget(cfg: C): string;
+  /** The file's path and its mail_owner (undefined: unset), for becomeOwner (lib/privilege.ts). */
+  owner(cfg: C): { path: string; name?: string };
+  /** The log target for setupLog (a file, "syslog", "stderr" or "none") and the lowest level written. */
+  log(cfg: C): { target: string; level: 'error' | 'info' | 'debug' };
+  /** Every problem the disk shows that `mailcfg check` would report (one text), or undefined. */
+  problems(cfg: C): string | undefined;
 }
 
 /**
- * Parses argv, loads the configuration through `source`, sets up the log and serves sessions.
- * @param onConfigError called with the error text when mail.cfg cannot be loaded, in single-session
- *   mode, so the daemon can still say a temporary-failure greeting (421 / -ERR [SYS/TEMP]).
+ * The start path every program shares once its configuration is loaded: becomes the mail owner
+ * (root switches to mail_owner, lib/privilege.ts), sets up the log, and (daemons: `check`) refuses
+ * to go on when `source.problems` finds any, before anything touches the spool.
+ * @throws OutpostError EOWNER (EX_CONFIG) or ECONFIG (EX_CONFIG).
+ */
+export function enter<C>(name: string, source: ConfigSource<C>, cfg: C, check: boolean): void {
+  const o = source.owner(cfg);
+  becomeOwner(o.name, o.path);
+  const l = source.log(cfg);
+  setupLog(name, l.target, l.level);
+  const problems = check ? source.problems(cfg) : undefined;
+  if (problems) throw new OutpostError(problems, { code: 'ECONFIG', exit: EX_CONFIG });
+}
+
+/**
+ * Parses argv, loads the configuration through `source`, switches to the mail owner, checks the
+ * disk, sets up the log and serves sessions. Until mail.cfg is read and the switch made, errors go
+ * to syslog (facility mail); after, to the configured log; and on stderr too whenever stderr is not
+ * the client's connection (stderrIsClient).
+ * @param onConfigError called when the daemon cannot start, in single-session mode, so it can
+ *   still say a temporary-failure greeting (421 / -ERR [SYS/TEMP]).
  */
 export function runDaemon<C>(name: string, description: string, source: ConfigSource<C>, session: (cfg: C, conn: Conn) => Promise<void>, onConfigError: (conn: Conn) => Promise<void>): void {
   const inetd = !process.env.LISTEN_FDS && !process.argv.some((a) => a === '--listen' || a.startsWith('--listen='));
   runMain(
     name,
     async () => {
+      setupLog(name, 'syslog');
       const opts = parseDaemonArgs(name, description, process.argv.slice(2));
       if (!opts) return;
       let cfg: C;
       try {
         cfg = source.load(opts.config);
+        enter(name, source, cfg, true);
       } catch (err) {
-        setupLog(name, inetd ? 'none' : 'stderr');
         if (inetd) await serve(onConfigError);
         throw err;
       }
-      setupLog(name, source.logTarget(cfg));
       log('debug', 'start', { listen: opts.listen });
-      await serve((conn) => session(cfg, conn), opts.listen);
+      await serve((conn) => session(cfg, conn), opts.listen).catch((err: NodeJS.ErrnoException) => {
+        throw new OutpostError(`cannot listen on ${opts.listen}: ${err.message}; fix: pick a free address and port, or stop the other server`, { code: err.code ?? 'EOSERR', exit: EX_OSERR, cause: err });
+      });
     },
-    inetd,
+    stderrIsClient(),
   );
 }
 
+/** The usage line of a daemon. */
+const usageLine = (name: string) => `usage: ${name} [-c FILE] [--listen HOST:PORT] [--version]`;
+
 /**
  * Parses `[-c FILE | --config FILE | --config=FILE] [--listen HOST:PORT | --listen=HOST:PORT]
- * [-h | --help]`. Returns null after printing help (exit 0).
- * @throws OutpostError EUSAGE (EX_USAGE) for anything else.
+ * [-h | --help] [--version]`. Returns null after printing help or the version (exit 0).
+ * @throws OutpostError EUSAGE (EX_USAGE) for anything else, a malformed HOST:PORT included.
  */
 export function parseDaemonArgs(name: string, description: string, argv: string[]): { config?: string; listen?: string } | null {
   const out: { config?: string; listen?: string } = {};
+  const usage = (problem: string) => new OutpostError(`${problem}; ${usageLine(name)}`, { code: 'EUSAGE', exit: EX_USAGE });
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const eq = a.indexOf('=');
     const flag = a.startsWith('--') && eq > 0 ? a.slice(0, eq) : a;
     const value = () => {
       const v = a.startsWith('--') && eq > 0 ? a.slice(eq + 1) : argv[++i];
-      if (v === undefined) throw new OutpostError(`option ${flag} needs a value; usage: ${name} [-c FILE] [--listen HOST:PORT]`, { code: 'EUSAGE', exit: EX_USAGE });
+      if (v === undefined) throw usage(`option ${flag} needs a value`);
       return v;
     };
     if (flag === '-c' || flag === '--config') out.config = value();
-    else if (flag === '--listen') out.listen = value();
-    else if (flag === '-h' || flag === '--help') {
-      process.stdout.write(`Usage: ${name} [-c FILE] [--listen HOST:PORT]\n\n${description}\n\n  -c, --config FILE      mail.cfg to use (default $OUTPOST_CONFIG or /etc/outpost/mail.cfg)\n  --listen HOST:PORT     listen there instead of serving one session on stdin/stdout\n`);
+    else if (flag === '--listen') {
+      out.listen = value();
+      if (!listenAddress(out.listen)) throw usage(`--listen ${out.listen} is not HOST:PORT (e.g. 127.0.0.1:2525)`);
+    } else if (flag === '--version') {
+      process.stdout.write(`${name} (Outpost) ${VERSION}\n`);
       return null;
-    } else throw new OutpostError(`unknown argument "${a}"; usage: ${name} [-c FILE] [--listen HOST:PORT]`, { code: 'EUSAGE', exit: EX_USAGE });
+    } else if (flag === '-h' || flag === '--help') {
+      process.stdout.write(`Usage: ${name} [-c FILE] [--listen HOST:PORT]\n\n${description}\n\n  -c, --config FILE      mail.cfg to use (default $OUTPOST_CONFIG or /etc/outpost/mail.cfg)\n  --listen HOST:PORT     listen there instead of serving one session on stdin/stdout\n  --version              print the version\n`);
+      return null;
+    } else throw usage(`unknown argument "${a}"`);
   }
   return out;
 }

@@ -3,9 +3,11 @@
  *
  * "Nothing lost, ever": a file that another program (or a restart) will trust is written to a
  * temporary name in the same directory, fsync'd, renamed over the final name (atomic on POSIX),
- * and the directory is fsync'd so the rename itself survives a power cut.
+ * and the directory is fsync'd so the rename itself survives a power cut. A file replaced keeps
+ * its mode, and when root replaces it also its owner and group (root editing mail.cfg must not
+ * take it from the mail owner or its group).
  */
-import { closeSync, fsyncSync, openSync, renameSync, writeSync, constants, unlinkSync, statSync, chmodSync } from 'node:fs';
+import { closeSync, fchownSync, fsyncSync, openSync, renameSync, writeSync, constants, unlinkSync, statSync, chmodSync } from 'node:fs';
 import { dirname, basename, join } from 'node:path';
 
 /** fsyncs a directory so that renames and creations inside it are durable. Errors are thrown. */
@@ -21,21 +23,24 @@ export function fsyncDir(dir: string): void {
 /**
  * Atomically replaces `path` with `data`.
  * @param mode file mode for a new file (e.g. 0o600 for secrets); an existing file keeps its mode
- *   unless `forceMode` is set.
- * @throws the underlying fs error (ENOSPC, EACCES…); the old file is then left untouched.
+ *   unless `forceMode` is set; written by root, it also keeps its owner and group (another
+ *   process writes a file of its own, as before).
+ * @throws the underlying fs error (ENOSPC, EACCES, EPERM…); the old file is then left untouched.
  */
 export function atomicWriteFile(path: string, data: string | Buffer, mode = 0o644, forceMode = false): void {
   let finalMode = mode;
-  if (!forceMode) {
-    try {
-      finalMode = statSync(path).mode & 0o7777;
-    } catch {
-      /* new file */
-    }
+  let old: { uid: number; gid: number } | undefined;
+  try {
+    const st = statSync(path);
+    old = st;
+    if (!forceMode) finalMode = st.mode & 0o7777;
+  } catch {
+    /* new file */
   }
   const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${Date.now()}.tmp`);
   const fd = openSync(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, finalMode);
   try {
+    if (old && process.geteuid!() === 0 && (old.uid !== 0 || old.gid !== process.getegid!())) fchownSync(fd, old.uid, old.gid);
     const buf = typeof data === 'string' ? Buffer.from(data) : data;
     let off = 0;
     while (off < buf.length) off += writeSync(fd, buf, off, buf.length - off);

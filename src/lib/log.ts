@@ -14,6 +14,9 @@
  * (`\n`, `\u001b`, `\u202e`), in the message and in the fields alike. A field value with a blank,
  * `"`, `\` or one of those characters is written as a JSON string. A log file is created with
  * mode 0640 (or stricter, by the umask): it holds addresses and peers.
+ *
+ * Levels (mail.cfg's log_level): `error` writes errors only, `info` (the default) adds info and
+ * warnings, `debug` adds the debug lines.
  */
 import { appendFileSync, writeSync } from 'node:fs';
 
@@ -22,11 +25,17 @@ export type LogTarget = string; // file path | 'syslog' | 'stderr' | 'none'
 
 let program = 'outpost';
 let target: LogTarget = 'stderr';
+let threshold = 1;
+const RANK: Record<Level, number> = { debug: 0, info: 1, warn: 2, error: 3 };
 
-/** Sets the program name and the destination (see the module header). */
-export function setupLog(name: string, where: LogTarget | undefined): void {
+/**
+ * Sets the program name, the destination (see the module header) and the lowest level written
+ * (log_level: 'error', 'info' or 'debug'; default 'info').
+ */
+export function setupLog(name: string, where: LogTarget | undefined, level: 'error' | 'info' | 'debug' = 'info'): void {
   program = name;
   target = where && where.length ? where : 'stderr';
+  threshold = RANK[level];
 }
 
 /** Where log lines go now (cli.ts prints an error itself and logs it only when that is elsewhere). */
@@ -65,7 +74,7 @@ function toSyslog(level: Level, text: string): void {
 
 /** Writes one log line; never throws (a broken log must not break mail). */
 export function log(level: Level, message: string, extra?: Record<string, unknown>): void {
-  if (target === 'none') return;
+  if (target === 'none' || RANK[level] < threshold) return;
   const text = `${escapeControls(message)}${fields(extra)}`;
   try {
     if (target === 'syslog') {

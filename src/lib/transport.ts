@@ -126,6 +126,13 @@ function serveServer(server: Server, handler: Handler): void {
   });
 }
 
+/** `HOST:PORT` or `[IPv6]:PORT` of --listen (an empty host: every address), or null when malformed. */
+export function listenAddress(listen: string): { host: string; port: number } | null {
+  const m = /^\[?([^\]]*?)\]?:(\d+)$/.exec(listen);
+  if (!m || Number(m[2]) < 1 || Number(m[2]) > 65535) return null;
+  return { host: m[1] || '0.0.0.0', port: Number(m[2]) };
+}
+
 /**
  * Serves connections as the header describes.
  * @param listen 'HOST:PORT' for --listen mode, else undefined.
@@ -134,13 +141,13 @@ function serveServer(server: Server, handler: Handler): void {
  */
 export async function serve(handler: Handler, listen?: string): Promise<void> {
   if (listen) {
-    const m = /^\[?([^\]]*?)\]?:(\d+)$/.exec(listen);
-    if (!m) throw Object.assign(new Error(`--listen ${listen}: expected HOST:PORT`), { code: 'EUSAGE' });
+    const at = listenAddress(listen);
+    if (!at) throw Object.assign(new Error(`--listen ${listen}: expected HOST:PORT`), { code: 'EUSAGE' });
     const server = createServer({ pauseOnConnect: true });
     serveServer(server, handler);
     await new Promise<void>((res, rej) => {
       server.once('error', rej);
-      server.listen(Number(m[2]), m[1] || '0.0.0.0', () => res());
+      server.listen(at.port, at.host, () => res());
     });
     await new Promise(() => undefined);
     return;

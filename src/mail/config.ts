@@ -12,7 +12,7 @@
  * `file:line: problem; fix` for every problem found, or (code 'ENOINPUT', EX_NOINPUT) when the file
  * cannot be read, or (code 'EPERM', EX_CONFIG) when the file holds secrets and others may read it.
  */
-import { readFileSync, statSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { hostname as osHostname } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { OutpostError, isErrno } from '../lib/errors';
@@ -20,14 +20,14 @@ import { EX_CONFIG, EX_NOINPUT } from '../lib/exits';
 import { atomicWriteFile } from '../lib/fsutil';
 import { acquireLock } from '../lib/lock';
 import { Cidr, parseCidr } from '../lib/cidr';
-import type { ConfigSource } from '../lib/daemon';
+import { Account as UnixAccount, lookupUser, trustProblem } from '../lib/privilege';
 import { budgetProblem, parseBudget } from '../lib/budget';
 import { parseBytes, parseSeconds } from '../lib/units';
 import { isDomain, isPlainAddress, mailboxProblem, normalizeAddress, splitAddress } from './address';
 import { CONTROL_CHARS } from '../lib/log';
 import { CfgText, Diag, Entry, opt, parseCfg, serialise } from './cfgfile';
 import { isSetting, num, SETTING_NAMES, SETTINGS, SettingName, SettingSpec, settingProblem } from './settings';
-import { logTarget, spoolPaths } from './spool';
+import { spoolPaths } from './spool';
 
 const DEFAULT_CONFIG = '/etc/outpost/mail.cfg';
 
@@ -367,13 +367,9 @@ export function hostPort(s: string): { host: string; port: number } | null {
   return { host: m[1], port: Number(m[2]) };
 }
 
+/** The first line of a password_file (its trust is judged by health.ts: trustDiags). */
 function readSecretFile(file: string, line: number, diags: Diag[]): string | undefined {
   try {
-    const st = statSync(file);
-    if (st.mode & 0o004) {
-      diags.push({ line, message: `password_file ${file} is readable by others; fix: chmod 600 ${file}` });
-      return undefined;
-    }
     return readFileSync(file, 'utf8').split('\n')[0];
   } catch (err) {
     diags.push({ line, message: `cannot read password_file ${file}: ${(err as Error).message}` });
@@ -652,30 +648,36 @@ export function holdsSecrets(cfg: Config): boolean {
   return cfg.users.size > 0 || cfg.accounts.some((a) => a.password !== undefined) || cfg.relays.some((r) => r.password !== undefined);
 }
 
+/** The account mail_owner names, or undefined when unset or not a user of /etc/passwd. */
+export function mailOwner(cfg: Config): UnixAccount | undefined {
+  return cfg.scalars.mail_owner ? lookupUser(cfg.scalars.mail_owner) : undefined;
+}
+
+/** The uids a file the programs trust may belong to: root and the mail owner (unset: this process's user). */
+export function trustedUids(cfg: Config): number[] {
+  return [0, cfg.scalars.mail_owner ? (mailOwner(cfg)?.uid ?? 0) : process.geteuid!()];
+}
+
 /**
- * Reads, parses and validates mail.cfg.
+ * Reads, parses and validates mail.cfg, and refuses a file it cannot trust (lib/privilege.ts
+ * trustProblem: group- or world-writable, owned by another user than root or mail_owner, or
+ * holding secrets and readable by others).
  * @param strict when true (daemons, fetch, queue-run), any diagnostic is fatal.
  * @throws OutpostError ENOINPUT (EX_NOINPUT), ECONFIG (EX_CONFIG) or EPERM (EX_CONFIG) — see header.
  */
 export function loadConfig(path: string, strict = true): Config {
   let raw: string;
-  let mode = 0o600;
   try {
     raw = readFileSync(path, 'utf8');
-    mode = statSync(path).mode & 0o777;
   } catch (err) {
     const hint = isErrno(err, 'ENOENT') ? `; fix: create it with "mailcfg -c ${path} init ..." or pass -c FILE` : '';
     throw new OutpostError(`cannot read ${path}: ${(err as Error).message}${hint}`, { code: 'ENOINPUT', exit: EX_NOINPUT, cause: err });
   }
   const cfg = buildConfig(path, parseCfg(raw));
+  const untrusted = trustProblem(path, trustedUids(cfg), holdsSecrets(cfg));
+  if (untrusted) throw new OutpostError(untrusted, { code: 'EPERM', exit: EX_CONFIG });
   if (strict && cfg.diags.length) {
     throw new OutpostError(`${formatDiags(path, cfg.diags)}\n(run "mailcfg -c ${path} check" after fixing)`, { code: 'ECONFIG', exit: EX_CONFIG });
-  }
-  if (mode & 0o004 && holdsSecrets(cfg)) {
-    throw new OutpostError(`${path} holds password hashes or passwords and is readable by others (mode ${mode.toString(8)}); fix: chmod 600 ${path}`, {
-      code: 'EPERM',
-      exit: EX_CONFIG,
-    });
   }
   return cfg;
 }
@@ -701,6 +703,3 @@ export async function editConfig(path: string, edit: (text: CfgText) => CfgText)
     await release();
   }
 }
-
-/** mail.cfg for the daemons' skeleton (lib/daemon.ts): loadConfig(configPath(-c)), strict; logs per logTarget. */
-export const mailCfgSource: ConfigSource<Config> = { load: (flag) => loadConfig(configPath(flag)), logTarget };

@@ -22,7 +22,7 @@
  *
  * Flags live in cur/ as `:2,<letters>` (D draft, F flagged, P passed, R replied, S seen, T trashed).
  */
-import { promises as fsp, constants, mkdirSync, readdirSync, statSync } from 'node:fs';
+import { promises as fsp, constants, lstatSync, mkdirSync, readdirSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { hostname as osHostname } from 'node:os';
@@ -44,9 +44,17 @@ export function uniqueName(host = osHostname()): string {
   return `${Math.floor(us / 1e6)}.M${us % 1e6}P${process.pid}Q${++counter}.${safeHost(host)}`;
 }
 
-/** Creates dir/{tmp,new,cur} (mode 0700) if missing. */
+/**
+ * Creates dir/{tmp,new,cur} (mode 0700) if missing, and refuses a Maildir whose tmp/, new/ or cur/
+ * is not a plain directory (a symbolic link would send deliveries and reads elsewhere).
+ * @throws fs errors; an Error with code 'ENOTDIR' naming the entry and the fix.
+ */
 export function ensureMaildir(dir: string): void {
-  for (const sub of ['tmp', 'new', 'cur']) mkdirSync(join(dir, sub), { recursive: true, mode: 0o700 });
+  for (const sub of ['tmp', 'new', 'cur']) {
+    const p = join(dir, sub);
+    mkdirSync(p, { recursive: true, mode: 0o700 });
+    if (!lstatSync(p).isDirectory()) throw Object.assign(new Error(`${p} is not a directory (a symbolic link?), so the Maildir is refused; fix: replace it with a directory (mkdir -m 700)`), { code: 'ENOTDIR' });
+  }
 }
 
 /** A piece of a message to write: bytes, or a readable stream (consumed), or a factory of one. */
@@ -76,9 +84,9 @@ export class Writer {
     return new Writer(path, await fsp.open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600), 0);
   }
 
-  /** Opens the existing file `path` to append to it; `size` starts at its length. */
+  /** Opens the existing file `path` to append to it (never through a symbolic link: ELOOP); `size` starts at its length. */
   static async append(path: string): Promise<Writer> {
-    const fh = await fsp.open(path, constants.O_WRONLY | constants.O_APPEND);
+    const fh = await fsp.open(path, constants.O_WRONLY | constants.O_APPEND | constants.O_NOFOLLOW);
     return new Writer(path, fh, (await fh.stat()).size);
   }
 
@@ -182,7 +190,7 @@ async function writeTmp(copy: Copy, o: DeliverOptions): Promise<{ dir: string; i
       const fh = await fsp.open(tmp, 'r+');
       await fh.sync().finally(() => fh.close());
     }
-    return { dir: copy.dir, id, tmp, size: (await fsp.stat(tmp)).size };
+    return { dir: copy.dir, id, tmp, size: (await fsp.lstat(tmp)).size };
   }
   const w = await Writer.create(tmp);
   try {
@@ -277,14 +285,19 @@ export function parseName(file: string): { id: string; size: number; flags: stri
 
 /**
  * Lists the messages in new/ and cur/, oldest first (by delivery time, then name).
- * A missing Maildir is an empty one. Dot files are skipped.
+ * A missing Maildir is an empty one. Dot files are skipped, and so is everything that is not a
+ * regular file (judged without following links: a symbolic link is never a message), and a new/
+ * or cur/ that is itself a symbolic link.
  */
 export function scan(dir: string): MaildirMessage[] {
   const out: MaildirMessage[] = [];
   for (const sub of ['new', 'cur'] as const) {
     let files: string[];
     try {
-      files = readdirSync(join(dir, sub));
+      if (!lstatSync(join(dir, sub)).isDirectory()) continue;
+      files = readdirSync(join(dir, sub), { withFileTypes: true })
+        .filter((d) => d.isFile())
+        .map((d) => d.name);
     } catch {
       continue;
     }
@@ -295,7 +308,7 @@ export function scan(dir: string): MaildirMessage[] {
       let size = p.size;
       if (size < 0) {
         try {
-          size = statSync(path).size;
+          size = lstatSync(path).size;
         } catch {
           continue; // gone meanwhile
         }
@@ -322,8 +335,9 @@ export async function setFlags(dir: string, msg: MaildirMessage, flags: string):
 export const STALE_AGE = 36 * 3600;
 
 /**
- * Removes the files (not dot files, not directories) in the plain directory `dir` last modified
- * more than `maxAge` seconds ago. A missing directory has none. Never throws.
+ * Removes the regular files (not dot files, not directories, not symbolic links: lstat, never
+ * followed) in the plain directory `dir` last modified more than `maxAge` seconds ago. A missing
+ * directory, or one that is a symbolic link, has none. Never throws.
  * @returns how many were removed.
  */
 export async function removeStale(dir: string, maxAge = STALE_AGE): Promise<number> {
@@ -331,6 +345,7 @@ export async function removeStale(dir: string, maxAge = STALE_AGE): Promise<numb
   const cutoff = Date.now() - maxAge * 1000;
   let files: string[] = [];
   try {
+    if (!(await fsp.lstat(dir)).isDirectory()) return 0;
     files = await fsp.readdir(dir);
   } catch {
     return 0;
@@ -339,7 +354,7 @@ export async function removeStale(dir: string, maxAge = STALE_AGE): Promise<numb
     if (f.startsWith('.')) continue;
     const p = join(dir, f);
     try {
-      const st = await fsp.stat(p);
+      const st = await fsp.lstat(p);
       if (st.isFile() && st.mtimeMs < cutoff) {
         await fsp.unlink(p);
         n++;

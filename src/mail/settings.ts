@@ -3,8 +3,8 @@
  * kinds and defaults, read through typed names, so a misspelt name in code fails `tsc`.
  *
  * Kinds: sizes in bytes (suffixes k, M, G: 1024-based), durations in seconds (suffixes s, m, h,
- * d), counts (whole numbers), flags (yes or no), paths (relative ones taken from mail.cfg's
- * directory) and strings.
+ * d), counts (whole numbers), flags (yes or no), words (one of a list), paths (relative ones
+ * taken from mail.cfg's directory) and strings.
  * test/unit/settings.test.ts checks mail.cfg(5)'s list against this table (name, default, unit).
  *
  * Errors: nothing throws; settingProblem returns the diagnostic text for a malformed value.
@@ -12,19 +12,23 @@
 import { parseBytes, parseSeconds } from '../lib/units';
 import type { Config } from './config';
 
-type SettingKind = 'string' | 'path' | 'bytes' | 'count' | 'seconds' | 'flag';
+type SettingKind = 'string' | 'path' | 'bytes' | 'count' | 'seconds' | 'flag' | 'word';
 
 /** One setting: how its value is read, and its default as written in a file (none: unset). */
 export interface SettingSpec {
   kind: SettingKind;
   default?: string;
+  /** The values a 'word' setting may take. */
+  words?: readonly string[];
 }
 
 /** Every setting, in mail.cfg(5)'s order, with its kind and (as written in a file) its default. */
 export const SETTINGS = {
   hostname: { kind: 'string' },
   spool: { kind: 'path' },
+  mail_owner: { kind: 'string' },
   log: { kind: 'string' },
+  log_level: { kind: 'word', default: 'info', words: ['error', 'info', 'debug'] },
   tls_cert: { kind: 'path' },
   tls_key: { kind: 'path' },
   message_size_limit: { kind: 'bytes', default: '10485760' },
@@ -74,7 +78,7 @@ export function flag(cfg: Config, name: FlagSetting): boolean {
 
 /**
  * Checks `value` for setting `name` by its kind (bytes, seconds, count; strings and paths always
- * pass; flags are yes or no). @returns the diagnostic (`NAME "VALUE" is not ...; fix: ...`), or undefined when valid.
+ * pass; flags are yes or no; words one of theirs). @returns the diagnostic (`NAME "VALUE" is not ...; fix: ...`), or undefined when valid.
  */
 export function settingProblem(name: SettingName, value: string): string | undefined {
   const { kind }: SettingSpec = SETTINGS[name];
@@ -82,5 +86,7 @@ export function settingProblem(name: SettingName, value: string): string | undef
   if (kind === 'seconds' && Number.isNaN(parseSeconds(value))) return `${name} "${value}" is not a duration; fix: e.g. ${name} 300 or 4h`;
   if (kind === 'count' && !/^\d+$/.test(value)) return `${name} "${value}" is not a whole number`;
   if (kind === 'flag' && value !== 'yes' && value !== 'no') return `${name} "${value}" is not yes or no; fix: ${name} yes`;
+  const { words }: SettingSpec = SETTINGS[name];
+  if (words && !words.includes(value)) return `${name} "${value}" is not ${words.slice(0, -1).join(', ')} or ${words.at(-1)}; fix: ${name} ${words[0]}`;
   return undefined;
 }

@@ -4,84 +4,70 @@
  *
  * check reports, each as `FILE:LINE: problem; fix: ...` (line 0: the file as a whole), sorted by
  * line: everything buildConfig finds (syntax, unknown directives or options, bad values,
- * duplicates, unknown domains), plus what only the disk can tell — a mail.cfg that holds secrets
- * and that others may read (every program refuses it), missing spool directories, missing
- * Maildirs, unreadable TLS files or a TLS key others may read, and aliases whose local targets
- * are neither mailboxes nor aliases. Exit 0 with a one-line summary, or 78 (EX_CONFIG).
- * A missing postmaster (RFC 5321 section 4.5.1) is a warning only.
+ * duplicates, unknown domains), plus what only the disk can tell (mail/health.ts diskProblems,
+ * deep: the same check smtpd and pop3d run before they start) — files the programs cannot trust,
+ * the mail owner and the spool's owners, missing spool directories and Maildirs, unreadable TLS
+ * files, aliases whose local targets are neither mailboxes nor aliases. Exit 0 with a one-line
+ * summary, or 78 (EX_CONFIG). `--fix` first gives the spool back to mail_owner (root only,
+ * EX_NOPERM 77 otherwise). A missing postmaster (RFC 5321 section 4.5.1) and mail_owner root
+ * are warnings only.
  *
  * show never prints a password, hash or APOP secret: they appear as ***.
  */
-import { accessSync, constants, existsSync, readFileSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { readFileSync, statSync } from 'node:fs';
 import chalk from 'chalk';
 import type { Command } from 'commander';
 import { OutpostError } from '../lib/errors';
-import { EX_CONFIG, EX_NOINPUT } from '../lib/exits';
-import { Diag, formatLine, parseCfg } from '../mail/cfgfile';
-import { buildConfig, Config, formatDiags, holdsSecrets, isDirective } from '../mail/config';
-import { normalizeAddress, splitAddress } from '../mail/address';
+import { EX_CONFIG, EX_NOINPUT, EX_NOPERM } from '../lib/exits';
+import { giveTo, readableBy, wrongOwners } from '../lib/privilege';
+import { formatLine, parseCfg } from '../mail/cfgfile';
+import { buildConfig, Config, formatDiags, isDirective, mailOwner } from '../mail/config';
+import { diskProblems } from '../mail/health';
 import { SETTING_NAMES } from '../mail/settings';
-import { SPOOL_DIRS } from '../mail/spool';
 import { cfgPathOf, printJson, requireFile, settingValue } from './common';
 import { linkRows } from './links';
 import { accountRows, relayRows } from './remote';
 
 /** Reads and builds mail.cfg without refusing anything (check and show judge for themselves). */
-function readRaw(path: string): { cfg: Config; mode: number } {
+function readRaw(path: string): Config {
   requireFile(path);
   try {
-    const raw = readFileSync(path, 'utf8');
-    return { cfg: buildConfig(path, parseCfg(raw)), mode: statSync(path).mode & 0o777 };
+    return buildConfig(path, parseCfg(readFileSync(path, 'utf8')));
   } catch (err) {
     throw new OutpostError(`cannot read ${path}: ${(err as Error).message}; fix: run as the owner of the file (root)`, { exit: EX_NOINPUT, code: 'ENOINPUT' });
   }
 }
 
-/** Problems only the disk can show (see the header); appended to the model's diags. */
-function diskProblems(cfg: Config, mode: number): Diag[] {
-  const out: Diag[] = [];
-  const lineOf = (kw: string, arg?: string) => cfg.text.entries.filter((e) => e.keyword === kw && (arg === undefined || normalizeAddress(e.args[0] ?? '') === arg)).at(-1)?.line ?? 0;
-  if (mode & 0o004 && holdsSecrets(cfg)) {
-    out.push({ line: 0, message: `holds password hashes or passwords and is readable by others (mode ${mode.toString(8)}), so every program refuses it; fix: chmod 600 ${cfg.path}` });
-  }
-  if (cfg.spool) {
-    const missing = ['', ...SPOOL_DIRS].map((d) => join(cfg.spool, d)).filter((d) => !existsSync(d));
-    if (missing.length) out.push({ line: lineOf('spool'), message: `spool directories missing: ${missing.join(' ')}; fix: mkdir -p -m 700 ${missing.join(' ')}` });
-  }
-  for (const u of cfg.users.values()) {
-    const missing = ['tmp', 'new', 'cur'].map((d) => join(u.maildir, d)).filter((d) => !existsSync(d));
-    if (missing.length) out.push({ line: u.line, message: `the Maildir of ${u.address} is missing (${missing.join(' ')}); fix: mkdir -p -m 700 ${missing.join(' ')}` });
-  }
-  for (const name of ['tls_cert', 'tls_key'] as const) {
-    const file = cfg.text.entries.some((e) => e.keyword === name) ? cfg.scalars[name] : undefined;
-    if (!file) continue;
-    try {
-      accessSync(file, constants.R_OK);
-      if (name === 'tls_key' && statSync(file).mode & 0o004) out.push({ line: lineOf(name), message: `the TLS key ${file} is readable by others; fix: chmod 600 ${file}` });
-    } catch (err) {
-      out.push({ line: lineOf(name), message: `cannot read ${name} ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}; fix: correct the path or the file's permissions` });
-    }
-  }
-  const certSet = cfg.text.entries.some((e) => e.keyword === 'tls_cert');
-  const keySet = cfg.text.entries.some((e) => e.keyword === 'tls_key');
-  if (certSet !== keySet) out.push({ line: lineOf(certSet ? 'tls_cert' : 'tls_key'), message: `${certSet ? 'tls_cert' : 'tls_key'} without ${certSet ? 'tls_key' : 'tls_cert'}; fix: set both (mailcfg set ...) or neither` });
-  for (const [alias, targets] of cfg.aliases) {
-    for (const t of targets) {
-      const d = splitAddress(t).domain;
-      if (cfg.domains.has(d) && !cfg.users.has(t) && !cfg.aliases.has(t) && !cfg.aliases.has('@' + d)) {
-        out.push({ line: lineOf('alias', alias), message: `alias ${alias} points at ${t}, which is neither a mailbox nor an alias, so its mail is refused; fix: mailcfg user add ${t}, or change the alias` });
-      }
-    }
+/**
+ * Warnings that do not fail check: each local domain should reach a postmaster (RFC 5321 4.5.1);
+ * mail_owner root makes every program run as root; a mail.cfg the mail owner cannot read stops
+ * the programs started as the owner (not those started as root).
+ */
+function warnings(cfg: Config): string[] {
+  const out = [...cfg.domains]
+    .filter((d) => !cfg.users.has(`postmaster@${d}`) && !cfg.aliases.has(`postmaster@${d}`) && !cfg.aliases.has(`@${d}`))
+    .map((d) => `no postmaster@${d} (RFC 5321 requires one); fix: mailcfg alias add postmaster@${d} YOU@${d}`);
+  if (cfg.scalars.mail_owner === 'root') out.push(`mail_owner root: every program runs as root; fix: useradd -r -M -s /usr/sbin/nologin outpost, mailcfg set mail_owner outpost, mailcfg check --fix`);
+  const owner = mailOwner(cfg);
+  if (owner && owner.uid !== 0 && !readableBy(statSync(cfg.path), owner)) {
+    out.push(`mail_owner ${owner.name} cannot read ${cfg.path}, so a program started as ${owner.name} (tcpserver -u, systemd User=) cannot start (started as root, they read it first); fix: chgrp ${owner.gid} ${cfg.path} && chmod 640 ${cfg.path}`);
   }
   return out;
 }
 
-/** Warnings that do not fail check: each local domain should reach a postmaster (RFC 5321 4.5.1). */
-function warnings(cfg: Config): string[] {
-  return [...cfg.domains]
-    .filter((d) => !cfg.users.has(`postmaster@${d}`) && !cfg.aliases.has(`postmaster@${d}`) && !cfg.aliases.has(`@${d}`))
-    .map((d) => `no postmaster@${d} (RFC 5321 requires one); fix: mailcfg alias add postmaster@${d} YOU@${d}`);
+/**
+ * `check --fix`: gives every file and directory of the spool (and of Maildirs outside it) that
+ * mail_owner does not own back to it (lchown: links are never followed). Needs root.
+ * @returns how many were given back. @throws OutpostError (EX_NOPERM) when not root; fs errors.
+ */
+function fixOwners(cfg: Config): number {
+  const owner = mailOwner(cfg);
+  if (!owner || !cfg.spool) return 0;
+  if (process.geteuid!() !== 0) throw new OutpostError(`--fix changes owners and needs root; fix: run it as root (sudo mailcfg -c ${cfg.path} check --fix)`, { exit: EX_NOPERM, code: 'EPERM' });
+  const outside = [...cfg.users.values()].map((u) => u.maildir).filter((m) => !m.startsWith(cfg.spool + '/'));
+  const wrong = [cfg.spool, ...outside].flatMap((d) => wrongOwners(d, owner.uid));
+  giveTo(wrong, owner);
+  return wrong.length;
 }
 
 /** The effective configuration in mail.cfg syntax, secrets masked. */
@@ -126,10 +112,15 @@ export function register(program: Command): void {
   program
     .command('check')
     .description('check mail.cfg and the spool; print every problem with its line and fix (exit 78)')
-    .action(async (_o: unknown, cmd: Command) => {
+    .option('--fix', 'first give spool files and directories not owned by mail_owner back to it (root)')
+    .action(async (o: { fix?: boolean }, cmd: Command) => {
       const path = cfgPathOf(cmd);
-      const { cfg, mode } = readRaw(path);
-      const all = [...cfg.diags, ...diskProblems(cfg, mode)].sort((a, b) => a.line - b.line);
+      const cfg = readRaw(path);
+      if (o.fix) {
+        const n = fixOwners(cfg);
+        if (n) process.stdout.write(`${path}: gave ${n} file${n === 1 ? '' : 's'} or director${n === 1 ? 'y' : 'ies'} back to mail_owner ${cfg.scalars.mail_owner}\n`);
+      }
+      const all = [...cfg.diags, ...diskProblems(cfg, true)].sort((a, b) => a.line - b.line);
       if (all.length) throw new OutpostError(formatDiags(path, all) + `\n${all.length} problem${all.length > 1 ? 's' : ''}`, { exit: EX_CONFIG, code: 'ECONFIG' });
       for (const w of warnings(cfg)) process.stderr.write(`mailcfg: warning: ${path}: ${w}\n`);
       const n = (k: number, one: string, many = one + 's') => `${k} ${k === 1 ? one : many}`;
@@ -149,7 +140,7 @@ export function register(program: Command): void {
     .description('print the whole effective configuration, secrets masked as ***')
     .option('--json', 'as one JSON object')
     .action(async (o: { json?: boolean }, cmd: Command) => {
-      const { cfg } = readRaw(cfgPathOf(cmd));
+      const cfg = readRaw(cfgPathOf(cmd));
       if (o.json) printJson(showJson(cfg));
       else process.stdout.write(showText(cfg));
       if (cfg.diags.length) process.stderr.write(`mailcfg: warning: ${cfg.path} has ${cfg.diags.length} problem(s); fix: run mailcfg check\n`);

@@ -1,16 +1,25 @@
 /**
- * init — `mailcfg init`: writes a new, commented mail.cfg (mode 0600) and creates the spool.
+ * init — `mailcfg init`: writes a new, commented mail.cfg and creates the spool, which belongs to
+ * the mail owner (mail_owner; mailcfg(8), THE MAIL OWNER).
  *
- * Every directory of the spool layout (SPOOL_DIRS in mail/spool.ts; mail.cfg(5), FILES) is
- * created mode 0700.
+ * The owner: `--owner USER`; else, run by another user than root, that user; else (root) the
+ * user `outpost` when it exists. Run by root with another owner, mail.cfg is root's, group the
+ * owner's primary group, mode 0640 (the programs read it as the owner; only root changes it), its
+ * directory 0755 when created; otherwise mail.cfg is the invoking user's, mode 0600. The spool
+ * directory and every directory of the layout (SPOOL_DIRS in mail/spool.ts; mail.cfg(5), FILES)
+ * are created mode 0700 and belong to the owner (root creates the spool directory, or takes the
+ * one there, and gives it to the owner; the layout is made as the owner).
  * Refuses to replace an existing mail.cfg unless --force (EX_CANTCREAT, 73). A directory that
- * cannot be created is EX_CANTCREAT too; existing directories are left as they are.
+ * cannot be created is EX_CANTCREAT too; existing directories are left as they are. An owner that
+ * is not a user, or root without --owner and without a user `outpost`: EX_NOUSER (67); another
+ * owner than yourself when not root: EX_NOPERM (77).
  */
-import { chmodSync, existsSync, mkdirSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdirSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { OutpostError } from '../lib/errors';
-import { EX_CANTCREAT } from '../lib/exits';
+import { EX_CANTCREAT, EX_NOPERM, EX_NOUSER } from '../lib/exits';
+import { Account, asOwner, currentAccount, giveTo, lookupUser } from '../lib/privilege';
 import { parseCfg } from '../mail/cfgfile';
 import { buildConfig, editConfig, formatDiags } from '../mail/config';
 import { isDomain } from '../mail/address';
@@ -19,17 +28,21 @@ import { SPOOL_DIRS } from '../mail/spool';
 import { cfgPathOf, dataErr } from './common';
 
 /** The text of a fresh mail.cfg. Every value is validated by the caller. */
-function template(host: string, domain: string, spool: string): string {
+function template(host: string, domain: string, spool: string, owner: string): string {
   return `# mail.cfg — the one configuration file of Outpost (smtpd, pop3d, fetch, queue-run, dial).
 # The format and every setting are described in mail.cfg(5); mailcfg(8) edits this file and
 # keeps your comments and order. "mailcfg check" tells you what is wrong and how to fix it.
-# Keep this file mode 0600: it holds password hashes (and APOP secrets, remote passwords).
+# Keep this file mode 0600 (or 0640, group the mail owner's, owned by root): it holds password
+# hashes (and APOP secrets, remote passwords). Every program refuses it when others may change it.
 
 # This host's name, used in SMTP banners, Received: headers and Maildir file names.
 hostname ${host}
 
 # The spool: mail/DOMAIN/LOCAL Maildirs, the outbound queue, fetch state, locks, logs.
 spool ${spool}
+
+# The user that owns the spool: every program started as root runs as this user.
+mail_owner ${owner}
 
 # Where the daemons log: a file, "syslog", "stderr" or "none".
 # Default: <spool>/log/outpost.log (stderr when run by systemd).
@@ -66,24 +79,42 @@ domain ${domain}
 `;
 }
 
-function mkdirOr73(dir: string): void {
+/** mkdir -p; @returns the first directory it created (undefined: all existed). @throws EX_CANTCREAT. */
+function mkdirOr73(dir: string, mode = 0o700): string | undefined {
   try {
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    return mkdirSync(dir, { recursive: true, mode });
   } catch (err) {
     throw new OutpostError(`cannot create ${dir}: ${(err as Error).message}; fix: check the path and permissions of its parent`, { exit: EX_CANTCREAT, code: 'ECANTCREAT' });
   }
+}
+
+/** The mail owner for this init (see the header). @throws OutpostError EX_NOUSER or EX_NOPERM. */
+function pickOwner(wanted: string | undefined): Account {
+  const me = currentAccount();
+  const useradd = (u: string) => `useradd -r -M -s /usr/sbin/nologin ${u}`;
+  if (wanted === undefined) {
+    if (me.uid !== 0) return me;
+    const outpost = lookupUser('outpost');
+    if (!outpost) throw new OutpostError(`run as root without --owner, and there is no user outpost to own the spool; fix: ${useradd('outpost')}, or pass --owner USER`, { exit: EX_NOUSER, code: 'ENOUSER' });
+    return outpost;
+  }
+  const owner = lookupUser(wanted);
+  if (!owner) throw new OutpostError(`--owner ${wanted}: no such user in /etc/passwd; fix: ${useradd(wanted)}, or another --owner`, { exit: EX_NOUSER, code: 'ENOUSER' });
+  if (me.uid !== 0 && owner.uid !== me.uid) throw new OutpostError(`only root can make a post office owned by another user (${owner.name}); fix: run it as root, or leave out --owner`, { exit: EX_NOPERM, code: 'EPERM' });
+  return owner;
 }
 
 /** Registers `init`. */
 export function register(program: Command): void {
   program
     .command('init')
-    .description('write a new commented mail.cfg (0600) and create the spool directories')
+    .description('write a new commented mail.cfg and create the spool directories, owned by the mail owner')
     .requiredOption('--hostname <host>', "this host's name (banners, Received:)")
     .requiredOption('--domain <domain>', 'the first local domain')
     .requiredOption('--spool <dir>', 'the spool directory (created)')
+    .option('--owner <user>', 'the mail owner (default: you; as root, the user outpost)')
     .option('--force', 'replace an existing mail.cfg')
-    .action(async (o: { hostname: string; domain: string; spool: string; force?: boolean }, cmd: Command) => {
+    .action(async (o: { hostname: string; domain: string; spool: string; owner?: string; force?: boolean }, cmd: Command) => {
       const path = cfgPathOf(cmd);
       const host = o.hostname.toLowerCase();
       const domain = o.domain.toLowerCase();
@@ -94,13 +125,22 @@ export function register(program: Command): void {
       if (existsSync(path) && !o.force) {
         throw new OutpostError(`${path} already exists; fix: edit it with mailcfg, or pass --force to replace it`, { exit: EX_CANTCREAT, code: 'EEXIST' });
       }
-      const text = template(host, domain, spool);
+      const owner = pickOwner(o.owner);
+      const text = template(host, domain, spool, owner.name);
       const cfg = buildConfig(path, parseCfg(text));
       if (cfg.diags.length) throw dataErr(formatDiags(path, cfg.diags));
-      mkdirOr73(dirname(path));
-      for (const d of ['', ...SPOOL_DIRS]) mkdirOr73(join(spool, d));
+      // Root with another owner: mail.cfg root's and readable by the owner's group (see the header).
+      const shared = process.geteuid!() === 0 && owner.uid !== 0;
+      mkdirOr73(dirname(path), shared ? 0o755 : 0o700);
+      mkdirOr73(spool);
+      if (shared) giveTo([spool], owner);
+      asOwner(owner, () => {
+        for (const d of SPOOL_DIRS) mkdirOr73(join(spool, d));
+      });
       await editConfig(path, () => parseCfg(text));
-      chmodSync(path, 0o600);
-      process.stdout.write(`wrote ${path} (mode 0600) and created the spool ${spool}\nnext: mailcfg -c ${path} user add YOU@${domain}; mailcfg -c ${path} alias add postmaster@${domain} YOU@${domain}\n`);
+      const mode = shared ? 0o640 : 0o600;
+      if (shared) chownSync(path, 0, owner.gid);
+      chmodSync(path, mode);
+      process.stdout.write(`wrote ${path} (mode 0${mode.toString(8)}) and created the spool ${spool}, owned by ${owner.name}\nnext: mailcfg -c ${path} user add YOU@${domain}; mailcfg -c ${path} alias add postmaster@${domain} YOU@${domain}\n`);
     });
 }

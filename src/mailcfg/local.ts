@@ -4,7 +4,8 @@
  *
  * Guarantees: mailboxes are never deleted silently — `user del` keeps the Maildir and says where
  * it is unless --purge; `user add` creates the Maildir (tmp/ new/ cur/, 0700) under the mail.cfg
- * lock before the line is written, so a listed mailbox always has its directory. Passwords are
+ * lock before the line is written, so a listed mailbox always has its directory (run by root, as
+ * mail_owner: the Maildir is the owner's). Passwords are
  * stored only as scrypt hashes; --apop additionally stores the password itself as the APOP shared
  * secret (RFC 1939 section 7 needs it retrievable; mail.cfg is 0600).
  *
@@ -14,9 +15,10 @@
 import { rmSync } from 'node:fs';
 import type { Command } from 'commander';
 import { CfgText, formatLine, removeLine, replaceLine } from '../mail/cfgfile';
-import { Config } from '../mail/config';
+import { Config, mailOwner } from '../mail/config';
 import { isDomain, isPlainAddress, mailboxProblem, normalizeAddress, splitAddress } from '../mail/address';
 import { parseCidr } from '../lib/cidr';
+import { asOwner } from '../lib/privilege';
 import { ensureMaildir } from '../mail/maildir';
 import { hashPassword } from '../mail/passwords';
 import { addEntry, addLine, cfgPathOf, dataErr, delCommand, editChecked, findEntry, listCommand, noSuch, readConfig, readPassword } from './common';
@@ -100,7 +102,8 @@ function userCommands(program: Command): void {
           if (now.aliases.has(addr)) throw dataErr(`${addr} is an alias; fix: mailcfg alias del ${addr} first`);
           return addLine(text, 'user', formatLine('user', [addr, hash], { apop: o.apop ? pw : undefined }));
         },
-        (next) => ensureMaildir(next.users.get(addr)!.maildir),
+        // Run by root, the Maildir is made as mail_owner, so it is the owner's (lib/privilege.ts).
+        (next) => asOwner(mailOwner(next), () => ensureMaildir(next.users.get(addr)!.maildir)),
       );
       process.stdout.write(`added ${addr}, Maildir ${cfg.users.get(addr)!.maildir}\n`);
     });

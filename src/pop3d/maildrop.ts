@@ -11,7 +11,9 @@
  *   3. the message list (numbering, sizes, UIDLs) is that scan's, fixed for the session (mail
  *      delivered meanwhile waits for the next session). Sizes come from the ,S= in the name (our
  *      files are stored with CRLF, so that is the exact POP3 octet count); a name without ,S= is
- *      stat'ed. No message body is read.
+ *      lstat'ed. No message body is read. Only regular files are messages (maildir.ts scan: a
+ *      symbolic link, or a new/ or cur/ that is one, is never followed; retr.ts opens with
+ *      O_NOFOLLOW).
  *
  * UIDL (RFC 1939 section 7): the Maildir unique base name (the part before ',' and ':'), which
  * never changes for the life of the message, so UIDLs survive sessions, restarts and the

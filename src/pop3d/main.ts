@@ -7,7 +7,7 @@
  * "-ERR [SYS/TEMP] configuration error" and exit status 78 (EX_CONFIG) or 66 (EX_NOINPUT).
  */
 import { runDaemon } from '../lib/daemon';
-import { mailCfgSource } from '../mail/config';
+import { mailCfgSource } from '../mail/health';
 import { pop3Session, refuseSession } from './serve';
 
 runDaemon('pop3d', 'POP3 server (RFC 1939) for the Outpost mailboxes', mailCfgSource, pop3Session, refuseSession);

@@ -17,11 +17,12 @@
  *     the header and the blank line only); a message without a blank line is sent whole.
  *
  * The Stuffer class is pure (bytes in, bytes out); sendMessage() adds the file and socket I/O.
+ * The file is opened only as a regular file, never through a symbolic link (openMessage).
  * sendMessage rejects with the read error (the caller must then drop the connection: a
  * multi-line reply cannot be taken back), or with code 'ETIMEDOUT' / 'ECONNRESET' when the
  * client stops reading for `timeout` seconds or goes away.
  */
-import { promises as fsp } from 'node:fs';
+import { constants, promises as fsp } from 'node:fs';
 import type { Writable } from 'node:stream';
 import { closedError, stalledError } from '../lib/transport';
 
@@ -137,7 +138,7 @@ export class Stuffer {
  *   ECONNRESET / ETIMEDOUT (see the header) — the reply is then cut and the connection must go.
  */
 export async function sendMessage(path: string, lines: number, out: Writable, timeout: number, head = ''): Promise<number> {
-  const fh = await fsp.open(path, 'r');
+  const fh = await openMessage(path);
   const st = new Stuffer(lines);
   // One read buffer, reused: each chunk's pieces (slices of it plus stuffing dots) go out as one
   // gathered write, and the next read waits until the socket has taken them (the write callback).
@@ -164,6 +165,20 @@ export async function sendMessage(path: string, lines: number, out: Writable, ti
   } finally {
     await fh.close();
   }
+}
+
+/**
+ * Opens a Maildir message for reading only as a regular file: O_NOFOLLOW (a symbolic link fails
+ * with ELOOP, never followed), O_NONBLOCK (a FIFO cannot hang the open), then fstat.
+ * @throws ELOOP, ENOENT, or an Error with code 'EFTYPE' for anything but a regular file.
+ */
+export async function openMessage(path: string): Promise<fsp.FileHandle> {
+  const fh = await fsp.open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  if (!(await fh.stat()).isFile()) {
+    await fh.close();
+    throw Object.assign(new Error(`${path} is not a regular file`), { code: 'EFTYPE' });
+  }
+  return fh;
 }
 
 /**

@@ -22,7 +22,8 @@
 import { mkdirSync } from 'node:fs';
 import { LinkOptions, runLinkProgram, usageError } from '../lib/command';
 import { EX_OK, EX_TEMPFAIL } from '../lib/exits';
-import { Config, mailCfgSource } from '../mail/config';
+import { Config } from '../mail/config';
+import { mailCfgSource } from '../mail/health';
 import { spoolPaths } from '../mail/spool';
 import { loadItems } from './items';
 import { formatList, listEntries } from './list';

@@ -8,7 +8,7 @@
  * `421 4.3.5 <host> configuration error` and the sysexits code (78 or 66).
  */
 import { runDaemon } from '../lib/daemon';
-import { mailCfgSource } from '../mail/config';
+import { mailCfgSource } from '../mail/health';
 import { configErrorSession, smtpSession } from './server';
 
 runDaemon('smtpd', 'Outpost SMTP server (RFC 5321): one session on stdin/stdout, or --listen HOST:PORT', mailCfgSource, smtpSession, configErrorSession);

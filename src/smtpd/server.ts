@@ -117,7 +117,7 @@ export async function smtpSession(cfg: Config, conn: Conn): Promise<void> {
       if (spool.failed) throw spool.failed;
       const o = await deliverMessage(cfg, deliver.tx, deliver.trace, id, spool.path!);
       messages++;
-      log('info', 'accepted', { id, peer, from: `<${deliver.tx.sender}>`, rcpts: deliver.tx.recipients.length, local: o.local, queued: o.remote, size: spool.size, user: deliver.trace.user || undefined });
+      log('info', 'accepted', { id, peer, from: `<${deliver.tx.sender}>`, rcpts: deliver.tx.recipients.length, to: deliver.tx.recipients.join(','), local: o.local, queued: o.remote, size: spool.size, user: deliver.trace.user || undefined });
       r.id = id;
     } catch (err) {
       log('error', 'delivery failed', { id, peer, error: (err as Error).message });

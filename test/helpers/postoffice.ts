@@ -5,10 +5,12 @@
 import { execFileSync, spawn, SpawnOptions } from 'node:child_process';
 import { chmodSync, mkdtempSync, writeFileSync, existsSync, mkdirSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
+import { tmpdir, userInfo } from 'node:os';
 import { join, resolve } from 'node:path';
 import { hashPassword } from '../../src/mail/passwords';
 import { Config, loadConfig } from '../../src/mail/config';
+import { ensureMaildir } from '../../src/mail/maildir';
+import { SPOOL_DIRS } from '../../src/mail/spool';
 
 /** The repository root (tests run from dist/test/...; the repo is found from cwd). */
 export const ROOT = resolve(process.env.OUTPOST_ROOT ?? process.cwd());
@@ -32,15 +34,24 @@ export interface TestUser {
 /**
  * Creates a post office in a fresh temp dir: hostname mx.example.org, domain example.org (and any
  * other domains of the users), the users given, log to <dir>/outpost.log, plus `extra` lines.
+ * mail_owner is the user running the tests (root in CI: the programs then stay root, as an
+ * explicit `mail_owner root` says; test/helpers/owner.ts makes a real unprivileged one), and the
+ * spool's layout and every Maildir exist, as `mailcfg init` and `user add` make them, so the
+ * daemons' start check passes.
  */
 export async function makePostOffice(users: TestUser[] = [{ address: 'alice@example.org', password: 'alicepw' }, { address: 'bob@example.org', password: 'bobpw' }], extra = ''): Promise<PostOffice> {
   const dir = mkdtempSync(join(tmpdir(), 'outpost-test-'));
   const spool = join(dir, 'spool');
   mkdirSync(spool, { recursive: true });
   const domains = new Set(['example.org', ...users.map((u) => u.address.split('@')[1])]);
-  const lines = ['# test post office', 'hostname mx.example.org', `spool ${spool}`, `log ${join(dir, 'outpost.log')}`, 'login_delay 0'];
+  for (const d of SPOOL_DIRS) mkdirSync(join(spool, d), { recursive: true, mode: 0o700 });
+  const lines = ['# test post office', 'hostname mx.example.org', `spool ${spool}`, `mail_owner ${userInfo().username}`, `log ${join(dir, 'outpost.log')}`, 'login_delay 0'];
   for (const d of domains) lines.push(`domain ${d}`);
-  for (const u of users) lines.push(`user ${u.address} ${await hashPassword(u.password)}${u.apop ? ` apop=${u.apop}` : ''}`);
+  for (const u of users) {
+    lines.push(`user ${u.address} ${await hashPassword(u.password)}${u.apop ? ` apop=${u.apop}` : ''}`);
+    const [local, domain] = u.address.toLowerCase().split('@');
+    ensureMaildir(join(spool, 'mail', domain, local));
+  }
   const cfgPath = join(dir, 'mail.cfg');
   writeFileSync(cfgPath, lines.join('\n') + '\n' + extra, { mode: 0o600 });
   return { dir, cfgPath, spool, load: () => loadConfig(cfgPath) };

@@ -233,7 +233,7 @@ test('--dry-run prints the choice, commands, env and budget, and touches nothing
   assert.match(r.stdout, /fetch\.js -c .*mail\.cfg\n.*queue-run\.js -c /);
   assert.match(r.stdout, /OUTPOST_BUDGET_SECONDS=60\.0/);
   assert.match(r.stdout, /OUTPOST_BUDGET_BYTES=2097152/);
-  assert.equal(existsSync(join(po.spool, 'run')), false);
+  assert.deepEqual(readdirSync(join(po.spool, 'run')), []);
 });
 
 test('usage and config errors', async () => {

@@ -6,10 +6,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { chmodSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { loadConfig } from '../../src/mail/config';
 import { runProgram } from '../helpers/postoffice';
+
+/** The mail owner of the post offices made here: whoever runs the tests (as `mailcfg init` would pick, but root must name one). */
+const ME = userInfo().username;
 
 const mc = (cfg: string, args: string[], input = '') => runProgram('mailcfg', ['-c', cfg, ...args], input);
 const json = (r: { stdout: Buffer }) => JSON.parse(r.stdout.toString());
@@ -17,7 +20,7 @@ const json = (r: { stdout: Buffer }) => JSON.parse(r.stdout.toString());
 async function fresh(): Promise<{ dir: string; cfg: string }> {
   const dir = mkdtempSync(join(tmpdir(), 'outpost-mailcfg-remote-'));
   const cfg = join(dir, 'mail.cfg');
-  const r = await mc(cfg, ['init', '--hostname', 'mx.village.example', '--domain', 'village.example', '--spool', join(dir, 'spool')]);
+  const r = await mc(cfg, ['init', '--hostname', 'mx.village.example', '--domain', 'village.example', '--spool', join(dir, 'spool'), '--owner', ME]);
   assert.equal(r.code, 0, r.stderr);
   assert.equal((await mc(cfg, ['user', 'add', 'amina@village.example', '--password-stdin'], 'pw\n')).code, 0);
   return { dir, cfg };

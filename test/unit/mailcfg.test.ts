@@ -7,12 +7,15 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { parseCfg } from '../../src/mail/cfgfile';
 import { loadConfig } from '../../src/mail/config';
 import { verifyPassword } from '../../src/mail/passwords';
 import { dist, requireTool, runProgram } from '../helpers/postoffice';
+
+/** The mail owner of the post offices made here: whoever runs the tests (as `mailcfg init` would pick, but root must name one). */
+const ME = userInfo().username;
 
 const tmp = () => mkdtempSync(join(tmpdir(), 'outpost-mailcfg-'));
 const mc = (cfg: string, args: string[], input = '', env: Record<string, string> = {}) => runProgram('mailcfg', ['-c', cfg, ...args], input, env);
@@ -23,7 +26,7 @@ async function fresh(): Promise<{ dir: string; cfg: string; spool: string }> {
   const dir = tmp();
   const cfg = join(dir, 'etc', 'mail.cfg');
   const spool = join(dir, 'spool');
-  const r = await mc(cfg, ['init', '--hostname', 'mx.example.org', '--domain', 'example.org', '--spool', spool]);
+  const r = await mc(cfg, ['init', '--hostname', 'mx.example.org', '--domain', 'example.org', '--spool', spool, '--owner', ME]);
   assert.equal(r.code, 0, r.stderr);
   return { dir, cfg, spool };
 }
@@ -38,11 +41,11 @@ test('init writes a commented 0600 mail.cfg and the spool, refuses to overwrite'
   for (const d of ['mail', 'queue/tmp', 'queue/new', 'queue/cur', 'queue/state', 'fetch', 'run', 'log', 'tmp']) {
     assert.equal(statSync(join(spool, d)).mode & 0o777, 0o700, d);
   }
-  const again = await mc(cfg, ['init', '--hostname', 'h.example.org', '--domain', 'other.org', '--spool', spool]);
+  const again = await mc(cfg, ['init', '--hostname', 'h.example.org', '--domain', 'other.org', '--spool', spool, '--owner', ME]);
   assert.equal(again.code, 73);
   assert.match(again.stderr, /^mailcfg: .*already exists; fix: .*--force/);
   assert.equal(readFileSync(cfg, 'utf8'), body);
-  const forced = await mc(cfg, ['init', '--force', '--hostname', 'h.example.org', '--domain', 'other.org', '--spool', spool]);
+  const forced = await mc(cfg, ['init', '--force', '--hostname', 'h.example.org', '--domain', 'other.org', '--spool', spool, '--owner', ME]);
   assert.equal(forced.code, 0, forced.stderr);
   assert.match(readFileSync(cfg, 'utf8'), /^domain other\.org$/m);
   const check = await mc(cfg, ['check']);
@@ -270,7 +273,7 @@ test('show and list never print secrets', async () => {
 test('check reports every kind of problem with its line and exit 78', async () => {
   const dir = tmp();
   const spool = join(dir, 'spool');
-  const init = await mc(join(dir, 'seed.cfg'), ['init', '--hostname', 'mx.example.org', '--domain', 'example.org', '--spool', spool]);
+  const init = await mc(join(dir, 'seed.cfg'), ['init', '--hostname', 'mx.example.org', '--domain', 'example.org', '--spool', spool, '--owner', ME]);
   assert.equal(init.code, 0);
   rmSync(join(spool, 'queue', 'state'), { recursive: true });
   const cfg = join(dir, 'mail.cfg');

@@ -169,9 +169,9 @@ test('a copy that fails: earlier copies removed, 451 4.3.0; the retry delivers e
   const cfg = po.load();
   const alice = cfg.users.get('alice@example.org')!.maildir;
   const bob = cfg.users.get('bob@example.org')!.maildir;
-  mkdirSync(join(bob, '..'), { recursive: true });
+  const { port } = await startSmtpd(po); // started with every Maildir there (it refuses otherwise)
+  rmSync(bob, { recursive: true });
   writeFileSync(bob, 'not a directory'); // bob's Maildir cannot be created (root ignores modes)
-  const { port } = await startSmtpd(po);
   const c = await open(port);
   const tx = 'MAIL FROM:<a@elsewhere.net>\r\nRCPT TO:<alice@example.org>\r\nRCPT TO:<bob@example.org>\r\nRCPT TO:<x@elsewhere.net>\r\nDATA\r\n';
   c.sock.write('EHLO client.example\r\n' + tx);
@@ -218,8 +218,9 @@ test('100 MB message: delivered whole, server memory stays flat', async () => {
 test('an unwritable spool: the message is read to its end, refused with 451 4.3.0, session goes on', async () => {
   const po = await makePostOffice();
   dirs.push(po.dir);
+  const { port } = await startSmtpd(po); // started with the whole spool there (it refuses otherwise)
+  rmSync(join(po.spool, 'tmp'), { recursive: true });
   writeFileSync(join(po.spool, 'tmp'), 'not a directory');
-  const { port } = await startSmtpd(po);
   const c = await open(port);
   c.sock.write('EHLO client.example\r\nMAIL FROM:<a@elsewhere.net>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\n');
   await c.until(/^354 /m);
