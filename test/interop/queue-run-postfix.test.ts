@@ -64,7 +64,7 @@ describe('queue-run with a real Postfix relay', () => {
       undefined,
       [
         `relay alice@example.org 127.0.0.1:${relay.port} tls=encrypt user=alice-login password=alice-secret`,
-        `relay other.org 127.0.0.1:${relay.port} tls=encrypt user=other-login password=other-secret`,
+        `relay other.org 127.0.0.1:${relay.port} tls=encrypt user=other-login password=other-secret owner=alice@example.org`,
         `relay bob@example.org 127.0.0.1:${relay.port} tls=encrypt user=alice-login password=wrong`,
       ].join('\n') + '\n',
     );

@@ -90,7 +90,8 @@ describe('queue-run with smtp-sink upstream', () => {
     const po = await office(
       [`relay alice@example.org 127.0.0.1:${a.port} tls=none user=alice password=pw-a`, `relay other.org 127.0.0.1:${b.port} tls=none`, `relay default 127.0.0.1:${c.port} tls=none`].join('\n'),
     );
-    await enqueue(queueDir(po), { sender: 'alice@example.org', recipients: ['x@far.net'] }, [message('ra')]);
+    // alice's relay holds her credentials: it carries only what she submitted after AUTH.
+    await enqueue(queueDir(po), { sender: 'alice@example.org', recipients: ['x@far.net'], login: 'alice@example.org' }, [message('ra')]);
     await enqueue(queueDir(po), { sender: 'Someone@Other.org', recipients: ['x@far.net'] }, [message('rb')]);
     await enqueue(queueDir(po), { sender: 'bob@example.org', recipients: ['x@far.net'] }, [message('rc')]);
     const r = await run(po);
