@@ -154,9 +154,10 @@ export interface Delivered {
 /**
  * One copy for deliverAll: into the Maildir `dir` (created if missing), made of `parts` written in
  * order, or a hard link of the finished, fsync'd file `file` (copied and fsync'd across file
- * systems).
+ * systems). `name` is its unique base name when the caller has one (a queue file is named by its
+ * queue id, queue.ts); default a fresh uniqueName().
  */
-export type Copy = { dir: string; parts: Part[] } | { dir: string; file: string };
+export type Copy = ({ dir: string; parts: Part[] } | { dir: string; file: string }) & { name?: string };
 
 export interface DeliverOptions {
   /** Host name used in the unique names (default: this host's). */
@@ -171,7 +172,7 @@ export interface DeliverOptions {
 /** Writes one copy into dir/tmp/<id>, fsync'd; returns its id, tmp path and size. */
 async function writeTmp(copy: Copy, o: DeliverOptions): Promise<{ dir: string; id: string; tmp: string; size: number }> {
   ensureMaildir(copy.dir);
-  const id = uniqueName(o.host);
+  const id = copy.name ?? uniqueName(o.host);
   const tmp = join(copy.dir, 'tmp', id);
   if ('file' in copy) {
     try {

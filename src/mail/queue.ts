@@ -10,6 +10,10 @@
  *     X-Outpost-Rcpt: <rcpt@example.net>\r\n            (one line per recipient)
  *     <the message as received, CRLF lines>
  * Those lines are the envelope and are never relayed; `bodyOffset` says where the message starts.
+ * The file's Maildir base name is its queue id (newQueueId): the id smtpd names in its Received
+ * header, its `250 2.0.0 Ok: queued as ID` reply and its log, and the one `queue-run --list`, its
+ * log and its DSNs show. (Queue files of older versions carry a plain Maildir unique name; that
+ * name is their id.)
  * Mutable delivery state (attempts, per-recipient results) lives beside it, in
  * <spool>/queue/state/<id>.json, owned by queue-run (see queue-run(8)).
  */
@@ -30,20 +34,37 @@ export interface Envelope {
 
 const MAGIC = 'X-Outpost-Envelope: 1\r\n';
 
+let counter = 0;
+
+/**
+ * A fresh queue id, unique on this host: time in ms (9 digits), pid (5) and a per-process counter
+ * (3, more after 46655 messages), all base 36 upper-case, e.g. `0MI4QK0C8000K7001`. Fixed width,
+ * so trace headers (and message sizes) do not change length with the pid, and ids sort by time.
+ */
+export function newQueueId(): string {
+  const b36 = (n: number, w: number) => n.toString(36).padStart(w, '0');
+  return `${b36(Date.now(), 9)}${b36(process.pid, 5)}${b36(++counter, 3)}`.toUpperCase();
+}
+
+/** When the queue id `id` (newQueueId) was made, in ms since the epoch; undefined for another name. Pure. */
+export function queueIdTime(id: string): number | undefined {
+  return /^[0-9A-Z]{17,}$/.test(id) ? parseInt(id.slice(0, 9), 36) : undefined;
+}
+
 /** The envelope block that precedes the message in a queue file. */
 function envelopeHeader(env: Envelope): Buffer {
   const body = env.body === '8BITMIME' ? 'X-Outpost-Body: 8BITMIME\r\n' : '';
   return Buffer.from(MAGIC + `X-Outpost-Sender: <${env.sender}>\r\n` + body + env.recipients.map((r) => `X-Outpost-Rcpt: <${r}>\r\n`).join(''));
 }
 
-/** The queue file for `env` and the message `parts`, as one copy for maildir.deliverAll. */
-export function queueCopy(queueDir: string, env: Envelope, parts: Part[]): Copy {
-  return { dir: queueDir, parts: [envelopeHeader(env), ...parts] };
+/** The queue file for `env` and the message `parts`, named `id`, as one copy for maildir.deliverAll. */
+export function queueCopy(queueDir: string, env: Envelope, parts: Part[], id = newQueueId()): Copy {
+  return { dir: queueDir, parts: [envelopeHeader(env), ...parts], name: id };
 }
 
 /**
  * Puts one message in the queue (Maildir delivery into `queueDir`, see maildir.ts).
- * @returns the queue id (the Maildir unique name) and path in queue/new/.
+ * @returns the queue id (a fresh newQueueId) and path in queue/new/.
  * @throws as maildir.deliverAll.
  */
 export async function enqueue(queueDir: string, env: Envelope, parts: Part[], host?: string): Promise<Delivered> {

@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { fsyncDir } from '../lib/fsutil';
 import { log } from '../lib/log';
 import { scan, setFlags, MaildirMessage } from '../mail/maildir';
-import { Body, readEnvelope } from '../mail/queue';
+import { Body, queueIdTime, readEnvelope } from '../mail/queue';
 import { loadState, MsgState, newState, removeState, saveState, stateDir } from './state';
 
 export interface QueueItem {
@@ -38,7 +38,7 @@ export interface QueueItem {
 }
 
 /**
- * Reads every queue file with its state, oldest first. With `adopt`, creates missing state files,
+ * Reads every queue file with its state, oldest first (by arrival, then id). With `adopt`, creates missing state files,
  * moves new/ to cur/, and removes orphan state files. Unreadable or foreign files are logged and
  * skipped (left where they are).
  */
@@ -65,7 +65,7 @@ export async function loadItems(queueDir: string, adopt: boolean): Promise<Queue
       for (const id of candidates) if (!present.has(id)) removeState(queueDir, id);
     }
   }
-  return items;
+  return items.sort((a, b) => a.state.arrival - b.state.arrival || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
 }
 
 async function loadOne(queueDir: string, m: MaildirMessage, adopt: boolean): Promise<QueueItem> {
@@ -73,7 +73,7 @@ async function loadOne(queueDir: string, m: MaildirMessage, adopt: boolean): Pro
   const size = statSync(m.path).size - env.bodyOffset;
   let state = loadState(queueDir, m.id);
   let stored = !!state;
-  if (!state) state = newState(m.id, m.time * 1000 || statSync(m.path).mtimeMs, env.recipients);
+  if (!state) state = newState(m.id, queueIdTime(m.id) ?? (m.time * 1000 || statSync(m.path).mtimeMs), env.recipients);
   let path = m.path;
   if (adopt) {
     if (!stored) {
@@ -86,6 +86,16 @@ async function loadOne(queueDir: string, m: MaildirMessage, adopt: boolean): Pro
     }
   }
   return { id: m.id, path, sender: env.sender, recipients: env.recipients, body: env.body, bodyOffset: env.bodyOffset, size, state, stored };
+}
+
+/**
+ * Removes a message from the queue for good, without a notification (`queue-run --delete`):
+ * the queue file (unlink, fsync of its directory), then its state file.
+ */
+export function remove(queueDir: string, item: QueueItem): void {
+  unlinkSync(item.path);
+  fsyncDir(join(item.path, '..'));
+  removeState(queueDir, item.id);
 }
 
 /**
@@ -107,8 +117,6 @@ export function finish(queueDir: string, item: QueueItem): 'removed' | 'kept' {
     fsyncDir(failed);
     return 'kept';
   }
-  unlinkSync(item.path);
-  fsyncDir(dir);
-  removeState(queueDir, item.id);
+  remove(queueDir, item);
   return 'removed';
 }

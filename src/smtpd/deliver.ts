@@ -24,18 +24,6 @@ import { rfc5322Date } from '../mail/date';
 import { queueCopy } from '../mail/queue';
 import type { Trace, Transaction } from './session';
 
-let counter = 0;
-
-/**
- * A fresh queue id, unique on this host: time in ms (9 digits), pid (5) and a per-process counter
- * (3, more after 46655 messages), all base 36 upper-case. Fixed width, so trace headers (and
- * message sizes) do not change length with the pid.
- */
-export function newQueueId(): string {
-  const b36 = (n: number, w: number) => n.toString(36).padStart(w, '0');
-  return `${b36(Date.now(), 9)}${b36(process.pid, 5)}${b36(++counter, 3)}`.toUpperCase();
-}
-
 /**
  * The Received header (RFC 5321 4.4, RFC 3848 protocol names), folded, ending in CRLF:
  *   Received: from HELO ([peer-ip])
@@ -91,7 +79,7 @@ export async function deliverMessage(cfg: Config, tx: Transaction, trace: Trace,
   }
   if (remote.length) {
     const head = receivedHeader(trace, cfg.hostname, id, remote.length === 1 ? remote[0] : undefined, now);
-    copies.push(queueCopy(spoolPaths(cfg).queue, { sender: tx.sender, recipients: remote, body: tx.body }, [head, body]));
+    copies.push(queueCopy(spoolPaths(cfg).queue, { sender: tx.sender, recipients: remote, body: tx.body }, [head, body], id));
   }
   await deliverAll(copies, { host: cfg.hostname });
   await sweepSpool(cfg);

@@ -170,12 +170,18 @@ test('--list text and JSON', () => {
     last_error: '450 4.2.0 busy',
     in_progress: false,
     delay_warned: false,
+    held: false,
+    held_since: null,
   });
   assert.equal(
     formatList(e),
     'Q1  1234  2026-01-01 22:00:00Z (2h)  <a@example.org>\n    body 8BITMIME, attempts 2, next attempt 2026-01-02T00:10:00.000Z, last error: 450 4.2.0 busy\n    <b@far.net>  sent  250 2.0.0 ok\n    <c@far.net>  pending\n-- 1 message, 1234 bytes in the queue, oldest 2h\n',
   );
   assert.equal(formatList([]), 'queue is empty\n');
+  st.held = '2026-01-01T23:00:00.000Z';
+  const h = listEntries(items, now)[0];
+  assert.deepEqual([h.held, h.held_since], [true, '2026-01-01T23:00:00.000Z']);
+  assert.match(formatList([h]), /^    body 8BITMIME, attempts 2, on hold since 2026-01-01T23:00:00\.000Z, last error/m);
   assert.deepEqual([age(5), age(600), age(7200), age(3 * 86400)], ['5s', '10m', '2h', '3d']);
 });
 
