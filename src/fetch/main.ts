@@ -23,6 +23,7 @@ import { mkdirSync, rmSync } from 'node:fs';
 import { Budget, Meter } from '../lib/budget';
 import { LinkOptions, runLinkProgram, usageError } from '../lib/command';
 import { OutpostError } from '../lib/errors';
+import { tlsFix } from '../mail/tlsfix';
 import { EX_OK, EX_TEMPFAIL } from '../lib/exits';
 import { acquireLock, Release } from '../lib/lock';
 import { log } from '../lib/log';
@@ -69,6 +70,7 @@ async function runAccount(cfg: Config, a: Account, budget: Budget, meter: Meter,
     }
     const ctx: Ctx = { cfg, account: a, budget, st, statePath: dirs.state, verbose };
     const r = a.protocol === 'pop3' ? await fetchPop3(ctx, meter, timeout) : await fetchImap(ctx, meter, timeout);
+    if (r.error) r.error += tlsFix(r.error, `mailcfg account set ${a.name}`, `mailcfg account set ${a.name} host NAME`);
     if (r.error) log('warn', `account ${a.name}: ${r.error}`, { account: a.name, exit: r.exit });
     return r;
   } catch (err) {

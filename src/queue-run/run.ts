@@ -35,6 +35,7 @@ import { log } from '../lib/log';
 import { Config, Relay } from '../mail/config';
 import { num } from '../mail/settings';
 import { spoolPaths } from '../mail/spool';
+import { tlsFix } from '../mail/tlsfix';
 import { cleanTmp } from '../mail/maildir';
 import { buildDsn, DsnRcpt, noNotifyReason, readHeaderSection, sendDsn } from './dsn';
 import { finish, loadItems, QueueItem } from './items';
@@ -224,7 +225,9 @@ class Runner {
               const e = err as { response?: string; message: string; code?: string; enhanced?: string };
               // RFC 3463 X.4.1: no answer (connect, TLS or login failed), or X.7.0 (no AUTH in
               // clear): the message stays queued.
-              down = noReply(`relay ${relay.host}:${relay.port}: ${e.response ?? e.message}`, e.enhanced ?? '4.4.1');
+              const why = e.response ?? e.message;
+              const fix = tlsFix(why, `mailcfg relay set ${relay.match}`, `the relay line's HOST:PORT in ${this.cfg.path}`);
+              down = noReply(`relay ${relay.host}:${relay.port}: ${why}${fix}`, e.enhanced ?? '4.4.1');
               log('warn', 'cannot use relay', { relay: `${relay.host}:${relay.port}`, error: e.response ?? e.message, code: e.code });
               conn = null;
               await this.defer(job, down);

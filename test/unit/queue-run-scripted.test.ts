@@ -332,3 +332,19 @@ test('tls=may relay with a password and no STARTTLS: deferred 4.7.0 naming the f
     await s.close();
   }
 });
+
+test('tls=verify and a self-signed relay certificate: deferred, the error names "mailcfg relay set default ca FILE"', async () => {
+  const po0 = await makePostOffice([]);
+  const tls = makeCert(po0.dir);
+  const s = await scriptedSmtp({ tls });
+  try {
+    const po = await office(s, '', 'tls=verify');
+    const d = await enqueue(queueDir(po), { sender: 'alice@example.org', recipients: ['x@far.net'] }, [message('verify')]);
+    const r = await run(po);
+    assert.equal(r.code, 75, out(r));
+    assert.match(stateOf(po, d.id).lastError, /certificate.*; fix: trust the server's certificate \(or its CA\) with ca=FILE, a PEM file: mailcfg relay set default ca FILE$/);
+    assert.equal(s.received.length, 0);
+  } finally {
+    await s.close();
+  }
+});
