@@ -31,8 +31,8 @@ import { guardLogin } from '../mail/penalty';
 import { log } from '../lib/log';
 import { Conn, startTls, writeOut } from '../lib/transport';
 import { LfNormalizer, readChunk, readData, Spool } from './data';
+import { deliverMessage } from '../mail/deliver';
 import { newQueueId } from '../mail/queue';
-import { deliverMessage } from './deliver';
 import { Action, Delivery, Received, SmtpSession, Step } from './session';
 
 /** A message being received by BDAT: its queue id, spool file and bare-LF state across chunks. */
