@@ -270,9 +270,10 @@ export function parseName(file: string): { id: string; size: number; flags: stri
   const comma = base.indexOf(',');
   const id = comma < 0 ? base : base.slice(0, comma);
   const m = /,S=(\d+)/.exec(base) ?? /,W=(\d+)/.exec(base);
-  // Delivery time in seconds, with the microseconds of time.M<usec>… as a fraction.
-  const t = /^(\d+)\.M(\d+)/.exec(id) ?? /^(\d+)/.exec(id);
-  const time = t ? Number(t[1]) + (t[2] ? Number(t[2]) / 1e6 : 0) : 0;
+  // Delivery time in seconds, with the microseconds of time.M<usec>… as a fraction; a queue file
+  // is named by its queue id (queue.ts newQueueId), whose first 9 base-36 digits are the time in ms.
+  const t = /^(\d+)\.M(\d+)/.exec(id) ?? /^(\d+)(\.|$)/.exec(id);
+  const time = t ? Number(t[1]) + (t[2] && t[2] !== '.' ? Number(t[2]) / 1e6 : 0) : /^[0-9A-Z]{17,}$/.test(id) ? parseInt(id.slice(0, 9), 36) / 1000 : 0;
   return { id, size: m ? Number(m[1]) : -1, flags, time };
 }
 

@@ -39,16 +39,12 @@ let counter = 0;
 /**
  * A fresh queue id, unique on this host: time in ms (9 digits), pid (5) and a per-process counter
  * (3, more after 46655 messages), all base 36 upper-case, e.g. `0MI4QK0C8000K7001`. Fixed width,
- * so trace headers (and message sizes) do not change length with the pid, and ids sort by time.
+ * so trace headers (and message sizes) do not change length with the pid, and ids sort by time
+ * (maildir.parseName reads the time back from a queue file's name).
  */
 export function newQueueId(): string {
   const b36 = (n: number, w: number) => n.toString(36).padStart(w, '0');
   return `${b36(Date.now(), 9)}${b36(process.pid, 5)}${b36(++counter, 3)}`.toUpperCase();
-}
-
-/** When the queue id `id` (newQueueId) was made, in ms since the epoch; undefined for another name. Pure. */
-export function queueIdTime(id: string): number | undefined {
-  return /^[0-9A-Z]{17,}$/.test(id) ? parseInt(id.slice(0, 9), 36) : undefined;
 }
 
 /** The envelope block that precedes the message in a queue file. */

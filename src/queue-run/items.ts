@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { fsyncDir } from '../lib/fsutil';
 import { log } from '../lib/log';
 import { scan, setFlags, MaildirMessage } from '../mail/maildir';
-import { Body, queueIdTime, readEnvelope } from '../mail/queue';
+import { Body, readEnvelope } from '../mail/queue';
 import { loadState, MsgState, newState, removeState, saveState, stateDir } from './state';
 
 export interface QueueItem {
@@ -73,7 +73,7 @@ async function loadOne(queueDir: string, m: MaildirMessage, adopt: boolean): Pro
   const size = statSync(m.path).size - env.bodyOffset;
   let state = loadState(queueDir, m.id);
   let stored = !!state;
-  if (!state) state = newState(m.id, queueIdTime(m.id) ?? (m.time * 1000 || statSync(m.path).mtimeMs), env.recipients);
+  if (!state) state = newState(m.id, m.time * 1000 || statSync(m.path).mtimeMs, env.recipients);
   let path = m.path;
   if (adopt) {
     if (!stored) {
