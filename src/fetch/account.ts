@@ -9,7 +9,7 @@
  * exit code (trying again would not help).
  */
 import { join } from 'node:path';
-import type { Account, Config } from '../mail/config';
+import { accountFileName, type Account, type Config } from '../mail/config';
 import { spoolPaths } from '../mail/spool';
 import { EX_NOPERM, EX_PROTOCOL, EX_TEMPFAIL } from '../lib/exits';
 import { log } from '../lib/log';
@@ -52,9 +52,6 @@ export function newResult(account: string): AccountResult {
   return { account, messages: 0, left: 0, leftBytes: 0, tooBig: 0, tooBigBytes: 0, abandoned: 0, overBudget: false, exit: 0 };
 }
 
-/** A name safe in a file name. */
-const safeName = (name: string) => name.replace(/[^A-Za-z0-9._-]/g, '_');
-
 /**
  * The account's places under <spool>/fetch: `<account>.state`, the staging dir `tmp/<account>/`
  * (emptied at the start of each run, under the account lock: whatever is there was never
@@ -62,7 +59,7 @@ const safeName = (name: string) => name.replace(/[^A-Za-z0-9._-]/g, '_');
  */
 export function fetchDirs(cfg: Config, account: string): { tmp: string; partial: string; state: string } {
   const base = spoolPaths(cfg).fetch;
-  const n = safeName(account);
+  const n = accountFileName(account);
   return { tmp: join(base, 'tmp', n), partial: join(base, 'partial', n), state: join(base, `${n}.state`) };
 }
 

@@ -125,6 +125,8 @@ export const DIRECTIVES = {
       password_file: { shape: 'path' },
       tls: { shape: ['none', 'may', 'encrypt', 'verify'], default: 'may' },
       ca: { shape: 'path', meta: 'PEMFILE' },
+      /** The local mailbox whose login owns SENDER (default: SENDER itself when it is a mailbox). */
+      owner: { shape: 'text', meta: 'ADDRESS' },
     },
   },
   link: {
@@ -296,6 +298,11 @@ export interface Relay {
   tls: RelayTls;
   /** PEM file of CA certificates trusted for tls=verify (in addition to the system's). */
   ca?: string;
+  /**
+   * The mailbox whose login owns the sender (owner=; for a relay keyed by a mailbox, that
+   * mailbox): it may use the sender in MAIL FROM, and only its submissions use the credentials.
+   */
+  owner?: string;
   line: number;
 }
 
@@ -484,6 +491,15 @@ export function buildConfig(path: string, text: CfgText): Config {
     if (a.local && !cfg.users.has(a.local) && !cfg.aliases.has(a.local)) diags.push({ line: a.line, message: `account ${a.name}: local=${a.local} is not a local mailbox; fix: mailcfg user add ${a.local}` });
     if (a.multidrop && !cfg.domains.has(a.multidrop)) diags.push({ line: a.line, message: `account ${a.name}: multidrop=${a.multidrop} is not a local domain` });
   }
+  for (const r of cfg.relays) {
+    // A local sender is owned by the mailbox it delivers to (route.ts ownsSender): owner= is for
+    // outside senders only, and a relay keyed by a mailbox is that mailbox's.
+    const local = cfg.domains.has(r.match.includes('@') ? splitAddress(r.match).domain : r.match);
+    if (r.owner === '') diags.push({ line: r.line, message: `relay ${r.match}: owner= is empty; fix: owner=MAILBOX or remove it` });
+    else if (r.owner !== undefined && !cfg.users.has(r.owner)) diags.push({ line: r.line, message: `relay ${r.match}: owner=${r.owner} is not a local mailbox; fix: mailcfg user add ${r.owner}` });
+    else if (r.owner !== undefined && local && r.owner !== r.match) diags.push({ line: r.line, message: `relay ${r.match}: a local sender belongs to the mailbox it delivers to, not owner=${r.owner}; fix: remove owner=` });
+    else if (cfg.users.has(r.match)) r.owner = r.match;
+  }
   return cfg;
 }
 
@@ -527,6 +543,15 @@ export function accountNameProblem(name: string): string | undefined {
   return undefined;
 }
 
+/**
+ * The file name an account's state, staging and partial files go by under <spool>/fetch: the name
+ * with every byte outside A–Z a–z 0–9 . _ - turned into "_" (so "a:b" and "a_b" would share one:
+ * buildAccount refuses the second).
+ */
+export function accountFileName(name: string): string {
+  return name.replace(/[^A-Za-z0-9._-]/g, '_');
+}
+
 /** An `account` line. @throws LineProblem. */
 function buildAccount(cfg: Config, e: Entry, base: string): void {
   const o = options('account', e, base);
@@ -534,6 +559,8 @@ function buildAccount(cfg: Config, e: Entry, base: string): void {
   const problem = accountNameProblem(name);
   if (problem) throw new LineProblem(problem);
   if (cfg.accounts.some((a) => a.name === name)) throw new LineProblem(`account ${name} is defined twice; fix: rename one (name=)`);
+  const clash = cfg.accounts.find((a) => accountFileName(a.name) === accountFileName(name));
+  if (clash) throw new LineProblem(`accounts ${clash.name} and ${name} would share their files under the spool (both ${accountFileName(name)}); fix: rename one (name=)`);
   const protocol = o('protocol');
   const tls = o('tls');
   const host = o('host');
@@ -581,7 +608,9 @@ function buildRelay(cfg: Config, e: Entry, base: string): void {
   const password = pf ? readSecretFile(pf, e.line, cfg.diags) : o('password');
   const user = o('user');
   if (user && password === undefined) cfg.diags.push({ line: e.line, message: `relay ${match} has user= but no password= or password_file=` });
-  cfg.relays.push({ match, host: hp.host, port: hp.port, user, password, tls, ca: o('ca'), line: e.line });
+  const owner = o('owner')?.toLowerCase();
+  if (owner !== undefined && match === 'default') throw new LineProblem('the default relay has no owner; fix: remove owner=');
+  cfg.relays.push({ match, host: hp.host, port: hp.port, user, password, tls, ca: o('ca'), owner, line: e.line });
 }
 
 /** A `link` line. @throws LineProblem. */

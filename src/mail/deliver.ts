@@ -6,7 +6,8 @@
  *
  * Each local copy gets, prepended: Return-Path (the envelope sender), Delivered-To (that mailbox)
  * and a Received header (RFC 5321 4.4) naming the recipient. The queue copy gets the Received
- * header only (with `for` when it has one recipient), after the queue envelope (queue.ts).
+ * header only (with `for` when it has one recipient), after the queue envelope (queue.ts), which
+ * records the login when the client authenticated.
  * Copies are streamed from the spool file; the message is never held in memory.
  *
  * All or nothing (maildir.deliverAll): every copy is written and fsync'd in its tmp/, then all are
@@ -109,7 +110,7 @@ export async function deliverMessage(cfg: Config, tx: Submission, trace: Trace, 
   }
   if (remote.length) {
     const head = receivedHeader(trace, cfg.hostname, id, remote.length === 1 ? remote[0] : undefined, now);
-    copies.push(queueCopy(spoolPaths(cfg).queue, { sender: tx.sender, recipients: remote, body: tx.body }, [head, body], id));
+    copies.push(queueCopy(spoolPaths(cfg).queue, { sender: tx.sender, recipients: remote, body: tx.body, login: trace.user }, [head, body], id));
   }
   await deliverAll(copies, { host: cfg.hostname });
   await sweepSpool(cfg);

@@ -7,9 +7,13 @@
  *     X-Outpost-Envelope: 1\r\n
  *     X-Outpost-Sender: <sender@example.org>\r\n        (<> for the null sender)
  *     X-Outpost-Body: 8BITMIME\r\n                      (only when MAIL FROM said BODY=8BITMIME)
+ *     X-Outpost-Login: <mailbox@local.example>\r\n      (only when submitted after SMTP AUTH)
  *     X-Outpost-Rcpt: <rcpt@example.net>\r\n            (one line per recipient)
  *     <the message as received, CRLF lines>
  * Those lines are the envelope and are never relayed; `bodyOffset` says where the message starts.
+ * Without a Login line (old queue files too) the message was submitted from the network: a
+ * trusted network without AUTH, an alias forwarding, a DSN (queue-run decides whose relay
+ * credentials it may use by this, relays.ts).
  * The file's Maildir base name is its queue id (newQueueId): the id smtpd names in its Received
  * header, its `250 2.0.0 Ok: queued as ID` reply and its log, and the one `queue-run --list`, its
  * log and its DSNs show. (Queue files of older versions carry a plain Maildir unique name; that
@@ -30,6 +34,8 @@ export interface Envelope {
   recipients: string[];
   /** BODY= of MAIL FROM; absent means 7BIT (queue files without the line read as 7BIT). */
   body?: Body;
+  /** The mailbox that submitted it after SMTP AUTH; '' or absent: from the network. */
+  login?: string;
 }
 
 const MAGIC = 'X-Outpost-Envelope: 1\r\n';
@@ -50,7 +56,8 @@ export function newQueueId(): string {
 /** The envelope block that precedes the message in a queue file. */
 function envelopeHeader(env: Envelope): Buffer {
   const body = env.body === '8BITMIME' ? 'X-Outpost-Body: 8BITMIME\r\n' : '';
-  return Buffer.from(MAGIC + `X-Outpost-Sender: <${env.sender}>\r\n` + body + env.recipients.map((r) => `X-Outpost-Rcpt: <${r}>\r\n`).join(''));
+  const login = env.login ? `X-Outpost-Login: <${env.login}>\r\n` : '';
+  return Buffer.from(MAGIC + `X-Outpost-Sender: <${env.sender}>\r\n` + body + login + env.recipients.map((r) => `X-Outpost-Rcpt: <${r}>\r\n`).join(''));
 }
 
 /** The queue file for `env` and the message `parts`, named `id`, as one copy for maildir.deliverAll. */
@@ -69,7 +76,8 @@ export async function enqueue(queueDir: string, env: Envelope, parts: Part[], ho
 
 /**
  * Reads the envelope of a queue file.
- * @returns the envelope (body always set: 7BIT when the file has no X-Outpost-Body line) and the
+ * @returns the envelope (body always set: 7BIT when the file has no X-Outpost-Body line; login ''
+ *   when it has no X-Outpost-Login line) and the
  *   byte offset where the message itself begins.
  * @throws Error code 'EBADQUEUE' when the file does not start with an Outpost envelope.
  */
@@ -88,19 +96,20 @@ export async function readEnvelope(path: string): Promise<Required<Envelope> & {
         throw Object.assign(new Error(`${path}: not an Outpost queue file`), { code: 'EBADQUEUE' });
       }
       let off = MAGIC.length;
-      const env: Required<Envelope> = { sender: '', recipients: [], body: '7BIT' };
+      const env: Required<Envelope> = { sender: '', recipients: [], body: '7BIT', login: '' };
       let complete = false;
       for (;;) {
         const nl = text.indexOf('\r\n', off);
         if (nl < 0) break;
         const line = text.slice(off, nl);
-        const m = /^X-Outpost-(?:(Sender|Rcpt): <(.*)>|Body: (8BITMIME))$/.exec(line);
+        const m = /^X-Outpost-(?:(Sender|Rcpt|Login): <(.*)>|Body: (8BITMIME))$/.exec(line);
         if (!m) {
           complete = true;
           break;
         }
         if (m[3]) env.body = '8BITMIME';
         else if (m[1] === 'Sender') env.sender = Buffer.from(m[2], 'latin1').toString('utf8');
+        else if (m[1] === 'Login') env.login = Buffer.from(m[2], 'latin1').toString('utf8');
         else env.recipients.push(Buffer.from(m[2], 'latin1').toString('utf8'));
         off = nl + 2;
       }

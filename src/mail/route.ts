@@ -4,7 +4,8 @@
  *
  * Aliases expand recursively (a target may itself be an alias), with loop detection; a catch-all
  * alias `@domain` applies to a local-domain address that is neither a mailbox nor an alias.
- * Addresses are compared lower-cased. Pure: no I/O.
+ * Addresses are compared lower-cased. Also: which envelope senders a login owns (ownsSender,
+ * smtpd's MAIL FROM rule). Pure: no I/O.
  */
 import { Config, User } from './config';
 import { normalizeAddress, splitAddress } from './address';
@@ -33,7 +34,12 @@ export function resolveRecipient(cfg: Config, address: string): Route | null {
   let unknown = false;
   const walk = (addr: string, depth: number) => {
     const a = normalizeAddress(addr);
-    if (seen.has(a) || depth > 20) return;
+    if (seen.has(a)) return;
+    if (depth > 20) {
+      // An alias chain this deep would lose the copy at its end: refuse the recipient instead.
+      unknown = true;
+      return;
+    }
     seen.add(a);
     const { domain } = splitAddress(a);
     if (!isLocalDomain(cfg, domain)) {
@@ -57,4 +63,27 @@ export function resolveRecipient(cfg: Config, address: string): Route | null {
   walk(address, 0);
   if (unknown) return null;
   return out;
+}
+
+/**
+ * Whether the mailbox `login` owns envelope sender `sender` (smtpd(8) POLICY, as Postfix's
+ * reject_sender_login_mismatch; queue-run uses it again to decide whose relay credentials a
+ * message may use): its own address, a local address (alias or catch-all) that delivers to that
+ * mailbox alone, or an outside address whose relay entry names it owner= — an entry for the exact
+ * address with an owner decides alone; else an entry for its domain with owner= gives every
+ * address of that domain. The null sender ('') is anyone's.
+ */
+export function ownsSender(cfg: Config, login: string, sender: string): boolean {
+  if (!sender) return true;
+  const a = normalizeAddress(sender);
+  const me = normalizeAddress(login);
+  if (a === me) return true;
+  const { domain } = splitAddress(a);
+  if (isLocalDomain(cfg, domain)) {
+    const r = resolveRecipient(cfg, a);
+    return !!r && r.remote.length === 0 && r.local.length === 1 && r.local[0].address === me;
+  }
+  const exact = cfg.relays.find((r) => r.match === a && r.owner !== undefined);
+  if (exact) return exact.owner === me;
+  return cfg.relays.some((r) => r.owner === me && r.match === domain);
 }

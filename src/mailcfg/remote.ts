@@ -4,7 +4,8 @@
  *
  * Passwords come from a terminal (asked twice, no echo), one line on stdin (--password-stdin), or
  * a --password-file that only its owner may read (mode 0600; its path is stored, not its text).
- * Listings mask passwords as ***.
+ * Listings mask passwords as ***. A relay's owner= (--owner) names the mailbox whose login may
+ * send as its SENDER and use its credentials (smtpd(8), queue-run(8)).
  *
  * `account|relay set` (set.ts) change one option in place.
  *
@@ -138,16 +139,20 @@ interface RelayOpts extends SecretOpts {
   user?: string;
   tls: string;
   ca?: string;
+  owner?: string;
 }
 
-/** The relay line for `match`, validated; asks for the password only when --user is given. */
+/**
+ * The relay line for `match`, validated; asks for the password only when --user is given.
+ * owner= is written as given (mail.cfg's check refuses one that is not a mailbox).
+ */
 async function relayLine(match: string, hostport: string, o: RelayOpts): Promise<string> {
   if (!hostPort(hostport)) throw dataErr(`"${hostport}" is not HOST:PORT (port 1–65535); fix: e.g. smtp.example.net:587`);
   if (!['none', 'may', 'encrypt', 'verify'].includes(o.tls)) throw dataErr(`--tls ${o.tls} is not none, may, encrypt or verify`);
   if (!o.user && (o.passwordStdin || o.passwordFile)) throw usage('a password needs --user');
   const ca = o.ca === undefined ? undefined : readableFile(o.ca, 'CA file');
   const secret = o.user ? await secretOpts(o, 'relay password') : {};
-  return formatLine('relay', [match, hostport], { user: o.user, ...secret, tls: o.tls, ca });
+  return formatLine('relay', [match, hostport], { user: o.user, ...secret, tls: o.tls, ca, owner: o.owner && normalizeAddress(o.owner) });
 }
 
 function relayOptions(c: Command): Command {
@@ -172,6 +177,7 @@ export function relayRows(cfg: Config) {
       passwordFile: e.opts.get('password_file')?.at(-1) ?? null,
       tls: r.tls,
       ca: r.ca ?? null,
+      owner: r.owner ?? null,
     };
   });
 }
@@ -185,19 +191,26 @@ function relayCommands(program: Command): void {
       return e ? replaceLine(text, e.line, line) : addLine(text, 'relay', line);
     });
   });
-  relayOptions(relay.command('add <sender> <hostport>').description('send mail from SENDER (an address or a domain) through HOST:PORT with its own login')).action(async (sender: string, hostport: string, o: RelayOpts, cmd: Command) => {
-    const match = sender.toLowerCase();
-    if (match === 'default') throw usage('use "mailcfg relay default HOST:PORT" for the default relay');
-    if (!isPlainAddress(match) && !isDomain(match)) throw dataErr(`"${sender}" is not an address or a domain`);
-    const path = cfgPathOf(cmd);
-    const exists = `a relay for ${match} already exists; fix: mailcfg relay del ${match} first`;
-    // Checked before the password is asked for, and again under the lock (addEntry).
-    if (findEntry(readConfig(path).text, 'relay', match)) throw dataErr(exists);
-    await addEntry(path, 'relay', match, await relayLine(match, hostport, o), exists);
-  });
+  relayOptions(relay.command('add <sender> <hostport>').description('send mail from SENDER (an address or a domain) through HOST:PORT with its own login'))
+    .option('--owner <local_address>', 'the mailbox whose login may send as SENDER and use these credentials (default: SENDER when it is a mailbox)')
+    .action(async (sender: string, hostport: string, o: RelayOpts, cmd: Command) => {
+      const match = sender.toLowerCase();
+      if (match === 'default') throw usage('use "mailcfg relay default HOST:PORT" for the default relay');
+      if (!isPlainAddress(match) && !isDomain(match)) throw dataErr(`"${sender}" is not an address or a domain`);
+      const path = cfgPathOf(cmd);
+      const exists = `a relay for ${match} already exists; fix: mailcfg relay del ${match} first`;
+      // Checked before the password is asked for, and again under the lock (addEntry).
+      const cfg = readConfig(path);
+      if (findEntry(cfg.text, 'relay', match)) throw dataErr(exists);
+      if (o.owner !== undefined && !cfg.users.has(normalizeAddress(o.owner))) throw dataErr(`--owner ${o.owner} is not a local mailbox; fix: mailcfg user add ${o.owner}`);
+      // Credentials for an outside sender nobody owns would never be used (queue-run(8)).
+      const outside = !cfg.domains.has(match.includes('@') ? match.split('@')[1] : match);
+      if (outside && o.user && o.owner === undefined) throw usage(`--user for the outside sender ${match} needs --owner MAILBOX: only that mailbox's logged-in submissions use these credentials`);
+      await addEntry(path, 'relay', match, await relayLine(match, hostport, o), exists);
+    });
   delCommand(relay, 'relay', 'sender', 'remove the relay for SENDER, or the default relay', 'relay for');
   setCommand(relay, 'relay', 'sender', (s) => s.toLowerCase());
-  listCommand(relay, 'list the relays (passwords masked)', 'as a JSON array', relayRows, (r) => [r.match, `${r.host}:${r.port}`, `tls=${r.tls}`, r.user ? `user=${r.user}` : '-']);
+  listCommand(relay, 'list the relays (passwords masked)', 'as a JSON array', relayRows, (r) => [r.match, `${r.host}:${r.port}`, `tls=${r.tls}`, r.user ? `user=${r.user}` : '-', r.owner ? `owner=${r.owner}` : '-']);
 }
 
 /** Registers `account` and `relay`. */

@@ -28,6 +28,8 @@ export interface QueueItem {
   recipients: string[];
   /** BODY= from MAIL FROM (RFC 6152), declared again upstream (smtp.ts). */
   body: Body;
+  /** The mailbox that submitted it after SMTP AUTH; '' when it came from the network. */
+  login: string;
   /** Where the message (after the envelope block) starts, in bytes. */
   bodyOffset: number;
   /** Size of the message itself in bytes (what goes over the wire, before dot-stuffing). */
@@ -85,7 +87,7 @@ async function loadOne(queueDir: string, m: MaildirMessage, adopt: boolean): Pro
       fsyncDir(join(queueDir, 'cur'));
     }
   }
-  return { id: m.id, path, sender: env.sender, recipients: env.recipients, body: env.body, bodyOffset: env.bodyOffset, size, state, stored };
+  return { id: m.id, path, sender: env.sender, recipients: env.recipients, body: env.body, login: env.login, bodyOffset: env.bodyOffset, size, state, stored };
 }
 
 /**

@@ -4,10 +4,11 @@
  *
  * Text, one block per message, oldest first:
  *     ID  SIZE  ARRIVAL  <sender>
- *         body 7BIT|8BITMIME, attempts N, next attempt TIME|now|on hold since TIME, last error: TEXT
+ *         body 7BIT|8BITMIME, from login ADDRESS|from network, attempts N, next attempt TIME|now|on hold since TIME, last error: TEXT
  *         <rcpt>  pending|sent|failed  [last reply]
  * then "-- N messages, B bytes in the queue, oldest AGE" (or "queue is empty").
- * JSON: an array of {id, size, arrival, age_seconds, sender, body, recipients: [{address, status,
+ * JSON: an array of {id, size, arrival, age_seconds, sender, body, submitted ("login" after SMTP
+ * AUTH, else "network"), login (the mailbox, null from the network), recipients: [{address, status,
  * reply, enhanced}], attempts, next_attempt, last_error, in_progress, delay_warned, held, held_since} (times ISO 8601 UTC;
  * next_attempt null when due now; reply and enhanced (the RFC 3463 status) null before the
  * first attempt; held_since null unless held: queue-run --hold).
@@ -22,6 +23,8 @@ export interface ListEntry {
   age_seconds: number;
   sender: string;
   body: Body;
+  submitted: 'login' | 'network';
+  login: string | null;
   recipients: Array<{ address: string; status: string; reply: string | null; enhanced: string | null }>;
   attempts: number;
   next_attempt: string | null;
@@ -41,6 +44,8 @@ export function listEntries(items: QueueItem[], now = Date.now()): ListEntry[] {
     age_seconds: Math.max(0, Math.round((now - i.state.arrival) / 1000)),
     sender: i.sender,
     body: i.body,
+    submitted: i.login ? 'login' : 'network',
+    login: i.login || null,
     recipients: i.recipients.map((a) => {
       const r = i.state.rcpts[a];
       return { address: a, status: r?.status ?? 'pending', reply: r?.outcome?.text ?? null, enhanced: r?.outcome?.enhanced ?? null };
@@ -70,7 +75,7 @@ export function formatList(entries: ListEntry[]): string {
   for (const e of entries) {
     out.push(`${e.id}  ${e.size}  ${e.arrival.replace('T', ' ').replace(/\.\d+Z$/, 'Z')} (${age(e.age_seconds)})  <${e.sender}>`);
     const next = e.held_since ? `on hold since ${e.held_since}` : e.in_progress ? 'in progress' : `next attempt ${e.next_attempt ?? 'now'}`;
-    out.push(`    body ${e.body}, attempts ${e.attempts}, ${next}${e.last_error ? `, last error: ${e.last_error}` : ''}`);
+    out.push(`    body ${e.body}, ${e.login ? `from login ${e.login}` : 'from network'}, attempts ${e.attempts}, ${next}${e.last_error ? `, last error: ${e.last_error}` : ''}`);
     for (const r of e.recipients) out.push(`    <${r.address}>  ${r.status}${r.reply && r.status !== 'pending' ? `  ${r.reply}` : ''}`);
   }
   const bytes = entries.reduce((n, e) => n + e.size, 0);

@@ -1,8 +1,8 @@
 /**
  * run — one queue run: lock, look at every queued message, send the due ones through their
- * sender's relay (a few connections per relay, each reused for many messages), record the
- * outcome per recipient, notify senders of failures and delays, and stop between messages when
- * the link budget is spent.
+ * sender's relay (relays.ts: its credentials only for its owner's submissions; a few connections
+ * per relay, each reused for many messages), record the outcome per recipient, notify senders of
+ * failures and delays, and stop between messages when the link budget is spent.
  *
  * Order of events for one message (why nothing is lost and at most one duplicate can appear):
  *   1. state: attempts+1 and "attempt in progress" written durably;
@@ -39,7 +39,7 @@ import { tlsFix } from '../mail/tlsfix';
 import { cleanTmp } from '../mail/maildir';
 import { buildDsn, DsnRcpt, noNotifyReason, readHeaderSection, sendDsn } from './dsn';
 import { finish, loadItems, QueueItem } from './items';
-import { relayFor, relayKey } from './relays';
+import { relayForMessage, relayKey } from './relays';
 import { expired, noReply, Outcome } from './outcome';
 import { implicitTls, RelayConnection, SendResult } from './smtp';
 import { pendingRcpts, queuedMs, retryDelay, saveState } from './state';
@@ -149,10 +149,10 @@ class Runner {
         await this.maybeDelayWarning(item);
         continue;
       }
-      const relay = relayFor(this.cfg, item.sender);
-      if (!relay) {
-        // RFC 3463 X.3.5: system incorrectly configured (until mail.cfg names a relay).
-        await this.defer(item, noReply(`no relay for sender <${item.sender}>; fix: mailcfg relay add default|SENDER|DOMAIN HOST:PORT`, '4.3.5'));
+      const relay = relayForMessage(this.cfg, item.sender, item.login);
+      if (typeof relay === 'string') {
+        // RFC 3463 X.3.5: system incorrectly configured (until mail.cfg names a usable relay).
+        await this.defer(item, noReply(relay, '4.3.5'));
         continue;
       }
       const key = relayKey(relay);

@@ -115,7 +115,9 @@ async function submit(cfg: Config, a: SendmailArgs): Promise<number> {
     });
     const recipients = routeAll(cfg, [...a.recipients, ...(a.extract ? m.headerRecipients : [])]);
     await w.close();
-    const trace = { helo: '', peer: '', protocol: 'local', user: userInfo().username, uid };
+    // No SMTP login: the queue file says "from network", so only the default relay's (or an
+    // unowned sender's) credentials are used for it (queue-run(8), whose credentials).
+    const trace = { helo: '', peer: '', protocol: 'local', user: '', uid };
     const o = await deliverMessage(cfg, { sender, recipients, body: m.eightBit ? '8BITMIME' : '7BIT' }, trace, id, w.path).catch((err: Error) => {
       throw new OutpostError(`cannot store the message: ${err.message}; nothing was sent, try again`, { exit: EX_TEMPFAIL, code: 'ESTORE', cause: err });
     });

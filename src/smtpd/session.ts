@@ -30,6 +30,9 @@
  *
  * Policy (see smtpd(8)): a local-domain recipient must resolve (route.ts) or 550 5.1.1; an outside
  * recipient needs an authenticated session or a trusted peer (mail.cfg `network`), else 554 5.7.1.
+ * An authenticated session may use as MAIL FROM only a sender its login owns (route.ts
+ * ownsSender: its address, an alias delivering to it alone, an outside address whose relay names
+ * it owner=), or <>; else 553 5.7.1 naming the login, nothing queued.
  * Address tricks that could turn a local address into a relay — percent hack, bang paths, quoted
  * local parts, IP literals, trailing dots, several '@' — are refused with 553 5.1.3; source routes
  * are stripped (RFC 5321 section 4.1.2 and appendix C) and the remaining address is judged alone.
@@ -40,7 +43,7 @@ import type { Config } from '../mail/config';
 import type { Trace } from '../mail/deliver';
 import { checkMailbox, normalizeAddress, splitAddress, splitPath, stripRoute } from '../mail/address';
 import { decodePlain, decodeText } from '../mail/login';
-import { isLocalDomain, resolveRecipient, Route } from '../mail/route';
+import { isLocalDomain, ownsSender, resolveRecipient, Route } from '../mail/route';
 
 export type State = 'start' | 'ready' | 'mail' | 'rcpt' | 'bdat';
 
@@ -309,6 +312,7 @@ export class SmtpSession {
       if (path === null) return reply('501 5.1.7 Error: bad source route');
       const c = checkMailbox(path, tx.smtputf8, 'sender');
       if (!c.ok) return reply(c.reply);
+      if (this.user && !ownsSender(this.env.cfg, this.user, c.address)) return reply(`553 5.7.1 <${c.address}>: Sender address rejected: not owned by user ${this.user}`);
       tx.sender = c.address;
     }
     this.tx = tx;

@@ -193,7 +193,10 @@ export async function startPostfixRelay(opts: {
         }
       });
       for (let i = 0; i < 100 && !existsSync(join(d, 'auth-postfix')); i++) await new Promise((r) => setTimeout(r, 50));
-      writeFileSync(join(dir, 'sender_logins'), opts.users.flatMap((u) => u.senders.map((s) => `${s} ${u.user}`)).join('\n') + '\n');
+      // One line per sender, its owners comma-separated (a sender two logins may use).
+      const owners = new Map<string, string[]>();
+      for (const u of opts.users) for (const s of u.senders) owners.set(s, [...(owners.get(s) ?? []), u.user]);
+      writeFileSync(join(dir, 'sender_logins'), [...owners].map(([s, us]) => `${s} ${us.join(', ')}`).join('\n') + '\n');
       saslLines = [
         'smtpd_sasl_auth_enable = yes',
         'smtpd_sasl_type = dovecot',
@@ -201,6 +204,8 @@ export async function startPostfixRelay(opts: {
         'smtpd_tls_auth_only = no',
         `smtpd_sender_login_maps = texthash:${dir}/sender_logins`,
         'smtpd_sender_restrictions = reject_sender_login_mismatch',
+        // Received: … (Authenticated sender: LOGIN): which credentials a message arrived with.
+        'smtpd_sasl_authenticated_header = yes',
       ];
     }
 

@@ -68,9 +68,9 @@ describe('queue-run with a real Postfix relay', () => {
         `relay bob@example.org 127.0.0.1:${relay.port} tls=encrypt user=alice-login password=wrong`,
       ].join('\n') + '\n',
     );
-    await enqueue(queueDir(po), { sender: 'alice@example.org', recipients: ['x@far.net'] }, [message('auth-a')]);
-    await enqueue(queueDir(po), { sender: 'carol@other.org', recipients: ['x@far.net'] }, [message('auth-b')]);
-    const c = await enqueue(queueDir(po), { sender: 'bob@example.org', recipients: ['x@far.net'] }, [message('auth-c')]);
+    await enqueue(queueDir(po), { sender: 'alice@example.org', recipients: ['x@far.net'], login: 'alice@example.org' }, [message('auth-a')]);
+    await enqueue(queueDir(po), { sender: 'carol@other.org', recipients: ['x@far.net'], login: 'alice@example.org' }, [message('auth-b')]);
+    const c = await enqueue(queueDir(po), { sender: 'bob@example.org', recipients: ['x@far.net'], login: 'bob@example.org' }, [message('auth-c')]);
     const r = await run(po);
     assert.equal(r.code, 75, r.stderr + r.stdout);
     const got = await arrived(['auth-a', 'auth-b']);

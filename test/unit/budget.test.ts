@@ -24,6 +24,12 @@ test('units: sizes k M G (1024-based, either case), durations s m h d; malformed
   assert.equal(parseSeconds('2.5', { fraction: true }), 2.5);
   assert.equal(parseSeconds('1.5m', { fraction: true }), 90);
   assert.ok(Number.isNaN(parseSeconds('.5', { fraction: true })));
+  // Past 2^53 − 1 a number is no longer exact, and dial would pass it on as "1e+21".
+  assert.equal(parseBytes(String(Number.MAX_SAFE_INTEGER)), Number.MAX_SAFE_INTEGER);
+  for (const huge of ['1000000000000000000000', '9007199254740992', '8388608G']) assert.ok(Number.isNaN(parseBytes(huge)), `bytes ${huge}`);
+  assert.ok(Number.isNaN(parseSeconds('1000000000000000000000')));
+  const cfg = buildConfig('/x/mail.cfg', parseCfg('hostname h\nspool /x\nlink big kind=always budget_bytes=1000000000000000000000\n'));
+  assert.match(cfg.diags.map((d) => d.message).join('\n'), /budget_bytes/, 'mail.cfg refuses it with a diagnostic, not a dial child exiting 64');
 });
 
 test('budget values: the same parser for flags, the environment and mail.cfg', () => {

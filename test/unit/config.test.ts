@@ -61,6 +61,11 @@ test('routes through aliases, catch-all, and refuses unknown', () => {
   assert.deepEqual(resolveRecipient(cfg, 'x@outside.net'), { local: [], remote: ['x@outside.net'] });
   const noCatch = buildConfig('/x', parseCfg(sample.replace(/alias @example.org.*\n/, '')));
   assert.equal(resolveRecipient(noCatch, 'whoever@example.org'), null);
+  // A chain too deep to follow refuses the recipient (550) instead of losing the copy at its end.
+  const chain = Array.from({ length: 22 }, (_, i) => `alias c${i}@example.org ${i === 21 ? 'bob@example.org' : `c${i + 1}@example.org`}`).join('\n');
+  const deep = buildConfig('/x', parseCfg(`${sample}${chain}\nalias x@example.org alice@example.org c0@example.org\nalias short@example.org c15@example.org\n`));
+  assert.equal(resolveRecipient(deep, 'x@example.org'), null);
+  assert.deepEqual(resolveRecipient(deep, 'short@example.org')!.local.map((u) => u.address), ['bob@example.org']);
 });
 
 test('CIDR matching for v4, v6 and v4-mapped', () => {
@@ -82,4 +87,8 @@ test('the loader refuses mailbox local parts with "/" and account names that are
   for (const l of [5, 6, 7]) assert.match(byLine.get(l)!, /cannot name its files under the spool/);
   assert.deepEqual([...cfg.users.keys()], ['a@example.org']);
   assert.deepEqual(cfg.accounts.map((a) => a.name), ['ok']);
+  // "a:b" and "a_b" would share one state file and one staging dir (both a_b): the second is refused.
+  const two = buildConfig('/etc/outpost/mail.cfg', parseCfg(['spool /s', 'domain example.org', 'user a@example.org *', 'account a:b host=h local=a@example.org', 'account a_b host=h local=a@example.org', ''].join('\n')));
+  assert.deepEqual(two.diags.map((d) => [d.line, d.message]), [[5, 'accounts a:b and a_b would share their files under the spool (both a_b); fix: rename one (name=)']]);
+  assert.deepEqual(two.accounts.map((a) => a.name), ['a:b']);
 });

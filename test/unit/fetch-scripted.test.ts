@@ -230,8 +230,16 @@ test('IMAP large message cut after its first piece: the next run asks for the re
     const r = await fetch(po);
     assert.equal(r.code, 75, out(r));
     assert.equal(stored(po.alice).length, 0);
+    // A sibling folder INBOX.Sub shares the prefix "INBOX." of the partial names: its resumable
+    // download is not INBOX's to judge; INBOX's own partial of another UIDVALIDITY is stale.
+    const partial = join(po.spool, 'fetch', 'partial', 'large');
+    const uv = s.mailbox.uidvalidity;
+    const sibling = [`INBOX.Sub.${uv}.7`, `INBOX.Sub.${uv}.7.json`];
+    for (const f of sibling) writeFileSync(join(partial, f), 'x');
+    writeFileSync(join(partial, `INBOX.${uv + 1}.3`), 'stale');
     const r2 = await fetch(po);
     assert.equal(r2.code, 0, out(r2));
+    assert.deepEqual(readdirSync(partial).sort(), sibling, "the sibling folder's partial files are kept, INBOX's stale one is gone");
     const got = stored(po.alice);
     assert.equal(got.length, 1);
     assert.ok(got[0].body.equals(Buffer.from(big, 'latin1')), 'resumed message is byte-identical');

@@ -104,7 +104,7 @@ test('relay default/add/list/del round trip', async () => {
 
   assert.equal(
     (await mc(cfg, ['relay', 'list'])).stdout.toString(),
-    'default                smtp2.isp.example:25   tls=may     -\namina@village.example  smtp.mail.example:465  tls=verify  user=amina\nschool.example         192.0.2.1:25           tls=none    -\n',
+    'default                smtp2.isp.example:25   tls=may     -           -\namina@village.example  smtp.mail.example:465  tls=verify  user=amina  owner=amina@village.example\nschool.example         192.0.2.1:25           tls=none    -           -\n',
   );
   const list = json(await mc(cfg, ['relay', 'list', '--json']));
   assert.equal(list[1].password, '***');
@@ -115,7 +115,10 @@ test('relay default/add/list/del round trip', async () => {
   assert.equal((await mc(cfg, ['relay', 'add', 'not an address', 'x.example:25'])).code, 65);
   assert.equal((await mc(cfg, ['relay', 'add', 'other.example', 'x.example'])).code, 65, 'HOST:PORT');
   assert.equal((await mc(cfg, ['relay', 'add', 'other.example', 'x.example:25', '--tls', 'maybe'])).code, 65);
-  assert.equal((await mc(cfg, ['relay', 'add', 'other.example', 'x.example:25', '--user', 'u'])).code, 64, 'no tty, no --password-stdin');
+  assert.equal((await mc(cfg, ['relay', 'add', 'other.example', 'x.example:25', '--user', 'u', '--owner', 'amina@village.example'])).code, 64, 'no tty, no --password-stdin');
+  const unowned = await mc(cfg, ['relay', 'add', 'other.example', 'x.example:25', '--user', 'u', '--password-stdin'], 'pw\n');
+  assert.equal(unowned.code, 64, 'credentials for an outside sender need an owner');
+  assert.match(unowned.stderr, /--user for the outside sender other\.example needs --owner MAILBOX/);
   const ca = join(dir, 'ca.pem');
   writeFileSync(ca, '-----BEGIN CERTIFICATE-----\n');
   assert.equal((await mc(cfg, ['relay', 'add', 'other.example', 'x.example:25', '--tls', 'verify', '--ca', ca])).code, 0);

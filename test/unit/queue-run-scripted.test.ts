@@ -57,12 +57,12 @@ test('450 on RCPT: kept, retry scheduled with back-off, listed; not due until th
     assert.equal(list.code, 0);
     const entries = JSON.parse(list.stdout.toString());
     assert.equal(entries.length, 1);
-    assert.deepEqual(Object.keys(entries[0]).sort(), ['age_seconds', 'arrival', 'attempts', 'body', 'delay_warned', 'held', 'held_since', 'id', 'in_progress', 'last_error', 'next_attempt', 'recipients', 'sender', 'size'].sort());
+    assert.deepEqual(Object.keys(entries[0]).sort(), ['age_seconds', 'arrival', 'attempts', 'body', 'delay_warned', 'held', 'held_since', 'id', 'in_progress', 'last_error', 'next_attempt', 'recipients', 'sender', 'size', 'submitted', 'login'].sort());
     assert.deepEqual([entries[0].id, entries[0].sender, entries[0].attempts, entries[0].recipients[0].status], [d.id, 'alice@example.org', 1, 'pending']);
     assert.equal(entries[0].last_error, '450 4.2.0 mailbox busy');
     assert.ok(Date.parse(entries[0].next_attempt) > Date.now());
     const text = await run(po, ['--list']);
-    assert.match(text.stdout.toString(), new RegExp(`^${d.id.replace(/\./g, '\\.')}  \\d+  .*<alice@example.org>\\n    body 7BIT, attempts 1, next attempt 20`, 'm'));
+    assert.match(text.stdout.toString(), new RegExp(`^${d.id.replace(/\./g, '\\.')}  \\d+  .*<alice@example.org>\\n    body 7BIT, from network, attempts 1, next attempt 20`, 'm'));
     // Not due yet: a second run leaves it alone, says so, and opens no connection.
     const conns = s.connections();
     const r2 = await run(po);

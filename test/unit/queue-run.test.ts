@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { buildConfig } from '../../src/mail/config';
 import { parseCfg } from '../../src/mail/cfgfile';
 import { enqueue, readEnvelope } from '../../src/mail/queue';
-import { relayFor } from '../../src/queue-run/relays';
+import { relayFor, relayForMessage } from '../../src/queue-run/relays';
 import { loadState, newState, retryDelay, saveState, pendingRcpts } from '../../src/queue-run/state';
 import { buildDsn, headerValue, noNotifyReason, readHeaderSection } from '../../src/queue-run/dsn';
 import { enhancedOf, expired, fromOldReply, noReply, replyOutcome } from '../../src/queue-run/outcome';
@@ -32,6 +32,56 @@ test('relay choice: exact sender, then domain, then default; credentials stay wi
   assert.equal(relayFor(cfg, '')?.host, 'c.net', 'the null sender uses default');
   assert.equal(relayFor(cfgOf('relay example.org b.net:587\n'), 'x@elsewhere.net'), null);
   assert.equal(relayFor(cfgOf('relay example.org b.net:587\n'), ''), null);
+});
+
+test('whose credentials: a per-sender relay logs in only for its owner\'s submissions after AUTH; others go through default or stay queued', async () => {
+  const users = 'user priya@example.org *\nuser ravi@example.org *\n';
+  const relays = [
+    'relay priya.k@gmail.com smtp.gmail.com:587 user=priya.k@gmail.com password=pp owner=priya@example.org',
+    'relay ravi@example.org isp.net:587 user=ravi password=pr',
+    'relay shared.net shared.net:587 user=s password=ps',
+    'relay example.org village-isp.net:587 user=v password=pv',
+    'relay open.net open.net:25 tls=none',
+  ];
+  const cfg = cfgOf(users + relays.join('\n') + '\nrelay default c.net:25 tls=none\n');
+  assert.equal(cfg.diags.length, 0, cfg.diags.map((d) => d.message).join());
+  assert.equal(cfg.relays[1].owner, 'ravi@example.org', 'a relay keyed by a mailbox is owned by it');
+  const host = (sender: string, login: string) => {
+    const r = relayForMessage(cfg, sender, login);
+    return typeof r === 'string' ? r : r.host;
+  };
+  assert.equal(host('priya.k@gmail.com', 'priya@example.org'), 'smtp.gmail.com');
+  assert.equal(host('priya.k@gmail.com', ''), 'c.net', 'trusted network without AUTH: the default relay');
+  assert.equal(host('priya.k@gmail.com', 'ravi@example.org'), 'c.net', 'another login: the default relay');
+  assert.equal(host('ravi@example.org', 'ravi@example.org'), 'isp.net');
+  assert.equal(host('ravi@example.org', ''), 'c.net');
+  assert.equal(host('x@shared.net', 'ravi@example.org'), 'c.net', 'an outside domain without owner= is no login\'s');
+  assert.equal(host('x@shared.net', ''), 'c.net');
+  assert.equal(host('alias-of-nobody@example.org', 'ravi@example.org'), 'c.net', 'a local domain relay: only for a login that owns the sender');
+  cfg.aliases.set('r@example.org', ['ravi@example.org']);
+  assert.equal(host('r@example.org', 'ravi@example.org'), 'village-isp.net', 'a local domain relay serves each login for the addresses it owns');
+  assert.equal(host('r@example.org', 'priya@example.org'), 'c.net');
+  assert.equal(host('r@example.org', ''), 'c.net');
+  assert.equal(host('x@open.net', ''), 'open.net', 'a relay without credentials routes by sender as before');
+  const noDefault = cfgOf(users + relays[0] + '\n');
+  const why = relayForMessage(noDefault, 'priya.k@gmail.com', '');
+  assert.equal(typeof why, 'string');
+  assert.match(why as string, /priya@example\.org's submissions only.*network.*fix: mailcfg relay default HOST:PORT/);
+  // The envelope records the login; a file without the line (older queue files) reads as network.
+  const q = mkdtempSync(join(tmpdir(), 'outpost-qlogin-'));
+  const a = await enqueue(q, { sender: 'priya.k@gmail.com', recipients: ['b@far.net'], login: 'priya@example.org' }, [Buffer.from('Subject: x\r\n\r\nx\r\n')]);
+  const b = await enqueue(q, { sender: 'priya.k@gmail.com', recipients: ['b@far.net'] }, [Buffer.from('Subject: x\r\n\r\nx\r\n')]);
+  assert.match(readFileSync(a.path, 'latin1'), /^X-Outpost-Envelope: 1\r\nX-Outpost-Sender: <priya\.k@gmail\.com>\r\nX-Outpost-Login: <priya@example\.org>\r\nX-Outpost-Rcpt: <b@far\.net>\r\nSubject/);
+  assert.deepEqual([(await readEnvelope(a.path)).login, (await readEnvelope(b.path)).login], ['priya@example.org', '']);
+});
+
+test('relay owner=: a mailbox, not on default, and a mailbox owns its own relay', () => {
+  const users = 'user priya@example.org *\nuser ravi@example.org *\n';
+  const problems = (line: string) => cfgOf(users + line + '\n').diags.map((d) => d.message);
+  assert.deepEqual(problems('relay p@gmail.com g.com:587 owner=Priya@Example.org'), []);
+  assert.match(problems('relay p@gmail.com g.com:587 owner=nobody@example.org').join(), /owner=nobody@example\.org is not a local mailbox; fix: mailcfg user add/);
+  assert.match(problems('relay default g.com:587 owner=priya@example.org').join(), /default relay has no owner/);
+  assert.match(problems('relay ravi@example.org g.com:587 owner=priya@example.org').join(), /a local sender belongs to the mailbox it delivers to, not owner=priya@example.org/);
 });
 
 test('relay ca= is resolved next to mail.cfg', () => {
@@ -152,7 +202,7 @@ test('--list text and JSON', () => {
   st.lastError = '450 4.2.0 busy';
   st.rcpts['b@far.net'] = { status: 'sent', outcome: replyOutcome(250, '250 2.0.0 ok') };
   st.rcpts['c@far.net'] = { status: 'pending', outcome: replyOutcome(450, '450 4.2.0 busy') };
-  const items = [{ id: 'Q1', path: '/q/cur/Q1', sender: 'a@example.org', recipients: ['b@far.net', 'c@far.net'], body: '8BITMIME' as const, bodyOffset: 80, size: 1234, state: st, stored: true }];
+  const items = [{ id: 'Q1', path: '/q/cur/Q1', sender: 'a@example.org', recipients: ['b@far.net', 'c@far.net'], body: '8BITMIME' as const, login: 'a@example.org', bodyOffset: 80, size: 1234, state: st, stored: true }];
   const e = listEntries(items, now);
   assert.deepEqual(e[0], {
     id: 'Q1',
@@ -161,6 +211,8 @@ test('--list text and JSON', () => {
     age_seconds: 7200,
     sender: 'a@example.org',
     body: '8BITMIME',
+    submitted: 'login',
+    login: 'a@example.org',
     recipients: [
       { address: 'b@far.net', status: 'sent', reply: '250 2.0.0 ok', enhanced: '2.0.0' },
       { address: 'c@far.net', status: 'pending', reply: '450 4.2.0 busy', enhanced: '4.2.0' },
@@ -175,13 +227,15 @@ test('--list text and JSON', () => {
   });
   assert.equal(
     formatList(e),
-    'Q1  1234  2026-01-01 22:00:00Z (2h)  <a@example.org>\n    body 8BITMIME, attempts 2, next attempt 2026-01-02T00:10:00.000Z, last error: 450 4.2.0 busy\n    <b@far.net>  sent  250 2.0.0 ok\n    <c@far.net>  pending\n-- 1 message, 1234 bytes in the queue, oldest 2h\n',
+    'Q1  1234  2026-01-01 22:00:00Z (2h)  <a@example.org>\n    body 8BITMIME, from login a@example.org, attempts 2, next attempt 2026-01-02T00:10:00.000Z, last error: 450 4.2.0 busy\n    <b@far.net>  sent  250 2.0.0 ok\n    <c@far.net>  pending\n-- 1 message, 1234 bytes in the queue, oldest 2h\n',
   );
+  assert.match(formatList(listEntries([{ ...items[0], login: '' }], now)), /body 8BITMIME, from network, attempts 2/);
+  assert.deepEqual((({ submitted, login }) => [submitted, login])(listEntries([{ ...items[0], login: '' }], now)[0]), ['network', null]);
   assert.equal(formatList([]), 'queue is empty\n');
   st.held = '2026-01-01T23:00:00.000Z';
   const h = listEntries(items, now)[0];
   assert.deepEqual([h.held, h.held_since], [true, '2026-01-01T23:00:00.000Z']);
-  assert.match(formatList([h]), /^    body 8BITMIME, attempts 2, on hold since 2026-01-01T23:00:00\.000Z, last error/m);
+  assert.match(formatList([h]), /^    body 8BITMIME, from login a@example\.org, attempts 2, on hold since 2026-01-01T23:00:00\.000Z, last error/m);
   assert.deepEqual([age(5), age(600), age(7200), age(3 * 86400)], ['5s', '10m', '2h', '3d']);
 });
 

@@ -90,7 +90,7 @@ test('options read through the table: defaults, value checks and usage from one 
   );
   assert.deepEqual(
     buildConfig('/x', parseCfg('spool /s\nrelay default\n')).diags.map((d) => d.message),
-    ['wrong number of arguments; usage: relay default|SENDER|DOMAIN HOST:PORT [user=U] [password=PW] [password_file=FILE] [tls=none|may|encrypt|verify] [ca=PEMFILE]'],
+    ['wrong number of arguments; usage: relay default|SENDER|DOMAIN HOST:PORT [user=U] [password=PW] [password_file=FILE] [tls=none|may|encrypt|verify] [ca=PEMFILE] [owner=ADDRESS]'],
   );
   const odd = buildConfig('/x', parseCfg('spool /s\nconstructor x\ntoString y\naccount a host=h local=a@b.example folder=A folder=B frobnicate=1\n'));
   assert.deepEqual(

@@ -143,6 +143,6 @@ t.sendall(b'QUIT\\r\\n'); print('quit', reply(tf)[:3])
   assert.match(bob[0].toString(), /with ESMTPSA id /);
   const queued = newFiles(join(cfg.spool, 'queue'));
   assert.equal(queued.length, 1);
-  assert.match(queued[0].toString(), /^X-Outpost-Envelope: 1\r\nX-Outpost-Sender: <alice@example\.org>\r\nX-Outpost-Rcpt: <friend@elsewhere\.net>\r\nReceived: from client\.example \(\[127\.0\.0\.1\]\)\r\n\tby mx\.example\.org \(Outpost\) with ESMTPSA id /);
+  assert.match(queued[0].toString(), /^X-Outpost-Envelope: 1\r\nX-Outpost-Sender: <alice@example\.org>\r\nX-Outpost-Login: <alice@example\.org>\r\nX-Outpost-Rcpt: <friend@elsewhere\.net>\r\nReceived: from client\.example \(\[127\.0\.0\.1\]\)\r\n\tby mx\.example\.org \(Outpost\) with ESMTPSA id /);
   assert.ok(queued[0].toString().endsWith('\r\nSubject: tls\r\n\r\nover tls\r\n'));
 });

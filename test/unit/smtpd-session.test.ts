@@ -224,6 +224,46 @@ test('BDAT: chunks, LAST, BDAT 0 LAST, discard out of sequence, bad syntax close
   assert.deepEqual(w.line('RSET'), { replies: ['250 2.0.0 Ok'], action: { kind: 'drop' } }, 'RSET ends the BDAT message: its spool is dropped');
 });
 
+test('sender ownership: a login may use only its own address, an alias for it alone, an outside address it owns, or <>', () => {
+  const own = buildConfig(
+    '/etc/outpost/mail.cfg',
+    parseCfg(`hostname mx.example.org
+spool /tmp/none
+domain village.example
+user ravi@village.example *
+user priya@village.example *
+alias r@village.example ravi@village.example
+alias both@village.example ravi@village.example priya@village.example
+relay priya.k@gmail.com smtp.gmail.com:587 user=priya.k@gmail.com password=pw owner=priya@village.example
+relay outside.example o.example:587 owner=ravi@village.example
+relay boss@outside.example o.example:587 user=boss password=pw owner=priya@village.example
+`),
+  );
+  assert.equal(own.diags.length, 0, own.diags.map((d) => d.message).join());
+  const ravi = () => {
+    const s = new SmtpSession({ cfg: own, peer: '192.0.2.1', trusted: false, tlsAvailable: false, sizeLimit: 0, maxRecipients: 10, errorLimit: 0 });
+    say(s, 'EHLO c');
+    s.user = 'ravi@village.example';
+    return s;
+  };
+  assert.equal(say(ravi(), 'MAIL FROM:<priya.k@gmail.com>'), '553 5.7.1 <priya.k@gmail.com>: Sender address rejected: not owned by user ravi@village.example');
+  for (const bad of ['priya@village.example', 'both@village.example', 'ravi@elsewhere.net']) assert.equal(code(ravi(), `MAIL FROM:<${bad}>`), '553 5.7.1', bad);
+  for (const ok of ['ravi@village.example', 'Ravi@Village.Example', 'r@village.example', '', 'anyone@outside.example']) assert.equal(code(ravi(), `MAIL FROM:<${ok}>`), '250 2.1.0', ok);
+  // The domain's owner does not own an address of it given to someone else (found by the attack
+  // review: ravi, owner of outside.example, sent as priya's boss@outside.example).
+  assert.equal(code(ravi(), 'MAIL FROM:<boss@outside.example>'), '553 5.7.1');
+  const s = ravi();
+  say(s, 'MAIL FROM:<priya.k@gmail.com>');
+  assert.equal(s.tx, null, 'nothing accepted');
+  s.user = 'priya@village.example';
+  assert.equal(code(s, 'MAIL FROM:<priya.k@gmail.com>'), '250 2.1.0');
+  assert.equal(code(s, 'RSET'), '250 2.0.0');
+  assert.equal(code(s, 'MAIL FROM:<boss@outside.example>'), '250 2.1.0');
+  const lan = new SmtpSession({ cfg: own, peer: '192.168.1.2', trusted: true, tlsAvailable: false, sizeLimit: 0, maxRecipients: 10, errorLimit: 0 });
+  say(lan, 'EHLO c');
+  assert.equal(code(lan, 'MAIL FROM:<priya.k@gmail.com>'), '250 2.1.0', 'without AUTH the rule is queue-run\'s (whose credentials)');
+});
+
 test('AUTH PLAIN and LOGIN exchanges; refused before TLS from outside', () => {
   const out = greeted({ tlsAvailable: true });
   assert.equal(code(out, 'AUTH PLAIN AGFsaWNlAHB3'), '530 5.7.0');
