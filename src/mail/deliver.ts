@@ -14,9 +14,10 @@
  * renamed into new/, before this returns; if any copy fails, the copies already made are removed
  * and the error is thrown, so the client's retry (after 451 4.3.0) cannot produce duplicates.
  *
- * Stale files: smtpd and sendmail own <spool>/tmp (their spool files) and the tmp/ of the mailboxes it delivers
- * to; after a delivery, at most once an hour (the mtime of <spool>/run/smtpd.swept decides, one
- * stat otherwise), files there older than 36 hours are removed (a killed smtpd's leftovers).
+ * Stale files: smtpd and sendmail own <spool>/tmp (their spool files) and the tmp/ of the
+ * mailboxes they deliver to; after a delivery, at most once an hour (the mtime of
+ * <spool>/run/smtpd.swept decides, one stat otherwise), files there older than 36 hours are
+ * removed (a killed smtpd's or sendmail's leftovers).
  */
 import { createReadStream } from 'node:fs';
 import { join } from 'node:path';
@@ -76,7 +77,7 @@ export interface Outcome {
   remote: number;
 }
 
-/** How often smtpd sweeps its temporary directories, in seconds (see the header). */
+/** How often the temporary directories are swept, in seconds (see the header). */
 const SWEEP_EVERY = 3600;
 
 /**
