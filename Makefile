@@ -5,10 +5,10 @@ DESTDIR ?=
 LIBDIR   = $(DESTDIR)$(PREFIX)/lib/outpost
 SBINDIR  = $(DESTDIR)$(PREFIX)/sbin
 MANDIR   = $(DESTDIR)$(PREFIX)/share/man
-PROGRAMS = smtpd pop3d mailcfg fetch queue-run dial
+PROGRAMS = smtpd pop3d mailcfg fetch queue-run dial sendmail
 SOURCES  = $(shell find src test bench -name '*.ts' 2>/dev/null) build.mjs
 
-.PHONY: all build check typecheck test demo bench install clean
+.PHONY: all build check typecheck test demo bench install uninstall clean
 
 all: build
 
@@ -42,6 +42,15 @@ install: build
 	cd $(LIBDIR) && npm ci --omit=dev --no-audit --no-fund --ignore-scripts=false
 	for p in $(PROGRAMS); do ln -sf ../lib/outpost/bin/$$p.js $(SBINDIR)/$$p; done
 	for f in man/*.[1-8]; do s=$${f##*.}; cp $$f $(MANDIR)/man$$s/; done
+
+# Removes what install put there: the program links (sendmail only when it is ours), the bundles
+# and the man pages. mail.cfg (/etc/outpost), the spool and the user stay: see README, Uninstalling.
+uninstall:
+	for p in $(PROGRAMS); do \
+	  if [ "$$(readlink $(SBINDIR)/$$p 2>/dev/null)" = ../lib/outpost/bin/$$p.js ]; then rm -f $(SBINDIR)/$$p; fi; \
+	done
+	rm -rf $(LIBDIR)
+	for f in man/*.[1-8]; do s=$${f##*.}; rm -f $(MANDIR)/man$$s/$${f##*/}; done
 
 clean:
 	rm -rf dist

@@ -17,7 +17,13 @@ DEMO=$ROOT/demo
 CFG=$DEMO/mail.cfg
 unset NODE_EXTRA_CA_CERTS || true   # slows every node start; nothing here needs it
 
-say() { printf '\n\033[1m==> %s\033[0m\n' "$*" 2>/dev/null || printf '\n==> %s\n' "$*"; }
+# Bold headings only on a terminal, and not when NO_COLOR is set (no-color.org) or TERM=dumb.
+if [ -t 1 ] && [ -z "${NO_COLOR:-}" ] && [ "${TERM:-dumb}" != dumb ]; then
+  BOLD=$(printf '\033[1m') PLAIN=$(printf '\033[0m')
+else
+  BOLD= PLAIN=
+fi
+say() { printf '\n%s==> %s%s\n' "$BOLD" "$*" "$PLAIN"; }
 run() { printf '$ %s\n' "$*"; "$@"; }
 fail() { printf '\ndemo: FAILED: %s\n' "$*" >&2; exit 1; }
 

@@ -34,6 +34,7 @@ import { log } from '../lib/log';
 import { Config, Link } from '../mail/config';
 import { mailCfgSource } from '../mail/health';
 import { spoolPaths } from '../mail/spool';
+import { HINTS } from './hints';
 import { bringUp, LinkSession } from './links';
 import { chooseLinks, sessionBudget, sessionCost } from './select';
 import { CycleResult, DialStatus, formatBytes, formatStatus, queueInfo, readStatus, sendReports, writeStatus } from './status';
@@ -281,7 +282,7 @@ runLinkProgram<Opts, Config>({
       return EX_OK;
     }
     if (cfg.links.length === 0) {
-      throw new OutpostError(`${cfg.path}: no link is defined; fix: add one, e.g. "mailcfg link add lan kind=always" (mail.cfg(5), link)`, { exit: EX_CONFIG, code: 'ECONFIG' });
+      throw new OutpostError(`${cfg.path}: no link is defined; fix: add one, e.g. ${HINTS.noLink(cfg.path)} (mail.cfg(5), link)`, { exit: EX_CONFIG, code: 'ECONFIG' });
     }
     if (o.link && !cfg.links.some((l) => l.name === o.link)) {
       throw usage(`no link named "${o.link}" in ${cfg.path} (links: ${cfg.links.map((l) => l.name).join(', ')})`);

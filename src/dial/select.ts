@@ -13,6 +13,7 @@
  */
 import { Budget, Limits, narrower } from '../lib/budget';
 import type { Link } from '../mail/config';
+import { HINTS } from './hints';
 
 /** Minutes since local midnight of `now`. */
 function minuteOfDay(now: Date): number {
@@ -50,12 +51,18 @@ export function chooseLinks(links: Link[], now: Date, flags: Limits, only?: stri
   const out: string[] = [];
   for (const l of considered) {
     if (!inHours(l.hours, m)) out.push(`${l.name}: not now (hours ${formatHours(l.hours)})`);
-    else if (!new Budget(sessionBudget(l, flags), { bytesIn: 0, bytesOut: 0, heldSeconds: 0 }).allows(0)) out.push(`${l.name}: not used (its session budget is 0: nothing may start)`);
+    else if (!new Budget(sessionBudget(l, flags), { bytesIn: 0, bytesOut: 0, heldSeconds: 0 }).allows(0)) out.push(`${l.name}: not used (its session budget is 0: nothing may start)${zeroFix(l)}`);
     else ok.push(l);
   }
   ok.sort((a, b) => a.priority - b.priority || a.costPerMinute - b.costPerMinute || a.costPerMb - b.costPerMb || a.line - b.line);
   const tried = ok.map((l, i) => `${l.name}: try ${i + 1} — available (hours ${formatHours(l.hours)}), priority ${l.priority}, cost ${l.costPerMinute}/min ${l.costPerMb}/MB`);
   return { order: ok, reasons: [...tried, ...out] };
+}
+
+/** The fix for a link whose own budget is 0 (a flag of 0 needs none: it was asked for). */
+function zeroFix(l: Link): string {
+  const option = l.budgetSeconds === 0 ? 'budget_seconds' : l.budgetBytes === 0 ? 'budget_bytes' : undefined;
+  return option ? `; fix: ${HINTS.zeroBudget(l.name, option)} (no limit)` : '';
 }
 
 /** The session budget for `link` given the flags (rule 3; seconds and bytes, undefined = no limit). */

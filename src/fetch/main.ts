@@ -29,6 +29,7 @@ import { log } from '../lib/log';
 import { Account, Config } from '../mail/config';
 import { mailCfgSource } from '../mail/health';
 import { spoolPaths } from '../mail/spool';
+import { tlsFix } from '../mail/tlsfix';
 import { AccountResult, Ctx, fetchDirs, newResult } from './account';
 import { fetchImap } from './imaprun';
 import { fetchPop3 } from './pop3run';
@@ -70,6 +71,7 @@ async function runAccount(cfg: Config, a: Account, budget: Budget, meter: Meter,
     }
     const ctx: Ctx = { cfg, account: a, budget, st, statePath: dirs.state, verbose };
     const r = a.protocol === 'pop3' ? await fetchPop3(ctx, meter, timeout) : await fetchImap(ctx, meter, timeout);
+    if (r.error) r.error += tlsFix(r.error, `mailcfg account set ${a.name}`, `mailcfg account set ${a.name} host NAME`);
     if (r.error) log('warn', `account ${a.name}: ${r.error}`, { account: a.name, exit: r.exit });
     return r;
   } catch (err) {

@@ -162,9 +162,10 @@ export interface Delivered {
 /**
  * One copy for deliverAll: into the Maildir `dir` (created if missing), made of `parts` written in
  * order, or a hard link of the finished, fsync'd file `file` (copied and fsync'd across file
- * systems).
+ * systems). `name` is its unique base name when the caller has one (a queue file is named by its
+ * queue id, queue.ts); default a fresh uniqueName().
  */
-export type Copy = { dir: string; parts: Part[] } | { dir: string; file: string };
+export type Copy = ({ dir: string; parts: Part[] } | { dir: string; file: string }) & { name?: string };
 
 export interface DeliverOptions {
   /** Host name used in the unique names (default: this host's). */
@@ -179,7 +180,7 @@ export interface DeliverOptions {
 /** Writes one copy into dir/tmp/<id>, fsync'd; returns its id, tmp path and size. */
 async function writeTmp(copy: Copy, o: DeliverOptions): Promise<{ dir: string; id: string; tmp: string; size: number }> {
   ensureMaildir(copy.dir);
-  const id = uniqueName(o.host);
+  const id = copy.name ?? uniqueName(o.host);
   const tmp = join(copy.dir, 'tmp', id);
   if ('file' in copy) {
     try {
@@ -277,9 +278,10 @@ export function parseName(file: string): { id: string; size: number; flags: stri
   const comma = base.indexOf(',');
   const id = comma < 0 ? base : base.slice(0, comma);
   const m = /,S=(\d+)/.exec(base) ?? /,W=(\d+)/.exec(base);
-  // Delivery time in seconds, with the microseconds of time.M<usec>… as a fraction.
-  const t = /^(\d+)\.M(\d+)/.exec(id) ?? /^(\d+)/.exec(id);
-  const time = t ? Number(t[1]) + (t[2] ? Number(t[2]) / 1e6 : 0) : 0;
+  // Delivery time in seconds, with the microseconds of time.M<usec>… as a fraction; a queue file
+  // is named by its queue id (queue.ts newQueueId), whose first 9 base-36 digits are the time in ms.
+  const t = /^(\d+)\.M(\d+)/.exec(id) ?? /^(\d+)(\.|$)/.exec(id);
+  const time = t ? Number(t[1]) + (t[2] && t[2] !== '.' ? Number(t[2]) / 1e6 : 0) : /^[0-9A-Z]{17,}$/.test(id) ? parseInt(id.slice(0, 9), 36) / 1000 : 0;
   return { id, size: m ? Number(m[1]) : -1, flags, time };
 }
 

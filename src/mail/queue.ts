@@ -14,6 +14,10 @@
  * Without a Login line (old queue files too) the message was submitted from the network: a
  * trusted network without AUTH, an alias forwarding, a DSN (queue-run decides whose relay
  * credentials it may use by this, relays.ts).
+ * The file's Maildir base name is its queue id (newQueueId): the id smtpd names in its Received
+ * header, its `250 2.0.0 Ok: queued as ID` reply and its log, and the one `queue-run --list`, its
+ * log and its DSNs show. (Queue files of older versions carry a plain Maildir unique name; that
+ * name is their id.)
  * Mutable delivery state (attempts, per-recipient results) lives beside it, in
  * <spool>/queue/state/<id>.json, owned by queue-run (see queue-run(8)).
  */
@@ -36,6 +40,19 @@ export interface Envelope {
 
 const MAGIC = 'X-Outpost-Envelope: 1\r\n';
 
+let counter = 0;
+
+/**
+ * A fresh queue id, unique on this host: time in ms (9 digits), pid (5) and a per-process counter
+ * (3, more after 46655 messages), all base 36 upper-case, e.g. `0MI4QK0C8000K7001`. Fixed width,
+ * so trace headers (and message sizes) do not change length with the pid, and ids sort by time
+ * (maildir.parseName reads the time back from a queue file's name).
+ */
+export function newQueueId(): string {
+  const b36 = (n: number, w: number) => n.toString(36).padStart(w, '0');
+  return `${b36(Date.now(), 9)}${b36(process.pid, 5)}${b36(++counter, 3)}`.toUpperCase();
+}
+
 /** The envelope block that precedes the message in a queue file. */
 function envelopeHeader(env: Envelope): Buffer {
   const body = env.body === '8BITMIME' ? 'X-Outpost-Body: 8BITMIME\r\n' : '';
@@ -43,14 +60,14 @@ function envelopeHeader(env: Envelope): Buffer {
   return Buffer.from(MAGIC + `X-Outpost-Sender: <${env.sender}>\r\n` + body + login + env.recipients.map((r) => `X-Outpost-Rcpt: <${r}>\r\n`).join(''));
 }
 
-/** The queue file for `env` and the message `parts`, as one copy for maildir.deliverAll. */
-export function queueCopy(queueDir: string, env: Envelope, parts: Part[]): Copy {
-  return { dir: queueDir, parts: [envelopeHeader(env), ...parts] };
+/** The queue file for `env` and the message `parts`, named `id`, as one copy for maildir.deliverAll. */
+export function queueCopy(queueDir: string, env: Envelope, parts: Part[], id = newQueueId()): Copy {
+  return { dir: queueDir, parts: [envelopeHeader(env), ...parts], name: id };
 }
 
 /**
  * Puts one message in the queue (Maildir delivery into `queueDir`, see maildir.ts).
- * @returns the queue id (the Maildir unique name) and path in queue/new/.
+ * @returns the queue id (a fresh newQueueId) and path in queue/new/.
  * @throws as maildir.deliverAll.
  */
 export async function enqueue(queueDir: string, env: Envelope, parts: Part[], host?: string): Promise<Delivered> {

@@ -133,7 +133,9 @@ export function register(program: Command): void {
         n(cfg.relays.length, 'relay'),
         n(cfg.links.length, 'link'),
       ];
-      process.stdout.write(`${path}: ${chalk.green('OK')}, ${counts.join(', ')}\n`);
+      // chalk colours only a terminal; NO_COLOR (no-color.org) turns it off there too.
+      const ok = process.env.NO_COLOR ? 'OK' : chalk.green('OK');
+      process.stdout.write(`${path}: ${ok}, ${counts.join(', ')}\n`);
     });
   program
     .command('show')

@@ -10,7 +10,8 @@
  * Throws OutpostError with exit EX_USAGE (64), EX_DATAERR (65), EX_NOINPUT (66), EX_NOUSER (67),
  * EX_CANTCREAT (73), EX_TEMPFAIL (75, locked) or EX_CONFIG (78); the message ends in "; fix: …".
  */
-import { existsSync, statSync } from 'node:fs';
+import { accessSync, constants, existsSync, statSync } from 'node:fs';
+import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { OutpostError } from '../lib/errors';
 import { EX_CONFIG, EX_DATAERR, EX_NOINPUT, EX_NOUSER, EX_USAGE } from '../lib/exits';
@@ -240,6 +241,45 @@ export async function readPassword(fromStdin: boolean, what = 'password'): Promi
   }
   if (pw === '') throw dataErr(`empty ${what}; fix: give a non-empty one`);
   return pw;
+}
+
+export interface SecretOpts {
+  passwordStdin?: boolean;
+  passwordFile?: string;
+}
+
+/**
+ * The secret options for a directive: password=PW (asked or from stdin) or password_file=FILE.
+ * @throws dataErr when the file is missing or readable by group or others.
+ */
+export async function secretOpts(o: SecretOpts, what: string): Promise<{ password?: string; password_file?: string }> {
+  if (o.passwordStdin && o.passwordFile) throw usage('--password-stdin and --password-file exclude each other; fix: pick one');
+  if (o.passwordFile) {
+    const file = resolve(o.passwordFile);
+    let mode: number;
+    try {
+      mode = statSync(file).mode & 0o777;
+    } catch (err) {
+      throw dataErr(`cannot read the password file ${file}: ${(err as Error).message}`);
+    }
+    if (mode & 0o077) throw dataErr(`password file ${file} is readable by others (mode ${mode.toString(8)}); fix: chmod 600 ${file}`);
+    return { password_file: file };
+  }
+  return { password: await readPassword(!!o.passwordStdin, what) };
+}
+
+/**
+ * The absolute path of `file` (relative to the working directory), which must be readable.
+ * @throws dataErr (65) naming `what` when it is not.
+ */
+export function readableFile(file: string, what: string): string {
+  const path = resolve(file);
+  try {
+    accessSync(path, constants.R_OK);
+  } catch (err) {
+    throw dataErr(`cannot read the ${what} ${path}: ${(err as Error).message}; fix: give a readable PEM file`);
+  }
+  return path;
 }
 
 /** Writes a value as indented JSON with a final newline. */

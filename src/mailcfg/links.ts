@@ -13,6 +13,7 @@ import type { Command } from 'commander';
 import { formatLine } from '../mail/cfgfile';
 import { Config, DIRECTIVES } from '../mail/config';
 import { addEntry, cfgPathOf, collect, dataErr, delCommand, listCommand } from './common';
+import { setCommand } from './set';
 
 /** mail.cfg option name → the command-line flag as commander stores it (cost_per_mb → costPerMb), in line order. */
 const FLAGS = Object.keys(DIRECTIVES.link.opts).map((key) => [key.replace(/_(.)/g, (_m, c: string) => c.toUpperCase()), key]);
@@ -47,6 +48,7 @@ export function register(program: Command): void {
       process.stdout.write(`added link ${name}\n`);
     });
   delCommand(link, 'link', 'name', 'remove a link');
+  setCommand(link, 'link', 'name');
   listCommand(link, 'list the links', 'as a JSON array', linkRows, (l) => [
     l.name,
     l.kind,

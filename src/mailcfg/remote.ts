@@ -7,41 +7,17 @@
  * Listings mask passwords as ***. A relay's owner= (--owner) names the mailbox whose login may
  * send as its SENDER and use its credentials (smtpd(8), queue-run(8)).
  *
+ * `account|relay set` (set.ts) change one option in place.
+ *
  * Exit codes: 65 bad value or already exists, 67 no such account/relay, 64 usage; see common.ts.
  */
-import { accessSync, constants, statSync } from 'node:fs';
-import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { formatLine, replaceLine } from '../mail/cfgfile';
-import { accountNameProblem, Config, hostPort } from '../mail/config';
+import { accountNameProblem, Config, DIRECTIVES, hostPort } from '../mail/config';
 import { isDomain, isPlainAddress, normalizeAddress } from '../mail/address';
 import { parseBytes } from '../lib/units';
-import { addEntry, addLine, cfgPathOf, collect, dataErr, delCommand, editChecked, findEntry, listCommand, parsePort, readConfig, readPassword, usage } from './common';
-
-interface SecretOpts {
-  passwordStdin?: boolean;
-  passwordFile?: string;
-}
-
-/**
- * The secret options for a directive: password=PW (asked or from stdin) or password_file=FILE.
- * @throws dataErr when the file is missing or readable by group or others.
- */
-async function secretOpts(o: SecretOpts, what: string): Promise<{ password?: string; password_file?: string }> {
-  if (o.passwordStdin && o.passwordFile) throw usage('--password-stdin and --password-file exclude each other; fix: pick one');
-  if (o.passwordFile) {
-    const file = resolve(o.passwordFile);
-    let mode: number;
-    try {
-      mode = statSync(file).mode & 0o777;
-    } catch (err) {
-      throw dataErr(`cannot read the password file ${file}: ${(err as Error).message}`);
-    }
-    if (mode & 0o077) throw dataErr(`password file ${file} is readable by others (mode ${mode.toString(8)}); fix: chmod 600 ${file}`);
-    return { password_file: file };
-  }
-  return { password: await readPassword(!!o.passwordStdin, what) };
-}
+import { addEntry, addLine, cfgPathOf, collect, dataErr, delCommand, editChecked, findEntry, listCommand, parsePort, readableFile, readConfig, SecretOpts, secretOpts, usage } from './common';
+import { setCommand } from './set';
 
 interface AccountOpts extends SecretOpts {
   multidrop?: string;
@@ -56,6 +32,8 @@ interface AccountOpts extends SecretOpts {
   folder?: string[];
   sizeLimit?: string;
   envelope?: string;
+  ca?: string;
+  auth?: string;
 }
 
 /** The accounts as listed (list --json, show --json): passwords masked as ***. */
@@ -100,6 +78,8 @@ function accountCommands(program: Command): void {
     .option('--folder <folder>', 'IMAP folder to fetch (repeatable; default INBOX)', collect)
     .option('--size-limit <bytes>', 'skip messages larger than this (k, M, G suffixes)')
     .option('--envelope <headers>', 'multidrop: header order to find the recipient (default delivered-to,x-original-to,envelope-to,to,cc)')
+    .option('--ca <pemfile>', 'CA certificates (or the server\'s own, self-signed) to verify the server with, besides the system ones')
+    .option('--auth <mech>', `login mechanism: ${DIRECTIVES.account.opts.auth.shape.join(', ')} (default auto)`)
     .action(async (local: string | undefined, o: AccountOpts, cmd: Command) => {
       if (!!local === !!o.multidrop) throw usage('give either LOCAL_ADDRESS or --multidrop DOMAIN (exactly one)');
       if (o.keep && o.delete) throw usage('--keep and --delete exclude each other; fix: pick one');
@@ -112,6 +92,8 @@ function accountCommands(program: Command): void {
       if (o.envelope !== undefined && !o.multidrop) throw usage('--envelope only applies to --multidrop accounts');
       if (o.envelope !== undefined && !/^[a-z0-9-]+(,[a-z0-9-]+)*$/i.test(o.envelope)) throw dataErr(`--envelope ${o.envelope} is not a comma-separated list of header names`);
       if (o.folder && o.protocol !== 'imap') throw usage('--folder applies to IMAP accounts only');
+      if (o.auth !== undefined && !(DIRECTIVES.account.opts.auth.shape as readonly string[]).includes(o.auth)) throw dataErr(`--auth ${o.auth} is not one of ${DIRECTIVES.account.opts.auth.shape.join(', ')}`);
+      const ca = o.ca === undefined ? undefined : readableFile(o.ca, 'CA file');
       if (local && !isPlainAddress(local)) throw dataErr(`"${local}" is not a plain address local@domain`);
       if (o.multidrop && !isDomain(o.multidrop)) throw dataErr(`"${o.multidrop}" is not a domain name`);
       const name = o.name ?? `${o.user}@${o.host}`;
@@ -135,11 +117,14 @@ function accountCommands(program: Command): void {
         folder: o.folder,
         size_limit: o.sizeLimit,
         envelope: o.envelope?.toLowerCase(),
+        ca,
+        auth: o.auth,
       });
       await addEntry(path, 'account', name, line, exists);
       process.stdout.write(`added account ${name}\n`);
     });
   delCommand(account, 'account', 'name', 'remove an account (its fetch state in the spool is left alone)');
+  setCommand(account, 'account', 'name');
   listCommand(account, 'list the accounts (passwords masked)', 'as a JSON array', accountRows, (a) => [
     a.name,
     a.local ?? `multidrop=${a.multidrop}`,
@@ -165,15 +150,7 @@ async function relayLine(match: string, hostport: string, o: RelayOpts): Promise
   if (!hostPort(hostport)) throw dataErr(`"${hostport}" is not HOST:PORT (port 1–65535); fix: e.g. smtp.example.net:587`);
   if (!['none', 'may', 'encrypt', 'verify'].includes(o.tls)) throw dataErr(`--tls ${o.tls} is not none, may, encrypt or verify`);
   if (!o.user && (o.passwordStdin || o.passwordFile)) throw usage('a password needs --user');
-  let ca: string | undefined;
-  if (o.ca !== undefined) {
-    ca = resolve(o.ca);
-    try {
-      accessSync(ca, constants.R_OK);
-    } catch (err) {
-      throw dataErr(`cannot read the CA file ${ca}: ${(err as Error).message}; fix: give a readable PEM file`);
-    }
-  }
+  const ca = o.ca === undefined ? undefined : readableFile(o.ca, 'CA file');
   const secret = o.user ? await secretOpts(o, 'relay password') : {};
   return formatLine('relay', [match, hostport], { user: o.user, ...secret, tls: o.tls, ca, owner: o.owner && normalizeAddress(o.owner) });
 }
@@ -232,6 +209,7 @@ function relayCommands(program: Command): void {
       await addEntry(path, 'relay', match, await relayLine(match, hostport, o), exists);
     });
   delCommand(relay, 'relay', 'sender', 'remove the relay for SENDER, or the default relay', 'relay for');
+  setCommand(relay, 'relay', 'sender', (s) => s.toLowerCase());
   listCommand(relay, 'list the relays (passwords masked)', 'as a JSON array', relayRows, (r) => [r.match, `${r.host}:${r.port}`, `tls=${r.tls}`, r.user ? `user=${r.user}` : '-', r.owner ? `owner=${r.owner}` : '-']);
 }
 

@@ -40,7 +40,7 @@ export interface QueueItem {
 }
 
 /**
- * Reads every queue file with its state, oldest first. With `adopt`, creates missing state files,
+ * Reads every queue file with its state, oldest first (by arrival, then id). With `adopt`, creates missing state files,
  * moves new/ to cur/, and removes orphan state files. Unreadable or foreign files are logged and
  * skipped (left where they are).
  */
@@ -67,7 +67,7 @@ export async function loadItems(queueDir: string, adopt: boolean): Promise<Queue
       for (const id of candidates) if (!present.has(id)) removeState(queueDir, id);
     }
   }
-  return items;
+  return items.sort((a, b) => a.state.arrival - b.state.arrival || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
 }
 
 async function loadOne(queueDir: string, m: MaildirMessage, adopt: boolean): Promise<QueueItem> {
@@ -91,6 +91,16 @@ async function loadOne(queueDir: string, m: MaildirMessage, adopt: boolean): Pro
 }
 
 /**
+ * Removes a message from the queue for good, without a notification (`queue-run --delete`):
+ * the queue file (unlink, fsync of its directory), then its state file.
+ */
+export function remove(queueDir: string, item: QueueItem): void {
+  unlinkSync(item.path);
+  fsyncDir(join(item.path, '..'));
+  removeState(queueDir, item.id);
+}
+
+/**
  * Takes a finished message out of the queue: removed when every recipient was delivered or its
  * sender notified; moved (with its state) to <queue>/failed/ when state.keep says why it must be
  * kept. @returns 'removed' or 'kept'.
@@ -109,8 +119,6 @@ export function finish(queueDir: string, item: QueueItem): 'removed' | 'kept' {
     fsyncDir(failed);
     return 'kept';
   }
-  unlinkSync(item.path);
-  fsyncDir(dir);
-  removeState(queueDir, item.id);
+  remove(queueDir, item);
   return 'removed';
 }

@@ -4,6 +4,7 @@
  *
  *   queue-run [-c FILE] [--flush] [--budget-seconds N] [--budget-bytes N] [--connections N] [-v]
  *   queue-run [-c FILE] --list [--json]
+ *   queue-run [-c FILE] --delete|--hold|--release ID...|ALL   (admin.ts, like postsuper -d/-h/-H)
  *
  * A run (run.ts): take the queue lock, send every due message through the relay its envelope
  * sender maps to (relays.ts; TLS policy and credentials per relay, smtp.ts), record results per
@@ -16,8 +17,8 @@
  * OUTPOST_CONFIG (mail.cfg when -c is not given).
  *
  * Exit status: 0 everything due went (or nothing was due); 75 something is left for later
- * (deferred, over budget, or another queue-run holds the lock); 64 usage; 78 mail.cfg invalid
- * (66 unreadable); 70 a bug.
+ * (deferred, over budget, or another queue-run holds the lock); 64 usage; 67 an id given to
+ * --delete/--hold/--release is not in the queue; 78 mail.cfg invalid (66 unreadable); 70 a bug.
  */
 import { mkdirSync } from 'node:fs';
 import { LinkOptions, runLinkProgram, usageError } from '../lib/command';
@@ -25,6 +26,7 @@ import { EX_OK, EX_TEMPFAIL } from '../lib/exits';
 import { Config } from '../mail/config';
 import { mailCfgSource } from '../mail/health';
 import { spoolPaths } from '../mail/spool';
+import { AdminAction, adminQueue } from './admin';
 import { loadItems } from './items';
 import { formatList, listEntries } from './list';
 import { runQueue, RunResult } from './run';
@@ -35,7 +37,12 @@ interface Opts extends LinkOptions {
   flush?: boolean;
   connections?: string;
   verbose?: boolean;
+  delete?: string[];
+  hold?: string[];
+  release?: string[];
 }
+
+const ADMIN: AdminAction[] = ['delete', 'hold', 'release'];
 
 /** Default parallel SMTP sessions per relay. Each session waits two round trips per message
  *  (354 after the pipelined envelope, 250 after the dot), so on a slow, long-RTT link one session
@@ -52,13 +59,14 @@ function summaryLine(r: RunResult): string {
   if (r.failed) s += `, ${r.failed} recipient${r.failed === 1 ? '' : 's'} failed for good`;
   if (r.left) s += `; ${r.left} left (${r.leftBytes} bytes)${r.overBudget ? ' over budget' : ' for a later retry'}`;
   if (r.notDue) s += `; ${r.notDue} not due yet`;
+  if (r.held) s += `; ${r.held} on hold`;
   return s;
 }
 
 runLinkProgram<Opts, Config>({
   name: 'queue-run',
   description: 'relay the outbound queue upstream (see queue-run(8))',
-  usage: '[-c FILE] [--flush] [--budget-seconds N] [--budget-bytes N] [--connections N] [-v]\n       queue-run [-c FILE] --list [--json]',
+  usage: '[-c FILE] [--flush] [--budget-seconds N] [--budget-bytes N] [--connections N] [-v]\n       queue-run [-c FILE] --list [--json]\n       queue-run [-c FILE] --delete|--hold|--release ID...|ALL',
   reports: true,
   options: (program) =>
     program
@@ -66,9 +74,16 @@ runLinkProgram<Opts, Config>({
       .option('--json', 'with --list: print JSON')
       .option('--flush', 'ignore the retry schedule: everything queued is due now')
       .option('--connections <n>', `parallel SMTP sessions per relay (default ${DEFAULT_CONNECTIONS})`)
-      .option('-v, --verbose', 'print one line per message on stderr'),
+      .option('-v, --verbose', 'print one line per message on stderr')
+      .option('--delete <id...>', 'remove these messages (ALL: every one) from the queue, telling nobody')
+      .option('--hold <id...>', 'put these messages (ALL: every one) on hold: neither sent nor expired')
+      .option('--release <id...>', 'release held messages (ALL: every one): due at once'),
   check: (o, args) => {
     if (args.length) throw usage(`unexpected argument "${args[0]}"`);
+    const admin = ADMIN.filter((a) => o[a]);
+    if (admin.length > 1) throw usage(`--${admin[0]} and --${admin[1]} cannot be combined`);
+    if (admin.length && (o.list || o.flush || o.verbose || o.budgetBytes !== undefined || o.budgetSeconds !== undefined || o.connections !== undefined)) throw usage(`--${admin[0]} takes only -c and queue ids`);
+    if (admin.length && o[admin[0]]!.includes('ALL') && o[admin[0]]!.length > 1) throw usage(`--${admin[0]} ALL takes no other id`);
     if (o.json && !o.list) throw usage('--json goes with --list');
     if (o.list && (o.flush || o.budgetBytes !== undefined || o.budgetSeconds !== undefined || o.connections !== undefined)) throw usage('--list takes only -c and --json');
     if (o.connections !== undefined && !/^\d+$/.test(o.connections)) throw usage(`--connections ${o.connections} is not a non-negative whole number`);
@@ -77,6 +92,8 @@ runLinkProgram<Opts, Config>({
   source: mailCfgSource,
   run: async (o, { cfg, limits }) => {
     const paths = spoolPaths(cfg);
+    const admin = ADMIN.find((a) => o[a]);
+    if (admin) return adminQueue(paths.queue, admin, o[admin]!);
     if (o.list) {
       const entries = listEntries(await loadItems(paths.queue, false));
       process.stdout.write(o.json ? JSON.stringify(entries, null, 1) + '\n' : formatList(entries));

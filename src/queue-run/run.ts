@@ -17,8 +17,10 @@
  * Retry (RFC 5321 4.5.4.1): a temporary outcome (outcome.ts: a 4xx reply, a broken connection,
  * an unreachable relay, no relay configured) leaves the recipient pending until now +
  * retryDelay(attempts); after queue_lifetime it fails with the outcome 4.4.7 and the sender gets
- * a DSN. A permanent one (5xx) fails the recipient at once. Once a message is older than
+ * a DSN (time on hold does not count: state.queuedMs). A permanent one (5xx) fails the recipient at once. Once a message is older than
  * delay_warning and still pending, the sender gets one "delayed" DSN.
+ *
+ * Held messages (queue-run --hold, admin.ts) are skipped: neither sent, expired nor warned about.
  *
  * Locking: one queue-run per queue (lib/lock on <queue>/.queue-run); a second one fails at once
  * with ELOCKED (exit 75): the first is already doing the work.
@@ -33,13 +35,14 @@ import { log } from '../lib/log';
 import { Config, Relay } from '../mail/config';
 import { num } from '../mail/settings';
 import { spoolPaths } from '../mail/spool';
+import { tlsFix } from '../mail/tlsfix';
 import { cleanTmp } from '../mail/maildir';
 import { buildDsn, DsnRcpt, noNotifyReason, readHeaderSection, sendDsn } from './dsn';
 import { finish, loadItems, QueueItem } from './items';
 import { relayForMessage, relayKey } from './relays';
 import { expired, noReply, Outcome } from './outcome';
 import { implicitTls, RelayConnection, SendResult } from './smtp';
-import { pendingRcpts, retryDelay, saveState } from './state';
+import { pendingRcpts, queuedMs, retryDelay, saveState } from './state';
 
 export interface RunOptions {
   flush: boolean;
@@ -63,6 +66,8 @@ export interface RunResult {
   overBudget: boolean;
   /** Messages queued but not due yet (schedule), not counted in left. */
   notDue: number;
+  /** Messages on hold (queue-run --hold), not counted in left or notDue. */
+  held: number;
   bytesIn: number;
   bytesOut: number;
   heldSeconds: number;
@@ -98,7 +103,7 @@ export async function runQueue(cfg: Config, opts: RunOptions): Promise<RunResult
 class Runner {
   private readonly meter = new Meter();
   private readonly budget: Budget;
-  private readonly res: RunResult = { delivered: 0, failed: 0, left: 0, leftBytes: 0, overBudget: false, notDue: 0, bytesIn: 0, bytesOut: 0, heldSeconds: 0 };
+  private readonly res: RunResult = { delivered: 0, failed: 0, left: 0, leftBytes: 0, overBudget: false, notDue: 0, held: 0, bytesIn: 0, bytesOut: 0, heldSeconds: 0 };
   private readonly lifetime: number;
   /** Estimated bytes of messages (and sessions) started and not finished yet. */
   private committed = 0;
@@ -125,12 +130,16 @@ class Runner {
     const now = Date.now();
     for (const item of items) {
       const st = item.state;
+      if (st.held) {
+        this.res.held++;
+        continue;
+      }
       if (st.inProgress) log('warn', 'the previous attempt was interrupted; sending again (the relay may get a duplicate)', { id: item.id, since: st.inProgress.since });
       if (pendingRcpts(st).length === 0) {
         await this.settle(item); // a run that stopped between recording and removing
         continue;
       }
-      if (now - st.arrival >= this.lifetime) {
+      if (queuedMs(st, now) >= this.lifetime) {
         this.expire(item, now);
         await this.settle(item);
         continue;
@@ -216,7 +225,9 @@ class Runner {
               const e = err as { response?: string; message: string; code?: string; enhanced?: string };
               // RFC 3463 X.4.1: no answer (connect, TLS or login failed), or X.7.0 (no AUTH in
               // clear): the message stays queued.
-              down = noReply(`relay ${relay.host}:${relay.port}: ${e.response ?? e.message}`, e.enhanced ?? '4.4.1');
+              const why = e.response ?? e.message;
+              const fix = tlsFix(why, `mailcfg relay set ${relay.match}`, `the relay line's HOST:PORT in ${this.cfg.path}`);
+              down = noReply(`relay ${relay.host}:${relay.port}: ${why}${fix}`, e.enhanced ?? '4.4.1');
               log('warn', 'cannot use relay', { relay: `${relay.host}:${relay.port}`, error: e.response ?? e.message, code: e.code });
               conn = null;
               await this.defer(job, down);
@@ -345,7 +356,7 @@ class Runner {
   /** Sends the one "delayed" DSN once a message is older than delay_warning (0: never). */
   private async maybeDelayWarning(item: QueueItem): Promise<void> {
     const st = item.state;
-    if (!this.delayWarning || st.delayWarned || Date.now() - st.arrival < this.delayWarning) return;
+    if (!this.delayWarning || st.delayWarned || queuedMs(st, Date.now()) < this.delayWarning) return;
     const pending = pendingRcpts(st);
     if (!pending.length) return;
     const headers = await readHeaderSection(item.path, item.bodyOffset);
@@ -356,7 +367,7 @@ class Runner {
         outcome: st.rcpts[address].outcome ?? noReply(st.lastError ?? 'not tried yet', '4.4.1'),
         lastAttempt: st.rcpts[address].at ? Date.parse(st.rcpts[address].at!) : undefined,
       }));
-      const dsn = await buildDsn(this.cfg, { queueId: item.id, sender: item.sender, arrival: st.arrival, rcpts, headers, retryUntil: st.arrival + this.lifetime });
+      const dsn = await buildDsn(this.cfg, { queueId: item.id, sender: item.sender, arrival: st.arrival, rcpts, headers, retryUntil: st.arrival + (st.heldSeconds ?? 0) * 1000 + this.lifetime });
       const where = await sendDsn(this.cfg, this.queueDir, item.sender, dsn);
       log('info', 'delay warning sent', { id: item.id, to: `<${item.sender}>`, where: where ?? 'nowhere (sender unknown)' });
     }

@@ -52,6 +52,12 @@ export interface MsgState {
   /** Why the original must be kept in <queue>/failed/ once nothing is pending (a failure nobody
    *  could be told of: null sender, Auto-Submitted, sender unknown). */
   keep?: string;
+  /** Set by `queue-run --hold` (ISO time): the message is neither sent nor expired until
+   *  `--release` (admin.ts). */
+  held?: string;
+  /** Seconds the message spent on hold, summed over every hold and release: they do not count
+   *  towards queue_lifetime or delay_warning (queuedMs). */
+  heldSeconds?: number;
   rcpts: Record<string, RcptState>;
 }
 
@@ -118,6 +124,16 @@ export function removeState(queueDir: string, id: string): void {
 export function retryDelay(attempts: number, retryMin: number, retryMax: number): number {
   const exp = Math.min(Math.max(attempts - 1, 0), 30);
   return Math.min(retryMin * 2 ** exp, retryMax);
+}
+
+/**
+ * How long the message has been queued at `now` (ms since the epoch), in ms, for queue_lifetime
+ * and delay_warning: the time since arrival less the time it spent on hold (a message on hold now
+ * counts as held until `now`). Pure.
+ */
+export function queuedMs(s: MsgState, now: number): number {
+  const heldNow = s.held ? Math.max(0, now - Date.parse(s.held)) : 0;
+  return now - s.arrival - (s.heldSeconds ?? 0) * 1000 - heldNow;
 }
 
 /** Recipients still to be tried. */

@@ -31,7 +31,8 @@ import { guardLogin } from '../mail/penalty';
 import { log } from '../lib/log';
 import { Conn, startTls, writeOut } from '../lib/transport';
 import { LfNormalizer, readChunk, readData, Spool } from './data';
-import { deliverMessage, newQueueId } from './deliver';
+import { deliverMessage } from '../mail/deliver';
+import { newQueueId } from '../mail/queue';
 import { Action, Delivery, Received, SmtpSession, Step } from './session';
 
 /** A message being received by BDAT: its queue id, spool file and bare-LF state across chunks. */
@@ -117,7 +118,7 @@ export async function smtpSession(cfg: Config, conn: Conn): Promise<void> {
       if (spool.failed) throw spool.failed;
       const o = await deliverMessage(cfg, deliver.tx, deliver.trace, id, spool.path!);
       messages++;
-      log('info', 'accepted', { id, peer, from: `<${deliver.tx.sender}>`, rcpts: deliver.tx.recipients.length, to: deliver.tx.recipients.join(','), local: o.local, queued: o.remote, size: spool.size, user: deliver.trace.user || undefined });
+      log('info', 'accepted', { id, peer, from: `<${deliver.tx.sender}>`, to: deliver.tx.recipients.map((t) => `<${t.address}>`).join(','), rcpts: deliver.tx.recipients.length, local: o.local, queued: o.remote, size: spool.size, user: deliver.trace.user || undefined });
       r.id = id;
     } catch (err) {
       log('error', 'delivery failed', { id, peer, error: (err as Error).message });

@@ -40,6 +40,7 @@
  * errors per session (421 4.7.0 and close).
  */
 import type { Config } from '../mail/config';
+import type { Trace } from '../mail/deliver';
 import { checkMailbox, normalizeAddress, splitAddress, splitPath, stripRoute } from '../mail/address';
 import { decodePlain, decodeText } from '../mail/login';
 import { isLocalDomain, ownsSender, resolveRecipient, Route } from '../mail/route';
@@ -79,16 +80,6 @@ export interface Transaction {
   declaredSize: number;
   body: '7BIT' | '8BITMIME';
   smtputf8: boolean;
-}
-
-/** The trace facts for the Received header (RFC 5321 section 4.4). */
-export interface Trace {
-  helo: string;
-  peer: string;
-  /** SMTP, ESMTP, ESMTPS, ESMTPA or ESMTPSA (RFC 3848); UTF8SMTP[S][A] with SMTPUTF8 (RFC 6531). */
-  protocol: string;
-  /** The authenticated user, if any (logged, not written into the header). */
-  user: string;
 }
 
 /** What to deliver once the message stream is complete: the envelope and the trace facts. */

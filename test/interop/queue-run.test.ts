@@ -165,8 +165,8 @@ describe('queue-run with smtp-sink upstream', () => {
     await enqueue(queueDir(po), { sender: 'alice@example.org', recipients: ['bob@far.net'], body: '8BITMIME' }, [message('eight')]);
     await enqueue(queueDir(po), { sender: 'alice@example.org', recipients: ['bob@far.net'] }, [message('seven')]);
     const list = (await run(po, ['--list'])).stdout.toString();
-    assert.match(list, /<alice@example\.org>\n    body 8BITMIME, attempts 0/);
-    assert.match(list, /<alice@example\.org>\n    body 7BIT, attempts 0/);
+    assert.match(list, /<alice@example\.org>\n    body 8BITMIME, from network, attempts 0/);
+    assert.match(list, /<alice@example\.org>\n    body 7BIT, from network, attempts 0/);
     assert.deepEqual(JSON.parse((await run(po, ['--list', '--json'])).stdout.toString()).map((e: { body: string }) => e.body).sort(), ['7BIT', '8BITMIME']);
     const r = await run(po);
     assert.equal(r.code, 0, r.stderr);

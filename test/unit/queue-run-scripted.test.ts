@@ -57,7 +57,7 @@ test('450 on RCPT: kept, retry scheduled with back-off, listed; not due until th
     assert.equal(list.code, 0);
     const entries = JSON.parse(list.stdout.toString());
     assert.equal(entries.length, 1);
-    assert.deepEqual(Object.keys(entries[0]).sort(), ['age_seconds', 'arrival', 'attempts', 'body', 'delay_warned', 'id', 'in_progress', 'last_error', 'next_attempt', 'recipients', 'sender', 'size', 'submitted', 'login'].sort());
+    assert.deepEqual(Object.keys(entries[0]).sort(), ['age_seconds', 'arrival', 'attempts', 'body', 'delay_warned', 'held', 'held_since', 'id', 'in_progress', 'last_error', 'next_attempt', 'recipients', 'sender', 'size', 'submitted', 'login'].sort());
     assert.deepEqual([entries[0].id, entries[0].sender, entries[0].attempts, entries[0].recipients[0].status], [d.id, 'alice@example.org', 1, 'pending']);
     assert.equal(entries[0].last_error, '450 4.2.0 mailbox busy');
     assert.ok(Date.parse(entries[0].next_attempt) > Date.now());
@@ -328,6 +328,22 @@ test('tls=may relay with a password and no STARTTLS: deferred 4.7.0 naming the f
     const lines = s.lines('client');
     assert.ok(lines.indexOf('STARTTLS') >= 0 && lines.findIndex((l) => /^AUTH /.test(l)) > lines.indexOf('STARTTLS'), s.text());
     assert.equal(s.received.length, 1);
+  } finally {
+    await s.close();
+  }
+});
+
+test('tls=verify and a self-signed relay certificate: deferred, the error names "mailcfg relay set default ca FILE"', async () => {
+  const po0 = await makePostOffice([]);
+  const tls = makeCert(po0.dir);
+  const s = await scriptedSmtp({ tls });
+  try {
+    const po = await office(s, '', 'tls=verify');
+    const d = await enqueue(queueDir(po), { sender: 'alice@example.org', recipients: ['x@far.net'] }, [message('verify')]);
+    const r = await run(po);
+    assert.equal(r.code, 75, out(r));
+    assert.match(stateOf(po, d.id).lastError, /certificate.*; fix: trust the server's certificate \(or its CA\) with ca=FILE, a PEM file: mailcfg relay set default ca FILE$/);
+    assert.equal(s.received.length, 0);
   } finally {
     await s.close();
   }

@@ -222,6 +222,8 @@ test('--list text and JSON', () => {
     last_error: '450 4.2.0 busy',
     in_progress: false,
     delay_warned: false,
+    held: false,
+    held_since: null,
   });
   assert.equal(
     formatList(e),
@@ -230,6 +232,10 @@ test('--list text and JSON', () => {
   assert.match(formatList(listEntries([{ ...items[0], login: '' }], now)), /body 8BITMIME, from network, attempts 2/);
   assert.deepEqual((({ submitted, login }) => [submitted, login])(listEntries([{ ...items[0], login: '' }], now)[0]), ['network', null]);
   assert.equal(formatList([]), 'queue is empty\n');
+  st.held = '2026-01-01T23:00:00.000Z';
+  const h = listEntries(items, now)[0];
+  assert.deepEqual([h.held, h.held_since], [true, '2026-01-01T23:00:00.000Z']);
+  assert.match(formatList([h]), /^    body 8BITMIME, from login a@example\.org, attempts 2, on hold since 2026-01-01T23:00:00\.000Z, last error/m);
   assert.deepEqual([age(5), age(600), age(7200), age(3 * 86400)], ['5s', '10m', '2h', '3d']);
 });
 

@@ -5,7 +5,8 @@ import assert from 'node:assert/strict';
 import { parseCfg } from '../../src/mail/cfgfile';
 import { buildConfig } from '../../src/mail/config';
 import { SessionEnv, SmtpSession, Step, parseParams } from '../../src/smtpd/session';
-import { newQueueId, receivedHeader } from '../../src/smtpd/deliver';
+import { newQueueId } from '../../src/mail/queue';
+import { receivedHeader } from '../../src/mail/deliver';
 import { rfc5322Date } from '../../src/mail/date';
 
 const cfg = buildConfig(

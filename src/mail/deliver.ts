@@ -1,6 +1,8 @@
 /**
- * deliver — puts one received message (spooled by data.ts) where its recipients want it: one copy
- * per local mailbox, and one queue file for all outside recipients (queue-run(8) relays it).
+ * deliver — puts one received message (spooled by smtpd's data.ts, or by sendmail from its stdin)
+ * where its recipients want it: one copy per local mailbox, and one queue file for all outside
+ * recipients (queue-run(8) relays it). smtpd and sendmail share it, so a message is stored the
+ * same way whichever door it came in by.
  *
  * Each local copy gets, prepended: Return-Path (the envelope sender), Delivered-To (that mailbox)
  * and a Received header (RFC 5321 4.4) naming the recipient. The queue copy gets the Received
@@ -12,29 +14,40 @@
  * renamed into new/, before this returns; if any copy fails, the copies already made are removed
  * and the error is thrown, so the client's retry (after 451 4.3.0) cannot produce duplicates.
  *
- * Stale files: smtpd owns <spool>/tmp (its spool files) and the tmp/ of the mailboxes it delivers
- * to; after a delivery, at most once an hour (the mtime of <spool>/run/smtpd.swept decides, one
- * stat otherwise), files there older than 36 hours are removed (a killed smtpd's leftovers).
+ * Stale files: smtpd and sendmail own <spool>/tmp (their spool files) and the tmp/ of the
+ * mailboxes they deliver to; after a delivery, at most once an hour (the mtime of
+ * <spool>/run/smtpd.swept decides, one stat otherwise), files there older than 36 hours are
+ * removed (a killed smtpd's or sendmail's leftovers).
  */
 import { createReadStream } from 'node:fs';
 import { join } from 'node:path';
-import { Config } from '../mail/config';
-import { spoolPaths } from '../mail/spool';
-import { Copy, deliverAll, sweepStale } from '../mail/maildir';
-import { rfc5322Date } from '../mail/date';
-import { queueCopy } from '../mail/queue';
-import type { Trace, Transaction } from './session';
+import { Config } from './config';
+import { spoolPaths } from './spool';
+import { Copy, deliverAll, sweepStale } from './maildir';
+import { rfc5322Date } from './date';
+import { Body, queueCopy } from './queue';
+import type { Route } from './route';
 
-let counter = 0;
+/** The trace facts for the Received header (RFC 5321 section 4.4). */
+export interface Trace {
+  helo: string;
+  peer: string;
+  /** SMTP, ESMTP, ESMTPS, ESMTPA or ESMTPSA (RFC 3848); UTF8SMTP[S][A] with SMTPUTF8 (RFC 6531). */
+  protocol: string;
+  /** The authenticated user, if any (logged, not written into the header). */
+  user: string;
+  /** A local submission (sendmail): the submitting user's uid; the header then says
+   *  `by HOST (Outpost, from userid UID)` instead of naming a peer. */
+  uid?: number;
+}
 
-/**
- * A fresh queue id, unique on this host: time in ms (9 digits), pid (5) and a per-process counter
- * (3, more after 46655 messages), all base 36 upper-case. Fixed width, so trace headers (and
- * message sizes) do not change length with the pid.
- */
-export function newQueueId(): string {
-  const b36 = (n: number, w: number) => n.toString(36).padStart(w, '0');
-  return `${b36(Date.now(), 9)}${b36(process.pid, 5)}${b36(++counter, 3)}`.toUpperCase();
+/** What deliverMessage needs of a transaction (smtpd's Transaction is one). */
+export interface Submission {
+  /** Envelope sender, '' for the null sender <>. */
+  sender: string;
+  /** Envelope recipients, each with where it goes (route.ts). */
+  recipients: Array<{ address: string; route: Route }>;
+  body: Body;
 }
 
 /**
@@ -43,9 +56,15 @@ export function newQueueId(): string {
  *   	by hostname (Outpost) with ESMTPSA id QUEUEID
  *   	for <rcpt>;
  *   	date
+ * or for a local submission (trace.uid set, as Postfix's sendmail writes it):
+ *   Received: by hostname (Outpost, from userid UID)
+ *   	id QUEUEID
+ *   	for <rcpt>;
+ *   	date
  * `rcpt` is omitted when undefined (a copy for several recipients).
  */
 export function receivedHeader(trace: Trace, hostname: string, id: string, rcpt: string | undefined, date: Date): string {
+  if (trace.uid !== undefined) return `Received: by ${hostname} (Outpost, from userid ${trace.uid})\r\n\tid ${id}${rcpt ? `\r\n\tfor <${rcpt}>` : ''};\r\n\t${rfc5322Date(date)}\r\n`;
   const peer = trace.peer ? `[${trace.peer}]` : 'unknown';
   const helo = trace.helo || 'unknown';
   return `Received: from ${helo} (${peer})\r\n\tby ${hostname} (Outpost) with ${trace.protocol} id ${id}${rcpt ? `\r\n\tfor <${rcpt}>` : ''};\r\n\t${rfc5322Date(date)}\r\n`;
@@ -58,7 +77,7 @@ export interface Outcome {
   remote: number;
 }
 
-/** How often smtpd sweeps its temporary directories, in seconds (see the header). */
+/** How often the temporary directories are swept, in seconds (see the header). */
 const SWEEP_EVERY = 3600;
 
 /**
@@ -76,7 +95,7 @@ async function sweepSpool(cfg: Config): Promise<void> {
  * @throws the first fs error (ENOSPC, EACCES, EDQUOT…); copies already made are removed first.
  *   After a delivery, sweeps stale temporary files (sweepSpool).
  */
-export async function deliverMessage(cfg: Config, tx: Transaction, trace: Trace, id: string, spoolFile: string, now = new Date()): Promise<Outcome> {
+export async function deliverMessage(cfg: Config, tx: Submission, trace: Trace, id: string, spoolFile: string, now = new Date()): Promise<Outcome> {
   // One copy per mailbox, even if several recipients (or aliases) lead to it.
   // Maildir → the mailbox address and the recipient that first led there.
   const mailboxes = new Map<string, { address: string; rcpt: string }>();
@@ -92,7 +111,7 @@ export async function deliverMessage(cfg: Config, tx: Transaction, trace: Trace,
   }
   if (remote.length) {
     const head = receivedHeader(trace, cfg.hostname, id, remote.length === 1 ? remote[0] : undefined, now);
-    copies.push(queueCopy(spoolPaths(cfg).queue, { sender: tx.sender, recipients: remote, body: tx.body, login: trace.user }, [head, body]));
+    copies.push(queueCopy(spoolPaths(cfg).queue, { sender: tx.sender, recipients: remote, body: tx.body, login: trace.user }, [head, body], id));
   }
   await deliverAll(copies, { host: cfg.hostname });
   await sweepSpool(cfg);
