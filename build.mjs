@@ -11,7 +11,7 @@ import { join } from 'node:path';
 
 const only = process.argv.slice(2);
 const want = (s) => only.length === 0 || only.some((n) => s.includes(n));
-const external = ['serialport', 'nodemailer', 'imapflow', 'mailparser'];
+const external = ['serialport', 'nodemailer', 'imapflow', 'mailparser', 'argon2'];
 const common = { bundle: true, platform: 'node', format: 'cjs', target: 'node20', external, logLevel: 'warning', legalComments: 'none' };
 
 const programs = readdirSync('src').filter((d) => existsSync(join('src', d, 'main.ts')) && (only.length === 0 || only.includes(d)));

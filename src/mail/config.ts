@@ -496,7 +496,7 @@ function buildUser(cfg: Config, e: Entry, base: string): void {
   if (problem) throw new LineProblem(problem);
   if (!cfg.domains.has(domain)) throw new LineProblem(`${addr}: domain ${domain} is not a local domain; fix: mailcfg domain add ${domain}`);
   if (cfg.users.has(addr)) throw new LineProblem(`mailbox ${addr} is defined twice; fix: delete this line`);
-  if (!/^(scrypt\$|\*$|!)/.test(e.args[1])) throw new LineProblem(`${addr}: the password field is not a scrypt hash; fix: mailcfg user passwd ${addr}`);
+  if (!/^(\{ARGON2ID\}\$|scrypt\$|\*$|!)/.test(e.args[1])) throw new LineProblem(`${addr}: the password field is not a password hash; fix: mailcfg user passwd ${addr}`);
   cfg.users.set(addr, { address: addr, hash: e.args[1], apop: o('apop'), maildir: o('maildir') ?? join(spoolPaths(cfg).mail, domain, local), line: e.line });
 }
 

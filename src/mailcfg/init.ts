@@ -45,8 +45,8 @@ message_size_limit ${SETTINGS.message_size_limit.default}
 # Local domains: mail for these is delivered here.
 domain ${domain}
 
-# Mailboxes: "mailcfg user add alice@${domain}" asks for the password and stores a scrypt hash.
-#user alice@${domain} scrypt$...
+# Mailboxes: "mailcfg user add alice@${domain}" asks for the password and stores an Argon2id hash.
+#user alice@${domain} {ARGON2ID}$argon2id$...
 
 # Aliases (a target is a mailbox or an outside address; @${domain} is a catch-all).
 # Every domain needs a postmaster (RFC 5321); point it at a mailbox once one exists:
