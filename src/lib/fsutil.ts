@@ -5,7 +5,7 @@
  * temporary name in the same directory, fsync'd, renamed over the final name (atomic on POSIX),
  * and the directory is fsync'd so the rename itself survives a power cut.
  */
-import { closeSync, fsyncSync, openSync, renameSync, writeSync, constants, unlinkSync, statSync, chmodSync } from 'node:fs';
+import { closeSync, fchownSync, fsyncSync, futimesSync, openSync, renameSync, writeSync, constants, unlinkSync, statSync, chmodSync } from 'node:fs';
 import { dirname, basename, join } from 'node:path';
 
 /** fsyncs a directory so that renames and creations inside it are durable. Errors are thrown. */
@@ -18,13 +18,23 @@ export function fsyncDir(dir: string): void {
   }
 }
 
+/** What the new file gets besides its bytes and mode, set before it replaces the old one. */
+interface FileMeta {
+  /** Group of the new file (the owner stays the writer). */
+  gid?: number;
+  /** Modification (and access) time, in seconds since the epoch. */
+  mtime?: number;
+}
+
 /**
  * Atomically replaces `path` with `data`.
  * @param mode file mode for a new file (e.g. 0o600 for secrets); an existing file keeps its mode
  *   unless `forceMode` is set.
- * @throws the underlying fs error (ENOSPC, EACCES…); the old file is then left untouched.
+ * @param meta group and mtime of the new file, applied before the rename: a reader never sees
+ *   the new bytes with the wrong group or time.
+ * @throws the underlying fs error (ENOSPC, EACCES, EPERM…); the old file is then left untouched.
  */
-export function atomicWriteFile(path: string, data: string | Buffer, mode = 0o644, forceMode = false): void {
+export function atomicWriteFile(path: string, data: string | Buffer, mode = 0o644, forceMode = false, meta: FileMeta = {}): void {
   let finalMode = mode;
   if (!forceMode) {
     try {
@@ -39,6 +49,8 @@ export function atomicWriteFile(path: string, data: string | Buffer, mode = 0o64
     const buf = typeof data === 'string' ? Buffer.from(data) : data;
     let off = 0;
     while (off < buf.length) off += writeSync(fd, buf, off, buf.length - off);
+    if (meta.gid !== undefined) fchownSync(fd, -1, meta.gid);
+    if (meta.mtime !== undefined) futimesSync(fd, meta.mtime, meta.mtime);
     fsyncSync(fd);
     closeSync(fd);
     chmodSync(tmp, finalMode);

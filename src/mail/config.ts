@@ -654,9 +654,11 @@ export function loadConfig(path: string, strict = true): Config {
 /**
  * Applies `edit` to mail.cfg under the lock and writes the result durably (temp, fsync, rename),
  * creating the file 0600 if new. The edit sees the file as it is now on disk (never a stale copy).
+ * `written` runs after the write, still under the lock (e.g. to rewrite a file derived from
+ * mail.cfg, so that two mailcfg runs cannot write it in the wrong order).
  * @throws OutpostError ELOCKED (EX_TEMPFAIL) if another mailcfg holds the lock for 10 s; fs errors.
  */
-export async function editConfig(path: string, edit: (text: CfgText) => CfgText): Promise<CfgText> {
+export async function editConfig(path: string, edit: (text: CfgText) => CfgText, written?: () => void): Promise<CfgText> {
   const release = await acquireLock(path, 10, path);
   try {
     let raw = '';
@@ -667,6 +669,7 @@ export async function editConfig(path: string, edit: (text: CfgText) => CfgText)
     }
     const next = edit(parseCfg(raw));
     atomicWriteFile(path, serialise(next), 0o600);
+    written?.();
     return next;
   } finally {
     await release();

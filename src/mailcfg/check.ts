@@ -7,8 +7,10 @@
  * duplicates, unknown domains), plus what only the disk can tell — a mail.cfg that holds secrets
  * and that others may read (every program refuses it), missing spool directories, missing
  * Maildirs, unreadable TLS files or a TLS key others may read, and aliases whose local targets
- * are neither mailboxes nor aliases. Exit 0 with a one-line summary, or 78 (EX_CONFIG).
- * A missing postmaster (RFC 5321 section 4.5.1) is a warning only.
+ * are neither mailboxes nor aliases; with dovecot_passwd set, the mailboxes Dovecot cannot use
+ * (a legacy scrypt hash: a new password fixes it; a Maildir path with ":" or a blank). Exit 0
+ * with a one-line summary, or 78 (EX_CONFIG). A missing postmaster (RFC 5321 section 4.5.1) is a
+ * warning only, and so are the legacy hashes when dovecot_passwd is not set.
  *
  * show never prints a password, hash or APOP secret: they appear as ***.
  */
@@ -25,6 +27,7 @@ import { SETTING_NAMES } from '../mail/settings';
 import { SPOOL_DIRS } from '../mail/spool';
 import { cfgPathOf, printJson, requireFile, settingValue } from './common';
 import { linkRows } from './links';
+import { dovecotProblems } from './dovecot';
 import { accountRows, relayRows } from './remote';
 
 /** Reads and builds mail.cfg without refusing anything (check and show judge for themselves). */
@@ -74,14 +77,19 @@ function diskProblems(cfg: Config, mode: number): Diag[] {
       }
     }
   }
+  if (cfg.scalars.dovecot_passwd) out.push(...dovecotProblems(cfg).map((p) => ({ line: p.line, message: p.problem })));
   return out;
 }
 
-/** Warnings that do not fail check: each local domain should reach a postmaster (RFC 5321 4.5.1). */
+/**
+ * Warnings that do not fail check: each local domain should reach a postmaster (RFC 5321 4.5.1);
+ * without dovecot_passwd, the mailboxes whose hash Dovecot could not read.
+ */
 function warnings(cfg: Config): string[] {
-  return [...cfg.domains]
+  const postmaster = [...cfg.domains]
     .filter((d) => !cfg.users.has(`postmaster@${d}`) && !cfg.aliases.has(`postmaster@${d}`) && !cfg.aliases.has(`@${d}`))
     .map((d) => `no postmaster@${d} (RFC 5321 requires one); fix: mailcfg alias add postmaster@${d} YOU@${d}`);
+  return [...postmaster, ...(cfg.scalars.dovecot_passwd ? [] : dovecotProblems(cfg).map((p) => `line ${p.line}: ${p.problem}`))];
 }
 
 /** The effective configuration in mail.cfg syntax, secrets masked. */

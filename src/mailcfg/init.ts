@@ -3,7 +3,8 @@
  *
  * Every directory of the spool layout (SPOOL_DIRS in mail/spool.ts; mail.cfg(5), FILES) is
  * created mode 0700.
- * Refuses to replace an existing mail.cfg unless --force (EX_CANTCREAT, 73). A directory that
+ * Refuses to replace an existing mail.cfg unless --force (EX_CANTCREAT, 73); a replaced one's
+ * Dovecot passwd-file (dovecot_passwd) is emptied, since none of its mailboxes remain. A directory that
  * cannot be created is EX_CANTCREAT too; existing directories are left as they are.
  */
 import { chmodSync, existsSync, mkdirSync } from 'node:fs';
@@ -12,11 +13,12 @@ import type { Command } from 'commander';
 import { OutpostError } from '../lib/errors';
 import { EX_CANTCREAT } from '../lib/exits';
 import { parseCfg } from '../mail/cfgfile';
-import { buildConfig, editConfig, formatDiags } from '../mail/config';
+import { buildConfig, Config, editConfig, formatDiags } from '../mail/config';
 import { isDomain } from '../mail/address';
 import { SETTINGS } from '../mail/settings';
 import { SPOOL_DIRS } from '../mail/spool';
 import { cfgPathOf, dataErr } from './common';
+import { syncDovecotPasswd } from './dovecot';
 
 /** The text of a fresh mail.cfg. Every value is validated by the caller. */
 function template(host: string, domain: string, spool: string): string {
@@ -99,7 +101,16 @@ export function register(program: Command): void {
       if (cfg.diags.length) throw dataErr(formatDiags(path, cfg.diags));
       mkdirOr73(dirname(path));
       for (const d of ['', ...SPOOL_DIRS]) mkdirOr73(join(spool, d));
-      await editConfig(path, () => parseCfg(text));
+      // A replaced mail.cfg's Dovecot passwd-file is emptied: its mailboxes are gone.
+      let before: Config | undefined;
+      await editConfig(
+        path,
+        (old) => {
+          before = buildConfig(path, old);
+          return parseCfg(text);
+        },
+        () => syncDovecotPasswd(before, cfg),
+      );
       chmodSync(path, 0o600);
       process.stdout.write(`wrote ${path} (mode 0600) and created the spool ${spool}\nnext: mailcfg -c ${path} user add YOU@${domain}; mailcfg -c ${path} alias add postmaster@${domain} YOU@${domain}\n`);
     });
