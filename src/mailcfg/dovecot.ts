@@ -52,7 +52,7 @@ function entryOf(file: '/etc/passwd' | '/etc/group', name: string): string[] | u
  * name in /etc/passwd) when that setting is set, else the owner of the spool directory.
  * @throws OutpostError EDATA (65) when mail_owner names no user.
  */
-export function mailOwnerIds(cfg: Config): { uid: number; gid: number } {
+function mailOwnerIds(cfg: Config): { uid: number; gid: number } {
   // mail_owner is another change's setting; until it lands it is read untyped.
   const owner = (cfg.scalars as Partial<Record<string, string>>).mail_owner;
   if (owner) {
@@ -105,7 +105,7 @@ export function dovecotProblems(cfg: Config): Array<{ line: number; problem: str
 }
 
 /** The passwd-file's text for `cfg` (see the header); `ids` are the mail owner's. */
-export function passwdFileText(cfg: Config, ids: { uid: number; gid: number }): string {
+function passwdFileText(cfg: Config, ids: { uid: number; gid: number }): string {
   const lines = [`# Dovecot passwd-file written by mailcfg from ${cfg.path}: do not edit, it is rewritten on every change (mailcfg(8), dovecot_passwd).`];
   for (const u of cfg.users.values()) {
     const home = homeOf(cfg, u.address);

@@ -4,8 +4,8 @@
  * Every directory of the spool layout (SPOOL_DIRS in mail/spool.ts; mail.cfg(5), FILES) is
  * created mode 0700.
  * Refuses to replace an existing mail.cfg unless --force (EX_CANTCREAT, 73); a replaced one's
- * Dovecot passwd-file (dovecot_passwd) is emptied, since none of its mailboxes remain. A directory that
- * cannot be created is EX_CANTCREAT too; existing directories are left as they are.
+ * Dovecot passwd-file (dovecot_passwd) is emptied, since none of its mailboxes remain. A
+ * directory that cannot be created is EX_CANTCREAT too; existing directories are left as they are.
  */
 import { chmodSync, existsSync, mkdirSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';

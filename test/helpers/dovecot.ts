@@ -40,6 +40,24 @@ export interface Dovecot {
 
 const LDA = '/usr/lib/dovecot/dovecot-lda';
 
+/** Stops the Dovecot of `conf` (base_dir `runDir`) and waits for its master to go, SIGKILL after 5 s. */
+function stopDovecot(conf: string, runDir: string): void {
+  try {
+    execFileSync('doveadm', ['-c', conf, 'stop'], { stdio: 'ignore' });
+  } catch {
+    /* already gone */
+  }
+  const pidFile = join(runDir, 'master.pid');
+  for (let i = 0; i < 100 && existsSync(pidFile); i++) execFileSync('sleep', ['0.05']);
+  if (existsSync(pidFile)) {
+    try {
+      process.kill(Number(readFileSync(pidFile, 'utf8')), 'SIGKILL');
+    } catch {
+      /* gone */
+    }
+  }
+}
+
 /** Starts Dovecot for `users` (name → password). */
 export async function startDovecot(users: Record<string, string>): Promise<Dovecot> {
   requireTool('dovecot');
@@ -130,20 +148,7 @@ service anvil {
       rmSync(join(D, 'mail', user), { recursive: true, force: true });
     },
     stop: () => {
-      try {
-        execFileSync('doveadm', ['-c', conf, 'stop'], { stdio: 'ignore' });
-      } catch {
-        /* already gone */
-      }
-      const pidFile = join(D, 'run', 'master.pid');
-      for (let i = 0; i < 100 && existsSync(pidFile); i++) execFileSync('sleep', ['0.05']);
-      if (existsSync(pidFile)) {
-        try {
-          process.kill(Number(readFileSync(pidFile, 'utf8')), 'SIGKILL');
-        } catch {
-          /* gone */
-        }
-      }
+      stopDovecot(conf, join(D, 'run'));
       rmSync(dir, { recursive: true, force: true });
     },
   };
@@ -199,13 +204,7 @@ export async function startSampleDovecot(spool: string, passwd: string): Promise
     cert,
     log: () => readFileSync(join(dir, 'dovecot.log'), 'utf8'),
     stop: () => {
-      try {
-        execFileSync('doveadm', ['-c', conf, 'stop'], { stdio: 'ignore' });
-      } catch {
-        /* already gone */
-      }
-      const pidFile = join(dir, 'run', 'master.pid');
-      for (let i = 0; i < 100 && existsSync(pidFile); i++) execFileSync('sleep', ['0.05']);
+      stopDovecot(conf, join(dir, 'run'));
       rmSync(dir, { recursive: true, force: true });
     },
   };
