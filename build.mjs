@@ -11,7 +11,7 @@ import { join } from 'node:path';
 
 const only = process.argv.slice(2);
 const want = (s) => only.length === 0 || only.some((n) => s.includes(n));
-const external = ['serialport', 'nodemailer', 'imapflow', 'mailparser'];
+const external = ['serialport', 'nodemailer', 'imapflow', 'mailparser', 'argon2'];
 // package.json's version, built in (src/lib/cli.ts VERSION: every program's --version).
 const define = { OUTPOST_VERSION: JSON.stringify(JSON.parse(readFileSync('package.json', 'utf8')).version) };
 const common = { bundle: true, platform: 'node', format: 'cjs', target: 'node20', external, define, logLevel: 'warning', legalComments: 'none' };

@@ -7,7 +7,7 @@
  * its mode, and when root replaces it also its owner and group (root editing mail.cfg must not
  * take it from the mail owner or its group).
  */
-import { closeSync, fchownSync, fsyncSync, openSync, renameSync, writeSync, constants, unlinkSync, statSync, chmodSync } from 'node:fs';
+import { closeSync, fchownSync, fsyncSync, futimesSync, openSync, renameSync, writeSync, constants, unlinkSync, statSync, chmodSync } from 'node:fs';
 import { dirname, basename, join } from 'node:path';
 
 /** fsyncs a directory so that renames and creations inside it are durable. Errors are thrown. */
@@ -20,14 +20,24 @@ export function fsyncDir(dir: string): void {
   }
 }
 
+/** What the new file gets besides its bytes and mode, set before it replaces the old one. */
+interface FileMeta {
+  /** Group of the new file (the owner stays the writer). */
+  gid?: number;
+  /** Modification (and access) time, in seconds since the epoch. */
+  mtime?: number;
+}
+
 /**
  * Atomically replaces `path` with `data`.
  * @param mode file mode for a new file (e.g. 0o600 for secrets); an existing file keeps its mode
  *   unless `forceMode` is set; written by root, it also keeps its owner and group (another
  *   process writes a file of its own, as before).
+ * @param meta group and mtime of the new file, applied before the rename: a reader never sees
+ *   the new bytes with the wrong group or time.
  * @throws the underlying fs error (ENOSPC, EACCES, EPERM…); the old file is then left untouched.
  */
-export function atomicWriteFile(path: string, data: string | Buffer, mode = 0o644, forceMode = false): void {
+export function atomicWriteFile(path: string, data: string | Buffer, mode = 0o644, forceMode = false, meta: FileMeta = {}): void {
   let finalMode = mode;
   let old: { uid: number; gid: number } | undefined;
   try {
@@ -44,6 +54,8 @@ export function atomicWriteFile(path: string, data: string | Buffer, mode = 0o64
     const buf = typeof data === 'string' ? Buffer.from(data) : data;
     let off = 0;
     while (off < buf.length) off += writeSync(fd, buf, off, buf.length - off);
+    if (meta.gid !== undefined) fchownSync(fd, -1, meta.gid);
+    if (meta.mtime !== undefined) futimesSync(fd, meta.mtime, meta.mtime);
     fsyncSync(fd);
     closeSync(fd);
     chmodSync(tmp, finalMode);

@@ -508,7 +508,7 @@ function buildUser(cfg: Config, e: Entry, base: string): void {
   if (problem) throw new LineProblem(problem);
   if (!cfg.domains.has(domain)) throw new LineProblem(`${addr}: domain ${domain} is not a local domain; fix: mailcfg domain add ${domain}`);
   if (cfg.users.has(addr)) throw new LineProblem(`mailbox ${addr} is defined twice; fix: delete this line`);
-  if (!/^(scrypt\$|\*$|!)/.test(e.args[1])) throw new LineProblem(`${addr}: the password field is not a scrypt hash; fix: mailcfg user passwd ${addr}`);
+  if (!/^(\{ARGON2ID\}\$|scrypt\$|\*$|!)/.test(e.args[1])) throw new LineProblem(`${addr}: the password field is not a password hash; fix: mailcfg user passwd ${addr}`);
   cfg.users.set(addr, { address: addr, hash: e.args[1], apop: o('apop'), maildir: o('maildir') ?? join(spoolPaths(cfg).mail, domain, local), line: e.line });
 }
 
@@ -685,9 +685,11 @@ export function loadConfig(path: string, strict = true): Config {
 /**
  * Applies `edit` to mail.cfg under the lock and writes the result durably (temp, fsync, rename),
  * creating the file 0600 if new. The edit sees the file as it is now on disk (never a stale copy).
+ * `written` runs after the write, still under the lock (e.g. to rewrite a file derived from
+ * mail.cfg, so that two mailcfg runs cannot write it in the wrong order).
  * @throws OutpostError ELOCKED (EX_TEMPFAIL) if another mailcfg holds the lock for 10 s; fs errors.
  */
-export async function editConfig(path: string, edit: (text: CfgText) => CfgText): Promise<CfgText> {
+export async function editConfig(path: string, edit: (text: CfgText) => CfgText, written?: () => void): Promise<CfgText> {
   const release = await acquireLock(path, 10, path);
   try {
     let raw = '';
@@ -698,6 +700,7 @@ export async function editConfig(path: string, edit: (text: CfgText) => CfgText)
     }
     const next = edit(parseCfg(raw));
     atomicWriteFile(path, serialise(next), 0o600);
+    written?.();
     return next;
   } finally {
     await release();

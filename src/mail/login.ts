@@ -15,9 +15,10 @@
  * anything else fails like a wrong password.
  * Locked mailboxes: a hash field of `*` or starting with `!` (mail.cfg(5)) never logs in, by any
  * mechanism, APOP included.
- * Timing: checkLogin always runs one scrypt hash (a dummy one for an unknown or locked mailbox or
- * a refused authzid), so the reply time does not tell which names exist.
- * node:crypto (scrypt, MD5) is loaded only when a login is checked, not on a daemon's start path.
+ * Timing: checkLogin always runs one password hash (passwords.ts: Argon2id, a dummy one for an
+ * unknown or locked mailbox or a refused authzid), so the reply time does not tell which names exist.
+ * passwords.ts (argon2, node:crypto) and MD5 are loaded only when a login is checked, not on a
+ * daemon's start path.
  */
 import type { Config, User } from './config';
 import { normalizeAddress } from './address';
@@ -79,8 +80,9 @@ export function decodePlain(b64: string): Credentials | 'base64' | 'syntax' {
 
 /**
  * Checks a login (USER/PASS, AUTH PLAIN, AUTH LOGIN): the mailbox for `c.user`, when the password
- * matches its scrypt hash, the mailbox is not locked and the authorization identity is empty or
- * names the same mailbox. Takes one scrypt run (~50 ms) whatever the outcome (see the header).
+ * matches its hash (Argon2id, or a legacy scrypt one), the mailbox is not locked and the
+ * authorization identity is empty or names the same mailbox. Takes one hash run (~25 ms of
+ * Argon2id) whatever the outcome (see the header).
  * @returns the mailbox, or undefined (the caller waits login_delay seconds and refuses).
  */
 export async function checkLogin(cfg: Mailboxes, c: Credentials): Promise<User | undefined> {

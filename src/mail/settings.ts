@@ -45,6 +45,7 @@ export const SETTINGS = {
   fetch_size_limit: { kind: 'bytes', default: '0' },
   queue_warn_age: { kind: 'seconds', default: '1d' },
   dial_failure_report: { kind: 'count', default: '3' },
+  dovecot_passwd: { kind: 'path' },
 } as const satisfies Record<string, SettingSpec>;
 
 /** A setting's name: `num(cfg, 'smtpd_timout')` is a type error. */

@@ -5,7 +5,8 @@
  *
  * Guarantees: an edit is applied under the mail.cfg lock to the file as it is on disk, rebuilt
  * with buildConfig, and written (temp, fsync, rename; editConfig) only when it adds no new problem
- * and does not leave secrets in a file that others may read. Otherwise nothing is written.
+ * and does not leave secrets in a file that others may read. Otherwise nothing is written. After
+ * each write, under the same lock, the Dovecot passwd-file (dovecot_passwd) is brought up to date.
  *
  * Throws OutpostError with exit EX_USAGE (64), EX_DATAERR (65), EX_NOINPUT (66), EX_NOUSER (67),
  * EX_CANTCREAT (73), EX_TEMPFAIL (75, locked) or EX_CONFIG (78); the message ends in "; fix: …".
@@ -19,6 +20,7 @@ import { appendLine, CfgText, parseCfg, removeLine } from '../mail/cfgfile';
 import { Config, buildConfig, configPath, editConfig, holdsSecrets, loadConfig } from '../mail/config';
 import type { SettingName } from '../mail/settings';
 import { logTarget } from '../mail/spool';
+import { syncDovecotPasswd } from './dovecot';
 
 /** The config path for this invocation: -c/--config (anywhere on the line), $OUTPOST_CONFIG, default. */
 export function cfgPathOf(cmd: Command): string {
@@ -66,12 +68,14 @@ export function readConfig(path: string): Config {
  * The result must add no problem that buildConfig reports (compared by message with the file
  * before the edit, so an already broken line elsewhere does not block unrelated edits).
  * `after` runs under the lock with the new model before the file is written (e.g. to create a
- * Maildir, so that a mailbox never exists in mail.cfg without its directory).
+ * Maildir, so that a mailbox never exists in mail.cfg without its directory). After the write,
+ * still under the lock, the Dovecot passwd-file is brought up to date (dovecot.ts).
  * @returns the model of the file as written.
  */
 export async function editChecked(path: string, change: (text: CfgText, cfg: Config) => CfgText, after?: (cfg: Config) => void): Promise<Config> {
   requireFile(path);
   let result: Config | undefined;
+  let written = () => {};
   await editConfig(path, (text) => {
     const before = buildConfig(path, text);
     const next = change(text, before);
@@ -90,8 +94,9 @@ export async function editChecked(path: string, change: (text: CfgText, cfg: Con
     }
     after?.(cfg);
     result = cfg;
+    written = () => syncDovecotPasswd(before, cfg);
     return next;
-  });
+  }, () => written());
   return result!;
 }
 

@@ -9,7 +9,8 @@
  * directory and every directory of the layout (SPOOL_DIRS in mail/spool.ts; mail.cfg(5), FILES)
  * are created mode 0700 and belong to the owner (root creates the spool directory, or takes the
  * one there, and gives it to the owner; the layout is made as the owner).
- * Refuses to replace an existing mail.cfg unless --force (EX_CANTCREAT, 73). A directory that
+ * Refuses to replace an existing mail.cfg unless --force (EX_CANTCREAT, 73); a replaced one's
+ * Dovecot passwd-file (dovecot_passwd) is emptied, since none of its mailboxes remain. A directory that
  * cannot be created is EX_CANTCREAT too; existing directories are left as they are. An owner that
  * is not a user, or root without --owner and without a user `outpost`: EX_NOUSER (67); another
  * owner than yourself when not root: EX_NOPERM (77).
@@ -21,11 +22,12 @@ import { OutpostError } from '../lib/errors';
 import { EX_CANTCREAT, EX_NOPERM, EX_NOUSER } from '../lib/exits';
 import { Account, asOwner, currentAccount, giveTo, lookupUser } from '../lib/privilege';
 import { parseCfg } from '../mail/cfgfile';
-import { buildConfig, editConfig, formatDiags } from '../mail/config';
+import { buildConfig, Config, editConfig, formatDiags } from '../mail/config';
 import { isDomain } from '../mail/address';
 import { SETTINGS } from '../mail/settings';
 import { SPOOL_DIRS } from '../mail/spool';
 import { cfgPathOf, dataErr } from './common';
+import { syncDovecotPasswd } from './dovecot';
 
 /** The text of a fresh mail.cfg. Every value is validated by the caller. */
 function template(host: string, domain: string, spool: string, owner: string): string {
@@ -58,8 +60,8 @@ message_size_limit ${SETTINGS.message_size_limit.default}
 # Local domains: mail for these is delivered here.
 domain ${domain}
 
-# Mailboxes: "mailcfg user add alice@${domain}" asks for the password and stores a scrypt hash.
-#user alice@${domain} scrypt$...
+# Mailboxes: "mailcfg user add alice@${domain}" asks for the password and stores an Argon2id hash.
+#user alice@${domain} {ARGON2ID}$argon2id$...
 
 # Aliases (a target is a mailbox or an outside address; @${domain} is a catch-all).
 # Every domain needs a postmaster (RFC 5321); point it at a mailbox once one exists:
@@ -137,7 +139,16 @@ export function register(program: Command): void {
       asOwner(owner, () => {
         for (const d of SPOOL_DIRS) mkdirOr73(join(spool, d));
       });
-      await editConfig(path, () => parseCfg(text));
+      // A replaced mail.cfg's Dovecot passwd-file is emptied: its mailboxes are gone.
+      let before: Config | undefined;
+      await editConfig(
+        path,
+        (old) => {
+          before = buildConfig(path, old);
+          return parseCfg(text);
+        },
+        () => syncDovecotPasswd(before, cfg),
+      );
       const mode = shared ? 0o640 : 0o600;
       if (shared) chownSync(path, 0, owner.gid);
       chmodSync(path, mode);

@@ -5,9 +5,11 @@
  * Guarantees: mailboxes are never deleted silently — `user del` keeps the Maildir and says where
  * it is unless --purge; `user add` creates the Maildir (tmp/ new/ cur/, 0700) under the mail.cfg
  * lock before the line is written, so a listed mailbox always has its directory (run by root, as
- * mail_owner: the Maildir is the owner's). Passwords are
- * stored only as scrypt hashes; --apop additionally stores the password itself as the APOP shared
- * secret (RFC 1939 section 7 needs it retrievable; mail.cfg is 0600).
+ * mail_owner: the Maildir is the owner's). Passwords are stored only as Argon2id hashes
+ * (mail/passwords.ts); --apop additionally stores the password itself as the APOP shared secret
+ * (RFC 1939 section 7 needs it retrievable; mail.cfg is 0600).
+ * `user lock` puts a `!` before the hash and `user unlock` removes it, so the password survives a
+ * lock; `user passwd` keeps a lock (since issue 10).
  *
  * Exit codes: 65 bad address/domain/network or already exists, 67 no such entry, 64 usage
  * (e.g. no terminal and no --password-stdin); see common.ts for the rest.
@@ -144,16 +146,20 @@ function userCommands(program: Command): void {
       if (!readConfig(path).users.has(addr)) throw noSuch(missing);
       const pw = await readPassword(!!o.passwordStdin);
       const hash = await hashPassword(pw);
+      let locked = false;
       await editChecked(path, (text, cfg) => {
         const u = cfg.users.get(addr);
         if (!u) throw noSuch(missing);
         const e = text.entries.find((x) => x.line === u.line)!;
         const opts: Record<string, string[]> = Object.fromEntries(e.opts);
         if (opts.apop) opts.apop = [pw];
-        return replaceLine(text, u.line, formatLine('user', [e.args[0], hash], opts));
+        locked = u.hash.startsWith('!');
+        return replaceLine(text, u.line, formatLine('user', [e.args[0], (locked ? '!' : '') + hash], opts));
       });
-      process.stdout.write(`changed the password of ${addr}\n`);
+      process.stdout.write(`changed the password of ${addr}${locked ? ` (still locked; fix: mailcfg user unlock ${addr})` : ''}\n`);
     });
+  lockCommand(user, 'lock', 'refuse every login to a mailbox (POP3, SMTP AUTH, APOP, Dovecot), keeping its password and mail', (hash) => '!' + hash);
+  lockCommand(user, 'unlock', 'let a locked mailbox log in again with the password it had', (hash) => hash.slice(1));
   listCommand(
     user,
     'list the mailboxes',
@@ -161,6 +167,35 @@ function userCommands(program: Command): void {
     (cfg) => [...cfg.users.values()].map((u) => ({ address: u.address, maildir: u.maildir, apop: u.apop !== undefined })),
     (u) => [u.address, u.apop ? 'apop' : '-', u.maildir],
   );
+}
+
+/**
+ * Adds `user lock|unlock <address>`: rewrites the mailbox's hash field with `change` (lock: a `!`
+ * in front, mail.cfg(5); unlock: without it). Locking a locked mailbox and unlocking an unlocked
+ * one change nothing and say so (exit 0); unlocking `*` or a bare `!` (no password to return to)
+ * is refused (65); no such mailbox is 67.
+ */
+function lockCommand(user: Command, verb: 'lock' | 'unlock', description: string, change: (hash: string) => string): void {
+  user
+    .command(`${verb} <address>`)
+    .description(description)
+    .action(async (address: string, _o: unknown, cmd: Command) => {
+      const addr = normalizeAddress(address);
+      let said = `${verb}ed ${addr}`;
+      await editChecked(cfgPathOf(cmd), (text, cfg) => {
+        const u = cfg.users.get(addr);
+        if (!u) throw noSuch(`no mailbox ${addr} in ${cfg.path}; fix: mailcfg user list`);
+        const locked = u.hash === '*' || u.hash.startsWith('!');
+        if (locked === (verb === 'lock')) {
+          said = `${addr} is already ${verb}ed; nothing to do`;
+          return text;
+        }
+        if (verb === 'unlock' && (u.hash === '*' || !/^!(\{|scrypt\$)/.test(u.hash))) throw dataErr(`${addr} has no password to unlock; fix: mailcfg user passwd ${addr}, then mailcfg user unlock ${addr}`);
+        const e = text.entries.find((x) => x.line === u.line)!;
+        return replaceLine(text, u.line, formatLine('user', [e.args[0], change(u.hash)], Object.fromEntries(e.opts)));
+      });
+      process.stdout.write(said + '\n');
+    });
 }
 
 function aliasCommands(program: Command): void {

@@ -4,15 +4,16 @@
  * (s, m, h, d), counts, paths, strings.
  *
  * `set` validates the value (for tls_cert/tls_key: the file exists and is readable; the key is not
- * readable by others), replaces the setting's line in place, or adds it after a commented example
+ * readable by others; for dovecot_passwd: its directory exists — the file is written at once,
+ * see dovecot.ts), replaces the setting's line in place, or adds it after a commented example
  * `#NAME ...` when there is one, else after the last setting. Relative paths are made absolute
  * from the current directory. `get` prints the effective value (the default when unset; nothing
  * when unset without a default).
  *
  * Exit codes: 64 unknown setting, 65 bad value; see common.ts.
  */
-import { accessSync, constants, statSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { accessSync, constants, existsSync, statSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { formatLine, replaceLine } from '../mail/cfgfile';
 import { isDomain } from '../mail/address';
@@ -39,6 +40,7 @@ function validate(name: SettingName, value: string): string {
         }
         if (name === 'tls_key' && statSync(p).mode & 0o004) throw dataErr(`${p} is readable by others; fix: chmod 600 ${p}`);
       }
+      if (name === 'dovecot_passwd' && !existsSync(dirname(p))) throw dataErr(`the directory of dovecot_passwd ${p} does not exist; fix: mkdir -p ${dirname(p)}, or another path`);
       return p;
     }
     case 'string':

@@ -92,7 +92,7 @@ export async function pop3Session(cfg: Config, conn: Conn): Promise<void> {
           reason = a.reason;
           return false;
         case 'auth': {
-          // The penalty of this address first, one scrypt run, login_delay on failure (mail/penalty.ts).
+          // The penalty of this address first, one password hash, login_delay on failure (mail/penalty.ts).
           const user = await guardLogin(cfg, conn.peer, async () => {
             const u = a.method === 'APOP' ? checkApop(cfg, a.user, session.timestamp, a.password) : await checkLogin(cfg, a);
             if (!u) log('warn', 'login failed', { user: a.user.slice(0, 100), peer, method: a.method });

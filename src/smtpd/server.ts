@@ -175,7 +175,7 @@ export async function smtpSession(cfg: Config, conn: Conn): Promise<void> {
         }
         case 'auth': {
           await flush();
-          // The address's penalty, one scrypt run whatever the outcome (no user enumeration by
+          // The address's penalty, one password hash whatever the outcome (no user enumeration by
           // timing), login_delay on failure: mail/login.ts, mail/penalty.ts.
           const u = await guardLogin(cfg, conn.peer, async () => {
             const r = await checkLogin(cfg, a);
