@@ -37,12 +37,16 @@ trap 'exit 130' INT TERM
 
 postoffice() {
   dir=$1; shift
-  mkdir -p "$dir/spool"
+  # The layout mailcfg init and user add make (smtpd and pop3d refuse to start without it).
+  for d in mail queue/tmp queue/new queue/cur queue/state fetch run log tmp mail/example.org/alice/tmp mail/example.org/alice/new mail/example.org/alice/cur; do
+    mkdir -p "$dir/spool/$d"
+  done
   hash=$("$NODE" -e "const c=require('crypto');const s=c.randomBytes(16);c.scrypt('pw',s,32,{N:16384,r:8,p:1},(e,k)=>{if(e)throw e;console.log('scrypt\$16384\$8\$1\$'+s.toString('base64url')+'\$'+k.toString('base64url'))})")
   CFG=$dir/mail.cfg
   {
     echo "hostname mx.example.org"
     echo "spool $dir/spool"
+    echo "mail_owner $(id -un)"
     echo "log $dir/outpost.log"
     echo "login_delay 0"
     echo "domain example.org"

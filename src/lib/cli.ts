@@ -1,12 +1,13 @@
 /**
  * cli — the one top-level handler every program's main() runs under.
  *
- * An OutpostError ends the program with its sysexits code and one line `program: message` on
- * stderr; any other exception is a bug (EX_SOFTWARE, with its stack). The error is also logged,
- * unless the log is stderr itself: each error appears once there, prefixed with the program's
- * own name (never a second time as a log line). Daemons pass
- * `stderrIsClient` when stderr may be the client's socket (inetd): the message then goes only to
- * the log (see log.ts), never into the protocol stream. Never calls process.exit(): the exit code
+ * An OutpostError ends the program with its sysexits code and `program: message` on stderr (each
+ * line of the message prefixed); any other exception is a bug (EX_SOFTWARE, with its stack). The
+ * error is also logged (an OutpostError line by line: each is one problem and its fix), unless
+ * the log is stderr itself: each error appears once there, prefixed with the program's own name
+ * (never a second time as a log line). Daemons pass `stderrIsClient` (stderrIsClient(): fd 2 is
+ * the client's socket, as under inetd): the message then goes only to the log (see log.ts),
+ * never into the protocol stream. Never calls process.exit(): the exit code
  * is set and the event loop drains, so a last reply still reaches the client.
  * VERSION is package.json's version, built in by build.mjs (`PROGRAM --version` prints it).
  */
@@ -49,7 +50,8 @@ export function runMain(program: string, main: () => Promise<number | void>, std
     (err: unknown) => {
       const known = err instanceof OutpostError;
       const text = known ? err.message : err instanceof Error ? (err.stack ?? err.message) : String(err);
-      if (stderrIsClient || logDestination() !== 'stderr') log('error', text.split('\n')[0], { code: known ? err.code : 'EBUG' });
+      // An OutpostError's lines are each one problem with its fix; a bug's first line says enough.
+      if (stderrIsClient || logDestination() !== 'stderr') for (const line of known ? text.split('\n') : [text.split('\n')[0]]) log('error', line, { code: known ? err.code : 'EBUG' });
       if (!stderrIsClient) process.stderr.write(`${program}: ${text.replace(/\n/g, `\n${program}: `)}\n`);
       process.exitCode = known ? err.exit : EX_SOFTWARE;
     },

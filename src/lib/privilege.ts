@@ -4,8 +4,9 @@
  *
  * Every program started as root switches to the mail owner (supplementary groups, gid, uid: in
  * that order, the only order that works) before it touches the spool, and refuses to go on as
- * root when it cannot. The user is looked up in /etc/passwd (no `id`, no NSS module: the mail owner
- * is a local system account); its groups come from initgroups(3).
+ * root when it cannot. The user is looked up in /etc/passwd (no `id`: the mail owner is a local
+ * system account; only the user running the process may also come from NSS, through
+ * os.userInfo); its groups come from initgroups(3).
  *
  * Rules (becomeOwner):
  *   - root, mail_owner a user: switch to it; unknown user or a failing call: refuse.

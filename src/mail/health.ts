@@ -1,6 +1,6 @@
 /**
  * health — the one check of "is this post office ready to run?" that `mailcfg check` prints and
- * that smtpd and pop3d run before their first reply (mail.cfg(5), DIAGNOSTICS): what only the
+ * that smtpd and pop3d run before their first reply (mail.cfg(5), DESCRIPTION): what only the
  * disk can tell, beyond what buildConfig finds in the text.
  *
  *   - trust (trustDiags): mail.cfg, every password_file, tls_key and tls_cert must be neither
@@ -25,7 +25,6 @@ import { logTarget, SPOOL_DIRS } from './spool';
 import type { ConfigSource } from '../lib/daemon';
 import { OutpostError } from '../lib/errors';
 import { EX_CONFIG } from '../lib/exits';
-
 
 /** The line of the last `kw` entry (whose first argument is `arg`, when given), else 0. */
 function lineOf(cfg: Config, kw: string, arg?: string): number {
