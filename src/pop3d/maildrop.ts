@@ -1,49 +1,79 @@
 /**
- * maildrop — a mailbox's Maildir as one POP3 session sees it (RFC 1939 sections 3, 5, 6, 7).
+ * maildrop — a mailbox's Maildir as one POP3 session sees it (RFC 1939 sections 3, 5, 6, 7),
+ * shared with any MDA (Outpost's smtpd, Dovecot's LDA, procmail…) and with Dovecot's IMAP.
  *
  * openMaildrop():
- *   1. takes the exclusive maildrop lock `<maildir>/.pop3d` (lib/lock.ts, proper-lockfile: the
- *      lock is the directory `<maildir>/.pop3d.lock`, refreshed every 10 s while held and
- *      considered stale 30 s after its holder died, so a killed pop3d never blocks a mailbox
- *      for longer than that);
- *   2. scans new/ and cur/ once and moves every new/ message to cur/ as `<name>:2,` (the base name
- *      is kept, as Dovecot does), so a message is "seen by POP3" once;
- *   3. the message list (numbering, sizes, UIDLs) is that scan's, fixed for the session (mail
- *      delivered meanwhile waits for the next session). Sizes come from the ,S= in the name (our
- *      files are stored with CRLF, so that is the exact POP3 octet count); a name without ,S= is
- *      stat'ed. No message body is read.
+ *   1. takes the exclusive maildrop lock `<maildir>/pop3d.lock` (lib/lock.ts, proper-lockfile: a
+ *      directory, refreshed every 10 s while held, stale 30 s after its holder died). It has no
+ *      leading dot: Maildir++ folders are exactly the dot-directories, so Dovecot never takes it
+ *      for a folder. A `.pop3d.lock` left by an older pop3d is removed (removeLegacyLock);
+ *   2. lists new/ and cur/ (readdir only) and moves every new/ message to cur/ as `<name>:2,`
+ *      (the base name is kept, as Dovecot does), so a message is "seen by POP3" once. Nothing
+ *      else in the Maildir is looked at: Dovecot's dovecot-uidlist, dovecot.index*,
+ *      dovecot-keywords, its `.Sent`-style subfolders, tmp/, dot files and directories;
+ *   3. the message list (numbering, sizes, UIDLs) is that listing's, fixed for the session (mail
+ *      delivered meanwhile waits for the next session).
  *
- * UIDL (RFC 1939 section 7): the Maildir unique base name (the part before ',' and ':'), which
- * never changes for the life of the message, so UIDLs survive sessions, restarts and the
- * new/ → cur/ move. RFC 1939 allows 1 to 70 characters in 0x21..0x7E; a base name outside that
- * (too long, or with blanks or 8-bit bytes) is replaced by the SHA-1 of the name in hex
- * (40 characters), which is just as stable.
+ * Sizes (RFC 1939 sections 5 and 11: the octets RETR sends, CRLF line ends, before byte-stuffing):
+ *   - `,W=<n>` in the name is the CRLF size (Dovecot's virtual size) and is trusted;
+ *   - a name with `,S=<n>,W=<n>` equal is a file stored in wire form (how Outpost stores mail): it
+ *     is sent as stored (`wire`), byte-exact, without looking for bare LFs;
+ *   - anything else (`,S=` alone, S= and W= that differ, no size) is a foreign file: sent with
+ *     every LF not preceded by CR turned into CRLF (Dovecot's rule; a bare CR stays as it is), and
+ *     without W= its size is counted once by reading the file (wireSize) and kept in the index.
  *
- * update() is the UPDATE state: it unlinks the deleted files (all in cur/) and then fsyncs cur/,
- * and only then may the session say +OK: a deletion acknowledged is a deletion on disk.
+ * The index `<maildir>/pop3d.index` (like Dovecot's dovecot.index): the wire size and UIDL of
+ * every message whose name does not carry its W= size, by base name. A warm login reads it and
+ * the two directories and opens or stats no message. It is written atomically (write, fsync,
+ * rename: lib/fsutil.ts) only while holding the lock, only when it changed (an entry counted or
+ * one dropped because its message is gone), and a missing, foreign-version or corrupt index is
+ * ignored and rebuilt. An entry only ever records what the message's bytes give, so rebuilding
+ * it changes no size and no UIDL. Its temporary file is a dot file, never a directory.
+ *
+ * UIDL (RFC 1939 section 7): the Maildir unique base name (the part before the first ',' or ':'),
+ * which never changes for the life of the message: not when it moves new/ → cur/, nor when
+ * Dovecot renames it to change its flags (`:2,S` → `:2,ST`). RFC 1939 allows 1 to 70 characters in
+ * 0x21..0x7E; a base name outside that is replaced by the SHA-1 of the name in hex (40
+ * characters), which is just as stable.
+ *
+ * A message renamed by someone else during the session (Dovecot changing its flags, moving it
+ * new/ → cur/) is found again by its base name (relocate); one that is gone (expunged) is reported
+ * as such and counts as deleted for UPDATE.
+ *
+ * update() is the UPDATE state: it unlinks the deleted files (found again by base name when
+ * renamed meanwhile) and then fsyncs cur/, and only then may the session say +OK: a deletion
+ * acknowledged is a deletion on disk.
  *
  * Errors: openMaildrop throws OutpostError ELOCKED when another session holds the lock (reply
  * [IN-USE]); any other error is a temporary failure ([SYS/TEMP]).
  */
-import { promises as fsp } from 'node:fs';
+import { closeSync, openSync, promises as fsp, readdirSync, readFileSync, readSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { isErrno } from '../lib/errors';
-import { fsyncDir } from '../lib/fsutil';
+import { atomicWriteFile, fsyncDir } from '../lib/fsutil';
 import { acquireLock, Release } from '../lib/lock';
-import { ensureMaildir, scan, setFlags } from '../mail/maildir';
+import { log } from '../lib/log';
+import { ensureMaildir, parseName } from '../mail/maildir';
 
 export interface DropMessage {
   /** The UIDL (1–70 characters in 0x21..0x7E). */
   uidl: string;
-  /** Octets as sent by RETR (before byte-stuffing). */
+  /** Octets as sent by RETR (CRLF line ends, before byte-stuffing). */
   size: number;
-  /** The file, in cur/. */
+  /** The file, in cur/ (updated when the message is found again under a new name). */
   path: string;
+  /** Stored in wire form (S= equals W=): sent as stored; otherwise bare LFs become CRLF. */
+  wire: boolean;
 }
 
 export interface Drop {
   /** Messages in session order: POP3 message n is messages[n - 1]. */
   readonly messages: readonly DropMessage[];
+  /**
+   * Finds message index `i` again after its file vanished (renamed by another program), by its
+   * base name in cur/ and new/; updates its path. @returns the new path, or undefined when gone.
+   */
+  relocate(i: number): string | undefined;
   /** Removes the messages at the given 0-based indexes durably (see header). @throws on failure. */
   update(deleted: number[]): Promise<void>;
   /** Gives up the lock; deletes nothing. Never throws. */
@@ -57,6 +87,148 @@ export function uidlFor(id: string): string {
   return UIDL_OK.test(id) ? id : (require('node:crypto') as typeof import('node:crypto')).createHash('sha1').update(id).digest('hex');
 }
 
+/** The lock's path for lib/lock.ts (the lock itself is the directory `<maildir>/pop3d.lock`). */
+export function lockPath(maildir: string): string {
+  return join(maildir, 'pop3d');
+}
+
+/** The index file of a Maildir (see header). */
+export const INDEX_NAME = 'pop3d.index';
+const INDEX_HEAD = 'outpost-pop3d-index 1';
+
+/** What a file name says about a message: its base name, and its wire size and form if known. */
+export interface NameInfo {
+  /** The base name (before the first ',' or ':'): the UIDL's source. */
+  id: string;
+  /** Delivery time (seconds) from the name, for ordering. */
+  time: number;
+  /** The CRLF size from ,W= (-1: not in the name). */
+  size: number;
+  /** ,S= and ,W= are both there and equal: stored in wire form. */
+  wire: boolean;
+}
+
+/** Parses a Maildir name for pop3d (see the header's size rules). */
+export function nameInfo(file: string): NameInfo {
+  const { id, time } = parseName(file);
+  const info = file.slice(id.length).split(':')[0];
+  const s = /,S=(\d+)/.exec(info);
+  const w = /,W=(\d+)/.exec(info);
+  return { id, time, size: w ? Number(w[1]) : -1, wire: !!s && !!w && s[1] === w[1] };
+}
+
+/**
+ * The octets a file gives on the wire: its bytes, plus one CR for every LF not preceded by CR.
+ * @throws fs errors (ENOENT when it is gone).
+ */
+export function wireSize(path: string): number {
+  const fd = openSync(path, 'r');
+  try {
+    const buf = Buffer.allocUnsafe(64 * 1024);
+    let total = 0;
+    let prev = 0;
+    for (;;) {
+      const n = readSync(fd, buf, 0, buf.length, null);
+      if (n === 0) return total;
+      total += n;
+      for (let i = buf.indexOf(10); i >= 0 && i < n; i = buf.indexOf(10, i + 1)) if ((i === 0 ? prev : buf[i - 1]) !== 13) total++;
+      prev = buf[n - 1];
+    }
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Index entries: base name → [wire size, UIDL]. A missing or damaged index reads as empty. */
+function readIndex(dir: string): Map<string, [number, string]> {
+  const map = new Map<string, [number, string]>();
+  let text: string;
+  try {
+    text = readFileSync(join(dir, INDEX_NAME), 'utf8');
+  } catch {
+    return map;
+  }
+  const lines = text.split('\n');
+  if (lines[0] !== INDEX_HEAD || lines[lines.length - 1] !== '') return new Map();
+  for (let k = 1; k < lines.length - 1; k++) {
+    const [id, size, uidl, extra] = lines[k].split('\t');
+    if (extra !== undefined || !uidl || !/^\d{1,15}$/.test(size) || !id) return new Map(); // damaged: rebuild
+    map.set(id, [Number(size), uidl]);
+  }
+  return map;
+}
+
+function writeIndex(dir: string, entries: Map<string, [number, string]>): void {
+  let text = INDEX_HEAD + '\n';
+  for (const [id, [size, uidl]] of entries) text += `${id}\t${size}\t${uidl}\n`;
+  atomicWriteFile(join(dir, INDEX_NAME), text, 0o600);
+}
+
+/**
+ * A `.pop3d.lock` from an older pop3d: an empty lock directory is removed when stale (30 s
+ * unrefreshed: its holder is gone) and respected while fresh ([IN-USE]); one that Dovecot took for
+ * the folder "pop3d.lock" (cur/, new/, index files) is removed with everything in it when it holds
+ * no message, and left alone (logged) when someone stored mail in it.
+ * @throws OutpostError ELOCKED while an older pop3d still holds it.
+ */
+function removeLegacyLock(dir: string): void {
+  const old = join(dir, '.pop3d.lock');
+  let st;
+  try {
+    st = statSync(old);
+  } catch {
+    return;
+  }
+  const inside = readdirSync(old);
+  if (inside.length === 0) {
+    if (Date.now() - st.mtimeMs < 30_000) throw Object.assign(new Error(`${old} is held by an older pop3d`), { code: 'ELOCKED' });
+  } else {
+    const mail = ['new', 'cur', 'tmp'].some((s) => {
+      try {
+        return readdirSync(join(old, s)).length > 0;
+      } catch {
+        return false;
+      }
+    });
+    if (mail) {
+      log('warn', `${old} holds messages (Dovecot made it a folder); left in place`);
+      return;
+    }
+  }
+  rmSync(old, { recursive: true, force: true });
+}
+
+/** One listed file. */
+interface Listed extends NameInfo {
+  sub: 'new' | 'cur';
+  file: string;
+}
+
+/** The message files in new/ and cur/ (regular files whose names do not start with '.'). */
+function list(dir: string): Listed[] {
+  const out: Listed[] = [];
+  for (const sub of ['new', 'cur'] as const) {
+    let ents;
+    try {
+      ents = readdirSync(join(dir, sub), { withFileTypes: true });
+    } catch (err) {
+      if (isErrno(err, 'ENOENT')) continue;
+      throw err;
+    }
+    for (const e of ents) {
+      if (e.name.startsWith('.') || !(e.isFile() || e.isSymbolicLink())) continue;
+      out.push({ ...nameInfo(e.name), sub, file: e.name });
+    }
+  }
+  return out;
+}
+
+/** The path of the file whose base name is `id` in new/ or cur/ now, if any. */
+function find(dir: string, id: string): string | undefined {
+  const m = list(dir).find((l) => l.id === id);
+  return m && join(dir, m.sub, m.file);
+}
+
 /**
  * Locks and opens the Maildir `dir` for one session (see header).
  * @param what names the mailbox in the lock error (e.g. the address).
@@ -64,7 +236,7 @@ export function uidlFor(id: string): string {
  */
 export async function openMaildrop(dir: string, what: string): Promise<Drop> {
   ensureMaildir(dir);
-  const release: Release = await acquireLock(join(dir, '.pop3d'), 0, `maildrop ${what}`);
+  const release: Release = await acquireLock(lockPath(dir), 0, `maildrop ${what}`);
   let released = false;
   const giveUp = async () => {
     if (released) return;
@@ -72,27 +244,75 @@ export async function openMaildrop(dir: string, what: string): Promise<Drop> {
     await release().catch(() => undefined);
   };
   try {
+    removeLegacyLock(dir);
+    const index = readIndex(dir);
+    const kept = new Map<string, [number, string]>();
+    let changed = false;
+    const files = list(dir).sort((a, b) => a.time - b.time || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
     const messages: DropMessage[] = [];
-    for (const m of scan(dir)) {
-      let path = m.path;
+    const ids: string[] = [];
+    for (const m of files) {
+      let path = join(dir, m.sub, m.file);
       if (m.sub === 'new') {
+        const target = join(dir, 'cur', `${m.file.split(':')[0]}:2,`);
         try {
-          path = await setFlags(dir, m, '');
+          await fsp.rename(path, target);
+          path = target;
         } catch (err) {
           if (!isErrno(err, 'ENOENT')) throw err;
-          continue; // gone meanwhile (another reader expunged it)
+          const now = find(dir, m.id); // moved meanwhile (Dovecot) or expunged
+          if (!now) continue;
+          path = now;
         }
       }
-      messages.push({ uidl: uidlFor(m.id), size: m.size, path });
+      let size = m.size;
+      let uidl: string;
+      const known = index.get(m.id);
+      if (size >= 0) uidl = uidlFor(m.id);
+      else if (known) {
+        [size, uidl] = known;
+        kept.set(m.id, known);
+      } else {
+        try {
+          size = wireSize(path);
+        } catch (err) {
+          if (!isErrno(err, 'ENOENT')) throw err;
+          const now = find(dir, m.id);
+          if (!now) continue;
+          size = wireSize((path = now));
+        }
+        uidl = uidlFor(m.id);
+        kept.set(m.id, [size, uidl]);
+        changed = true;
+      }
+      messages.push({ uidl, size, path, wire: m.wire });
+      ids.push(m.id);
     }
+    if (changed || kept.size !== index.size) {
+      try {
+        writeIndex(dir, kept);
+      } catch (err) {
+        log('warn', `cannot write ${join(dir, INDEX_NAME)}: ${(err as Error).message}`); // a cache: the next session counts again
+      }
+    }
+    const relocate = (i: number) => {
+      const p = find(dir, ids[i]);
+      if (p) messages[i].path = p;
+      return p;
+    };
     return {
       messages,
+      relocate,
       async update(deleted: number[]) {
         for (const i of deleted) {
-          try {
-            await fsp.unlink(messages[i].path);
-          } catch (err) {
-            if (!isErrno(err, 'ENOENT')) throw err; // already gone counts as deleted
+          // Renamed meanwhile: look again (a few times: it may be renamed again); gone: counts as deleted.
+          for (let tries = 0, path: string | undefined = messages[i].path; path && tries < 5; tries++, path = relocate(i)) {
+            try {
+              await fsp.unlink(path);
+              break;
+            } catch (err) {
+              if (!isErrno(err, 'ENOENT')) throw err;
+            }
           }
         }
         if (deleted.length) fsyncDir(join(dir, 'cur'));
