@@ -21,14 +21,24 @@
  *   - anything else (`,S=` alone, S= and W= that differ, no size) is a foreign file: sent with
  *     every LF not preceded by CR turned into CRLF (Dovecot's rule; a bare CR stays as it is), and
  *     without W= its size is counted once by reading the file (wireSize) and kept in the index.
+ *     (The CRLF RETR adds before "." to a message whose last line lacks its end is not counted.)
  *
- * The index `<maildir>/pop3d.index` (like Dovecot's dovecot.index): the wire size and UIDL of
- * every message whose name does not carry its W= size, by base name. A warm login reads it and
- * the two directories and opens or stats no message. It is written atomically (write, fsync,
- * rename: lib/fsutil.ts) only while holding the lock, only when it changed (an entry counted or
- * one dropped because its message is gone), and a missing, foreign-version or corrupt index is
- * ignored and rebuilt. An entry only ever records what the message's bytes give, so rebuilding
- * it changes no size and no UIDL. Its temporary file is a dot file, never a directory.
+ * The index `<maildir>/pop3d.index` (like Dovecot's dovecot.index and dovecot-uidlist): the
+ * session's message list as it was last seen — each message's file in cur/, wire size, UIDL and
+ * wire form, in session order — and the stamp of new/ and cur/ (their mtimes) it was made at.
+ *   - warm: when the directories' mtimes equal the stamp, nothing was delivered, renamed or removed
+ *     since, and the list is the index's: two stats and one read, no readdir, no message opened or
+ *     stat'ed. A stamp is only recorded when both mtimes are at least 2 s old and the session
+ *     renamed nothing (a change later than that always gives a newer mtime; a change in the same
+ *     clock tick as a fresh mtime might not), so trusting it is sound;
+ *   - otherwise new/ and cur/ are listed; a message's size comes from its name (W=), else from its
+ *     index entry (by base name), else it is counted once; its UIDL from its index entry, else
+ *     from its base name — so rebuilding the index never changes a size or a UIDL;
+ *   - written atomically (write, fsync, rename: lib/fsutil.ts; its temporary file is a dot file,
+ *     never a directory), only while holding the lock, and only when its text changed; a missing,
+ *     foreign-version or damaged index is ignored and rebuilt, without a word.
+ * smtpd delivering (into new/) and Dovecot renaming or expunging (in cur/) change the mtimes, so
+ * the next session lists again; during a session they are met by relocate (below).
  *
  * UIDL (RFC 1939 section 7): the Maildir unique base name (the part before the first ',' or ':'),
  * which never changes for the life of the message: not when it moves new/ → cur/, nor when
@@ -139,30 +149,58 @@ export function wireSize(path: string): number {
   }
 }
 
-/** Index entries: base name → [wire size, UIDL]. A missing or damaged index reads as empty. */
-function readIndex(dir: string): Map<string, [number, string]> {
-  const map = new Map<string, [number, string]>();
+/** One message as the index keeps it: its file in cur/, wire size, UIDL, wire form. */
+interface Entry {
+  file: string;
+  size: number;
+  uidl: string;
+  wire: boolean;
+}
+
+/** The index: the directories' stamp it was made at ("-" when not to be trusted), its entries. */
+interface Index {
+  stamp: string;
+  entries: Entry[];
+  text: string;
+}
+
+/** Reads the index; a missing, foreign-version or damaged one is undefined (rebuilt). */
+function readIndex(dir: string): Index | undefined {
   let text: string;
   try {
     text = readFileSync(join(dir, INDEX_NAME), 'utf8');
   } catch {
-    return map;
+    return undefined;
   }
   const lines = text.split('\n');
-  if (lines[0] !== INDEX_HEAD || lines[lines.length - 1] !== '') return new Map();
-  for (let k = 1; k < lines.length - 1; k++) {
-    const [id, size, uidl, extra] = lines[k].split('\t');
-    if (extra !== undefined || !uidl || !/^\d{1,15}$/.test(size) || !id) return new Map(); // damaged: rebuild
-    map.set(id, [Number(size), uidl]);
+  if (lines[0] !== INDEX_HEAD || lines.length < 3 || lines[lines.length - 1] !== '') return undefined;
+  const entries: Entry[] = [];
+  for (let k = 2; k < lines.length - 1; k++) {
+    const f = lines[k].split('\t');
+    if (f.length !== 4 || !f[0] || !f[2] || !/^\d{1,15}$/.test(f[1]) || (f[3] !== '0' && f[3] !== '1')) return undefined;
+    entries.push({ file: f[0], size: Number(f[1]), uidl: f[2], wire: f[3] === '1' });
   }
-  return map;
+  return { stamp: lines[1], entries, text };
 }
 
-function writeIndex(dir: string, entries: Map<string, [number, string]>): void {
-  let text = INDEX_HEAD + '\n';
-  for (const [id, [size, uidl]] of entries) text += `${id}\t${size}\t${uidl}\n`;
-  atomicWriteFile(join(dir, INDEX_NAME), text, 0o600);
+function indexText(stamp: string, entries: Entry[]): string {
+  let text = `${INDEX_HEAD}\n${stamp}\n`;
+  for (const e of entries) text += `${e.file}\t${e.size}\t${e.uidl}\t${e.wire ? 1 : 0}\n`;
+  return text;
 }
+
+/**
+ * The stamp of new/ and cur/: their mtimes in nanoseconds, or "-" when one changed less than
+ * STAMP_AGE ms ago (a change within the same clock tick could then leave the mtime as it is).
+ */
+function dirStamp(dir: string): string {
+  const m = ['new', 'cur'].map((s) => statSync(join(dir, s), { bigint: true }).mtimeNs);
+  const recent = m.some((ns) => Number(ns / 1_000_000n) > Date.now() - STAMP_AGE);
+  return recent ? '-' : `${m[0]} ${m[1]}`;
+}
+
+/** How old (ms) the directories' last change must be before their mtimes are trusted. */
+const STAMP_AGE = 2000;
 
 /**
  * A `.pop3d.lock` from an older pop3d: an empty lock directory is removed when stale (30 s
@@ -230,6 +268,48 @@ function find(dir: string, id: string): string | undefined {
 }
 
 /**
+ * Lists new/ and cur/ in session order (delivery time, then name), moving new/ messages to cur/;
+ * sizes from the names, else from the index (by base name), else counted (wireSize).
+ * @returns the entries, and whether anything was moved (renamed by us).
+ * @throws fs errors other than a file vanishing meanwhile (that message is then left out).
+ */
+async function listEntries(dir: string, index: Index | undefined): Promise<{ entries: Entry[]; moved: boolean }> {
+  const known = new Map<string, Entry>();
+  for (const e of index?.entries ?? []) known.set(parseName(e.file).id, e);
+  const files = list(dir).sort((a, b) => a.time - b.time || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  const cur = join(dir, 'cur');
+  const entries: Entry[] = [];
+  let moved = false;
+  for (const m of files) {
+    let file = m.file;
+    if (m.sub === 'new') {
+      file = `${m.file.split(':')[0]}:2,`;
+      try {
+        await fsp.rename(join(dir, 'new', m.file), join(cur, file));
+        moved = true;
+      } catch (err) {
+        if (!isErrno(err, 'ENOENT')) throw err;
+        const now = find(dir, m.id); // moved to cur/ meanwhile (Dovecot), or expunged
+        if (!now?.startsWith(cur + '/')) continue;
+        file = now.slice(cur.length + 1);
+      }
+    }
+    const k = known.get(m.id);
+    let size = m.size >= 0 ? m.size : k ? k.size : -1;
+    if (size < 0) {
+      try {
+        size = wireSize(join(cur, file));
+      } catch (err) {
+        if (!isErrno(err, 'ENOENT') && !isErrno(err, 'EISDIR')) throw err;
+        continue; // renamed or gone meanwhile: the next session sees it as it is then
+      }
+    }
+    entries.push({ file, size, uidl: k?.uidl ?? uidlFor(m.id), wire: m.wire });
+  }
+  return { entries, moved };
+}
+
+/**
  * Locks and opens the Maildir `dir` for one session (see header).
  * @param what names the mailbox in the lock error (e.g. the address).
  * @throws OutpostError ELOCKED ([IN-USE]); fs errors ([SYS/TEMP]).
@@ -246,57 +326,26 @@ export async function openMaildrop(dir: string, what: string): Promise<Drop> {
   try {
     removeLegacyLock(dir);
     const index = readIndex(dir);
-    const kept = new Map<string, [number, string]>();
-    let changed = false;
-    const files = list(dir).sort((a, b) => a.time - b.time || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
-    const messages: DropMessage[] = [];
-    const ids: string[] = [];
-    for (const m of files) {
-      let path = join(dir, m.sub, m.file);
-      if (m.sub === 'new') {
-        const target = join(dir, 'cur', `${m.file.split(':')[0]}:2,`);
+    const stamp = dirStamp(dir); // before the listing: a change after it gives another stamp
+    let entries: Entry[];
+    if (index && stamp !== '-' && index.stamp === stamp) entries = index.entries; // nothing changed: no readdir
+    else {
+      const listed = await listEntries(dir, index);
+      entries = listed.entries;
+      // Our own renames (new/ → cur/) just changed the stamp: trusted from a session that renames nothing.
+      const text = indexText(listed.moved ? '-' : stamp, entries);
+      if (text !== index?.text) {
         try {
-          await fsp.rename(path, target);
-          path = target;
+          atomicWriteFile(join(dir, INDEX_NAME), text, 0o600);
         } catch (err) {
-          if (!isErrno(err, 'ENOENT')) throw err;
-          const now = find(dir, m.id); // moved meanwhile (Dovecot) or expunged
-          if (!now) continue;
-          path = now;
+          log('warn', `cannot write ${join(dir, INDEX_NAME)}: ${(err as Error).message}`); // a cache: the next session counts again
         }
       }
-      let size = m.size;
-      let uidl: string;
-      const known = index.get(m.id);
-      if (size >= 0) uidl = uidlFor(m.id);
-      else if (known) {
-        [size, uidl] = known;
-        kept.set(m.id, known);
-      } else {
-        try {
-          size = wireSize(path);
-        } catch (err) {
-          if (!isErrno(err, 'ENOENT')) throw err;
-          const now = find(dir, m.id);
-          if (!now) continue;
-          size = wireSize((path = now));
-        }
-        uidl = uidlFor(m.id);
-        kept.set(m.id, [size, uidl]);
-        changed = true;
-      }
-      messages.push({ uidl, size, path, wire: m.wire });
-      ids.push(m.id);
     }
-    if (changed || kept.size !== index.size) {
-      try {
-        writeIndex(dir, kept);
-      } catch (err) {
-        log('warn', `cannot write ${join(dir, INDEX_NAME)}: ${(err as Error).message}`); // a cache: the next session counts again
-      }
-    }
+    const cur = join(dir, 'cur') + '/';
+    const messages: DropMessage[] = entries.map((e) => ({ uidl: e.uidl, size: e.size, path: cur + e.file, wire: e.wire }));
     const relocate = (i: number) => {
-      const p = find(dir, ids[i]);
+      const p = find(dir, parseName(entries[i].file).id);
       if (p) messages[i].path = p;
       return p;
     };

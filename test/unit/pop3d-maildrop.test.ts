@@ -108,37 +108,48 @@ test('every LF corpus message goes out with CRLF; LIST size = wireSize = octets 
   await drop.release();
 });
 
-test('pop3d.index: a warm login reads no message; missing or damaged, it is rebuilt silently; UIDLs never change', async () => {
+const PAST = new Date(Date.now() - 60_000);
+/** Sets the mtimes of new/ and cur/ to `t` (default: the same moment a minute ago every time). */
+function age(md: string, t = PAST): void {
+  for (const s of ['new', 'cur']) utimesSync(join(md, s), t, t);
+}
+
+test('pop3d.index: a warm login lists nothing and reads no message; missing or damaged, rebuilt silently; UIDLs never change', async () => {
   const md = maildir('index');
   writeFileSync(join(md, 'new', '1700000000.1_0.procmail'), 'Subject: a\n\nA\n');
   writeFileSync(join(md, 'new', '1700000000.2_0.procmail,S=14'), 'Subject: b\n\nB\n');
   const own = await deliver(md, ['Subject: c\r\n\r\nC\r\n'], 'mx.example.org');
-  const first = await openMaildrop(md, 'x');
-  const sizes = first.messages.map((m) => [m.uidl, m.size]);
-  assert.deepEqual(sizes, [['1700000000.1_0.procmail', 17], ['1700000000.2_0.procmail', 17], [own.id, own.size]]);
-  await first.release();
-  const index = readFileSync(join(md, INDEX_NAME), 'utf8');
-  assert.match(index, /^outpost-pop3d-index 1\n1700000000\.1_0\.procmail\t17\t1700000000\.1_0\.procmail\n/);
-  assert.doesNotMatch(index, new RegExp(own.id.replace(/\./g, '\\.')), 'a name with W= needs no entry');
-  // Change the bytes behind the names: a warm login still says 17 (it did not read them).
+  const uidls = ['1700000000.1_0.procmail', '1700000000.2_0.procmail', own.id];
+  const open = async () => {
+    const d = await openMaildrop(md, 'x');
+    await d.release();
+    return d.messages.map((m) => [m.uidl, m.size]);
+  };
+  const sizes = [[uidls[0], 17], [uidls[1], 17], [own.id, own.size]];
+  assert.deepEqual(await open(), sizes, 'counted: LF → CRLF; the foreign S= is not the wire size');
+  const index = () => readFileSync(join(md, INDEX_NAME), 'utf8');
+  assert.match(index(), /^outpost-pop3d-index 1\n-\n1700000000\.1_0\.procmail:2,\t17\t1700000000\.1_0\.procmail\t0\n/, 'moved new/ → cur/: no stamp yet');
+  age(md);
+  assert.deepEqual(await open(), sizes);
+  assert.match(index(), /^outpost-pop3d-index 1\n\d+ \d+\n/, 'nothing renamed, directories 60 s old: stamped');
+  // Warm: the bytes behind the names changed, and a file appeared in cur/ with the mtimes put back:
+  // the list is the index's (no readdir, no message read).
   for (const f of readdirSync(join(md, 'cur'))) if (f.includes('procmail')) writeFileSync(join(md, 'cur', f), 'x');
-  const warm = await openMaildrop(md, 'x');
-  assert.deepEqual(warm.messages.map((m) => [m.uidl, m.size]), sizes);
-  await warm.release();
-  // Damaged (a line cut in half), then missing: counted again from the files, without a word.
-  for (const broken of [index.slice(0, index.length - 5), 'something else\n', null]) {
+  writeFileSync(join(md, 'cur', '1800000000.9_0.procmail:2,'), 'late\n');
+  age(md);
+  assert.deepEqual(await open(), sizes);
+  // A real change moves the mtime: listed again; known messages keep their index sizes and UIDLs.
+  age(md, new Date());
+  assert.deepEqual(await open(), [...sizes, ['1800000000.9_0.procmail', 6]]);
+  unlinkSync(join(md, 'cur', '1800000000.9_0.procmail:2,'));
+  // Damaged (a line cut in half), foreign, then missing: counted again from the files, without a word.
+  const good = index();
+  for (const broken of [good.slice(0, good.length - 5), 'something else\n', null]) {
     if (broken === null) unlinkSync(join(md, INDEX_NAME));
     else writeFileSync(join(md, INDEX_NAME), broken);
-    const again = await openMaildrop(md, 'x');
-    assert.deepEqual(again.messages.map((m) => [m.uidl, m.size]), [['1700000000.1_0.procmail', 1], ['1700000000.2_0.procmail', 1], [own.id, own.size]]);
-    await again.release();
-    assert.match(readFileSync(join(md, INDEX_NAME), 'utf8'), /^outpost-pop3d-index 1\n.*\t1\t/);
+    assert.deepEqual(await open(), [[uidls[0], 1], [uidls[1], 1], [own.id, own.size]]);
+    assert.match(index(), /^outpost-pop3d-index 1\n/);
   }
-  // A message gone (expunged by Dovecot): its entry is dropped.
-  const gone = readdirSync(join(md, 'cur')).find((f) => f.startsWith('1700000000.1_0'))!;
-  unlinkSync(join(md, 'cur', gone));
-  (await openMaildrop(md, 'x')).release();
-  assert.doesNotMatch(readFileSync(join(md, INDEX_NAME), 'utf8'), /1700000000\.1_0/);
   assert.ok(!readdirSync(md).some((f) => f.startsWith('.')), 'no dot entry (no index temp file left, no lock)');
 });
 
