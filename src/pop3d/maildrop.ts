@@ -164,7 +164,10 @@ interface Index {
   text: string;
 }
 
-/** Reads the index; a missing, foreign-version or damaged one is undefined (rebuilt). */
+/**
+ * Reads the index; a missing, foreign-version or damaged one is undefined (rebuilt). Parsed with
+ * indexOf rather than split and regular expressions: it runs on every warm login.
+ */
 function readIndex(dir: string): Index | undefined {
   let text: string;
   try {
@@ -172,21 +175,33 @@ function readIndex(dir: string): Index | undefined {
   } catch {
     return undefined;
   }
-  const lines = text.split('\n');
-  if (lines[0] !== INDEX_HEAD || lines.length < 3 || lines[lines.length - 1] !== '') return undefined;
+  const head = text.indexOf('\n');
+  const stampEnd = text.indexOf('\n', head + 1);
+  if (text.slice(0, head) !== INDEX_HEAD || stampEnd < 0 || !text.endsWith('\n')) return undefined;
   const entries: Entry[] = [];
-  for (let k = 2; k < lines.length - 1; k++) {
-    const f = lines[k].split('\t');
-    if (f.length !== 4 || !f[0] || !f[2] || !/^\d{1,15}$/.test(f[1]) || (f[3] !== '0' && f[3] !== '1')) return undefined;
-    entries.push({ file: f[0], size: Number(f[1]), uidl: f[2], wire: f[3] === '1' });
+  for (let pos = stampEnd + 1; pos < text.length; ) {
+    const a = text.indexOf('\t', pos);
+    const b = text.indexOf('\t', a + 1);
+    const c = text.indexOf('\t', b + 1);
+    const end = text.indexOf('\n', pos);
+    const size = +text.slice(a + 1, b);
+    const w = text.charCodeAt(c + 1);
+    if (a <= pos || b <= a + 1 || c <= b + 1 || end !== c + 2 || !Number.isSafeInteger(size) || size < 0 || (w !== 48 && w !== 49)) return undefined;
+    entries.push({ file: text.slice(pos, a), size, uidl: text.slice(b + 1, c), wire: w === 49 });
+    pos = end + 1;
   }
-  return { stamp: lines[1], entries, text };
+  return { stamp: text.slice(head + 1, stampEnd), entries, text };
 }
 
+/** The index text; an entry whose name holds a tab or a line end cannot be kept: no stamp then. */
 function indexText(stamp: string, entries: Entry[]): string {
-  let text = `${INDEX_HEAD}\n${stamp}\n`;
-  for (const e of entries) text += `${e.file}\t${e.size}\t${e.uidl}\t${e.wire ? 1 : 0}\n`;
-  return text;
+  let body = '';
+  let whole = true;
+  for (const e of entries) {
+    if (/[\t\n]/.test(e.file)) whole = false;
+    else body += `${e.file}\t${e.size}\t${e.uidl}\t${e.wire ? 1 : 0}\n`;
+  }
+  return `${INDEX_HEAD}\n${whole ? stamp : '-'}\n${body}`;
 }
 
 /**

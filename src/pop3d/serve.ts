@@ -42,8 +42,10 @@ const MAX_LINE = 8192;
 
 const TIMEOUT = Symbol('timeout');
 
-/** The addresses a client on this host connects from: plaintext logins are allowed from them. */
-const LOOPBACK = [parseCidr('127.0.0.1')!, parseCidr('::1')!];
+/** The addresses a client on this host connects from: plaintext logins are allowed from them.
+ * (::1 by its text: parsing an IPv6 network compiles node's large IPv6 pattern on every start.) */
+const LOOPBACK = [parseCidr('127.0.0.1')!];
+const fromHere = (peer: string) => peer === '::1' || inNetworks(peer, LOOPBACK);
 
 /** next() with the idle timeout; resolves TIMEOUT when the client stays silent. */
 function nextLine(reader: LineReader, seconds: number) {
@@ -58,7 +60,7 @@ function nextLine(reader: LineReader, seconds: number) {
  */
 export async function pop3Session(cfg: Config, conn: Conn): Promise<void> {
   let tlsCtx: SecureContext | null = null;
-  const plaintext = flag(cfg, 'pop3d_plaintext_auth') || (!!conn.peer && inNetworks(conn.peer, [...cfg.networks, ...LOOPBACK]));
+  const plaintext = flag(cfg, 'pop3d_plaintext_auth') || (!!conn.peer && (fromHere(conn.peer) || inNetworks(conn.peer, cfg.networks)));
   const session = new Pop3Session({ hostname: cfg.hostname, pid: process.pid, now: Date.now(), tlsConfigured: Boolean(cfg.scalars.tls_cert || cfg.scalars.tls_key), secure: conn.secure, plaintext });
   const timeout = num(cfg, 'pop3d_timeout');
   const peer = conn.peer || undefined;
