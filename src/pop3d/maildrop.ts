@@ -70,8 +70,8 @@ export interface DropMessage {
   uidl: string;
   /** Octets as sent by RETR (CRLF line ends, before byte-stuffing). */
   size: number;
-  /** The file, in cur/ (updated when the message is found again under a new name). */
-  path: string;
+  /** The file, in cur/ (another once the message was found again under a new name: relocate). */
+  readonly path: string;
   /** Stored in wire form (S= equals W=): sent as stored; otherwise bare LFs become CRLF. */
   wire: boolean;
 }
@@ -149,12 +149,23 @@ export function wireSize(path: string): number {
   }
 }
 
-/** One message as the index keeps it: its file in cur/, wire size, UIDL, wire form. */
-interface Entry {
-  file: string;
-  size: number;
-  uidl: string;
-  wire: boolean;
+/** One message as the index keeps it (its file in cur/, wire size, UIDL, wire form) and as the session sees it. */
+class Entry implements DropMessage {
+  /** Where the message was found again after a rename (relocate), if it was. */
+  moved: string | undefined;
+
+  constructor(
+    /** `<maildir>/cur/`. */
+    readonly cur: string,
+    readonly file: string,
+    readonly size: number,
+    readonly uidl: string,
+    readonly wire: boolean,
+  ) {}
+
+  get path(): string {
+    return this.moved ?? this.cur + this.file;
+  }
 }
 
 /** The index: the directories' stamp it was made at ("-" when not to be trusted), its entries. */
@@ -169,6 +180,7 @@ interface Index {
  * indexOf rather than split and regular expressions: it runs on every warm login.
  */
 function readIndex(dir: string): Index | undefined {
+  const cur = join(dir, 'cur') + '/';
   let text: string;
   try {
     text = readFileSync(join(dir, INDEX_NAME), 'utf8');
@@ -187,7 +199,7 @@ function readIndex(dir: string): Index | undefined {
     const size = +text.slice(a + 1, b);
     const w = text.charCodeAt(c + 1);
     if (a <= pos || b <= a + 1 || c <= b + 1 || end !== c + 2 || !Number.isSafeInteger(size) || size < 0 || (w !== 48 && w !== 49)) return undefined;
-    entries.push({ file: text.slice(pos, a), size, uidl: text.slice(b + 1, c), wire: w === 49 });
+    entries.push(new Entry(cur, text.slice(pos, a), size, text.slice(b + 1, c), w === 49));
     pos = end + 1;
   }
   return { stamp: text.slice(head + 1, stampEnd), entries, text };
@@ -319,7 +331,7 @@ async function listEntries(dir: string, index: Index | undefined): Promise<{ ent
         continue; // renamed or gone meanwhile: the next session sees it as it is then
       }
     }
-    entries.push({ file, size, uidl: k?.uidl ?? uidlFor(m.id), wire: m.wire });
+    entries.push(new Entry(cur + '/', file, size, k?.uidl ?? uidlFor(m.id), m.wire));
   }
   return { entries, moved };
 }
@@ -357,11 +369,10 @@ export async function openMaildrop(dir: string, what: string): Promise<Drop> {
         }
       }
     }
-    const cur = join(dir, 'cur') + '/';
-    const messages: DropMessage[] = entries.map((e) => ({ uidl: e.uidl, size: e.size, path: cur + e.file, wire: e.wire }));
+    const messages = entries;
     const relocate = (i: number) => {
       const p = find(dir, parseName(entries[i].file).id);
-      if (p) messages[i].path = p;
+      if (p) messages[i].moved = p;
       return p;
     };
     return {

@@ -253,11 +253,11 @@ export class Pop3Session {
   totals(): { n: number; octets: number } {
     let n = 0;
     let octets = 0;
-    this.messages.forEach((m, i) => {
-      if (this.deleted.has(i)) return;
+    for (let i = 0; i < this.messages.length; i++) {
+      if (this.deleted.has(i)) continue;
       n++;
-      octets += m.size;
-    });
+      octets += this.messages[i].size;
+    }
     return { n, octets };
   }
 
@@ -335,9 +335,11 @@ function listing(s: Pop3Session, args: string[], value: (m: DropMessage) => stri
     const i = s.message(args[0]);
     return typeof i === 'number' ? ok(`${i + 1} ${value(s.messages[i])}`) : i;
   }
-  const lines: string[] = [];
-  s.messages.forEach((m, i) => s.isLive(i) && lines.push(`${i + 1} ${value(m)}`));
-  return multi(heading(), lines);
+  // Built in one pass (10,000 lines on a big maildrop); no line needs stuffing: each starts with its number.
+  const lines = [`+OK ${heading()}`];
+  for (let i = 0; i < s.messages.length; i++) if (s.isLive(i)) lines.push(`${i + 1} ${value(s.messages[i])}`);
+  lines.push('.');
+  return { replies: lines };
 }
 
 /** The message action for RETR (lines -1) and TOP (lines >= 0) of the live message index `i`. */
