@@ -121,4 +121,9 @@ test('maildrop lock: a second open fails ELOCKED; a stale lock (holder killed) i
   const rel = await acquireLock(lockPath(md));
   await assert.rejects(openMaildrop(md, 'bob@example.org'), { code: 'ELOCKED' });
   await rel();
+  // And the other way round: pop3d's own lock (same protocol, without proper-lockfile) is respected.
+  const held = await openMaildrop(md, 'bob@example.org');
+  await assert.rejects(acquireLock(lockPath(md)), { code: 'ELOCKED' });
+  await held.release();
+  await (await acquireLock(lockPath(md)))();
 });
