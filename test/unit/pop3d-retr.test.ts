@@ -69,7 +69,7 @@ test('sendMessage streams a file in chunks, stuffing across chunk boundaries', a
   await assert.rejects(sendMessage(join(dir, 'nope'), -1, new PassThrough(), 5, '+OK\r\n'), { code: 'ENOENT' });
 });
 
-test('maildrop: new/ moves to cur/ keeping names, sizes from ,S= or stat, UIDL = base name', async () => {
+test('maildrop: new/ moves to cur/ keeping names, sizes from ,W= or counted, UIDL = base name', async () => {
   const md = join(dir, 'md1');
   const a = await deliver(md, ['Subject: a\r\n\r\nA\r\n'], 'mx.example.org');
   const b = await deliver(md, ['Subject: b\r\n\r\nBB\r\n'], 'mx.example.org');
