@@ -19,6 +19,9 @@ error (a reply that is not 2xx / +OK) stops the run with exit status 1 and the r
                              -> {"seconds","bytes"}
   maildrop DIR COUNT BYTES   writes COUNT messages of BYTES bytes (CRLF) into DIR/new with
                              Maildir names carrying ,S= and ,W= (as smtpd delivers them).
+  foreign DIR COUNT CORPUS   writes COUNT messages into DIR/new as a foreign MDA stores them:
+                             the files of CORPUS (../shared/corpus) in turn, LF line ends,
+                             Postfix-virtual names without ,S=/,W= (pop3d must count them).
   table TITLE COLS...        reads JSON rows (objects) on stdin, prints a Markdown table of COLS.
 
 Options before a subcommand's arguments: --tag KEY=VALUE (repeatable) adds KEY to the result
@@ -183,6 +186,25 @@ def maildrop(d, count, nbytes):
     return {"messages": count, "dir": d}
 
 
+def foreign(d, count, corpus):
+    for sub in ("tmp", "new", "cur"):
+        os.makedirs(os.path.join(d, sub), mode=0o700, exist_ok=True)
+    names = sorted(f for f in os.listdir(corpus) if os.path.isfile(os.path.join(corpus, f)) and f != "MANIFEST.tsv")
+    msgs = []
+    for f in names:
+        with open(os.path.join(corpus, f), "rb") as fh:
+            msgs.append(fh.read().replace(b"\r\n", b"\n"))
+    now = int(time.time()) - count
+    total = 0
+    for i in range(count):
+        m = msgs[i % len(msgs)]
+        name = "%d.V801I%xM%d.bench.example" % (now + i, i + 1, i % 1000000)
+        with open(os.path.join(d, "new", name), "wb") as fh:
+            fh.write(m)
+        total += len(m)
+    return {"messages": count, "bytes": total, "dir": d}
+
+
 def table(title, cols):
     rows = [json.loads(l) for l in sys.stdin if l.strip()]
     print(f"\n### {title}\n")
@@ -212,6 +234,8 @@ def main(argv):
         res = retr(int(a[0]), a[1], a[2], int(a[3]))
     elif cmd == "maildrop":
         res = maildrop(a[0], int(a[1]), int(a[2]))
+    elif cmd == "foreign":
+        res = foreign(a[0], int(a[1]), a[2])
     elif cmd == "table":
         res = table(a[0], a[1:])
     else:

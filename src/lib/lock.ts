@@ -2,8 +2,9 @@
  * lock — exclusive locks between Outpost processes (proper-lockfile: a `<path>.lock` directory,
  * refreshed while held, considered stale after `stale` ms so a killed holder never blocks forever).
  *
- * Used for: mail.cfg writes (mailcfg), a POP3 maildrop ([IN-USE]), one queue-run, one fetch per
- * account, one dial.
+ * Used for: mail.cfg writes (mailcfg), the login penalty file, one queue-run, one fetch per
+ * account, one dial. (pop3d's maildrop lock follows the same protocol on the same kind of
+ * directory, in a few system calls of its own: loading proper-lockfile costs a login too much.)
  *
  * A compromised lock (its directory removed or replaced under the holder, or not refreshed within
  * `stale` because the process stalled) is logged as an error naming the lock; the holder keeps

@@ -9,9 +9,10 @@
  *   - every line that begins with "." gets one more "." in front (byte-stuffing, RFC 1939
  *     section 3); a line begins after LF (a stray bare LF inside a stored message still cannot
  *     make a client see a false end of data);
- *   - the bytes are otherwise sent as stored: Outpost stores messages in wire form (CRLF), so a
- *     RETR is byte-exact and the octet count from LIST (the ,S= size) is what goes out before
- *     stuffing;
+ *   - a file stored in wire form (Outpost's own, `wire`) is otherwise sent as stored, byte-exact;
+ *     any other file is sent with every LF not preceded by CR turned into CRLF (Dovecot's rule; a
+ *     bare CR is left alone), so a message another MDA stored with LF line ends goes out with CRLF
+ *     (RFC 1939 section 3) and its LIST size (maildrop.ts) is what goes out before stuffing;
  *   - when the file's last line lacks its line end, CRLF is added; then ".\r\n" ends the reply;
  *   - TOP msg n: the header, the blank line that ends it, and then at most n body lines (TOP 0:
  *     the header and the blank line only); a message without a blank line is sent whole.
@@ -55,13 +56,29 @@ export class Stuffer {
   /** Bytes produced so far (payload and stuffing, without the trailer). */
   bytes = 0;
 
-  /** @param lines body lines to send after the header (TOP), or -1 for the whole message (RETR). */
-  constructor(lines = -1) {
+  /** Turn bare LFs into CRLF, and whether the previous chunk ended with CR. */
+  private readonly crlf: boolean;
+  private lastCr = false;
+
+  /**
+   * @param lines body lines to send after the header (TOP), or -1 for the whole message (RETR).
+   * @param crlf turn every LF not preceded by CR into CRLF (a file not stored in wire form).
+   */
+  constructor(lines = -1, crlf = false) {
     this.left = lines;
+    this.crlf = crlf;
   }
 
-  /** Returns the output pieces for one input chunk (slices of it, plus stuffing dots). */
+  /** Returns the output pieces for one input chunk (slices of it, CRLFs and stuffing dots). */
   push(chunk: Buffer): Buffer[] {
+    if (!this.crlf) return this.pushPiece(chunk);
+    const out: Buffer[] = [];
+    for (const piece of toCrlf(chunk, this.lastCr)) out.push(...this.pushPiece(piece));
+    if (chunk.length) this.lastCr = chunk[chunk.length - 1] === CR;
+    return out;
+  }
+
+  private pushPiece(chunk: Buffer): Buffer[] {
     if (this.done || chunk.length === 0) return [];
     const out = this.left < 0 ? this.pushAll(chunk) : this.pushLines(chunk);
     for (const b of out) this.bytes += b.length;
@@ -127,19 +144,38 @@ export class Stuffer {
 }
 
 /**
+ * Splits `chunk` at every LF not preceded by CR (`prevCr`: the byte before the chunk was CR) and
+ * puts CRLF in its place (Dovecot's rule); a bare CR is left alone. Pure.
+ * @returns slices of `chunk` and shared CRLF buffers, in order (the chunk itself when it has none).
+ */
+export function toCrlf(chunk: Buffer, prevCr: boolean): Buffer[] {
+  const out: Buffer[] = [];
+  let start = 0;
+  for (let i = chunk.indexOf(LF); i >= 0; i = chunk.indexOf(LF, i + 1)) {
+    if (i === 0 ? prevCr : chunk[i - 1] === CR) continue;
+    if (i > start) out.push(chunk.subarray(start, i));
+    out.push(CRLF);
+    start = i + 1;
+  }
+  if (start < chunk.length) out.push(start ? chunk.subarray(start) : chunk);
+  return out;
+}
+
+/**
  * Streams the reply for RETR (lines = -1) or TOP (lines >= 0) of the file at `path` to `out`:
  * `head` (the "+OK ..." line with its CRLF, written only once the file is open), the dot-stuffed
  * message, and the final ".\r\n".
  * @param out a socket, TLS socket or pipe: a stream that has copied the bytes by the time its
  *   write callback fires (the read buffer is reused after that).
  * @param timeout seconds the client may go without reading before the send is abandoned.
+ * @param wire the file is stored in wire form (sent as stored); false: bare LFs become CRLF.
  * @returns bytes sent after `head`, trailer included.
  * @throws ENOENT (or another open error) before anything was written; later, the read error, or
  *   ECONNRESET / ETIMEDOUT (see the header) — the reply is then cut and the connection must go.
  */
-export async function sendMessage(path: string, lines: number, out: Writable, timeout: number, head = ''): Promise<number> {
+export async function sendMessage(path: string, lines: number, out: Writable, timeout: number, head = '', wire = true): Promise<number> {
   const fh = await openMessage(path);
-  const st = new Stuffer(lines);
+  const st = new Stuffer(lines, !wire);
   // One read buffer, reused: each chunk's pieces (slices of it plus stuffing dots) go out as one
   // gathered write, and the next read waits until the socket has taken them (the write callback).
   // So memory stays flat and no garbage is made per chunk, whatever the message size. A small

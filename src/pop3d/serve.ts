@@ -42,8 +42,10 @@ const MAX_LINE = 8192;
 
 const TIMEOUT = Symbol('timeout');
 
-/** The addresses a client on this host connects from: plaintext logins are allowed from them. */
-const LOOPBACK = [parseCidr('127.0.0.1')!, parseCidr('::1')!];
+/** The addresses a client on this host connects from: plaintext logins are allowed from them.
+ * (::1 by its text: parsing an IPv6 network compiles node's large IPv6 pattern on every start.) */
+const LOOPBACK = [parseCidr('127.0.0.1')!];
+const fromHere = (peer: string) => peer === '::1' || inNetworks(peer, LOOPBACK);
 
 /** next() with the idle timeout; resolves TIMEOUT when the client stays silent. */
 function nextLine(reader: LineReader, seconds: number) {
@@ -58,7 +60,7 @@ function nextLine(reader: LineReader, seconds: number) {
  */
 export async function pop3Session(cfg: Config, conn: Conn): Promise<void> {
   let tlsCtx: SecureContext | null = null;
-  const plaintext = flag(cfg, 'pop3d_plaintext_auth') || (!!conn.peer && inNetworks(conn.peer, [...cfg.networks, ...LOOPBACK]));
+  const plaintext = flag(cfg, 'pop3d_plaintext_auth') || (!!conn.peer && (fromHere(conn.peer) || inNetworks(conn.peer, cfg.networks)));
   const session = new Pop3Session({ hostname: cfg.hostname, pid: process.pid, now: Date.now(), tlsConfigured: Boolean(cfg.scalars.tls_cert || cfg.scalars.tls_key), secure: conn.secure, plaintext });
   const timeout = num(cfg, 'pop3d_timeout');
   const peer = conn.peer || undefined;
@@ -82,7 +84,8 @@ export async function pop3Session(cfg: Config, conn: Conn): Promise<void> {
   const run = async (first: Step): Promise<boolean> => {
     let step: Step | undefined = first;
     while (step) {
-      for (const r of step.replies) await say(r);
+      // One write per step: a 10,000-line UIDL or LIST leaves as one buffer, not 10,000 writes.
+      if (step.replies.length) await say(step.replies.join('\r\n'));
       if (step.flush) uncork();
       const a = step.action;
       step = undefined;
@@ -116,16 +119,25 @@ export async function pop3Session(cfg: Config, conn: Conn): Promise<void> {
             }
           }
           break;
-        case 'message':
-          try {
-            await sendMessage(a.path, a.lines, conn.stream, timeout, a.ok + '\r\n');
-          } catch (err) {
-            if (!isErrno(err, 'ENOENT')) throw err;
-            // Removed behind our back (not by a POP3 session: those hold the lock). Nothing was sent yet.
-            log('warn', `message vanished: ${a.path}`);
-            step = session.vanished();
+        case 'message': {
+          const m = drop!.messages[a.index];
+          // Renamed behind our back (Dovecot changing its flags): found again by its base name and
+          // sent; removed (expunged: not by a POP3 session, those hold the lock): nothing was sent yet.
+          for (let path: string | undefined = m.path, tries = 0; ; path = drop!.relocate(a.index), tries++) {
+            if (!path || tries === 2) {
+              log('warn', `message vanished: ${m.path}`);
+              step = session.vanished();
+              break;
+            }
+            try {
+              await sendMessage(path, a.lines, conn.stream, timeout, a.ok + '\r\n', m.wire);
+              break;
+            } catch (err) {
+              if (!isErrno(err, 'ENOENT')) throw err;
+            }
           }
           break;
+        }
         case 'update': {
           let done = true;
           try {

@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { makePostOffice, dist, ROOT, PostOffice } from '../helpers/postoffice';
 import type { Config } from '../../src/mail/config';
 import { acquireLock } from '../../src/lib/lock';
+import { lockPath } from '../../src/pop3d/maildrop';
 
 const DIR = join(ROOT, 'test', 'dialogues', 'pop3d');
 const update = process.env.UPDATE_GOLDEN === '1';
@@ -89,7 +90,7 @@ for (const file of readdirSync(DIR).filter((f) => f.endsWith('.in')).sort()) {
     fillMaildrop(aliceDir);
     mkdirSync(join(cfg.spool, 'mail', 'example.org', 'bob'), { recursive: true });
     let release: (() => Promise<void>) | undefined;
-    for (const d of directives) if (d.startsWith('# lock ')) release = await acquireLock(join(cfg.users.get(d.slice(7).trim())!.maildir, '.pop3d'));
+    for (const d of directives) if (d.startsWith('# lock ')) release = await acquireLock(lockPath(cfg.users.get(d.slice(7).trim())!.maildir));
     const special = directives.find((d) => d.startsWith('# config '))?.slice(9).trim();
     const cfgPath = special ? configs[special] : po.cfgPath;
     assert.ok(cfgPath, `unknown directive "# config ${special}"`);

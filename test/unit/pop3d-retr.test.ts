@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { Stuffer, sendMessage } from '../../src/pop3d/retr';
-import { openMaildrop, uidlFor } from '../../src/pop3d/maildrop';
+import { lockPath, openMaildrop, uidlFor } from '../../src/pop3d/maildrop';
 import { acquireLock } from '../../src/lib/lock';
 import { deliver } from '../../src/mail/maildir';
 
@@ -69,7 +69,7 @@ test('sendMessage streams a file in chunks, stuffing across chunk boundaries', a
   await assert.rejects(sendMessage(join(dir, 'nope'), -1, new PassThrough(), 5, '+OK\r\n'), { code: 'ENOENT' });
 });
 
-test('maildrop: new/ moves to cur/ keeping names, sizes from ,S= or stat, UIDL = base name', async () => {
+test('maildrop: new/ moves to cur/ keeping names, sizes from ,W= or counted, UIDL = base name', async () => {
   const md = join(dir, 'md1');
   const a = await deliver(md, ['Subject: a\r\n\r\nA\r\n'], 'mx.example.org');
   const b = await deliver(md, ['Subject: b\r\n\r\nBB\r\n'], 'mx.example.org');
@@ -107,16 +107,23 @@ test('maildrop lock: a second open fails ELOCKED; a stale lock (holder killed) i
   await first.release();
   const again = await openMaildrop(md, 'bob@example.org');
   await again.release();
-  // What a killed pop3d leaves behind: the lock directory, no longer refreshed.
-  mkdirSync(join(md, '.pop3d.lock'));
+  // What a killed pop3d leaves behind: the lock directory, no longer refreshed. No dot: Dovecot
+  // takes dot-directories for Maildir++ folders.
+  mkdirSync(join(md, 'pop3d.lock'));
   const old = new Date(Date.now() - 120_000);
-  utimesSync(join(md, '.pop3d.lock'), old, old);
+  utimesSync(join(md, 'pop3d.lock'), old, old);
   const taken = await openMaildrop(md, 'bob@example.org');
-  assert.ok(existsSync(join(md, '.pop3d.lock')));
+  assert.ok(existsSync(join(md, 'pop3d.lock')));
+  assert.ok(!readdirSync(md).some((f) => f.startsWith('.')), 'nothing of pop3d\'s is a dot entry in the Maildir');
   await taken.release();
-  assert.ok(!existsSync(join(md, '.pop3d.lock')));
+  assert.ok(!existsSync(join(md, 'pop3d.lock')));
   // A live lock held by another process (here: this test through lib/lock) is respected.
-  const rel = await acquireLock(join(md, '.pop3d'));
+  const rel = await acquireLock(lockPath(md));
   await assert.rejects(openMaildrop(md, 'bob@example.org'), { code: 'ELOCKED' });
   await rel();
+  // And the other way round: pop3d's own lock (same protocol, without proper-lockfile) is respected.
+  const held = await openMaildrop(md, 'bob@example.org');
+  await assert.rejects(acquireLock(lockPath(md)), { code: 'ELOCKED' });
+  await held.release();
+  await (await acquireLock(lockPath(md)))();
 });

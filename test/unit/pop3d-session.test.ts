@@ -33,9 +33,9 @@ interface Fake {
 }
 
 function fake(msgs: DropMessage[] = [
-  { uidl: 'u1', size: 100, path: '/m/1' },
-  { uidl: 'u2', size: 200, path: '/m/2' },
-  { uidl: 'u3', size: 300, path: '/m/3' },
+  { uidl: 'u1', size: 100, path: '/m/1', wire: true },
+  { uidl: 'u2', size: 200, path: '/m/2', wire: true },
+  { uidl: 'u3', size: 300, path: '/m/3', wire: true },
 ], tls = false): Fake {
   return { tls, tlsBroken: false, sleeps: [], updates: [], released: 0, locked: false, broken: false, updateFails: false, msgs };
 }
@@ -64,7 +64,7 @@ async function perform(s: Pop3Session, first: Step): Promise<string[]> {
       if (!u) f.sleeps.push(2);
       step = s.authResult(u);
     } else if (a.kind === 'open') step = s.opened(f.locked ? 'locked' : f.broken ? 'failed' : f.msgs);
-    else if (a.kind === 'message') out.push(`${a.ok} [${a.path} ${a.lines}]`);
+    else if (a.kind === 'message') out.push(`${a.ok} [${f.msgs[a.index].path} ${a.lines}]`);
     else if (a.kind === 'update') {
       if (!f.updateFails) f.updates.push(a.deleted);
       f.released++;
@@ -270,7 +270,7 @@ test('unknown, empty and malformed commands get -ERR; the error limit closes the
 });
 
 test('multi-line replies are dot-stuffed (a UIDL may start with ".")', async () => {
-  const s = await loggedIn(fake([{ uidl: '.hidden', size: 1, path: '/m/x' }]));
+  const s = await loggedIn(fake([{ uidl: '.hidden', size: 1, path: '/m/x', wire: true }]));
   assert.deepEqual(await talk(s, 'UIDL'), ['+OK unique-id listing follows', '1 .hidden', '.']);
 });
 

@@ -1,0 +1,138 @@
+#!/bin/sh
+# pop3-dovecot.sh -- pop3d beside Dovecot's pop3 on one maildrop of 10,000 messages (~290 MB, the
+# files of ../shared/corpus in turn) written as a foreign MDA writes them: LF line ends, Postfix
+# virtual names without ,S=/,W= (issue 10 item 4). One whole session USER/PASS/STAT/UIDL/LIST/QUIT
+# (python3 poplib, bench.py pop3): pop3d under tcpserver (one node process per connection),
+# Dovecot 2.3 with its own master and login processes (one pop3 process per connection, its
+# default). Both serve the very same Maildir; first one session each (pop3d moves new/ -> cur/ and
+# counts the sizes into pop3d.index, Dovecot builds dovecot.index*), then the two in turn:
+#   warm  POP3_N sessions each (median), everything in the page cache;
+#   cold  COLD_N sessions each (median), `sync; echo 3 > /proc/sys/vm/drop_caches` before each
+#         (needs root; without it the cold rows say "not permitted"); the indexes stay.
+# The password hash is a parameter: SCHEME=scrypt (default: pop3d's `scrypt$` hash today; Dovecot
+# cannot read it and gets SHA512-CRYPT, its cheapest comparable scheme) or a Dovecot scheme
+# (SHA512-CRYPT, BLF-CRYPT, ARGON2ID...: `doveadm pw -s SCHEME` makes one hash that both use, for a
+# pop3d that reads `{SCHEME}` hashes in mail.cfg). "hash" is one verification of pop3d's hash in
+# node (median of 11); "no hash" is pop3d's median minus that. COUNT (10000) sets the size.
+# Measures and prints a Markdown table; never asserts a timing.
+# shellcheck source=bench/smtpd-pop3d/common.sh
+. "$(dirname "$0")/common.sh"
+need tcpserver "apt-get install ucspi-tcp"
+need dovecot "apt-get install dovecot-core dovecot-pop3d"
+N=${POP3_N:-11}
+COLD_N=${COLD_N:-5}
+COUNT=${COUNT:-10000}
+SCHEME=${SCHEME:-scrypt}
+CORPUS=${CORPUS:-$ROOT/../shared/corpus}
+[ -d "$CORPUS" ] || CORPUS=/work/shared/corpus
+
+postoffice "$WORK/po"
+if [ "$SCHEME" != scrypt ]; then
+  h=$(doveadm pw -s "$SCHEME" -p pw)
+  sed -i "s|^user alice@example.org .*|user alice@example.org $h|" "$CFG"
+  DHASH=$h
+else
+  DHASH=$(doveadm pw -s SHA512-CRYPT -p pw)
+fi
+$BENCH foreign "$MAILDIR" "$COUNT" "$CORPUS" >"$WORK/drop.json"
+bytes=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["bytes"])' "$WORK/drop.json")
+
+# Dovecot: its own base/state dirs in $WORK, mail as vmail (it refuses root), the same Maildir.
+D=$WORK/dovecot
+mkdir -p "$D/run" "$D/state"
+chmod 755 "$WORK"
+chown -R vmail:vmail "$WORK/po/spool/mail"
+echo "alice@example.org:$DHASH::::::" >"$D/users"
+dport=$(port)
+cat >"$D/dovecot.conf" <<EOF
+base_dir = $D/run
+state_dir = $D/state
+log_path = $D/dovecot.log
+protocols = pop3
+listen = 127.0.0.1
+disable_plaintext_auth = no
+ssl = no
+mail_uid = vmail
+mail_gid = vmail
+first_valid_uid = 1
+passdb {
+  driver = passwd-file
+  args = username_format=%u $D/users
+}
+userdb {
+  driver = static
+  args = home=$WORK/po/spool/mail/%d/%n mail=maildir:$WORK/po/spool/mail/%d/%n
+}
+service pop3-login {
+  inet_listener pop3 {
+    address = 127.0.0.1
+    port = $dport
+  }
+  inet_listener pop3s {
+    port = 0
+  }
+}
+service anvil {
+  chroot =
+}
+EOF
+dovecot -c "$D/dovecot.conf"
+trap 'doveadm -c "$D/dovecot.conf" stop 2>/dev/null; stopall; rm -rf "$WORK"' EXIT
+pport=$(port)
+bg tcpserver -R -H -l 0 127.0.0.1 "$pport" "$NODE" "$ROOT/dist/pop3d.js" -c "$CFG"
+waitport "$pport"
+waitport "$dport"
+
+rows=$WORK/rows.json
+: >"$rows"
+# The first session of each (pop3d: new/ -> cur/ and counting; Dovecot: its index), recorded.
+$BENCH pop3 --tag server=pop3d --tag run=first "$pport" alice@example.org pw 1 >>"$rows"
+$BENCH pop3 --tag server=dovecot --tag run=first "$dport" alice@example.org pw 1 >>"$rows"
+
+# Warm: the two in turn, so a change in machine load hits both alike.
+: >"$WORK/warm-pop3d"; : >"$WORK/warm-dovecot"
+i=0
+while [ $i -lt "$N" ]; do
+  $BENCH pop3 "$pport" alice@example.org pw 1 >>"$WORK/warm-pop3d"
+  $BENCH pop3 "$dport" alice@example.org pw 1 >>"$WORK/warm-dovecot"
+  i=$((i + 1))
+done
+# Cold: page cache dropped before every session.
+: >"$WORK/cold-pop3d"; : >"$WORK/cold-dovecot"
+cold=yes
+i=0
+while [ $i -lt "$COLD_N" ]; do
+  for s in pop3d dovecot; do
+    if sync && echo 3 >/proc/sys/vm/drop_caches 2>/dev/null; then :; else cold=no; fi
+    if [ $s = pop3d ]; then p=$pport; else p=$dport; fi
+    $BENCH pop3 "$p" alice@example.org pw 1 >>"$WORK/cold-$s"
+  done
+  i=$((i + 1))
+done
+hash=$("$NODE" -e '
+const c = require("crypto"); const s = c.randomBytes(16); const t = [];
+for (let i = 0; i < 12; i++) { const t0 = process.hrtime.bigint(); c.scryptSync("pw", s, 32, { N: 16384, r: 8, p: 1 }); t.push(Number(process.hrtime.bigint() - t0) / 1e6); }
+t.shift(); t.sort((a, b) => a - b); console.log(t[5].toFixed(1));')
+[ "$SCHEME" = scrypt ] || hash=n/a
+
+python3 - "$WORK" "$COUNT" "$bytes" "$SCHEME" "$hash" "$cold" "$N" "$COLD_N" <<'EOF'
+import json, statistics, sys
+work, count, nbytes, scheme, hash_ms, cold, n, cold_n = sys.argv[1:]
+def med(path, key="median"):
+    rows = [json.loads(l) for l in open(path) if l.strip()]
+    return round(statistics.median(r[key] for r in rows), 1), rows
+first = {json.loads(l)["server"]: json.loads(l) for l in open(f"{work}/rows.json") if l.strip()}
+print(f"\n### POP3 USER+PASS+STAT+UIDL+LIST+QUIT, {count} foreign messages ({int(nbytes) / 1e6:.0f} MB, LF, no sizes in the names), ms per session\n")
+print(f"pop3d under tcpserver vs Dovecot 2.3 pop3; hash: pop3d {scheme}, Dovecot {'SHA512-CRYPT' if scheme == 'scrypt' else scheme}; one pop3d {scheme} verification in node: {hash_ms} ms\n")
+print("| server | first session | warm (median of %s) | warm login | warm uidl | warm list | cold (median of %s) | warm, no hash | cold, no hash |" % (n, cold_n))
+print("|---|---|---|---|---|---|---|---|---|")
+for s in ("pop3d", "dovecot"):
+    w, wr = med(f"{work}/warm-{s}")
+    c, _ = med(f"{work}/cold-{s}")
+    phase = lambda k: round(statistics.median(r[k] for r in wr), 1)
+    nohash = lambda v: round(v - float(hash_ms), 1) if s == "pop3d" and hash_ms != "n/a" else ""
+    cs = c if cold == "yes" else f"{c} (cache not dropped: not permitted)"
+    print(f"| {s} | {first[s]['median']} | {w} | {phase('login')} | {phase('uidl')} | {phase('list')} | {cs} | {nohash(w)} | {nohash(c) if cold == 'yes' else ''} |")
+EOF
+left=$(count_mail "$MAILDIR")
+[ "$left" -eq "$COUNT" ] || echo "pop3-dovecot.sh: $left messages in $MAILDIR, expected $COUNT" >&2
