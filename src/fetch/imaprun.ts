@@ -33,7 +33,7 @@ import { log } from '../lib/log';
 import { EX_TEMPFAIL } from '../lib/exits';
 import { Abandoned, AccountResult, checkGrowth, Ctx, failureExit, fetchDirs, land, newResult, sizeCap } from './account';
 import type { Meter } from '../lib/budget';
-import { FolderState, findStamped, imapKey, stampLine } from './state';
+import { FolderState, findStamped, imapKey, saveState, stampLine } from './state';
 import type { Writer } from '../mail/maildir';
 import { accountMaildirs, createPartial, parseHeaders, readHead, resumePartial, stage as newStage } from './store';
 
@@ -58,6 +58,7 @@ interface Msg {
 /** Runs one IMAP account. Never throws: failures are in the result (exit, error). */
 export async function fetchImap(ctx: Ctx, meter: Meter, timeout: number): Promise<AccountResult> {
   const a = ctx.account;
+  const st = ctx.st;
   const r = newResult(a.name);
   const dirs = fetchDirs(ctx.cfg, a.name);
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -69,11 +70,20 @@ export async function fetchImap(ctx: Ctx, meter: Meter, timeout: number): Promis
       port: a.port,
       secure: a.tls === 'implicit',
       doSTARTTLS: a.tls === 'starttls',
-      auth: { user: a.user, pass: a.password ?? '' },
+      // LOGIN is one round trip (AUTHENTICATE PLAIN without SASL-IR is two); AUTHENTICATE PLAIN
+      // only where the server says LOGINDISABLED. imapflow reads loginMethod when it logs in.
+      auth: {
+        user: a.user,
+        pass: a.password ?? '',
+        get loginMethod() {
+          return client?.capabilities?.has('LOGINDISABLED') ? '' : 'LOGIN';
+        },
+      },
       tls: { ca: a.ca ? readFileSync(a.ca) : undefined, rejectUnauthorized: true, minVersion: 'TLSv1.2' },
       logger: false,
       disableAutoIdle: true,
       disableAutoEnable: true,
+      disableCompression: true, // negotiated below, only once a folder has something to fetch
       socketTimeout: timeout * 1000,
       connectionTimeout: timeout * 1000,
       greetingTimeout: timeout * 1000,
@@ -83,14 +93,26 @@ export async function fetchImap(ctx: Ctx, meter: Meter, timeout: number): Promis
       maxLineLength: LINE_MAX,
     });
     client.on('error', () => undefined);
+    trimSession(client, a.folders);
     const connecting = client.connect();
     if (client.socket) meter.track(client.socket);
     await connecting;
+    let compressed = false;
     for (const folder of a.folders) {
+      const s = await probe(ctx, client, folder);
+      if (s === 'nothing') continue;
+      if (!compressed && client.capabilities.has('COMPRESS=DEFLATE')) await client.compress(); // imapflow's own step (startSession), run late
+      compressed = true;
       await fetchFolder(ctx, client, folder, dirs, r);
+      // The HIGHESTMODSEQ seen before a keep=no session that went through the whole folder
+      // (deleting all it had done; see probe). keep=yes leaves messages on purpose: none.
+      const f = st.folders.get(folder);
+      if (f && s.modseq && !a.keep && !r.overBudget) f.modseq = s.modseq;
+      else if (f) delete f.modseq;
+      saveState(ctx.statePath, st);
       if (r.overBudget) break;
     }
-    await client.logout();
+    logoutNoWait(client);
     client = undefined;
   } catch (err) {
     r.exit = failureExit(err);
@@ -103,6 +125,64 @@ export async function fetchImap(ctx: Ctx, meter: Meter, timeout: number): Promis
   }
   if (r.overBudget && !r.exit) r.exit = EX_TEMPFAIL;
   return r;
+}
+
+/**
+ * Drops what imapflow would send at every login that fetch does not need (it reads the command
+ * table per connection: a command missing from it is not sent): ID (RFC 2971, courtesy only)
+ * always, and NAMESPACE (RFC 2342) when every folder is INBOX, the one name no namespace prefix
+ * applies to (imapflow normalizePath) — other folder names need the server's prefix.
+ */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+function trimSession(client: any, folders: string[]): void {
+  const commands = new Map(client.commands);
+  commands.delete('ID');
+  if (folders.every((f) => f.toUpperCase() === 'INBOX')) {
+    // eslint-disable-next-line @typescript-eslint/no-explicit-any
+    commands.set('NAMESPACE', async (c: any) => {
+      c.namespaces = { personal: [{ prefix: '', delimiter: '/' }], other: false, shared: false };
+      c.namespace = c.namespaces.personal[0];
+      return c.namespace;
+    });
+  }
+  client.commands = commands;
+}
+
+/**
+ * Learns from one STATUS (RFC 3501 6.3.10: UIDNEXT, UIDVALIDITY, MESSAGES; HIGHESTMODSEQ with
+ * CONDSTORE, RFC 7162 3.1.9) whether `folder` has nothing to do, without selecting it:
+ * same UIDVALIDITY, nothing left for its size (big= empty) and UIDNEXT - 1 <= last (no UID above
+ * what was done); with keep=no also nothing left to delete: MESSAGES 0, or HIGHESTMODSEQ
+ * unchanged since the start of the last keep=no session that went through the folder (it then
+ * left nothing behind, or its EXPUNGE would have raised it). No folder state, or any doubt: work.
+ * @returns 'nothing', or the HIGHESTMODSEQ seen (decimal; undefined without CONDSTORE).
+ */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+async function probe(ctx: Ctx, client: any, folder: string): Promise<'nothing' | { modseq?: string }> {
+  const f = ctx.st.folders.get(folder);
+  if (!f) return {};
+  const s = await client.status(folder, { uidNext: true, uidValidity: true, messages: true, highestModseq: true });
+  if (!s) return {};
+  const modseq = s.highestModseq === undefined ? undefined : String(s.highestModseq);
+  const none = Number(s.uidValidity) === f.uidvalidity && !f.big.length && Number(s.uidNext) - 1 <= f.last && (ctx.account.keep || s.messages === 0 || (!!modseq && modseq === f.modseq));
+  if (none && ctx.verbose) log('info', `folder ${folder}: nothing new (STATUS UIDNEXT ${s.uidNext}, UIDVALIDITY ${s.uidValidity})`, { account: ctx.account.name });
+  return none ? 'nothing' : { modseq };
+}
+
+/**
+ * Sends LOGOUT and closes without waiting for its reply (RFC 3501 6.1.3: the server ends the
+ * session either way; everything fetch did is already acknowledged and recorded).
+ */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+function logoutNoWait(client: any): void {
+  client.logout().catch(() => undefined);
+  setImmediate(() => {
+    try {
+      client.close();
+    } catch {
+      /* already closed */
+    }
+  });
 }
 
 /** Message-ID|size of every message this account delivered from `folder` (any UIDVALIDITY). */

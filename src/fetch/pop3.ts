@@ -138,9 +138,10 @@ export class Pop3Conn {
     });
   }
 
-  /** Sends one command line (CRLF added). Never waits: read its reply later, in order. */
-  write(line: string): void {
-    this.stream.write(line + '\r\n');
+  /** Sends command lines (CRLF added) in one write (one segment: a pipelined group, RFC 2449
+   * section 6.6). Never waits: read their replies later, in order. */
+  write(...lines: string[]): void {
+    this.stream.write(lines.map((l) => l + '\r\n').join(''));
   }
 
   /** The timestamp `<...>` of the greeting (for APOP), or ''. */
@@ -254,7 +255,7 @@ export class Pop3Conn {
       lines = [`AUTH PLAIN ${Buffer.from(`\0${user}\0${password}`).toString('base64')}`];
     } else lines = [`USER ${user}`, `PASS ${password}`];
     if (this.has('PIPELINING')) {
-      for (const l of [...lines, ...after]) this.write(l);
+      this.write(...lines, ...after);
       // Every login reply is read (a refused USER is followed by PASS's reply); the first error wins.
       let first: unknown;
       for (let i = 0; i < lines.length; i++) {

@@ -72,7 +72,7 @@ async function replyOrErr(status: Promise<string>): Promise<{ n: number; value: 
 async function listRange(conn: Pop3Conn, from: number, to: number, pipelining: boolean): Promise<Msg[]> {
   const out: Msg[] = [];
   const cmds = (n: number) => [`UIDL ${n}`, `LIST ${n}`];
-  if (pipelining) for (let n = from; n <= to; n++) for (const c of cmds(n)) conn.write(c);
+  if (pipelining) conn.write(...Array.from({ length: Math.max(0, to - from + 1) }, (_, i) => cmds(from + i)).flat());
   for (let n = from; n <= to; n++) {
     const got: Array<{ n: number; value: string } | undefined> = [];
     for (const c of cmds(n)) {
