@@ -31,7 +31,7 @@ import { readdirSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'no
 import { join } from 'node:path';
 import { log } from '../lib/log';
 import { EX_TEMPFAIL } from '../lib/exits';
-import { Abandoned, AccountResult, checkGrowth, Ctx, failureExit, fetchDirs, land, newResult, sizeCap } from './account';
+import { Abandoned, AccountResult, checkGrowth, Ctx, failureExit, fetchDirs, land, newResult, overCap, sizeCap, smallFirst } from './account';
 import type { Meter } from '../lib/budget';
 import { FolderState, findStamped, imapKey, saveState, stampLine } from './state';
 import type { Writer } from '../mail/maildir';
@@ -252,6 +252,12 @@ async function fetchFolder(ctx: Ctx, client: any, folder: string, dirs: { tmp: s
       if (m.uid > f.last) f.last = m.uid;
       continue;
     }
+    if (overCap(ctx, r, m.size, `${folder} UID ${m.uid}`)) {
+      // Passed over like one left for its size (big=): listed and tried again next run.
+      if (!wasBig) f.big.push(m.uid);
+      if (m.uid > f.last) f.last = m.uid;
+      continue;
+    }
     todo.push(m);
   }
   dropStalePartials(dirs.partial, folder, uv, new Set(todo.map((m) => m.uid)));
@@ -282,10 +288,12 @@ async function fetchFolder(ctx: Ctx, client: any, folder: string, dirs: { tmp: s
     if (!a.keep) toDelete.push(m.uid);
   };
 
+  // Fetched smallest first; `todo` stays in UID order for advancing `last`.
+  const order = smallFirst(todo, (m) => m.uid);
   try {
     let i = 0;
-    while (i < todo.length) {
-      const m = todo[i];
+    while (i < order.length) {
+      const m = order[i];
       if (!budget.allows(m.size)) {
         r.overBudget = true;
         break;
@@ -308,9 +316,9 @@ async function fetchFolder(ctx: Ctx, client: any, folder: string, dirs: { tmp: s
       // A batch of small messages that fits the budget (bytes, and time at the rate seen so far).
       const batch: Msg[] = [];
       let sum = 0;
-      while (i < todo.length && todo[i].size <= SMALL && (batch.length === 0 || sum + todo[i].size <= BATCH) && budget.allows(todo[i].size, sum)) {
-        batch.push(todo[i]);
-        sum += todo[i].size;
+      while (i < order.length && order[i].size <= SMALL && (batch.length === 0 || sum + order[i].size <= BATCH) && budget.allows(order[i].size, sum)) {
+        batch.push(order[i]);
+        sum += order[i].size;
         i++;
       }
       const bySize = new Map(batch.map((x) => [x.uid, x]));

@@ -28,7 +28,7 @@
 import { readFileSync } from 'node:fs';
 import { log } from '../lib/log';
 import { EX_TEMPFAIL } from '../lib/exits';
-import { Abandoned, AccountResult, checkGrowth, Ctx, failureExit, fetchDirs, land, newResult, sizeCap } from './account';
+import { Abandoned, AccountResult, checkGrowth, Ctx, failureExit, fetchDirs, land, newResult, overCap, sizeCap, smallFirst } from './account';
 import type { Meter } from '../lib/budget';
 import { Pop3Conn, Pop3Error, safeUidl } from './pop3';
 import { FetchState, saveState, stampLine } from './state';
@@ -214,8 +214,10 @@ async function session(ctx: Ctx, meter: Meter, timeout: number, skip: Set<string
         r.tooBig++;
         r.tooBigBytes += m.size;
         log('info', `message ${m.uidl} (${m.size} bytes) is over the size limit ${a.sizeLimit}: left on the server`, { account: a.name });
-      } else todo.push(m);
+      } else if (!overCap(ctx, r, m.size, m.uidl)) todo.push(m);
     }
+    // Smallest first; DELE still goes only for what was stored (exactly once does not depend on order).
+    todo.splice(0, todo.length, ...smallFirst(todo, (m) => m.n));
 
     type Item = { kind: 'dele' | 'retr'; m: Msg };
     const fifo: Item[] = [];

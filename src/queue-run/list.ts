@@ -4,11 +4,12 @@
  *
  * Text, one block per message, oldest first:
  *     ID  SIZE  ARRIVAL  <sender>
- *         body 7BIT|8BITMIME, attempts N, next attempt TIME|now, last error: TEXT
+ *         body 7BIT|8BITMIME, attempts N, next attempt TIME|now[, waiting for a link that
+ *         carries N MB], last error: TEXT
  *         <rcpt>  pending|sent|failed  [last reply]
  * then "-- N messages, B bytes in the queue, oldest AGE" (or "queue is empty").
  * JSON: an array of {id, size, arrival, age_seconds, sender, body, recipients: [{address, status,
- * reply, enhanced}], attempts, next_attempt, last_error, in_progress, delay_warned} (times ISO 8601 UTC;
+ * reply, enhanced}], attempts, next_attempt, last_error, in_progress, delay_warned, waiting} (times ISO 8601 UTC;
  * next_attempt null when due now; reply and enhanced (the RFC 3463 status) null before the
  * first attempt).
  */
@@ -28,6 +29,8 @@ export interface ListEntry {
   last_error: string | null;
   in_progress: boolean;
   delay_warned: boolean;
+  /** Why it waits for another link (over the cap of the links that ran), or null. */
+  waiting: string | null;
 }
 
 /** The JSON shape of the queue (see the header). Pure. */
@@ -48,6 +51,7 @@ export function listEntries(items: QueueItem[], now = Date.now()): ListEntry[] {
     last_error: i.state.lastError ?? null,
     in_progress: !!i.state.inProgress,
     delay_warned: !!i.state.delayWarned,
+    waiting: i.state.waiting?.reason ?? null,
   }));
 }
 
@@ -66,7 +70,7 @@ export function formatList(entries: ListEntry[]): string {
   for (const e of entries) {
     out.push(`${e.id}  ${e.size}  ${e.arrival.replace('T', ' ').replace(/\.\d+Z$/, 'Z')} (${age(e.age_seconds)})  <${e.sender}>`);
     const next = e.in_progress ? 'in progress' : `next attempt ${e.next_attempt ?? 'now'}`;
-    out.push(`    body ${e.body}, attempts ${e.attempts}, ${next}${e.last_error ? `, last error: ${e.last_error}` : ''}`);
+    out.push(`    body ${e.body}, attempts ${e.attempts}, ${next}${e.waiting ? `, ${e.waiting}` : ''}${e.last_error ? `, last error: ${e.last_error}` : ''}`);
     for (const r of e.recipients) out.push(`    <${r.address}>  ${r.status}${r.reply && r.status !== 'pending' ? `  ${r.reply}` : ''}`);
   }
   const bytes = entries.reduce((n, e) => n + e.size, 0);

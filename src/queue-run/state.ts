@@ -52,6 +52,9 @@ export interface MsgState {
   /** Why the original must be kept in <queue>/failed/ once nothing is pending (a failure nobody
    *  could be told of: null sender, Auto-Submitted, sender unknown). */
   keep?: string;
+  /** Set while the message is over the cap of the links that ran (budget.ts runCap): why it
+   *  waits, the cap it met and since when. Not an attempt; cleared when it is sent. */
+  waiting?: { reason: string; cap: number; since: string };
   rcpts: Record<string, RcptState>;
 }
 
