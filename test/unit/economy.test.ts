@@ -11,7 +11,7 @@ import { existsSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { enqueue } from '../../src/mail/queue';
 import { scan } from '../../src/mail/maildir';
-import { scriptedPop3, scriptedSmtp } from '../helpers/scripted';
+import { scriptedImap, scriptedPop3, scriptedSmtp } from '../helpers/scripted';
 import { stored, testMessage } from '../helpers/fetchkit';
 import { makePostOffice, runProgram, type PostOffice } from '../helpers/postoffice';
 
@@ -121,4 +121,23 @@ test('month_budget: a link whose month is spent is not chosen (the next one is),
   assert.equal(reports.length, 1, 'told once this month');
   assert.match(reports[0], /Subject: dial: link sat has spent its month budget/);
   assert.ok(existsSync(join(po.spool, 'run', 'ledger')));
+});
+
+test('fetch IMAP under OUTPOST_MAX_FETCH: the big message waits (big=, exit 0), the small ones come smallest first; without the cap it comes, once', async () => {
+  const s = await scriptedImap({ messages: [sized('i-big', 40000), sized('i-mid', 3000), sized('i-small', 1000)] });
+  try {
+    const po = await makePostOffice(users, `account im local=alice@example.org protocol=imap host=127.0.0.1 port=${s.port} tls=none user=u password=p keep=yes\n`);
+    const alice = join(po.spool, 'mail', 'example.org', 'alice');
+    const r = await runProgram('fetch', ['-c', po.cfgPath], '', { OUTPOST_MAX_FETCH: '20k' });
+    assert.equal(r.code, 0, out(r));
+    assert.match(r.stdout.toString(), /^fetch: 2 messages, .*; 1 waiting for a link that carries 0\.1 MB or more left on the server \(\d+ bytes\)\n$/);
+    assert.ok(s.lines('client', 0).some((l) => / UID FETCH 3,2 \(UID BODY\.PEEK\[\]<0\.\d+>\)$/.test(l)), s.text(0));
+    assert.match(readFileSync(join(po.spool, 'fetch', 'im.state'), 'utf8'), /^folder \d+ 3 INBOX big=1$/m);
+    const r2 = await runProgram('fetch', ['-c', po.cfgPath]);
+    assert.equal(r2.code, 0, out(r2));
+    assert.match(r2.stdout.toString(), /^fetch: 1 message,/);
+    assert.deepEqual(subjects(stored(alice).map((m) => m.body)).sort(), ['i-big', 'i-mid', 'i-small']);
+  } finally {
+    await s.close();
+  }
 });
