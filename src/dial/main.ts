@@ -28,7 +28,6 @@
  */
 import { existsSync, mkdirSync } from 'node:fs';
 import { basename, join } from 'node:path';
-import type { Limits } from '../lib/budget';
 import { LinkOptions, runLinkProgram, usageError } from '../lib/command';
 import { OutpostError } from '../lib/errors';
 import { EX_CONFIG, EX_OK, EX_TEMPFAIL, EX_UNAVAILABLE, exitMeaning, SYSEXITS } from '../lib/exits';
@@ -36,7 +35,7 @@ import { acquireLock } from '../lib/lock';
 import { log } from '../lib/log';
 import { Config, Link, mailCfgSource } from '../mail/config';
 import { spoolPaths } from '../mail/spool';
-import { waitingReason } from '../lib/budget';
+import { waitingReason, type Limits } from '../lib/budget';
 import { appendLedger, formatReport, monthOf, monthSpent, readLedger, reportRows } from './ledger';
 import { bringUp, LinkSession } from './links';
 import { chooseLinks, sessionBudget, sessionCost } from './select';

@@ -2,9 +2,15 @@
  * imaprun — one IMAP account's fetch session, through imapflow (loaded lazily) (RFC 3501/9051;
  * COMPRESS=DEFLATE RFC 4978, used whenever the server offers it; UIDPLUS RFC 4315).
  *
- * Per folder: SELECT (EXAMINE when keep=yes), then one `UID FETCH <set> (UID RFC822.SIZE)` for
- * the UIDs above the folder's `last` (plus the ones once left for their size; with keep=no the
- * whole folder, so leftovers of a cut session get deleted), then the messages:
+ * The login is as short as imapflow allows: capabilities from the greeting, LOGIN, no ID, no
+ * NAMESPACE when every folder is INBOX (trimSession), COMPRESS only before the first folder with
+ * work; LOGOUT is not waited for. A folder seen before is first asked one STATUS (probe): when
+ * it shows nothing new the folder is not selected at all — a run that finds nothing is greeting,
+ * LOGIN, STATUS, LOGOUT.
+ * Per folder with work: SELECT (EXAMINE when keep=yes), then one `UID FETCH <set> (UID RFC822.SIZE)` for
+ * the UIDs above the folder's `last` (plus the ones once left for their size or the run's cap;
+ * with keep=no the whole folder, so leftovers of a cut session get deleted), then the messages,
+ * smallest first:
  *   - up to 256 KiB: many at once in one pipelined `UID FETCH <uids> BODY.PEEK[]` (a batch sized
  *     to the budget), each landed (stage, Maildir, state) as it arrives;
  *   - larger: in 128 KiB pieces (`BODY.PEEK[]<offset.length>`) appended to a resumable file

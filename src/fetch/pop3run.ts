@@ -20,7 +20,10 @@
  * RFC 1939 section 6, so a drop before QUIT just repeats the DELEs). UIDLs no longer on the
  * server leave the state (after a whole listing). The `first` record changes nothing of this: it
  * only says which messages need not be listed, each one of them is in the state, and any doubt
- * (a changed message K, a STAT below K, an -ERR) means the whole listing. Budgets are checked before each RETR is sent; a RETR in flight finishes.
+ * (a changed message K, a STAT below K, an -ERR) means the whole listing. Nor does the order:
+ * new messages are fetched smallest first (account.ts smallFirst), and one over the run's cap
+ * (account.ts overCap) is left on the server. Budgets are checked before each RETR is sent; a
+ * RETR in flight finishes.
  * Listings are streamed and capped: at most LISTED_MAX entries are kept (the newest), each line at
  * most 1 KiB (longer ones are not used); a UIDL outside RFC 1939 section 7 (1–70 octets in
  * 0x21–0x7E) is hashed (pop3.ts safeUidl) before it is used anywhere.
