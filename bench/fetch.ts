@@ -8,10 +8,13 @@
  * per direction and BENCH_RTT ms round trip (default 300). Each client starts from nothing (fresh
  * spool, fresh fetchmail id file) and keeps the mail on the server, so all four fetch the same.
  * "link s" is the time the proxy saw a connection open (the link held); bytes are what crossed it.
+ * `idle` (bench/fetch.sh idle): a run that finds nothing — a mailbox of BENCH_IDLE_MESSAGES (3000)
+ * kept messages each client fetched once before (directly, not timed), then one more run through
+ * the proxy (fetchmail: keep, POP3 with uidl, no fetchall).
  * Prints a Markdown table; measures only, asserts nothing. Run through bench/fetch.sh.
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startDovecot } from '../test/helpers/dovecot';
@@ -52,20 +55,22 @@ function run(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<{ sta
   });
 }
 
-type Client = (port: number) => Promise<{ exit: number | null; messages: number }>;
+/** One run of a client against `port`, keeping its state in `dir` (messages: new this run). */
+type Client = (port: number, dir: string) => Promise<{ exit: number | null; messages: number }>;
 
-async function measure(client: string, port: number, fetchWith: Client): Promise<Row> {
+/** One run through the link proxy. `dir` is the client's state (fresh: it starts from nothing). */
+async function measure(client: string, port: number, fetchWith: Client, dir = mkdtempSync(join(tmpdir(), 'bench-fetch-'))): Promise<Row> {
   const proxy = await startLinkProxy({ target: { host: '127.0.0.1', port }, rateBps: RATE, rttMs: RTT });
-  const r = await fetchWith(proxy.port);
+  const r = await fetchWith(proxy.port, dir);
   await new Promise((res) => setTimeout(res, RTT + 100)); // let the proxy see the close
   const s = proxy.stats();
   await proxy.close();
+  rmSync(dir, { recursive: true, force: true }); // after the stats: it blocks the proxy's timers
   return { client, seconds: s.heldMs / 1000, up: s.up, down: s.down, messages: r.messages, exit: r.exit };
 }
 
 function outpost(proto: 'pop3' | 'imap', user: string, password: string): Client {
-  return async (port: number) => {
-    const dir = mkdtempSync(join(tmpdir(), 'bench-fetch-'));
+  return async (port: number, dir: string) => {
     const spool = join(dir, 'spool');
     const cfg = join(dir, 'mail.cfg');
     writeFileSync(
@@ -75,22 +80,14 @@ function outpost(proto: 'pop3' | 'imap', user: string, password: string): Client
       { mode: 0o600 },
     );
     const r = await run(process.execPath, [dist('fetch'), '-c', cfg], childEnv());
-    const md = join(spool, 'mail', 'example.org', 'alice', 'new');
-    let messages = 0;
-    try {
-      messages = readdirSync(md).length;
-    } catch {
-      /* none */
-    }
     if (r.status !== 0) process.stderr.write(`outpost ${proto}: exit ${r.status}: ${r.out}\n`);
-    rmSync(dir, { recursive: true, force: true });
-    return { exit: r.status, messages };
+    return { exit: r.status, messages: Number(/^fetch: (\d+) message/m.exec(r.out)?.[1] ?? NaN) };
   };
 }
 
-function fetchmail(proto: 'POP3' | 'IMAP', user: string, password: string): Client {
-  return async (port: number) => {
-    const dir = mkdtempSync(join(tmpdir(), 'bench-fetchmail-'));
+/** fetchmail with keep; `all` adds fetchall (every message, seen or not: the first-run bench). */
+function fetchmail(proto: 'POP3' | 'IMAP', user: string, password: string, all = true): Client {
+  return async (port: number, dir: string) => {
     const got = join(dir, 'got');
     const mda = join(dir, 'mda.sh');
     writeFileSync(mda, `#!/bin/sh\nmkdir -p '${got}'\nexec cat > "$(mktemp '${got}/msg.XXXXXX')"\n`);
@@ -100,7 +97,7 @@ function fetchmail(proto: 'POP3' | 'IMAP', user: string, password: string): Clie
       rc,
       `set no syslog\nset logfile '${join(dir, 'fetchmail.log')}'\n` +
         `poll 127.0.0.1 with protocol ${proto} service ${port}${proto === 'POP3' ? ' uidl' : ''} timeout 120\n` +
-        `  user "${user}" there with password "${password}" is "root" here keep fetchall mda "${mda}" sslproto ''\n`,
+        `  user "${user}" there with password "${password}" is "root" here keep${all ? ' fetchall' : ''} mda "${mda}" sslproto ''\n`,
       { mode: 0o600 },
     );
     const r = await run('fetchmail', ['-f', rc, '-i', join(dir, 'ids'), '--nodetach'], childEnv({ HOME: dir }));
@@ -111,12 +108,53 @@ function fetchmail(proto: 'POP3' | 'IMAP', user: string, password: string): Clie
     } catch {
       /* none */
     }
-    rmSync(dir, { recursive: true, force: true });
+    rmSync(got, { recursive: true, force: true });
     return { exit: r.status, messages };
   };
 }
 
-(async () => {
+/** Idle mode: the Maildir of `user` in `dc` filled directly with `n` small messages (new/, owned
+ * by vmail; Dovecot indexes them at the first login) — dovecot-lda per message would take minutes. */
+function fillMailbox(dc: { dir: string }, user: string, n: number, body: Buffer): void {
+  const md = join(dc.dir, 'dovecot', 'mail', user, 'Maildir');
+  for (const sub of ['cur', 'new', 'tmp']) mkdirSync(join(md, sub), { recursive: true });
+  const t = Math.floor(Date.now() / 1000) - n;
+  for (let i = 0; i < n; i++) writeFileSync(join(md, 'new', `${t + i}.M${i}P1.bench`), body);
+  execFileSync('chown', ['-R', 'vmail:vmail', join(dc.dir, 'dovecot', 'mail', user)]);
+}
+
+/** A run that finds nothing: each client first syncs directly (no proxy), then runs again through it. */
+async function idle(n: number): Promise<void> {
+  const msg = corpus().sort((a, b) => a.length - b.length)[Math.floor(corpus().length / 4)];
+  const dc = await startDovecot({ idle: 'idlepw' });
+  try {
+    fillMailbox(dc, 'idle', n, msg);
+    const clients: Array<[string, number, Client]> = [
+      ['Outpost fetch POP3', dc.pop3Port, outpost('pop3', 'idle', 'idlepw')],
+      ['Outpost fetch IMAP', dc.imapPort, outpost('imap', 'idle', 'idlepw')],
+      ['fetchmail POP3 (uidl)', dc.pop3Port, fetchmail('POP3', 'idle', 'idlepw', false)],
+      ['fetchmail IMAP', dc.imapPort, fetchmail('IMAP', 'idle', 'idlepw', false)],
+    ];
+    const rows: Row[] = [];
+    for (const [name, port, c] of clients) {
+      const dir = mkdtempSync(join(tmpdir(), 'bench-idle-'));
+      const first = await c(port, dir);
+      if (first.messages !== n) process.stderr.write(`${name}: the first (direct) run fetched ${first.messages} of ${n}\n`);
+      // Dovecot commits the first session (3000 \Seen flags, new/ to cur/) after the client has
+      // gone; real cycles are hours apart: let it finish so its mailbox lock is not measured.
+      await new Promise((r) => setTimeout(r, 5000));
+      rows.push(await measure(name, port, c, dir));
+    }
+    console.log(`A run that finds nothing: remote mailbox of ${n} kept messages (${msg.length} bytes each), already fetched once; link ${RATE} B/s each way, ${RTT} ms RTT, Dovecot ${execFileSync('dovecot', ['--version']).toString().trim()}\n`);
+    console.log('| client | new messages | link s | bytes down | bytes up | bytes total | exit |');
+    console.log('|---|---:|---:|---:|---:|---:|---:|');
+    for (const r of rows) console.log(`| ${r.client} | ${r.messages} | ${r.seconds.toFixed(2)} | ${r.down} | ${r.up} | ${r.up + r.down} | ${r.exit} |`);
+  } finally {
+    dc.stop();
+  }
+}
+
+async function full(): Promise<void> {
   execFileSync('sh', ['-c', 'command -v fetchmail >/dev/null'], { stdio: 'inherit' });
   const msgs = corpus();
   const total = msgs.reduce((n, m) => n + m.length, 0);
@@ -138,7 +176,9 @@ function fetchmail(proto: 'POP3' | 'IMAP', user: string, password: string): Clie
   } finally {
     dc.stop();
   }
-})().catch((err) => {
+}
+
+(process.argv[2] === 'idle' ? idle(Number(process.env.BENCH_IDLE_MESSAGES ?? 3000)) : full()).catch((err) => {
   console.error(err);
   process.exitCode = 1;
 });

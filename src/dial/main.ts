@@ -5,13 +5,16 @@
  *   dial [-c FILE] [--link NAME | --auto] [--budget-seconds N] [--budget-bytes N] [--dry-run]
  *        [-- COMMAND [ARG...] [-- COMMAND [ARG...]]...]
  *   dial [-c FILE] --status [--json]
+ *   dial [-c FILE] --report [--month YYYY-MM] [--json]
  *
  * One cycle: take the lock <spool>/run/dial (one dial at a time), pick the links that may be used
  * now (select.ts), bring the first one up (links.ts), falling back to the next when that fails,
  * run the commands (default: fetch -c FILE, then queue-run -c FILE, the sibling bundles in dist/)
  * with the budget environment (sync.ts), take the link down on every path (normal end, failure,
  * budget spent, carrier lost, SIGTERM/SIGINT/SIGHUP), write <spool>/run/dial.status and send the
- * postmaster reports that are due (status.ts), print one summary line.
+ * postmaster reports that are due (status.ts), append the cycle's line to <spool>/run/ledger
+ * (ledger.ts; a link whose month_budget the ledger shows spent is not chosen), print one summary
+ * line. The link's max_send / max_fetch go to the commands as OUTPOST_MAX_SEND / OUTPOST_MAX_FETCH.
  *
  * Exit status (sysexits): 0 the cycle ran and every command exited 0; 75 work left (a command
  * exited with a temporary status — 75 or 71, lib/exits.ts — reported messages left, or was not
@@ -25,7 +28,6 @@
  */
 import { existsSync, mkdirSync } from 'node:fs';
 import { basename, join } from 'node:path';
-import type { Limits } from '../lib/budget';
 import { LinkOptions, runLinkProgram, usageError } from '../lib/command';
 import { OutpostError } from '../lib/errors';
 import { EX_CONFIG, EX_OK, EX_TEMPFAIL, EX_UNAVAILABLE, exitMeaning, SYSEXITS } from '../lib/exits';
@@ -35,6 +37,8 @@ import { Config, Link } from '../mail/config';
 import { mailCfgSource } from '../mail/health';
 import { spoolPaths } from '../mail/spool';
 import { HINTS } from './hints';
+import { waitingReason, type Limits } from '../lib/budget';
+import { appendLedger, formatReport, monthOf, monthSpent, readLedger, reportRows } from './ledger';
 import { bringUp, LinkSession } from './links';
 import { chooseLinks, sessionBudget, sessionCost } from './select';
 import { CycleResult, DialStatus, formatBytes, formatStatus, queueInfo, readStatus, sendReports, writeStatus } from './status';
@@ -45,6 +49,8 @@ interface Opts extends LinkOptions {
   auto?: boolean;
   dryRun?: boolean;
   status?: boolean;
+  report?: boolean;
+  month?: string;
   json?: boolean;
 }
 
@@ -94,7 +100,7 @@ function dryRun(cfg: Config, order: Link[], reasons: string[], commands: string[
   if (order.length) {
     const l = order[0];
     const b = sessionBudget(l, flags);
-    const env = budgetEnv({}, { link: l.name, cfgPath: cfg.path, reportPath: join(spoolPaths(cfg).run, 'dial.report.PID'), secondsLeft: b.seconds, bytesLeft: b.bytes });
+    const env = budgetEnv({}, { link: l.name, cfgPath: cfg.path, reportPath: join(spoolPaths(cfg).run, 'dial.report.PID'), secondsLeft: b.seconds, bytesLeft: b.bytes, caps: { maxSend: l.maxSend, maxFetch: l.maxFetch } });
     out.push(`environment (first command via ${l.name}):`);
     for (const [k, v] of Object.entries(env)) out.push(`  ${k}=${v}`);
   }
@@ -128,7 +134,7 @@ function trapSignals(stop: AbortController): { signal: () => NodeJS.Signals | nu
 }
 
 /** One cycle under the lock. Returns the exit status. */
-async function cycle(cfg: Config, order: Link[], commands: string[][], flags: Limits): Promise<number> {
+async function cycle(cfg: Config, order: Link[], commands: string[][], flags: Limits, monthSpent: string[]): Promise<number> {
   const run = spoolPaths(cfg).run;
   const stop = new AbortController();
   const sig = trapSignals(stop);
@@ -173,6 +179,7 @@ async function cycle(cfg: Config, order: Link[], commands: string[][], flags: Li
           reportPath: join(run, `dial.report.${process.pid}`),
           stop: stop.signal,
           grace: graceSeconds(),
+          caps: { maxSend: used.maxSend, maxFetch: used.maxFetch },
         });
       } finally {
         await session.down();
@@ -233,14 +240,32 @@ async function cycle(cfg: Config, order: Link[], commands: string[][], flags: Li
     left_bytes: sync?.leftBytes ?? 0,
     queue: queueInfo(cfg),
     failures: result === 'failed' ? (prev?.failures ?? 0) + 1 : result === 'ok' ? 0 : (prev?.failures ?? 0),
+    ...(sync?.waitingOut.count ? { waiting_out: sync.waitingOut } : {}),
+    ...(sync?.waitingIn.count ? { waiting_in: sync.waitingIn } : {}),
     reported: prev?.reported ?? { failures: false, queue_age: false },
   };
-  await sendReports(cfg, status, new Date());
+  await sendReports(cfg, status, new Date(), monthSpent);
   writeStatus(cfg, status);
+  try {
+    appendLedger(cfg, {
+      start: status.start,
+      link: status.link,
+      seconds: status.seconds,
+      bytes_in: sync?.bytesIn ?? 0,
+      bytes_out: sync?.bytesOut ?? 0,
+      cost: status.cost,
+      messages_in: status.messages_in,
+      messages_out: status.messages_out,
+      result,
+    });
+  } catch (err) {
+    log('error', `cannot append to the ledger: ${(err as Error).message}`);
+  }
 
   const summary = used
     ? `dial: ${used.name} ${session?.detail ?? ''}, ${status.messages_in} in, ${status.messages_out} out, ${bytes} bytes, link held ${status.seconds.toFixed(1)} s, cost ${status.cost}` +
       (status.left ? `; ${status.left} left (${formatBytes(status.left_bytes)}) over budget` : '') +
+      (sync && sync.waitingOut.count + sync.waitingIn.count ? `; ${sync.waitingOut.count + sync.waitingIn.count} ${waitingReason(Math.max(sync.waitingOut.largest, sync.waitingIn.largest))} or more` : '') +
       (result === 'ok' ? '' : `; ${result}: ${reason}`)
     : `dial: ${reason}`;
   process.stdout.write(summary + '\n');
@@ -256,7 +281,7 @@ function graceSeconds(): number {
 runLinkProgram<Opts, Config>({
   name: 'dial',
   description: 'bring a link up on demand, sync within a budget, hang up (see dial(8))',
-  usage: '[-c FILE] [--link NAME | --auto] [--budget-seconds N] [--budget-bytes N] [--dry-run] [-- COMMAND...]\n       dial [-c FILE] --status [--json]',
+  usage: '[-c FILE] [--link NAME | --auto] [--budget-seconds N] [--budget-bytes N] [--dry-run] [-- COMMAND...]\n       dial [-c FILE] --status [--json]\n       dial [-c FILE] --report [--month YYYY-MM] [--json]',
   budgetNote: { seconds: "(with the link's budget_seconds: the smaller)", bytes: "(with the link's budget_bytes: the smaller)" },
   reports: false,
   options: (program) =>
@@ -265,12 +290,19 @@ runLinkProgram<Opts, Config>({
       .option('--auto', 'choose among the links by hours, priority and cost (the default)')
       .option('--dry-run', 'print the link that would be chosen and why, the commands and their environment; touch nothing')
       .option('--status', 'show the last cycle and the queue, without the link')
-      .option('--json', 'with --status: print JSON')
+      .option('--report', 'print what the links cost, per month and link, from the ledger')
+      .option('--month <YYYY-MM>', 'with --report: only this month')
+      .option('--json', 'with --status or --report: print JSON')
       .argument('[command...]', 'after --: the command(s) to run instead of fetch and queue-run; separate several with --'),
   check: (o, operands) => {
     if (o.link && o.auto) throw usage('--link and --auto exclude each other');
-    if (o.json && !o.status) throw usage('--json goes with --status');
-    if (o.status && (o.link || o.auto || o.dryRun || operands.length || o.budgetSeconds !== undefined || o.budgetBytes !== undefined)) throw usage('--status takes only -c and --json');
+    if (o.json && !o.status && !o.report) throw usage('--json goes with --status or --report');
+    if (o.month !== undefined && !o.report) throw usage('--month goes with --report');
+    if (o.month !== undefined && !/^\d{4}-(0[1-9]|1[0-2])$/.test(o.month)) throw usage(`--month ${o.month} is not YYYY-MM`);
+    if (o.status && o.report) throw usage('--status and --report exclude each other');
+    if ((o.status || o.report) && (o.link || o.auto || o.dryRun || operands.length || o.budgetSeconds !== undefined || o.budgetBytes !== undefined)) {
+      throw usage(`${o.status ? '--status takes only -c and --json' : '--report takes only -c, --month and --json'}`);
+    }
   },
   source: mailCfgSource,
   run: async (o, { cfg, limits, args: operands }) => {
@@ -281,6 +313,11 @@ runLinkProgram<Opts, Config>({
       else process.stdout.write(formatStatus(s, q, new Date()) + '\n');
       return EX_OK;
     }
+    if (o.report) {
+      const rows = reportRows(readLedger(cfg), o.month);
+      process.stdout.write(o.json ? JSON.stringify(rows, null, 1) + '\n' : formatReport(rows));
+      return EX_OK;
+    }
     if (cfg.links.length === 0) {
       throw new OutpostError(`${cfg.path}: no link is defined; fix: add one, e.g. ${HINTS.noLink(cfg.path)} (mail.cfg(5), link)`, { exit: EX_CONFIG, code: 'ECONFIG' });
     }
@@ -289,7 +326,8 @@ runLinkProgram<Opts, Config>({
     }
     const commands = operands.length ? splitCommands(operands) : defaultCommands(cfg.path);
     if (commands.length === 0) throw usage('no command after --');
-    const { order, reasons } = chooseLinks(cfg.links, new Date(), limits, o.link);
+    const now = new Date();
+    const { order, reasons, monthSpent: spentLinks } = chooseLinks(cfg.links, now, limits, o.link, monthSpent(readLedger(cfg), monthOf(now)));
     if (o.dryRun) return dryRun(cfg, order, reasons, commands, limits);
     if (!operands.length) requireDefaults(commands);
 
@@ -303,7 +341,7 @@ runLinkProgram<Opts, Config>({
     mkdirSync(run, { recursive: true });
     const release = await acquireLock(join(run, 'dial'), 0, 'dial (another dial cycle is running)');
     try {
-      return await cycle(cfg, order, commands, limits);
+      return await cycle(cfg, order, commands, limits, spentLinks);
     } finally {
       await release().catch(() => undefined);
     }

@@ -7,6 +7,8 @@
  *      whole day; no hours= means always).
  *   2. Available links are tried by priority (lower number first), then by cost (cost_per_minute,
  *      then cost_per_mb; cheaper first), then in mail.cfg order.
+ *   2a. A link with month_budget whose cost this month (the ledger, ledger.ts) has reached it is
+ *      not used this month, like a link outside its hours.
  *   3. The session budget is the smaller of the link's budget and the command-line flag for each
  *      of seconds and bytes (BUDGETS: unset means no limit, 0 means nothing may start); a link
  *      whose session budget lets nothing start is not used (it is never brought up).
@@ -38,25 +40,34 @@ export interface Choice {
   order: Link[];
   /** One line per link configured (or the one named): why it is in or out. */
   reasons: string[];
+  /** Links left out because their month_budget is spent (rule 2a). */
+  monthSpent: string[];
 }
 
 /**
  * Orders the links that may be used at `now` with the budget flags `flags` (rules 1–3).
  * @param only a link name (--link): only that one is considered
+ * @param spent money each link cost this month (ledger.ts monthSpent), for month_budget
  */
-export function chooseLinks(links: Link[], now: Date, flags: Limits, only?: string): Choice {
+export function chooseLinks(links: Link[], now: Date, flags: Limits, only?: string, spent: Map<string, number> = new Map()): Choice {
   const m = minuteOfDay(now);
   const considered = only ? links.filter((l) => l.name === only) : links;
   const ok: Link[] = [];
   const out: string[] = [];
+  const monthSpent: string[] = [];
   for (const l of considered) {
+    const cost = spent.get(l.name) ?? 0;
     if (!inHours(l.hours, m)) out.push(`${l.name}: not now (hours ${formatHours(l.hours)})`);
+    else if (l.monthBudget !== undefined && cost >= l.monthBudget) {
+      out.push(`${l.name}: not used this month (month_budget ${l.monthBudget} spent: ${Number(cost.toFixed(4))})`);
+      monthSpent.push(l.name);
+    }
     else if (!new Budget(sessionBudget(l, flags), { bytesIn: 0, bytesOut: 0, heldSeconds: 0 }).allows(0)) out.push(`${l.name}: not used (its session budget is 0: nothing may start)${zeroFix(l)}`);
     else ok.push(l);
   }
   ok.sort((a, b) => a.priority - b.priority || a.costPerMinute - b.costPerMinute || a.costPerMb - b.costPerMb || a.line - b.line);
   const tried = ok.map((l, i) => `${l.name}: try ${i + 1} — available (hours ${formatHours(l.hours)}), priority ${l.priority}, cost ${l.costPerMinute}/min ${l.costPerMb}/MB`);
-  return { order: ok, reasons: [...tried, ...out] };
+  return { order: ok, reasons: [...tried, ...out], monthSpent };
 }
 
 /** The fix for a link whose own budget is 0 (a flag of 0 needs none: it was asked for). */

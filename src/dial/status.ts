@@ -12,7 +12,8 @@
  * Postmaster reports (RFC 3834 Auto-Submitted: auto-generated, plain text, CRLF, delivered with
  * maildir.deliver to every mailbox postmaster@<first domain> resolves to):
  *   - after `dial_failure_report` consecutive failed cycles (0: never);
- *   - when the queue holds mail older than `queue_warn_age` seconds (0: never).
+ *   - when the queue holds mail older than `queue_warn_age` seconds (0: never);
+ *   - when a link's month_budget is spent (select.ts): once per link and month.
  */
 import { rfc5322Date } from '../mail/date';
 import { readFileSync } from 'node:fs';
@@ -24,6 +25,9 @@ import { num } from '../mail/settings';
 import { spoolPaths } from '../mail/spool';
 import { deliverAll, scan } from '../mail/maildir';
 import { resolveRecipient } from '../mail/route';
+import { waitingReason } from '../lib/budget';
+import { monthOf } from './ledger';
+import type { Waiting } from './sync';
 
 export type CycleResult = 'ok' | 'partial' | 'failed';
 
@@ -51,7 +55,11 @@ export interface DialStatus {
   left_bytes: number;
   queue: QueueInfo;
   failures: number;
-  reported: { failures: boolean; queue_age: boolean };
+  /** Messages left queued (out) or on the server (in) for a link that carries them (sync.ts). */
+  waiting_out?: Waiting;
+  waiting_in?: Waiting;
+  /** month_budget reports sent: "LINK YYYY-MM", this month's only. */
+  reported: { failures: boolean; queue_age: boolean; month_budget?: string[] };
 }
 
 /** Path of the status file. */
@@ -120,6 +128,9 @@ export function formatStatus(s: DialStatus | null, q: QueueInfo, now: Date): str
       `last sync ${s.result} ${at}${via}: ${s.messages_in} in, ${s.messages_out} out, ${formatBytes(s.bytes)}, link held ${s.seconds.toFixed(1)} s, cost ${s.cost}`,
     );
     if (s.left) parts.push(`${s.left} left (${formatBytes(s.left_bytes)}) pending`);
+    for (const [w, what] of [[s.waiting_out, 'to send'], [s.waiting_in, 'to fetch']] as const) {
+      if (w?.count) parts.push(`${w.count} ${what} (${formatBytes(w.bytes)}) ${waitingReason(w.largest)} or more (${s.link ?? 'the last link'} did not)`);
+    }
   } else parts.push(`last sync failed ${at}${via}: ${s.reason}`);
   if (s.failures) parts.push(`${s.failures} failed cycle${s.failures === 1 ? '' : 's'} in a row`);
   return parts.join('; ');
@@ -138,32 +149,46 @@ export function reportsDue(s: DialStatus, warnAge: number, failLimit: number, no
  * Sends the due reports to the postmaster and records them in `s` (which the caller then writes).
  * Never throws: a report that cannot be delivered is logged (and tried again next cycle).
  */
-export async function sendReports(cfg: Config, s: DialStatus, now: Date): Promise<void> {
+export async function sendReports(cfg: Config, s: DialStatus, now: Date, monthSpent: string[] = []): Promise<void> {
   const prev = { ...s.reported };
   const due = reportsDue(s, num(cfg, 'queue_warn_age'), num(cfg, 'dial_failure_report'), now.getTime());
-  const texts: Array<[keyof DialStatus['reported'], string, string]> = [];
+  const texts: Array<[keyof DialStatus['reported'] | string, string, string]> = [];
+  const month = monthOf(now);
+  const told = (prev.month_budget ?? []).filter((k) => k.endsWith(' ' + month));
+  s.reported.month_budget = told;
+  for (const l of monthSpent.filter((l) => !told.includes(`${l} ${month}`))) {
+    const link = cfg.links.find((x) => x.name === l);
+    texts.push([`${l} ${month}`, `dial: link ${l} has spent its month budget`, `Link ${l} has cost ${month} its month_budget of ${link?.monthBudget}; dial does not choose it again until the month ends (the next links are used).\r\n`]);
+  }
   if (due.failures) texts.push(['failures', `dial: ${s.failures} failed cycles in a row`, `The last ${s.failures} dial cycles failed.\r\nThe last one: ${s.reason}${s.link ? ` (link ${s.link})` : ''}.\r\n`]);
   if (due.queueAge)
     texts.push(['queue_age', `dial: queued mail older than ${formatAge(num(cfg, 'queue_warn_age'))}`, `The outbound queue holds ${s.queue.count} message(s), ${formatBytes(s.queue.bytes)}; the oldest was queued ${formatAge(now.getTime() / 1000 - s.queue.oldest)} ago.\r\n`]);
   if (!texts.length) return;
   const domain = [...cfg.domains][0];
   const boxes = (domain ? resolveRecipient(cfg, `postmaster@${domain}`) : null)?.local ?? [];
+  /** Marks report `key` as sent (a month_budget key "LINK YYYY-MM", or a reported flag) or not. */
+  const mark = (key: string, sent: boolean) => {
+    if (key === 'failures' || key === 'queue_age') {
+      if (!sent) s.reported[key] = prev[key];
+    } else if (sent) s.reported.month_budget!.push(key);
+  };
   for (const [key, subject, body] of texts) {
     if (!boxes.length) {
       log('warn', `no local postmaster mailbox for a report: ${subject}`);
-      s.reported[key] = prev[key];
+      mark(key, false);
       continue;
     }
     const msg =
       `From: Outpost dial <MAILER-DAEMON@${cfg.hostname}>\r\nTo: postmaster@${domain}\r\nSubject: ${subject}\r\nDate: ${rfc5322Date(now)}\r\n` +
-      `Message-ID: <dial.${now.getTime()}.${key}@${cfg.hostname}>\r\nAuto-Submitted: auto-generated\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n` +
+      `Message-ID: <dial.${now.getTime()}.${key.replace(/[^A-Za-z0-9_.-]/g, '.')}@${cfg.hostname}>\r\nAuto-Submitted: auto-generated\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n` +
       body +
       `\r\nStatus: ${formatStatus(s, s.queue, now)}\r\n\r\n(dial --status shows this at any time; see dial(8).)\r\n`;
     try {
       await deliverAll(boxes.map((u) => ({ dir: u.maildir, parts: [msg] })), { host: cfg.hostname });
+      mark(key, true);
       log('info', `reported to postmaster: ${subject}`);
     } catch (err) {
-      s.reported[key] = prev[key];
+      mark(key, false);
       log('error', `cannot deliver a report to postmaster: ${(err as Error).message}`);
     }
   }

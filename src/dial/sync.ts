@@ -8,6 +8,9 @@
  *   OUTPOST_BUDGET_SECONDS  seconds left in the session (decimal), unset when there is no limit
  *   OUTPOST_BUDGET_BYTES    bytes left (integer) after what earlier commands reported, unset when
  *                           there is no limit
+ *   OUTPOST_MAX_SEND        the link's max_send (bytes), unset without one: queue-run leaves
+ *                           larger messages queued for another link
+ *   OUTPOST_MAX_FETCH       the link's max_fetch (bytes), likewise for fetch
  *   OUTPOST_REPORT          a file to which the command appends one JSON line when it ends
  *   OUTPOST_CONFIG          the mail.cfg in use
  * A command is not started when nothing is left (Budget.allows: BUDGETS in dial(8); a budget of 0
@@ -35,6 +38,21 @@ export interface SyncOptions {
   stop: AbortSignal;
   /** Seconds a command may overrun the seconds budget before it is killed. */
   grace: number;
+  /** The link's caps (max_send, max_fetch; bytes), passed on as OUTPOST_MAX_SEND/OUTPOST_MAX_FETCH. */
+  caps?: Caps;
+}
+
+/** A link's caps on one message's size (bytes; undefined: none). */
+export interface Caps {
+  maxSend?: number;
+  maxFetch?: number;
+}
+
+/** What waits for a link that carries it, as the commands reported: count, bytes, largest. */
+export interface Waiting {
+  count: number;
+  bytes: number;
+  largest: number;
 }
 
 export interface SyncResult {
@@ -46,10 +64,15 @@ export interface SyncResult {
   /** True when a command was killed for overrunning its budget. */
   overran: boolean;
   bytes: number;
+  bytesIn: number;
+  bytesOut: number;
   messagesIn: number;
   messagesOut: number;
   left: number;
   leftBytes: number;
+  /** Messages waiting for a link that carries them: outbound (queue-run) and inbound (fetch). */
+  waitingOut: Waiting;
+  waitingIn: Waiting;
 }
 
 const n = (v: unknown) => (typeof v === 'number' && Number.isFinite(v) ? v : 0);
@@ -70,6 +93,7 @@ export function parseReports(text: string): Report[] {
         messages: n(j.messages),
         left: n(j.left),
         left_bytes: n(j.left_bytes),
+        ...(n(j.waiting) ? { waiting: n(j.waiting), waiting_bytes: n(j.waiting_bytes), waiting_largest: n(j.waiting_largest) } : {}),
         exit: n(j.exit),
       });
     } catch {
@@ -80,10 +104,14 @@ export function parseReports(text: string): Report[] {
 }
 
 /** Environment for one command, given what is left of the budget. */
-export function budgetEnv(base: NodeJS.ProcessEnv, o: { link: string; cfgPath: string; reportPath: string; secondsLeft?: number; bytesLeft?: number }): NodeJS.ProcessEnv {
+export function budgetEnv(base: NodeJS.ProcessEnv, o: { link: string; cfgPath: string; reportPath: string; secondsLeft?: number; bytesLeft?: number; caps?: Caps }): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...base, OUTPOST_LINK: o.link, OUTPOST_REPORT: o.reportPath, OUTPOST_CONFIG: o.cfgPath };
   delete env.OUTPOST_BUDGET_SECONDS;
   delete env.OUTPOST_BUDGET_BYTES;
+  delete env.OUTPOST_MAX_SEND;
+  delete env.OUTPOST_MAX_FETCH;
+  if (o.caps?.maxSend !== undefined) env.OUTPOST_MAX_SEND = String(o.caps.maxSend);
+  if (o.caps?.maxFetch !== undefined) env.OUTPOST_MAX_FETCH = String(o.caps.maxFetch);
   if (o.secondsLeft !== undefined) env.OUTPOST_BUDGET_SECONDS = o.secondsLeft.toFixed(1);
   if (o.bytesLeft !== undefined) env.OUTPOST_BUDGET_BYTES = String(Math.floor(o.bytesLeft));
   return env;
@@ -91,7 +119,8 @@ export function budgetEnv(base: NodeJS.ProcessEnv, o: { link: string; cfgPath: s
 
 /** Runs the commands in turn; see the header. Never throws for a command's failure. */
 export async function runSync(commands: string[][], o: SyncOptions): Promise<SyncResult> {
-  const r: SyncResult = { reports: [], exits: [], skipped: 0, overran: false, bytes: 0, messagesIn: 0, messagesOut: 0, left: 0, leftBytes: 0 };
+  const none = (): Waiting => ({ count: 0, bytes: 0, largest: 0 });
+  const r: SyncResult = { reports: [], exits: [], skipped: 0, overran: false, bytes: 0, bytesIn: 0, bytesOut: 0, messagesIn: 0, messagesOut: 0, left: 0, leftBytes: 0, waitingOut: none(), waitingIn: none() };
   rmSync(o.reportPath, { force: true });
   // The bytes spent are what the commands reported; a command is asked about as 0 bytes.
   const spent = {
@@ -112,7 +141,7 @@ export async function runSync(commands: string[][], o: SyncOptions): Promise<Syn
       break;
     }
     const [cmd, ...args] = commands[i];
-    const env = budgetEnv(process.env, { link: o.link, cfgPath: o.cfgPath, reportPath: o.reportPath, secondsLeft, bytesLeft });
+    const env = budgetEnv(process.env, { link: o.link, cfgPath: o.cfgPath, reportPath: o.reportPath, secondsLeft, bytesLeft, caps: o.caps });
     log('info', `running ${[cmd, ...args].join(' ')}`, { link: o.link, budget_seconds: env.OUTPOST_BUDGET_SECONDS, budget_bytes: env.OUTPOST_BUDGET_BYTES });
     const code = await new Promise<number | null>((resolve) => {
       const child = spawn(cmd, args, { env, stdio: ['ignore', 'inherit', 'inherit'] });
@@ -160,8 +189,16 @@ export async function runSync(commands: string[][], o: SyncOptions): Promise<Syn
     for (const rep of fresh) {
       r.reports.push(rep);
       r.bytes += rep.bytes_in + rep.bytes_out;
+      r.bytesIn += rep.bytes_in;
+      r.bytesOut += rep.bytes_out;
       if (rep.program === 'queue-run') r.messagesOut += rep.messages;
       else if (rep.program === 'fetch') r.messagesIn += rep.messages;
+      const w = rep.program === 'queue-run' ? r.waitingOut : rep.program === 'fetch' ? r.waitingIn : null;
+      if (w && rep.waiting) {
+        w.count += rep.waiting;
+        w.bytes += rep.waiting_bytes ?? 0;
+        w.largest = Math.max(w.largest, rep.waiting_largest ?? 0);
+      }
       r.left += rep.left;
       r.leftBytes += rep.left_bytes;
     }

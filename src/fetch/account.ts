@@ -13,7 +13,7 @@ import { accountFileName, type Account, type Config } from '../mail/config';
 import { spoolPaths } from '../mail/spool';
 import { EX_NOPERM, EX_PROTOCOL, EX_TEMPFAIL } from '../lib/exits';
 import { log } from '../lib/log';
-import type { Budget } from '../lib/budget';
+import { waitingReason, type Budget } from '../lib/budget';
 import { FetchState, saveState } from './state';
 import { commit, readHead, routeMessage } from './store';
 
@@ -25,6 +25,8 @@ export interface Ctx {
   st: FetchState;
   statePath: string;
   verbose: boolean;
+  /** Largest message this run may take (bytes; budget.ts runCap); larger ones wait on the server. */
+  cap?: number;
 }
 
 /** One account's tally for the summary and report lines. */
@@ -38,6 +40,10 @@ export interface AccountResult {
   /** Messages left on the server for their size. */
   tooBig: number;
   tooBigBytes: number;
+  /** Messages over the run's cap, left on the server for a link that carries them. */
+  waiting: number;
+  waitingBytes: number;
+  waitingLargest: number;
   /** Messages abandoned: they grew past their announced size (more than the margin), the
    * size limit or the budget while arriving; nothing of them was stored. */
   abandoned: number;
@@ -49,7 +55,26 @@ export interface AccountResult {
 
 /** A result with nothing done yet and exit 0. */
 export function newResult(account: string): AccountResult {
-  return { account, messages: 0, left: 0, leftBytes: 0, tooBig: 0, tooBigBytes: 0, abandoned: 0, overBudget: false, exit: 0 };
+  return { account, messages: 0, left: 0, leftBytes: 0, tooBig: 0, tooBigBytes: 0, waiting: 0, waitingBytes: 0, waitingLargest: 0, abandoned: 0, overBudget: false, exit: 0 };
+}
+
+/**
+ * True (counted in `r` and logged with the reason when `verbose`) when a message of `size` bytes
+ * is over the run's cap: it stays on the server for a link that carries it.
+ */
+export function overCap(ctx: Ctx, r: AccountResult, size: number, what: string): boolean {
+  if (ctx.cap === undefined || size <= ctx.cap) return false;
+  r.waiting++;
+  r.waitingBytes += size;
+  r.waitingLargest = Math.max(r.waitingLargest, size);
+  if (ctx.verbose) log('info', `message ${what} (${size} bytes): ${waitingReason(size)}; left on the server`, { account: ctx.account.name });
+  return true;
+}
+
+/** Smallest first, then by `key` (the server's order: oldest first), so a budget that runs out
+ * has moved the most messages. */
+export function smallFirst<T extends { size: number }>(list: T[], key: (m: T) => number): T[] {
+  return [...list].sort((x, y) => x.size - y.size || key(x) - key(y));
 }
 
 /**

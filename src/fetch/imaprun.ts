@@ -2,9 +2,15 @@
  * imaprun — one IMAP account's fetch session, through imapflow (loaded lazily) (RFC 3501/9051;
  * COMPRESS=DEFLATE RFC 4978, used whenever the server offers it; UIDPLUS RFC 4315).
  *
- * Per folder: SELECT (EXAMINE when keep=yes), then one `UID FETCH <set> (UID RFC822.SIZE)` for
- * the UIDs above the folder's `last` (plus the ones once left for their size; with keep=no the
- * whole folder, so leftovers of a cut session get deleted), then the messages:
+ * The login is as short as imapflow allows: capabilities from the greeting, LOGIN, no ID, no
+ * NAMESPACE when every folder is INBOX (trimSession), COMPRESS only before the first folder with
+ * work; LOGOUT is not waited for. A folder seen before is first asked one STATUS (probe): when
+ * it shows nothing new the folder is not selected at all — a run that finds nothing is greeting,
+ * LOGIN, STATUS, LOGOUT.
+ * Per folder with work: SELECT (EXAMINE when keep=yes), then one `UID FETCH <set> (UID RFC822.SIZE)` for
+ * the UIDs above the folder's `last` (plus the ones once left for their size or the run's cap;
+ * with keep=no the whole folder, so leftovers of a cut session get deleted), then the messages,
+ * smallest first:
  *   - up to 256 KiB: many at once in one pipelined `UID FETCH <uids> BODY.PEEK[]` (a batch sized
  *     to the budget), each landed (stage, Maildir, state) as it arrives;
  *   - larger: in 128 KiB pieces (`BODY.PEEK[]<offset.length>`) appended to a resumable file
@@ -31,9 +37,9 @@ import { readdirSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'no
 import { join } from 'node:path';
 import { log } from '../lib/log';
 import { EX_TEMPFAIL } from '../lib/exits';
-import { Abandoned, AccountResult, checkGrowth, Ctx, failureExit, fetchDirs, land, newResult, sizeCap } from './account';
+import { Abandoned, AccountResult, checkGrowth, Ctx, failureExit, fetchDirs, land, newResult, overCap, sizeCap, smallFirst } from './account';
 import type { Meter } from '../lib/budget';
-import { FolderState, findStamped, imapKey, stampLine } from './state';
+import { FolderState, findStamped, imapKey, saveState, stampLine } from './state';
 import type { Writer } from '../mail/maildir';
 import { accountMaildirs, createPartial, parseHeaders, readHead, resumePartial, stage as newStage } from './store';
 
@@ -58,6 +64,7 @@ interface Msg {
 /** Runs one IMAP account. Never throws: failures are in the result (exit, error). */
 export async function fetchImap(ctx: Ctx, meter: Meter, timeout: number): Promise<AccountResult> {
   const a = ctx.account;
+  const st = ctx.st;
   const r = newResult(a.name);
   const dirs = fetchDirs(ctx.cfg, a.name);
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -69,11 +76,20 @@ export async function fetchImap(ctx: Ctx, meter: Meter, timeout: number): Promis
       port: a.port,
       secure: a.tls === 'implicit',
       doSTARTTLS: a.tls === 'starttls',
-      auth: { user: a.user, pass: a.password ?? '' },
+      // LOGIN is one round trip (AUTHENTICATE PLAIN without SASL-IR is two); AUTHENTICATE PLAIN
+      // only where the server says LOGINDISABLED. imapflow reads loginMethod when it logs in.
+      auth: {
+        user: a.user,
+        pass: a.password ?? '',
+        get loginMethod() {
+          return client?.capabilities?.has('LOGINDISABLED') ? '' : 'LOGIN';
+        },
+      },
       tls: { ca: a.ca ? readFileSync(a.ca) : undefined, rejectUnauthorized: true, minVersion: 'TLSv1.2' },
       logger: false,
       disableAutoIdle: true,
       disableAutoEnable: true,
+      disableCompression: true, // negotiated below, only once a folder has something to fetch
       socketTimeout: timeout * 1000,
       connectionTimeout: timeout * 1000,
       greetingTimeout: timeout * 1000,
@@ -83,14 +99,26 @@ export async function fetchImap(ctx: Ctx, meter: Meter, timeout: number): Promis
       maxLineLength: LINE_MAX,
     });
     client.on('error', () => undefined);
+    trimSession(client, a.folders);
     const connecting = client.connect();
     if (client.socket) meter.track(client.socket);
     await connecting;
+    let compressed = false;
     for (const folder of a.folders) {
+      const s = await probe(ctx, client, folder);
+      if (s === 'nothing') continue;
+      if (!compressed && client.capabilities.has('COMPRESS=DEFLATE')) await client.compress(); // imapflow's own step (startSession), run late
+      compressed = true;
       await fetchFolder(ctx, client, folder, dirs, r);
+      // The HIGHESTMODSEQ seen before a keep=no session that went through the whole folder
+      // (deleting all it had done; see probe). keep=yes leaves messages on purpose: none.
+      const f = st.folders.get(folder);
+      if (f && s.modseq && !a.keep && !r.overBudget) f.modseq = s.modseq;
+      else if (f) delete f.modseq;
+      saveState(ctx.statePath, st);
       if (r.overBudget) break;
     }
-    await client.logout();
+    logoutNoWait(client);
     client = undefined;
   } catch (err) {
     r.exit = failureExit(err);
@@ -103,6 +131,64 @@ export async function fetchImap(ctx: Ctx, meter: Meter, timeout: number): Promis
   }
   if (r.overBudget && !r.exit) r.exit = EX_TEMPFAIL;
   return r;
+}
+
+/**
+ * Drops what imapflow would send at every login that fetch does not need (it reads the command
+ * table per connection: a command missing from it is not sent): ID (RFC 2971, courtesy only)
+ * always, and NAMESPACE (RFC 2342) when every folder is INBOX, the one name no namespace prefix
+ * applies to (imapflow normalizePath) — other folder names need the server's prefix.
+ */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+function trimSession(client: any, folders: string[]): void {
+  const commands = new Map(client.commands);
+  commands.delete('ID');
+  if (folders.every((f) => f.toUpperCase() === 'INBOX')) {
+    // eslint-disable-next-line @typescript-eslint/no-explicit-any
+    commands.set('NAMESPACE', async (c: any) => {
+      c.namespaces = { personal: [{ prefix: '', delimiter: '/' }], other: false, shared: false };
+      c.namespace = c.namespaces.personal[0];
+      return c.namespace;
+    });
+  }
+  client.commands = commands;
+}
+
+/**
+ * Learns from one STATUS (RFC 3501 6.3.10: UIDNEXT, UIDVALIDITY, MESSAGES; HIGHESTMODSEQ with
+ * CONDSTORE, RFC 7162 3.1.9) whether `folder` has nothing to do, without selecting it:
+ * same UIDVALIDITY, nothing left for its size (big= empty) and UIDNEXT - 1 <= last (no UID above
+ * what was done); with keep=no also nothing left to delete: MESSAGES 0, or HIGHESTMODSEQ
+ * unchanged since the start of the last keep=no session that went through the folder (it then
+ * left nothing behind, or its EXPUNGE would have raised it). No folder state, or any doubt: work.
+ * @returns 'nothing', or the HIGHESTMODSEQ seen (decimal; undefined without CONDSTORE).
+ */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+async function probe(ctx: Ctx, client: any, folder: string): Promise<'nothing' | { modseq?: string }> {
+  const f = ctx.st.folders.get(folder);
+  if (!f) return {};
+  const s = await client.status(folder, { uidNext: true, uidValidity: true, messages: true, highestModseq: true });
+  if (!s) return {};
+  const modseq = s.highestModseq === undefined ? undefined : String(s.highestModseq);
+  const none = Number(s.uidValidity) === f.uidvalidity && !f.big.length && Number(s.uidNext) - 1 <= f.last && (ctx.account.keep || s.messages === 0 || (!!modseq && modseq === f.modseq));
+  if (none && ctx.verbose) log('info', `folder ${folder}: nothing new (STATUS UIDNEXT ${s.uidNext}, UIDVALIDITY ${s.uidValidity})`, { account: ctx.account.name });
+  return none ? 'nothing' : { modseq };
+}
+
+/**
+ * Sends LOGOUT and closes without waiting for its reply (RFC 3501 6.1.3: the server ends the
+ * session either way; everything fetch did is already acknowledged and recorded).
+ */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+function logoutNoWait(client: any): void {
+  client.logout().catch(() => undefined);
+  setImmediate(() => {
+    try {
+      client.close();
+    } catch {
+      /* already closed */
+    }
+  });
 }
 
 /** Message-ID|size of every message this account delivered from `folder` (any UIDVALIDITY). */
@@ -172,6 +258,12 @@ async function fetchFolder(ctx: Ctx, client: any, folder: string, dirs: { tmp: s
       if (m.uid > f.last) f.last = m.uid;
       continue;
     }
+    if (overCap(ctx, r, m.size, `${folder} UID ${m.uid}`)) {
+      // Passed over like one left for its size (big=): listed and tried again next run.
+      if (!wasBig) f.big.push(m.uid);
+      if (m.uid > f.last) f.last = m.uid;
+      continue;
+    }
     todo.push(m);
   }
   dropStalePartials(dirs.partial, folder, uv, new Set(todo.map((m) => m.uid)));
@@ -202,10 +294,12 @@ async function fetchFolder(ctx: Ctx, client: any, folder: string, dirs: { tmp: s
     if (!a.keep) toDelete.push(m.uid);
   };
 
+  // Fetched smallest first; `todo` stays in UID order for advancing `last`.
+  const order = smallFirst(todo, (m) => m.uid);
   try {
     let i = 0;
-    while (i < todo.length) {
-      const m = todo[i];
+    while (i < order.length) {
+      const m = order[i];
       if (!budget.allows(m.size)) {
         r.overBudget = true;
         break;
@@ -228,9 +322,9 @@ async function fetchFolder(ctx: Ctx, client: any, folder: string, dirs: { tmp: s
       // A batch of small messages that fits the budget (bytes, and time at the rate seen so far).
       const batch: Msg[] = [];
       let sum = 0;
-      while (i < todo.length && todo[i].size <= SMALL && (batch.length === 0 || sum + todo[i].size <= BATCH) && budget.allows(todo[i].size, sum)) {
-        batch.push(todo[i]);
-        sum += todo[i].size;
+      while (i < order.length && order[i].size <= SMALL && (batch.length === 0 || sum + order[i].size <= BATCH) && budget.allows(order[i].size, sum)) {
+        batch.push(order[i]);
+        sum += order[i].size;
         i++;
       }
       const bySize = new Map(batch.map((x) => [x.uid, x]));

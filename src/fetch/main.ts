@@ -12,6 +12,8 @@
  * line to $OUTPOST_REPORT (the budget contract shared with queue-run and dial).
  *
  * Environment: OUTPOST_LINK, OUTPOST_BUDGET_SECONDS, OUTPOST_BUDGET_BYTES (the flags win),
+ * OUTPOST_MAX_FETCH (the link's max_fetch: larger messages, and those larger than the bytes
+ * budget, stay on the server for another link; budget.ts runCap),
  * OUTPOST_REPORT, OUTPOST_CONFIG (mail.cfg when -c is not given).
  *
  * Exit status: 0 everything went; 75 something must be tried again later (unreachable, cut,
@@ -20,7 +22,7 @@
  * With several accounts the exit status is the first failing account's.
  */
 import { mkdirSync, rmSync } from 'node:fs';
-import { Budget, Meter } from '../lib/budget';
+import { Budget, Meter, runCap, waitingReason } from '../lib/budget';
 import { LinkOptions, runLinkProgram, usageError } from '../lib/command';
 import { OutpostError } from '../lib/errors';
 import { EX_OK, EX_TEMPFAIL } from '../lib/exits';
@@ -49,7 +51,7 @@ const MESSAGE_OVERHEAD = 64;
 const DEFAULT_TIMEOUT = 120;
 
 /** Runs one account under its lock; never throws (failures are in the result). */
-async function runAccount(cfg: Config, a: Account, budget: Budget, meter: Meter, timeout: number, verbose: boolean): Promise<AccountResult> {
+async function runAccount(cfg: Config, a: Account, budget: Budget, meter: Meter, timeout: number, verbose: boolean, cap: number | undefined): Promise<AccountResult> {
   const dirs = fetchDirs(cfg, a.name);
   mkdirSync(dirs.partial, { recursive: true, mode: 0o700 });
   let release: Release | undefined;
@@ -69,7 +71,7 @@ async function runAccount(cfg: Config, a: Account, budget: Budget, meter: Meter,
       log('warn', 'messages delivered after the last state save were found and recorded', { account: a.name });
       saveState(dirs.state, st);
     }
-    const ctx: Ctx = { cfg, account: a, budget, st, statePath: dirs.state, verbose };
+    const ctx: Ctx = { cfg, account: a, budget, st, statePath: dirs.state, verbose, cap };
     const r = a.protocol === 'pop3' ? await fetchPop3(ctx, meter, timeout) : await fetchImap(ctx, meter, timeout);
     if (r.error) r.error += tlsFix(r.error, `mailcfg account set ${a.name}`, `mailcfg account set ${a.name} host NAME`);
     if (r.error) log('warn', `account ${a.name}: ${r.error}`, { account: a.name, exit: r.exit });
@@ -94,6 +96,8 @@ function summaryLine(rs: AccountResult[], meter: Meter): string {
   if (left) s += `; ${left} left (${sum('leftBytes')} bytes)${rs.some((r) => r.overBudget) ? ' over budget' : ' for a later run'}`;
   const big = sum('tooBig');
   if (big) s += `; ${big} over the size limit left on the server (${sum('tooBigBytes')} bytes)`;
+  const waiting = sum('waiting');
+  if (waiting) s += `; ${waiting} ${waitingReason(Math.max(...rs.map((r) => r.waitingLargest)))} or more left on the server (${sum('waitingBytes')} bytes)`;
   const gone = sum('abandoned');
   if (gone) s += `; ${gone} abandoned (grew past the announced size, size limit or budget; nothing stored)`;
   const failed = rs.filter((r) => r.error);
@@ -122,6 +126,7 @@ runLinkProgram<Opts, Config>({
     if (o.account && !accounts.length) throw usageError('fetch', `no account "${o.account}" in ${cfg.path}`);
     const meter = new Meter();
     const budget = new Budget(limits, meter, { overhead: MESSAGE_OVERHEAD });
+    const cap = runCap(limits, process.env, 'OUTPOST_MAX_FETCH');
     const results: AccountResult[] = [];
     for (const a of accounts) {
       if (!budget.allows(0)) {
@@ -131,9 +136,9 @@ runLinkProgram<Opts, Config>({
         results.push(r);
         continue;
       }
-      results.push(await runAccount(cfg, a, budget, meter, timeout, !!o.verbose));
+      results.push(await runAccount(cfg, a, budget, meter, timeout, !!o.verbose, cap));
     }
-    const total = (k: 'messages' | 'left' | 'leftBytes') => results.reduce((n, r) => n + r[k], 0);
+    const total = (k: 'messages' | 'left' | 'leftBytes' | 'waiting' | 'waitingBytes') => results.reduce((n, r) => n + r[k], 0);
     return {
       summary: summaryLine(results, meter),
       seconds: meter.heldSeconds,
@@ -142,6 +147,7 @@ runLinkProgram<Opts, Config>({
       messages: total('messages'),
       left: total('left'),
       left_bytes: total('leftBytes'),
+      ...(total('waiting') ? { waiting: total('waiting'), waiting_bytes: total('waitingBytes'), waiting_largest: Math.max(...results.map((r) => r.waitingLargest)) } : {}),
       exit: results.find((r) => r.exit)?.exit ?? EX_OK,
     };
   },

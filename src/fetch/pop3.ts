@@ -138,9 +138,10 @@ export class Pop3Conn {
     });
   }
 
-  /** Sends one command line (CRLF added). Never waits: read its reply later, in order. */
-  write(line: string): void {
-    this.stream.write(line + '\r\n');
+  /** Sends command lines (CRLF added) in one write (one segment: a pipelined group, RFC 2449
+   * section 6.6). Never waits: read their replies later, in order. */
+  write(...lines: string[]): void {
+    this.stream.write(lines.map((l) => l + '\r\n').join(''));
   }
 
   /** The timestamp `<...>` of the greeting (for APOP), or ''. */
@@ -227,37 +228,37 @@ export class Pop3Conn {
 
   /**
    * Logs in (see fetch(8), AUTHENTICATION): apop, plain (AUTH PLAIN with the initial response),
-   * user (USER/PASS, pipelined when PIPELINING), or auto (PLAIN when offered, else USER/PASS).
+   * user (USER/PASS), or auto (PLAIN when offered, else USER/PASS). When the server announced
+   * PIPELINING (RFC 2449 section 6.6) the login's commands and then `after` (e.g. STAT) are
+   * written at once, one round trip for all; the replies to `after` are left for the caller to
+   * read, in order. Without PIPELINING each command waits for its reply and `after` is not sent.
+   * @returns true when `after` was sent (PIPELINING), false when the caller must send it.
    * @throws Pop3Error (the server's -ERR; one without a response code counts as [AUTH]: the
    *   server refused the login, RFC 3206 section 4 — [IN-USE], [SYS/TEMP] keep theirs), or
    *   Error for apop without a greeting timestamp.
    */
-  async login(user: string, password: string, method: 'auto' | 'plain' | 'user' | 'apop'): Promise<void> {
+  async login(user: string, password: string, method: 'auto' | 'plain' | 'user' | 'apop', after: string[] = []): Promise<boolean> {
     try {
-      await this.sendLogin(user, password, method);
+      return await this.sendLogin(user, password, method, after);
     } catch (err) {
       if (err instanceof Pop3Error && !err.respCode) throw new Pop3Error(err.reply, 'AUTH');
       throw err;
     }
   }
 
-  private async sendLogin(user: string, password: string, method: 'auto' | 'plain' | 'user' | 'apop'): Promise<void> {
+  private async sendLogin(user: string, password: string, method: 'auto' | 'plain' | 'user' | 'apop', after: string[]): Promise<boolean> {
+    let lines: string[];
     if (method === 'apop') {
       if (!this.timestamp) throw new Pop3Error('-ERR the server greeting has no APOP timestamp; fix: auth=user or auth=plain', 'AUTH');
-      this.write(`APOP ${user} ${apopDigest(this.timestamp, password)}`);
-      await this.status();
-      return;
-    }
-    if (method === 'plain' || (method === 'auto' && this.sasl.includes('PLAIN'))) {
-      this.write(`AUTH PLAIN ${Buffer.from(`\0${user}\0${password}`).toString('base64')}`);
-      await this.status();
-      return;
-    }
-    this.write(`USER ${user}`);
+      lines = [`APOP ${user} ${apopDigest(this.timestamp, password)}`];
+    } else if (method === 'plain' || (method === 'auto' && this.sasl.includes('PLAIN'))) {
+      lines = [`AUTH PLAIN ${Buffer.from(`\0${user}\0${password}`).toString('base64')}`];
+    } else lines = [`USER ${user}`, `PASS ${password}`];
     if (this.has('PIPELINING')) {
-      this.write(`PASS ${password}`);
+      this.write(...lines, ...after);
+      // Every login reply is read (a refused USER is followed by PASS's reply); the first error wins.
       let first: unknown;
-      for (let i = 0; i < 2; i++) {
+      for (let i = 0; i < lines.length; i++) {
         try {
           await this.status();
         } catch (err) {
@@ -266,11 +267,13 @@ export class Pop3Conn {
         }
       }
       if (first) throw first;
-      return;
+      return true;
     }
-    await this.status();
-    this.write(`PASS ${password}`);
-    await this.status();
+    for (const l of lines) {
+      this.write(l);
+      await this.status();
+    }
+    return false;
   }
 
   /** Sends QUIT and waits for its +OK (the UPDATE state: DELEs take effect). */
@@ -278,6 +281,17 @@ export class Pop3Conn {
     this.write('QUIT');
     await this.status();
     this.close();
+  }
+
+  /**
+   * Sends QUIT and closes at once, without waiting for its +OK: for a session that deleted
+   * nothing (keep=yes), where the UPDATE state has nothing to commit (RFC 1939 section 6).
+   */
+  quitNoWait(): void {
+    this.write('QUIT');
+    this.stream.end();
+    this.raw.end();
+    this.raw.once('finish', () => this.raw.destroy());
   }
 
   /** Closes the connection (no QUIT). */

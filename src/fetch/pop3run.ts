@@ -2,14 +2,28 @@
  * pop3run — one POP3 account's fetch session (RFC 1939, RFC 2449 PIPELINING).
  *
  * The session, in as few round trips as the server allows:
- *   greeting; STLS (tls=starttls: sent at once, no CAPA before it); CAPA; login; UIDL and LIST
- *   (pipelined); then RETRs in a window of about 64 KiB in flight (PIPELINING), each streamed
- *   into a staging file, landed in the Maildirs and recorded in the state before its DELE is sent
- *   (keep=no); QUIT. No STAT, no NOOP, one connection.
+ *   greeting; STLS (tls=starttls: sent at once, no CAPA before it); CAPA; the login with STAT
+ *   pipelined after it (PIPELINING, RFC 2449) — and in keep=yes mode, when the state says the
+ *   first K messages were delivered (state.ts `first`), `UIDL K` and `LIST K` in the same
+ *   round trip; then the listing:
+ *     - message K still has the UIDL and size seen and STAT shows N >= K: only K+1..N are listed,
+ *       with `UIDL n` / `LIST n` (pipelined; one at a time without PIPELINING), at most RANGE_MAX
+ *       of them — a run that finds nothing sends no listing at all;
+ *     - otherwise (something was deleted or reordered remotely, no record, more than RANGE_MAX
+ *       new, keep=no): the whole UIDL and LIST listings (pipelined);
+ *   then RETRs in a window of about 64 KiB in flight (PIPELINING), each streamed into a staging
+ *   file, landed in the Maildirs and recorded in the state before its DELE is sent (keep=no);
+ *   QUIT — with keep=yes written without waiting for its +OK (nothing to commit in UPDATE),
+ *   with keep=no awaited (the DELEs take effect then). One connection.
  * Exactly once: a UIDL in the state is never fetched again; a recorded UIDL still on the server
  * with keep=no gets its DELE in the next session, without a RETR (DELE only takes effect at QUIT,
  * RFC 1939 section 6, so a drop before QUIT just repeats the DELEs). UIDLs no longer on the
- * server leave the state. Budgets are checked before each RETR is sent; a RETR in flight finishes.
+ * server leave the state (after a whole listing). The `first` record changes nothing of this: it
+ * only says which messages need not be listed, each one of them is in the state, and any doubt
+ * (a changed message K, a STAT below K, an -ERR) means the whole listing. Nor does the order:
+ * new messages are fetched smallest first (account.ts smallFirst), and one over the run's cap
+ * (account.ts overCap) is left on the server. Budgets are checked before each RETR is sent; a
+ * RETR in flight finishes.
  * Listings are streamed and capped: at most LISTED_MAX entries are kept (the newest), each line at
  * most 1 KiB (longer ones are not used); a UIDL outside RFC 1939 section 7 (1–70 octets in
  * 0x21–0x7E) is hashed (pop3.ts safeUidl) before it is used anywhere.
@@ -17,10 +31,10 @@
 import { readFileSync } from 'node:fs';
 import { log } from '../lib/log';
 import { EX_TEMPFAIL } from '../lib/exits';
-import { Abandoned, AccountResult, checkGrowth, Ctx, failureExit, fetchDirs, land, newResult, sizeCap } from './account';
+import { Abandoned, AccountResult, checkGrowth, Ctx, failureExit, fetchDirs, land, newResult, overCap, sizeCap, smallFirst } from './account';
 import type { Meter } from '../lib/budget';
 import { Pop3Conn, Pop3Error, safeUidl } from './pop3';
-import { saveState, stampLine } from './state';
+import { FetchState, saveState, stampLine } from './state';
 import { stage as newStage } from './store';
 
 /** Most UIDL/LIST entries kept from one listing (about 200 bytes of memory each). */
@@ -33,6 +47,101 @@ interface Msg {
   n: number;
   uidl: string;
   size: number;
+}
+
+/** Most messages listed one by one (UIDL n, LIST n) after the first K seen; more: the whole listing. */
+const RANGE_MAX = 200;
+
+/** Parses the text after +OK of `UIDL n` / `LIST n` (RFC 1939 section 7): n and its value. */
+function entry(text: string): { n: number; value: string } | undefined {
+  const m = /^(\d+) +(\S+)\s*$/.exec(text);
+  return m ? { n: Number(m[1]), value: safeUidl(Buffer.from(m[2], 'latin1')) } : undefined;
+}
+
+/** The parsed reply of `UIDL n` / `LIST n`, or undefined for its -ERR. @throws other errors. */
+async function replyOrErr(status: Promise<string>): Promise<{ n: number; value: string } | undefined> {
+  try {
+    return entry(await status);
+  } catch (err) {
+    if (!(err instanceof Pop3Error)) throw err;
+    return undefined;
+  }
+}
+
+/**
+ * Lists messages `from`..`to` one by one with `UIDL n` and `LIST n` (pipelined with PIPELINING,
+ * else one command per round trip). A message the server says -ERR to is left out.
+ */
+async function listRange(conn: Pop3Conn, from: number, to: number, pipelining: boolean): Promise<Msg[]> {
+  const out: Msg[] = [];
+  const cmds = (n: number) => [`UIDL ${n}`, `LIST ${n}`];
+  if (pipelining) conn.write(...Array.from({ length: Math.max(0, to - from + 1) }, (_, i) => cmds(from + i)).flat());
+  for (let n = from; n <= to; n++) {
+    const got: Array<{ n: number; value: string } | undefined> = [];
+    for (const c of cmds(n)) {
+      if (!pipelining) conn.write(c);
+      got.push(await replyOrErr(conn.status()));
+    }
+    const [u, l] = got;
+    if (u?.n === n && l?.n === n && /^\d{1,15}$/.test(l.value)) out.push({ n, uidl: u.value, size: Number(l.value) });
+  }
+  return out;
+}
+
+/**
+ * The whole UIDL and LIST listings (pipelined with PIPELINING), streamed and capped: at most
+ * LISTED_MAX entries (the newest; `truncated` then), lines over 1 KiB not used.
+ * @throws Pop3Error NOUIDL when the server refuses UIDL.
+ */
+async function listAll(conn: Pop3Conn, account: string, pipelining: boolean): Promise<{ msgs: Msg[]; truncated: boolean }> {
+  conn.write('UIDL');
+  if (pipelining) conn.write('LIST');
+  let uidlErr: unknown;
+  const uidls = new Map<number, string>();
+  let listed = 0;
+  let unusable = 0;
+  try {
+    await conn.status();
+    await conn.eachLine((l, long) => {
+      const m = /^(\d+) +/.exec(l.toString('latin1', 0, 32));
+      if (!m || long) return void unusable++;
+      let end = l.length;
+      while (end > m[0].length && (l[end - 1] === 0x20 || l[end - 1] === 0x09)) end--;
+      listed++;
+      uidls.set(Number(m[1]), safeUidl(l.subarray(m[0].length, end)));
+      if (uidls.size > LISTED_MAX) uidls.delete(uidls.keys().next().value as number);
+    });
+  } catch (err) {
+    uidlErr = err;
+  }
+  if (!pipelining) conn.write('LIST');
+  await conn.status();
+  const msgs: Msg[] = [];
+  await conn.eachLine((l) => {
+    const m = /^(\d+) +(\d{1,15})[ \t]*$/.exec(l.toString('latin1'));
+    const uidl = m && uidls.get(Number(m[1]));
+    if (uidl) msgs.push({ n: Number(m[1]), uidl, size: Number(m[2]) });
+  });
+  const truncated = listed > LISTED_MAX;
+  if (truncated) log('warn', `the server lists ${listed} messages: only the newest ${LISTED_MAX} are looked at this run`, { account });
+  if (unusable) log('warn', `${unusable} UIDL line${unusable === 1 ? '' : 's'} unusable (no message number, or longer than 1 KiB): not fetched`, { account });
+  if (uidlErr) throw uidlErr instanceof Pop3Error ? new Pop3Error(`the server has no UIDL (${uidlErr.reply}); fetch needs it to never fetch twice`, 'NOUIDL') : uidlErr;
+  return { msgs, truncated };
+}
+
+/**
+ * The new `first` record (state.ts): `prev` (messages 1..K delivered) extended by the messages
+ * K+1, K+2, … of `msgs` that are delivered (in `uidls`), stopping at the first gap.
+ */
+function delivered(msgs: Msg[], uidls: Set<string>, prev: FetchState['first']): FetchState['first'] {
+  let f = prev;
+  for (const m of [...msgs].sort((x, y) => x.n - y.n)) {
+    const next = (f?.count ?? 0) + 1;
+    if (m.n < next) continue;
+    if (m.n > next || !uidls.has(m.uidl)) break;
+    f = { count: m.n, size: m.size, uidl: m.uidl };
+  }
+  return f;
 }
 
 /** Messages abandoned in one run of an account before it gives up (each costs a new session). */
@@ -72,45 +181,35 @@ async function session(ctx: Ctx, meter: Meter, timeout: number, skip: Set<string
   try {
     conn = await Pop3Conn.open({ host: a.host, port: a.port, tls: a.tls, ca: a.ca ? readFileSync(a.ca) : undefined, timeout, onSocket: (s) => meter.track(s) });
     await conn.capabilities();
-    await conn.login(a.user, a.password ?? '', a.auth);
     const pipelining = conn.has('PIPELINING');
-    conn.write('UIDL');
-    if (pipelining) conn.write('LIST');
-    let uidlErr: unknown;
-    // Both listings are streamed and capped (LISTED_MAX entries, each line at most 1 KiB):
-    // only the newest LISTED_MAX messages are looked at, and state records are then not pruned.
-    const uidls = new Map<number, string>();
-    let listed = 0;
-    let unusable = 0;
-    try {
-      await conn.status();
-      await conn.eachLine((l, long) => {
-        const m = /^(\d+) +/.exec(l.toString('latin1', 0, 32));
-        if (!m || long) return void unusable++;
-        let end = l.length;
-        while (end > m[0].length && (l[end - 1] === 0x20 || l[end - 1] === 0x09)) end--;
-        listed++;
-        uidls.set(Number(m[1]), safeUidl(l.subarray(m[0].length, end)));
-        if (uidls.size > LISTED_MAX) uidls.delete(uidls.keys().next().value as number);
-      });
-    } catch (err) {
-      uidlErr = err;
+    if (!a.keep) st.first = undefined;
+    const first = st.first;
+    const probe = ['STAT', ...(first ? [`UIDL ${first.count}`, `LIST ${first.count}`] : [])];
+    const sent = await conn.login(a.user, a.password ?? '', a.auth, probe);
+    const c = conn;
+    const reply = (cmd: string) => {
+      if (!sent) c.write(cmd);
+      return c.status();
+    };
+    const total = Number(/^(\d+)/.exec(await reply('STAT'))?.[1] ?? NaN);
+    let listing: { msgs: Msg[]; truncated: boolean } | undefined;
+    if (first) {
+      // Both replies are read (pipelined, each must be consumed); an -ERR is a doubt: list.
+      const u = await replyOrErr(reply(probe[1]));
+      const l = await replyOrErr(reply(probe[2]));
+      const same = total >= first.count && u?.n === first.count && u.value === first.uidl && l?.value === String(first.size);
+      if (same && total - first.count <= RANGE_MAX) listing = { msgs: await listRange(conn, first.count + 1, total, pipelining), truncated: false };
+      else log('info', same ? `${total - first.count} new messages: listing the whole maildrop` : `message ${first.count} is no longer the one seen (deleted or reordered on the server): listing the whole maildrop`, { account: a.name });
     }
-    if (!pipelining) conn.write('LIST');
-    await conn.status();
-    const msgs: Msg[] = [];
-    await conn.eachLine((l) => {
-      const m = /^(\d+) +(\d{1,15})[ \t]*$/.exec(l.toString('latin1'));
-      const uidl = m && uidls.get(Number(m[1]));
-      if (uidl) msgs.push({ n: Number(m[1]), uidl, size: Number(m[2]) });
-    });
-    const truncated = listed > LISTED_MAX;
-    if (truncated) log('warn', `the server lists ${listed} messages: only the newest ${LISTED_MAX} are looked at this run`, { account: a.name });
-    if (unusable) log('warn', `${unusable} UIDL line${unusable === 1 ? '' : 's'} unusable (no message number, or longer than 1 KiB): not fetched`, { account: a.name });
-    if (uidlErr) throw uidlErr instanceof Pop3Error ? new Pop3Error(`the server has no UIDL (${uidlErr.reply}); fetch needs it to never fetch twice`, 'NOUIDL') : uidlErr;
+    if (!listing) {
+      st.first = undefined;
+      listing = await listAll(conn, a.name, pipelining);
+    }
+    const { msgs, truncated } = listing;
 
     const onServer = new Set(msgs.map((m) => m.uidl));
-    if (!truncated) for (const u of st.uidls) if (!onServer.has(u)) st.uidls.delete(u);
+    // Pruned only after a whole listing (the short one shows messages K+1..N, 1..K unchanged).
+    if (!truncated && !st.first) for (const u of st.uidls) if (!onServer.has(u)) st.uidls.delete(u);
     const dele: Msg[] = a.keep ? [] : msgs.filter((m) => st.uidls.has(m.uidl));
     for (const m of msgs) {
       if (st.uidls.has(m.uidl) || skip.has(m.uidl)) continue;
@@ -118,8 +217,10 @@ async function session(ctx: Ctx, meter: Meter, timeout: number, skip: Set<string
         r.tooBig++;
         r.tooBigBytes += m.size;
         log('info', `message ${m.uidl} (${m.size} bytes) is over the size limit ${a.sizeLimit}: left on the server`, { account: a.name });
-      } else todo.push(m);
+      } else if (!overCap(ctx, r, m.size, m.uidl)) todo.push(m);
     }
+    // Smallest first; DELE still goes only for what was stored (exactly once does not depend on order).
+    todo.splice(0, todo.length, ...smallFirst(todo, (m) => m.n));
 
     type Item = { kind: 'dele' | 'retr'; m: Msg };
     const fifo: Item[] = [];
@@ -193,9 +294,11 @@ async function session(ctx: Ctx, meter: Meter, timeout: number, skip: Set<string
       r.messages++;
       if (!a.keep) sendQ.push({ kind: 'dele', m });
     }
-    await conn.quit();
+    if (a.keep) conn.quitNoWait();
+    else await conn.quit();
     conn = undefined;
     for (const u of deleted) st.uidls.delete(u);
+    if (a.keep && !truncated) st.first = delivered(msgs, st.uidls, st.first);
     saveState(ctx.statePath, st);
   } catch (err) {
     conn?.destroy();

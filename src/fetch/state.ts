@@ -7,9 +7,18 @@
  *     saved <epoch ms>                       when it was written
  *     uidl <uidl>                            POP3: delivered, still on the server (keep=yes, or
  *                                            DELE pending: the next session DELEs it, no RETR)
- *     folder <uidvalidity> <last uid> <folder, URI-encoded> [big=<uid>,<uid>...]
+ *     first <K> <size> <uidl>                POP3 keep=yes: messages 1..K of the maildrop, in the
+ *                                            server's order, were all delivered (each in a uidl
+ *                                            record) when last seen; message K had this UIDL and
+ *                                            LIST size. The next session checks message K with
+ *                                            `UIDL K` and `LIST K` and, when it still matches,
+ *                                            lists only K+1..N (pop3run.ts); any doubt, and the
+ *                                            whole maildrop is listed and the record rewritten.
+ *     folder <uidvalidity> <last uid> <folder, URI-encoded> [big=<uid>,<uid>...] [modseq=<n>]
  *                                            IMAP: every UID <= last was delivered or skipped
- *                                            for size; big= lists those skipped for size
+ *                                            for size; big= lists those skipped for size;
+ *                                            modseq= the folder's CONDSTORE HIGHESTMODSEQ
+ *                                            (RFC 7162) when the last whole session of it began
  * POP3 UIDLs are pruned to the ones still on the server, so the file stays as small as the
  * remote mailbox.
  *
@@ -33,6 +42,8 @@ export interface FolderState {
   last: number;
   /** UIDs at or below `last` left on the server for their size. */
   big: number[];
+  /** HIGHESTMODSEQ (decimal) at the start of the last session that went through the folder. */
+  modseq?: string;
 }
 
 /** One account's state file, in memory (see the header for the format). */
@@ -40,6 +51,8 @@ export interface FetchState {
   /** Epoch ms of the last save (0: never). */
   saved: number;
   uidls: Set<string>;
+  /** POP3 keep=yes: the first `count` messages were delivered; message `count` is `uidl`/`size`. */
+  first?: { count: number; size: number; uidl: string };
   folders: Map<string, FolderState>;
 }
 
@@ -81,10 +94,14 @@ function parseLines(text: string): FetchState | null {
     const f = line.split(' ');
     if (f[0] === 'saved' && f.length === 2 && /^\d+$/.test(f[1])) st.saved = Number(f[1]);
     else if (f[0] === 'uidl' && f.length === 2) st.uidls.add(f[1]);
-    else if (f[0] === 'folder' && (f.length === 4 || f.length === 5) && /^\d+$/.test(f[1]) && /^\d+$/.test(f[2])) {
-      const big = f[4]?.startsWith('big=') ? f[4].slice(4).split(',').filter(Boolean).map(Number) : [];
-      if (big.some((n) => !Number.isInteger(n))) return null;
-      st.folders.set(decodeURIComponent(f[3]), { uidvalidity: Number(f[1]), last: Number(f[2]), big });
+    else if (f[0] === 'first' && f.length === 4 && /^[1-9]\d*$/.test(f[1]) && /^\d+$/.test(f[2])) st.first = { count: Number(f[1]), size: Number(f[2]), uidl: f[3] };
+    else if (f[0] === 'folder' && f.length >= 4 && f.length <= 6 && /^\d+$/.test(f[1]) && /^\d+$/.test(f[2])) {
+      const extra = new Map(f.slice(4).map((x) => [x.slice(0, x.indexOf('=') + 1), x.slice(x.indexOf('=') + 1)]));
+      if ([...extra.keys()].some((k) => k !== 'big=' && k !== 'modseq=')) return null;
+      const big = (extra.get('big=') ?? '').split(',').filter(Boolean).map(Number);
+      const modseq = extra.get('modseq=');
+      if (big.some((n) => !Number.isInteger(n)) || (modseq !== undefined && !/^\d+$/.test(modseq))) return null;
+      st.folders.set(decodeURIComponent(f[3]), { uidvalidity: Number(f[1]), last: Number(f[2]), big, ...(modseq ? { modseq } : {}) });
     } else return null;
   }
   return st;
@@ -94,7 +111,8 @@ function parseLines(text: string): FetchState | null {
 export function formatState(st: FetchState): string {
   const out = ['outpost-fetch-state 1', `saved ${st.saved}`];
   for (const u of st.uidls) out.push(`uidl ${u}`);
-  for (const [name, f] of st.folders) out.push(`folder ${f.uidvalidity} ${f.last} ${encodeURIComponent(name)}${f.big.length ? ` big=${f.big.join(',')}` : ''}`);
+  if (st.first) out.push(`first ${st.first.count} ${st.first.size} ${st.first.uidl}`);
+  for (const [name, f] of st.folders) out.push(`folder ${f.uidvalidity} ${f.last} ${encodeURIComponent(name)}${f.big.length ? ` big=${f.big.join(',')}` : ''}${f.modseq ? ` modseq=${f.modseq}` : ''}`);
   return out.join('\n') + '\n';
 }
 

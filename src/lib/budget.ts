@@ -60,6 +60,35 @@ export function budgetLimits(flags: { seconds?: string; bytes?: string }, env?: 
   return out;
 }
 
+/**
+ * The largest message a run may move over this link (bytes), from the link's cap in `env`
+ * (`variable`: OUTPOST_MAX_SEND for queue-run, OUTPOST_MAX_FETCH for fetch, set by dial from the
+ * link's max_send / max_fetch) and the run's whole bytes budget (when not 0): a message larger
+ * than either cannot go in this run and waits for a link that carries it. undefined: no cap.
+ * @throws OutpostError EUSAGE (EX_USAGE) when the variable is not a number of bytes.
+ */
+export function runCap(limits: Limits, env: NodeJS.ProcessEnv, variable: string): number | undefined {
+  const text = env[variable];
+  // A bytes budget of 0 lets nothing start (BUDGETS): everything is left, nothing "waits".
+  let cap = limits.bytes || undefined;
+  if (text !== undefined && text !== '') {
+    const v = parseBytes(text);
+    if (Number.isNaN(v)) throw new OutpostError(`$${variable} "${text}" is not a number of bytes; fix: e.g. 50000, 10M or 1G`, { exit: EX_USAGE, code: 'EUSAGE' });
+    cap = cap === undefined ? v : Math.min(cap, v);
+  }
+  return cap;
+}
+
+/** "carries N MB": `bytes` in MB (2^20), rounded up to a tenth. */
+export function megabytes(bytes: number): string {
+  return `${Math.ceil(bytes / 104857.6) / 10} MB`;
+}
+
+/** The one reason a message over the cap (runCap) gives: queue-run --list, fetch, dial --status. */
+export function waitingReason(size: number): string {
+  return `waiting for a link that carries ${megabytes(size)}`;
+}
+
 /** The tighter of two budgets, each of seconds and bytes: the smaller value where both are set. */
 export function narrower(a: Limits, b: Limits): Limits {
   const min = (x?: number, y?: number) => (x === undefined ? y : y === undefined ? x : Math.min(x, y));

@@ -15,7 +15,8 @@
  * run. `--version` prints the version (EX_OK).
  * A run that ends with a result prints `PROGRAM: summary` on stdout, logs the summary, and (for a
  * command dial runs) appends one JSON line to $OUTPOST_REPORT (dial(8), ENVIRONMENT):
- * {program, link, seconds, bytes_in, bytes_out, messages, left, left_bytes, exit}.
+ * {program, link, seconds, bytes_in, bytes_out, messages, left, left_bytes, [waiting,
+ * waiting_bytes, waiting_largest,] exit}.
  * Errors: whatever is thrown, at any step, is printed once as `PROGRAM: message` by runMain
  * (cli.ts) with its sysexits code; a command dial runs still appends its report line (zero
  * counts, that exit status) so that dial sees every run, even one that could not start.
@@ -42,6 +43,11 @@ export interface Report {
   /** Messages not done (budget, failures) and their bytes where known. */
   left: number;
   left_bytes: number;
+  /** Messages that wait for a link that carries them (over the link's cap or the whole
+   * budget: budget.ts runCap), their bytes and the largest one; absent: none. */
+  waiting?: number;
+  waiting_bytes?: number;
+  waiting_largest?: number;
   exit: number;
 }
 

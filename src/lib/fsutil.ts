@@ -1,5 +1,6 @@
 /**
- * fsutil — durable file writes: write, fsync, rename, fsync the directory.
+ * fsutil — durable file writes: write, fsync, rename, fsync the directory; and appendLine, one
+ * whole line appended with O_APPEND and fsync (the dial ledger).
  *
  * "Nothing lost, ever": a file that another program (or a restart) will trust is written to a
  * temporary name in the same directory, fsync'd, renamed over the final name (atomic on POSIX),
@@ -74,4 +75,32 @@ export function atomicWriteFile(path: string, data: string | Buffer, mode = 0o64
     throw err;
   }
   fsyncDir(dirname(path));
+}
+
+/**
+ * Appends one whole line (`line` plus "\n") to `path` durably: one write(2) of the whole line on
+ * a descriptor opened with O_APPEND (created 0644 if missing), then fsync, close, and an fsync
+ * of the directory when the file was new. Atomic enough for one writer at a time (dial holds its
+ * lock for the whole cycle): O_APPEND puts each write at the end of the file, and a single write
+ * of a regular file is not interleaved with another; a crash can at worst leave a torn last
+ * line without its "\n", which a reader skips (it does not parse) — earlier lines are never
+ * touched, so nothing already acknowledged is lost. Errors are thrown (ENOSPC…).
+ */
+export function appendLine(path: string, line: string): void {
+  let created = false;
+  try {
+    statSync(path);
+  } catch {
+    created = true;
+  }
+  const fd = openSync(path, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT, 0o644);
+  try {
+    const buf = Buffer.from(line + '\n');
+    let off = 0;
+    while (off < buf.length) off += writeSync(fd, buf, off);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  if (created) fsyncDir(dirname(path));
 }

@@ -142,6 +142,11 @@ export const DIRECTIVES = {
       /** No default: absent is unset (no limit); 0 means nothing may start (BUDGETS in dial(8)). */
       budget_seconds: { shape: 'budget-seconds' },
       budget_bytes: { shape: 'budget-bytes' },
+      /** No default: absent is no cap. Messages larger wait for a link without this cap. */
+      max_send: { shape: 'bytes' },
+      max_fetch: { shape: 'bytes' },
+      /** No default: absent is no monthly cap (money, the unit of cost_per_minute/cost_per_mb). */
+      month_budget: { shape: 'number', meta: 'AMOUNT' },
       device: { shape: 'text', meta: 'PATH' },
       speed: { shape: 'number', default: '115200' },
       number: { shape: 'text', meta: 'N', repeat: true },
@@ -317,6 +322,12 @@ export interface Link {
   /** Session budget (seconds, a fraction allowed; bytes): undefined when the option is absent (no limit). */
   budgetSeconds?: number;
   budgetBytes?: number;
+  /** Largest message queue-run sends over this link (bytes); undefined: no cap. */
+  maxSend?: number;
+  /** Largest message fetch takes over this link (bytes); undefined: no cap. */
+  maxFetch?: number;
+  /** Money this link may cost per calendar month (the ledger's sum); undefined: no cap. */
+  monthBudget?: number;
   device?: string;
   speed: number;
   numbers: string[];
@@ -623,6 +634,9 @@ function buildLink(cfg: Config, e: Entry, base: string): void {
     hours: o('hours'),
     budgetSeconds: o('budget_seconds'),
     budgetBytes: o('budget_bytes'),
+    maxSend: o('max_send'),
+    maxFetch: o('max_fetch'),
+    monthBudget: o('month_budget'),
     device: o('device'),
     speed: o('speed'),
     numbers: o('number'),

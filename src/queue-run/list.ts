@@ -4,12 +4,14 @@
  *
  * Text, one block per message, oldest first:
  *     ID  SIZE  ARRIVAL  <sender>
- *         body 7BIT|8BITMIME, from login ADDRESS|from network, attempts N, next attempt TIME|now|on hold since TIME, last error: TEXT
+ *         body 7BIT|8BITMIME, from login ADDRESS|from network, attempts N, next attempt TIME|now|on hold since TIME[,
+ *         waiting for a link that carries N MB], last error: TEXT
  *         <rcpt>  pending|sent|failed  [last reply]
  * then "-- N messages, B bytes in the queue, oldest AGE" (or "queue is empty").
  * JSON: an array of {id, size, arrival, age_seconds, sender, body, submitted ("login" after SMTP
  * AUTH, else "network"), login (the mailbox, null from the network), recipients: [{address, status,
- * reply, enhanced}], attempts, next_attempt, last_error, in_progress, delay_warned, held, held_since} (times ISO 8601 UTC;
+ * reply, enhanced}], attempts, next_attempt, last_error, in_progress, delay_warned, held, held_since,
+ * waiting} (times ISO 8601 UTC;
  * next_attempt null when due now; reply and enhanced (the RFC 3463 status) null before the
  * first attempt; held_since null unless held: queue-run --hold).
  */
@@ -33,6 +35,8 @@ export interface ListEntry {
   delay_warned: boolean;
   held: boolean;
   held_since: string | null;
+  /** Why it waits for another link (over the cap of the links that ran), or null. */
+  waiting: string | null;
 }
 
 /** The JSON shape of the queue (see the header). Pure. */
@@ -57,6 +61,7 @@ export function listEntries(items: QueueItem[], now = Date.now()): ListEntry[] {
     delay_warned: !!i.state.delayWarned,
     held: !!i.state.held,
     held_since: i.state.held ?? null,
+    waiting: i.state.waiting?.reason ?? null,
   }));
 }
 
@@ -75,7 +80,7 @@ export function formatList(entries: ListEntry[]): string {
   for (const e of entries) {
     out.push(`${e.id}  ${e.size}  ${e.arrival.replace('T', ' ').replace(/\.\d+Z$/, 'Z')} (${age(e.age_seconds)})  <${e.sender}>`);
     const next = e.held_since ? `on hold since ${e.held_since}` : e.in_progress ? 'in progress' : `next attempt ${e.next_attempt ?? 'now'}`;
-    out.push(`    body ${e.body}, ${e.login ? `from login ${e.login}` : 'from network'}, attempts ${e.attempts}, ${next}${e.last_error ? `, last error: ${e.last_error}` : ''}`);
+    out.push(`    body ${e.body}, ${e.login ? `from login ${e.login}` : 'from network'}, attempts ${e.attempts}, ${next}${e.waiting ? `, ${e.waiting}` : ''}${e.last_error ? `, last error: ${e.last_error}` : ''}`);
     for (const r of e.recipients) out.push(`    <${r.address}>  ${r.status}${r.reply && r.status !== 'pending' ? `  ${r.reply}` : ''}`);
   }
   const bytes = entries.reduce((n, e) => n + e.size, 0);

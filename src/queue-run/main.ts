@@ -13,7 +13,8 @@
  * line to $OUTPOST_REPORT (the budget contract shared with fetch and dial, BUDGETS in queue-run(8)).
  *
  * Environment: OUTPOST_LINK (link name for the report), OUTPOST_BUDGET_SECONDS,
- * OUTPOST_BUDGET_BYTES (the flags win), OUTPOST_REPORT (file to append the JSON line to),
+ * OUTPOST_BUDGET_BYTES (the flags win), OUTPOST_MAX_SEND (the link's max_send: larger messages,
+ * and those larger than the bytes budget, wait for another link; budget.ts runCap), OUTPOST_REPORT (file to append the JSON line to),
  * OUTPOST_CONFIG (mail.cfg when -c is not given).
  *
  * Exit status: 0 everything due went (or nothing was due); 75 something is left for later
@@ -21,6 +22,7 @@
  * --delete/--hold/--release is not in the queue; 78 mail.cfg invalid (66 unreadable); 70 a bug.
  */
 import { mkdirSync } from 'node:fs';
+import { runCap, waitingReason } from '../lib/budget';
 import { LinkOptions, runLinkProgram, usageError } from '../lib/command';
 import { EX_OK, EX_TEMPFAIL } from '../lib/exits';
 import { Config } from '../mail/config';
@@ -60,6 +62,7 @@ function summaryLine(r: RunResult): string {
   if (r.left) s += `; ${r.left} left (${r.leftBytes} bytes)${r.overBudget ? ' over budget' : ' for a later retry'}`;
   if (r.notDue) s += `; ${r.notDue} not due yet`;
   if (r.held) s += `; ${r.held} on hold`;
+  if (r.waiting) s += `; ${r.waiting} ${waitingReason(r.waitingLargest)} or more (${r.waitingBytes} bytes)`;
   return s;
 }
 
@@ -104,6 +107,7 @@ runLinkProgram<Opts, Config>({
       flush: !!o.flush,
       budget: limits,
       connections: o.connections === undefined ? DEFAULT_CONNECTIONS : Number(o.connections),
+      cap: runCap(limits, process.env, 'OUTPOST_MAX_SEND'),
       verbose: o.verbose ? (line) => process.stderr.write(`queue-run: ${line}\n`) : undefined,
     });
     return {
@@ -114,6 +118,7 @@ runLinkProgram<Opts, Config>({
       messages: result.delivered,
       left: result.left,
       left_bytes: result.leftBytes,
+      ...(result.waiting ? { waiting: result.waiting, waiting_bytes: result.waitingBytes, waiting_largest: result.waitingLargest } : {}),
       exit: result.left > 0 ? EX_TEMPFAIL : EX_OK,
     };
   },

@@ -27,7 +27,7 @@
  */
 import { createReadStream } from 'node:fs';
 import { join } from 'node:path';
-import { Budget, Limits, Meter } from '../lib/budget';
+import { Budget, Limits, Meter, waitingReason } from '../lib/budget';
 import { OutpostError } from '../lib/errors';
 import { EX_TEMPFAIL } from '../lib/exits';
 import { acquireLock } from '../lib/lock';
@@ -50,6 +50,8 @@ export interface RunOptions {
   budget: Limits;
   /** Connections per relay (parallel SMTP sessions sharing the link). */
   connections: number;
+  /** Largest message this run may send (bytes; budget.ts runCap); larger ones wait. */
+  cap?: number;
   /** Called with one line per message outcome (for -v). */
   verbose?: (line: string) => void;
 }
@@ -68,6 +70,10 @@ export interface RunResult {
   notDue: number;
   /** Messages on hold (queue-run --hold), not counted in left or notDue. */
   held: number;
+  /** Due messages over the cap: they wait for a link that carries them (not in left). */
+  waiting: number;
+  waitingBytes: number;
+  waitingLargest: number;
   bytesIn: number;
   bytesOut: number;
   heldSeconds: number;
@@ -103,7 +109,7 @@ export async function runQueue(cfg: Config, opts: RunOptions): Promise<RunResult
 class Runner {
   private readonly meter = new Meter();
   private readonly budget: Budget;
-  private readonly res: RunResult = { delivered: 0, failed: 0, left: 0, leftBytes: 0, overBudget: false, notDue: 0, held: 0, bytesIn: 0, bytesOut: 0, heldSeconds: 0 };
+  private readonly res: RunResult = { delivered: 0, failed: 0, left: 0, leftBytes: 0, overBudget: false, notDue: 0, held: 0, waiting: 0, waitingBytes: 0, waitingLargest: 0, bytesIn: 0, bytesOut: 0, heldSeconds: 0 };
   private readonly lifetime: number;
   /** Estimated bytes of messages (and sessions) started and not finished yet. */
   private committed = 0;
@@ -147,6 +153,10 @@ class Runner {
       if (!this.opts.flush && st.nextAttempt > now && !st.inProgress) {
         this.res.notDue++;
         await this.maybeDelayWarning(item);
+        continue;
+      }
+      if (this.opts.cap !== undefined && item.size > this.opts.cap) {
+        this.wait(item, this.opts.cap);
         continue;
       }
       const relay = relayForMessage(this.cfg, item.sender, item.login);
@@ -193,7 +203,26 @@ class Runner {
     this.opts.verbose?.(`${item.id}: left for a later run (over budget)`);
   }
 
+  /**
+   * A message over this run's cap: it stays queued, not attempted (attempts, next attempt and
+   * expiry unchanged), and is counted as waiting; the reason is recorded (and logged) once per cap.
+   */
+  private wait(item: QueueItem, cap: number): void {
+    const st = item.state;
+    this.res.waiting++;
+    this.res.waitingBytes += item.size;
+    this.res.waitingLargest = Math.max(this.res.waitingLargest, item.size);
+    if (st.waiting?.cap === cap) return;
+    st.waiting = { reason: waitingReason(item.size), cap, since: iso(Date.now()) };
+    saveState(this.queueDir, st);
+    log('info', `${st.waiting.reason}: this run carries at most ${cap} bytes`, { id: item.id, size: item.size });
+    this.opts.verbose?.(`${item.id}: ${st.waiting.reason}`);
+  }
+
   private async runRelay(relay: Relay, jobs: QueueItem[]): Promise<void> {
+    // Smallest first (oldest first among equals: the items come oldest first and sort is stable),
+    // so a budget that runs out has moved the most messages.
+    jobs.sort((a, b) => a.size - b.size);
     let down: Outcome | null = null;
     const sessionBytes = relay.tls === 'none' && !implicitTls(relay) ? SESSION_BYTES : TLS_SESSION_BYTES;
     /** The next job that fits the budget with `extra` bytes of session set-up; the rest is left. */
@@ -249,6 +278,7 @@ class Runner {
     const st = item.state;
     const to = pendingRcpts(st);
     st.attempts++;
+    delete st.waiting;
     st.inProgress = { pid: process.pid, since: iso(Date.now()) };
     saveState(this.queueDir, st);
     const out: SendResult = await conn.send(item.sender, to, item.size, item.body, () => createReadStream(item.path, { start: item.bodyOffset }));

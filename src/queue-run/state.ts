@@ -58,6 +58,9 @@ export interface MsgState {
   /** Seconds the message spent on hold, summed over every hold and release: they do not count
    *  towards queue_lifetime or delay_warning (queuedMs). */
   heldSeconds?: number;
+  /** Set while the message is over the cap of the links that ran (budget.ts runCap): why it
+   *  waits, the cap it met and since when. Not an attempt; cleared when it is sent. */
+  waiting?: { reason: string; cap: number; since: string };
   rcpts: Record<string, RcptState>;
 }
 

@@ -5,14 +5,15 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, readdirSync, unlinkSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, unlinkSync, writeFileSync } from 'node:fs';
+import { connect, createServer } from 'node:net';
 import { join } from 'node:path';
 import { Dovecot, startDovecot } from '../helpers/dovecot';
 import { served, servedImap, stored, testMessage } from '../helpers/fetchkit';
 import { makePostOffice, PostOffice, runProgram } from '../helpers/postoffice';
 
 let dc: Dovecot;
-const USERS = ['p1', 'p2', 'i1', 'i2', 'md', 'big', 'bud', 'sec', 'lost', 'ilost', 'uv', 'corp', 'au'];
+const USERS = ['p1', 'p2', 'i1', 'i2', 'md', 'big', 'bud', 'sec', 'lost', 'ilost', 'uv', 'corp', 'au', 'nn', 'nk'];
 
 before(async () => {
   dc = await startDovecot(Object.fromEntries(USERS.map((u) => [u, `${u}pw`])));
@@ -236,5 +237,85 @@ test('POP3 login methods: auth=user, plain, apop', async () => {
     const r = await fetch(po);
     assert.equal(r.code, 0, `${auth}: ${r.stdout}${r.stderr}`);
     assert.equal(stored(po.alice).length, 1, auth);
+  }
+});
+
+/**
+ * A recording TCP proxy to `port`: the client's bytes (plain text: tls=none, and no COMPRESS in a
+ * run that finds nothing), the bytes each way, and the client's flights — each time the client
+ * writes after it last read, one round trip it waited for.
+ */
+async function recorder(port: number): Promise<{ port: number; client: () => string; bytes: () => number; flights: () => number; close: () => void }> {
+  let up = '';
+  let total = 0;
+  let flights = 0;
+  let last: 'client' | 'server' = 'server';
+  const server = createServer((c) => {
+    const u = connect(port, '127.0.0.1');
+    c.on('data', (d) => {
+      up += d.toString('latin1');
+      total += d.length;
+      if (last === 'server') flights++;
+      last = 'client';
+      u.write(d);
+    });
+    u.on('data', (d) => {
+      total += d.length;
+      last = 'server';
+      c.write(d);
+    });
+    c.on('close', () => u.destroy());
+    u.on('close', () => c.destroy());
+    c.on('error', () => undefined);
+    u.on('error', () => undefined);
+  });
+  await new Promise<void>((res) => server.listen(0, '127.0.0.1', () => res()));
+  return { port: (server.address() as { port: number }).port, client: () => up, bytes: () => total, flights: () => flights, close: () => server.close() };
+}
+
+/** The command words the client sent (tag removed), in order. */
+const verbs = (text: string) => text.split('\r\n').filter(Boolean).map((l) => l.split(' ').slice(1, 2).join(' ').toUpperCase());
+
+test('IMAP keep=yes run that finds nothing: LOGIN, STATUS, LOGOUT — 3 round trips, under 2 KiB; a new message is then fetched (STATUS says so)', async () => {
+  for (let i = 0; i < 5; i++) dc.putMessage('nn', testMessage(`nn message ${i}`));
+  const po = await office(acct('nn', 'imap', 'nn', 'keep=yes'));
+  assert.equal((await fetch(po)).code, 0);
+  assert.equal(stored(po.alice).length, 5);
+  const rec = await recorder(dc.imapPort);
+  try {
+    writeFileSync(po.cfgPath, readFileSync(po.cfgPath, 'utf8').replace(`port=${dc.imapPort}`, `port=${rec.port}`));
+    const r = await fetch(po);
+    assert.equal(r.code, 0, r.stderr + r.stdout);
+    assert.match(r.stdout.toString(), /^fetch: 0 messages/);
+    assert.deepEqual(verbs(rec.client()), ['LOGIN', 'STATUS', 'LOGOUT'], rec.client());
+    assert.match(rec.client(), /STATUS INBOX \(UIDNEXT UIDVALIDITY MESSAGES( HIGHESTMODSEQ)?\)/);
+    assert.equal(rec.flights(), 3, 'greeting → LOGIN → STATUS → LOGOUT (not waited for)');
+    assert.ok(rec.bytes() < 2048, `${rec.bytes()} bytes`);
+    dc.putMessage('nn', testMessage('nn message 5'));
+    const r2 = await fetch(po);
+    assert.match(r2.stdout.toString(), /^fetch: 1 message,/);
+    assert.equal(stored(po.alice).length, 6);
+  } finally {
+    rec.close();
+  }
+});
+
+test('POP3 keep=yes run that finds nothing against Dovecot: no listing, 3 round trips, under 2 KiB', async () => {
+  for (let i = 0; i < 5; i++) dc.putMessage('nk', testMessage(`nk message ${i}`));
+  const po = await office(acct('nk', 'pop3', 'nk', 'keep=yes'));
+  assert.equal((await fetch(po)).code, 0);
+  const rec = await recorder(dc.pop3Port);
+  try {
+    writeFileSync(po.cfgPath, readFileSync(po.cfgPath, 'utf8').replace(`port=${dc.pop3Port}`, `port=${rec.port}`));
+    const r = await fetch(po);
+    assert.equal(r.code, 0, r.stderr + r.stdout);
+    const lines = rec.client().split('\r\n').filter(Boolean);
+    assert.deepEqual(lines.map((l) => l.split(' ')[0]), ['CAPA', 'AUTH', 'STAT', 'UIDL', 'LIST', 'QUIT'], rec.client());
+    assert.deepEqual(lines.slice(3, 5), ['UIDL 5', 'LIST 5']);
+    assert.equal(rec.flights(), 3, 'CAPA → login+STAT+UIDL 5+LIST 5 → QUIT (not waited for)');
+    assert.ok(rec.bytes() < 2048, `${rec.bytes()} bytes`);
+    assert.equal(stored(po.alice).length, 5);
+  } finally {
+    rec.close();
   }
 });

@@ -52,7 +52,7 @@ test('POP3 login refused with [AUTH]: 77, no RETR', async () => {
     const r = await fetch(po);
     assert.equal(r.code, 77, out(r));
     assert.match(r.stdout.toString(), /failed: au \(-ERR \[AUTH\] invalid login\)/);
-    assert.deepEqual(sent(s, 0), ['CAPA', 'USER u', 'PASS p']);
+    assert.deepEqual(sent(s, 0), ['CAPA', 'USER u', 'PASS p', 'STAT'], 'STAT pipelined with the login (PIPELINING), nothing after the refusal');
     assert.equal(stored(po.alice).length, 0);
   } finally {
     await s.close();
@@ -347,9 +347,65 @@ test('IMAP message announced as 100 bytes that sends more: abandoned, nothing of
     assert.equal(r.code, 0, out(r));
     assert.deepEqual(bodies(po.alice), [msgs[0], msgs[2]].sort());
     assert.match(r.stdout.toString(), /1 abandoned/);
-    assert.ok(sent(s, 0).some((l) => / UID FETCH 1,2,3 \(UID BODY\.PEEK\[\]<0\.\d+>\)$/.test(l)), s.text(0));
+    assert.ok(sent(s, 0).some((l) => / UID FETCH 2,1,3 \(UID BODY\.PEEK\[\]<0\.\d+>\)$/.test(l)), s.text(0));
     assert.equal(s.mailbox.messages.map((m) => m.uid).join(), '2', 'the liar left on the server');
     noStaged(po, 'iliar');
+  } finally {
+    await s.close();
+  }
+});
+
+/** The POP3 listing commands a session sent: whole listings (bare UIDL/LIST) and per-message ones. */
+const listings = (s: Scripted, conn: number) => sent(s, conn).filter((l) => /^(UIDL|LIST|STAT)/.test(l));
+
+test('POP3 keep=yes: a run that finds nothing sends no listing (STAT, UIDL K, LIST K pipelined with the login); a new message is listed alone; a remote deletion falls back to the whole listing, nothing fetched twice', async () => {
+  const msg = (i: number) => ({ uidl: `K${i}`, body: testMessage(`keep ${i}`) });
+  const s = await scriptedPop3({ messages: [msg(1), msg(2), msg(3)] });
+  try {
+    const po = await office('kp', 'pop3', s.port, 'keep=yes');
+    let r = await fetch(po);
+    assert.equal(r.code, 0, out(r));
+    assert.deepEqual(listings(s, 0), ['STAT', 'UIDL', 'LIST'], 'no record yet: the whole listing');
+    assert.match(readFileSync(join(po.spool, 'fetch', 'kp.state'), 'utf8'), /^first 3 \d+ K3$/m);
+
+    r = await fetch(po);
+    assert.equal(r.code, 0, out(r));
+    assert.deepEqual(sent(s, 1), ['CAPA', 'AUTH PLAIN AHUAcA==', 'STAT', 'UIDL 3', 'LIST 3', 'QUIT'], 'nothing changed: no listing, no RETR');
+
+    s.mailbox.push({ uidl: 'K4', body: Buffer.from(testMessage('keep 4')) });
+    r = await fetch(po);
+    assert.equal(r.code, 0, out(r));
+    assert.deepEqual(listings(s, 2), ['STAT', 'UIDL 3', 'LIST 3', 'UIDL 4', 'LIST 4'], 'only the new message listed');
+    assert.deepEqual(sent(s, 2).filter((l) => l.startsWith('RETR')), ['RETR 4']);
+
+    s.mailbox.splice(0, 1); // deleted remotely: message 4 no longer exists, 3 is K4
+    r = await fetch(po);
+    assert.equal(r.code, 0, out(r));
+    assert.deepEqual(listings(s, 3), ['STAT', 'UIDL 4', 'LIST 4', 'UIDL', 'LIST'], 'the check failed: the whole listing');
+    assert.ok(!sent(s, 3).some((l) => l.startsWith('RETR')), s.text(3));
+
+    s.mailbox.splice(0, 1); // K3 gone and a new one in: STAT equals K again but message K differs
+    s.mailbox.push({ uidl: 'K5', body: Buffer.from(testMessage('keep 5')) });
+    r = await fetch(po);
+    assert.equal(r.code, 0, out(r));
+    assert.deepEqual(listings(s, 4), ['STAT', 'UIDL 3', 'LIST 3', 'UIDL', 'LIST']);
+    assert.deepEqual(sent(s, 4).filter((l) => l.startsWith('RETR')), ['RETR 3']);
+    assert.deepEqual(bodies(po.alice), [1, 2, 3, 4, 5].map((i) => testMessage(`keep ${i}`)).sort(), 'each message exactly once');
+    assert.match(readFileSync(join(po.spool, 'fetch', 'kp.state'), 'utf8'), /^first 3 \d+ K5$/m);
+  } finally {
+    await s.close();
+  }
+});
+
+test('POP3 keep=yes without PIPELINING: the same short check, one command per round trip', async () => {
+  const s = await scriptedPop3({ messages: [testMessage('np 1'), testMessage('np 2')], capa: ['USER', 'UIDL'] });
+  try {
+    const po = await office('np', 'pop3', s.port, 'keep=yes');
+    assert.equal((await fetch(po)).code, 0);
+    const r = await fetch(po);
+    assert.equal(r.code, 0, out(r));
+    assert.deepEqual(sent(s, 1), ['CAPA', 'USER u', 'PASS p', 'STAT', 'UIDL 2', 'LIST 2', 'QUIT']);
+    assert.equal(stored(po.alice).length, 2);
   } finally {
     await s.close();
   }

@@ -57,7 +57,7 @@ test('450 on RCPT: kept, retry scheduled with back-off, listed; not due until th
     assert.equal(list.code, 0);
     const entries = JSON.parse(list.stdout.toString());
     assert.equal(entries.length, 1);
-    assert.deepEqual(Object.keys(entries[0]).sort(), ['age_seconds', 'arrival', 'attempts', 'body', 'delay_warned', 'held', 'held_since', 'id', 'in_progress', 'last_error', 'next_attempt', 'recipients', 'sender', 'size', 'submitted', 'login'].sort());
+    assert.deepEqual(Object.keys(entries[0]).sort(), ['age_seconds', 'arrival', 'attempts', 'body', 'delay_warned', 'held', 'held_since', 'id', 'in_progress', 'last_error', 'next_attempt', 'recipients', 'sender', 'size', 'submitted', 'login', 'waiting'].sort());
     assert.deepEqual([entries[0].id, entries[0].sender, entries[0].attempts, entries[0].recipients[0].status], [d.id, 'alice@example.org', 1, 'pending']);
     assert.equal(entries[0].last_error, '450 4.2.0 mailbox busy');
     assert.ok(Date.parse(entries[0].next_attempt) > Date.now());

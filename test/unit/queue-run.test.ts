@@ -224,7 +224,11 @@ test('--list text and JSON', () => {
     delay_warned: false,
     held: false,
     held_since: null,
+    waiting: null,
   });
+  st.waiting = { reason: 'waiting for a link that carries 20 MB', cap: 5242880, since: '2026-01-01T23:00:00.000Z' };
+  assert.match(formatList(listEntries(items, now)), /attempts 2, next attempt 2026-01-02T00:10:00\.000Z, waiting for a link that carries 20 MB, last error/);
+  delete st.waiting;
   assert.equal(
     formatList(e),
     'Q1  1234  2026-01-01 22:00:00Z (2h)  <a@example.org>\n    body 8BITMIME, from login a@example.org, attempts 2, next attempt 2026-01-02T00:10:00.000Z, last error: 450 4.2.0 busy\n    <b@far.net>  sent  250 2.0.0 ok\n    <c@far.net>  pending\n-- 1 message, 1234 bytes in the queue, oldest 2h\n',
