@@ -388,7 +388,7 @@ const VERBS: Record<string, Verb> = {
     flush: true,
     handler: (s, args) => {
       if (args.length === 0) return multi('SASL mechanisms follow', s.canPlaintext ? ['PLAIN'] : []);
-      if (args[0].toUpperCase() !== 'PLAIN') return s.fail(`unsupported authentication mechanism ${args[0].slice(0, 20)}; try PLAIN`);
+      if (args[0].toUpperCase() !== 'PLAIN') return s.fail(`unsupported authentication mechanism ${args[0].slice(0, 20).replace(/[^\x21-\x7e]/g, '?')}; try PLAIN`);
       if (!s.canPlaintext) return s.fail(PLAINTEXT_REFUSED);
       return args.length === 2 ? s.plain(args[1]) : s.startSasl();
     },

@@ -103,9 +103,9 @@ export interface Ran {
  * a function given stdin to drive), optionally killed at `kill`. Under a syscall kill the program
  * runs under `strace -f -e inject=SYSCALL:signal=SIGKILL:when=N` with UV_THREADPOOL_SIZE=1 (so one
  * thread does the file system calls and the count is the process's). `limitMs` is the safety
- * limit (SIGKILL, `hung`).
+ * limit (SIGKILL, `hung`). `noRead`: never read its stdout (a client that never reads).
  */
-export function runKillable(program: string, args: string[], opts: { input?: Buffer | ((stdin: NodeJS.WritableStream) => void); kill?: KillAt; env?: Record<string, string>; limitMs?: number; onStdout?: (all: Buffer) => void } = {}): Promise<Ran> {
+export function runKillable(program: string, args: string[], opts: { input?: Buffer | ((stdin: NodeJS.WritableStream) => void); kill?: KillAt; env?: Record<string, string>; limitMs?: number; noRead?: boolean } = {}): Promise<Ran> {
   return new Promise((res) => {
     const env = childEnv({ ...(opts.env ?? {}) });
     let cmd = process.execPath;
@@ -131,10 +131,10 @@ export function runKillable(program: string, args: string[], opts: { input?: Buf
       }
     };
     const sampler = setInterval(sample, 25);
-    child.stdout!.on('data', (d: Buffer) => {
-      out.push(d);
-      opts.onStdout?.(Buffer.concat(out));
-    });
+    // A client that never reads: stdout is left unread (the pipe fills; the program must stop
+    // writing and end at its idle timeout); then 'close' would wait for a stream nobody reads.
+    if (!opts.noRead) child.stdout!.on('data', (d: Buffer) => out.push(d));
+    else child.on('exit', () => child.stdout!.destroy());
     child.stderr!.on('data', (d) => (err += d));
     child.stdin!.on('error', () => undefined);
     const timers: NodeJS.Timeout[] = [];

@@ -375,10 +375,10 @@ export async function killFetch(rounds: number): Promise<void> {
 
 /** The kill parts with their round counts (quick, full): at least 500 kills in the full run. */
 export const KILL_PARTS: Array<[string, (n: number) => Promise<void>, number]> = [
-  ['smtpd', killSmtpd, pick(6, 200)],
-  ['pop3d', killPop3d, pick(4, 100)],
+  ['smtpd', killSmtpd, pick(5, 200)],
+  ['pop3d', killPop3d, pick(3, 100)],
   ['mailcfg', killMailcfg, pick(3, 60)],
   ['queue-run', killQueueRun, pick(3, 80)],
-  ['fetch', killFetch, pick(4, 120)],
+  ['fetch', killFetch, pick(3, 120)],
 ];
 

@@ -11,8 +11,9 @@ import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ROOT } from '../helpers/postoffice';
-import { renderReport, rows } from './common';
+import { pick, renderReport, rows } from './common';
 import { KILL_PARTS, tallies } from './kills';
+import { fuzzCores, fuzzFetch, fuzzMailCfg, fuzzPrograms, type FuzzResult } from './fuzz';
 
 const started = Date.now();
 after(() => {
@@ -35,3 +36,35 @@ for (const [name, run, rounds] of KILL_PARTS) {
     assert.deepEqual(problems, []);
   });
 }
+
+/** Adds the fuzz parts' rows, then asserts that none found anything. */
+function fuzzRows(...parts: Array<[string, FuzzResult]>): void {
+  for (const [what, r] of parts) fuzzRow(what, r);
+  for (const [what, r] of parts) assert.deepEqual({ what, failures: r.failures, lost: r.lost, partial: r.partial, examples: r.examples }, { what, failures: 0, lost: 0, partial: 0, examples: [] });
+}
+function fuzzRow(what: string, r: FuzzResult): void {
+  const rss = r.peakKiB ? `peak RSS ${(r.peakKiB / 1024).toFixed(1)} MiB; ` : '';
+  rows.push({ area: 'fuzz', what, runs: r.sessions, lost: r.lost, partial: r.partial, duplicates: 0, notes: `${rss}${r.failures} failures${r.examples.length ? ': ' + r.examples.join('; ') : ''}${r.notes ? '; ' + r.notes : ''}` });
+}
+
+const CORE = pick(2000, 120000);
+test(`fuzz: ${CORE} sessions through the SMTP and POP3 cores`, () => {
+  const r = fuzzCores(CORE);
+  fuzzRows(['SMTP core (smtpd/session.ts), mutated dialogues and hostile lines', r.smtp], ['POP3 core (pop3d/session.ts), mutated dialogues and hostile lines', r.pop3]);
+});
+
+const REAL = pick(6, 300);
+test(`fuzz: ${REAL} real smtpd and pop3d sessions over pipes`, async () => {
+  const r = await fuzzPrograms(REAL);
+  fuzzRows(['smtpd over pipes: hostile, slow, never-reading clients', r.smtpd], ['pop3d over pipes: hostile, slow, never-reading clients', r.pop3d]);
+});
+
+const FETCHES = pick(3, 100);
+test(`fuzz: ${FETCHES} fetch runs against a hostile POP3/IMAP server`, async () => {
+  fuzzRows(['fetch POP3/IMAP clients vs. a garbage-answering server', await fuzzFetch(FETCHES)]);
+});
+
+const CFGS = pick(300, 5000);
+test(`fuzz: ${CFGS} mutated mail.cfg files`, async () => {
+  fuzzRows(['mail.cfg parsing (loadConfig, mailcfg check)', await fuzzMailCfg(CFGS)]);
+});

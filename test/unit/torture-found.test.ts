@@ -1,0 +1,51 @@
+// Regression tests for what the torture suite (test/torture/, issue 11) found; each fails before
+// its fix: pop3d and smtpd over a pipe pair kept running forever for a client that never reads
+// (the session ended at the write timeout, but pop3d's final end() waited for the replies to
+// drain, and replies queued on process.stdout kept either process alive); smtpd echoed an overlong
+// address whole, making a reply longer than RFC 5321's 512 octets (4.5.3.1.5); pop3d echoed the
+// control characters of an unknown AUTH mechanism (a bare CR splits the reply line).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { makePostOffice, childEnv, dist } from '../helpers/postoffice';
+import { parseCfg } from '../../src/mail/cfgfile';
+import { buildConfig } from '../../src/mail/config';
+import { SmtpSession } from '../../src/smtpd/session';
+import { Pop3Session } from '../../src/pop3d/session';
+
+for (const [program, command] of [['pop3d', 'CAPA'], ['smtpd', 'NOOP']]) {
+  test(`${program} over a pipe pair ends at its timeout for a client that pipelines megabytes and never reads`, async () => {
+    const po = await makePostOffice();
+    try {
+      writeFileSync(po.cfgPath, readFileSync(po.cfgPath, 'utf8') + `${program}_timeout 1\n`);
+      const child = spawn(process.execPath, [dist(program), '-c', po.cfgPath], { env: childEnv({ TCPREMOTEIP: '127.0.0.1' }), stdio: ['pipe', 'pipe', 'ignore'] });
+      child.stdin.on('error', () => undefined);
+      child.stdin.end(`${command}\r\n`.repeat(300000)); // stdout is never read
+      // A safety limit far past the 1 s timeout, so a daemon that never ends fails instead of hanging.
+      let guard = false;
+      const timer = setTimeout(() => ((guard = true), child.kill('SIGKILL')), 30000);
+      await new Promise((r) => child.once('exit', r));
+      clearTimeout(timer);
+      child.stdout.destroy();
+      assert.equal(guard, false, `${program} still ran 30 s after its 1 s write timeout`);
+    } finally {
+      rmSync(po.dir, { recursive: true, force: true });
+    }
+  });
+}
+
+test('smtpd: the refusal of an overlong address stays within 512 octets', () => {
+  const cfg = buildConfig('/x/mail.cfg', parseCfg('hostname mx.example.org\nspool /tmp/none\ndomain example.org\n'));
+  const s = new SmtpSession({ cfg, peer: '192.0.2.1', trusted: false, tlsAvailable: false, sizeLimit: 0, maxRecipients: 10, errorLimit: 0 });
+  s.line('EHLO c.example');
+  s.line('MAIL FROM:<a@far.example>');
+  const [r] = s.line(`RCPT TO:<${'x'.repeat(3000)}@example.org>`).replies;
+  assert.match(r, /^553 5\.1\.3 <x{64}\.\.\.>: recipient address rejected: too long$/);
+  assert.ok(Buffer.byteLength(r) + 2 <= 512, `${Buffer.byteLength(r)} octets`);
+});
+
+test('pop3d: an unknown AUTH mechanism is echoed without control characters', () => {
+  const s = new Pop3Session({ hostname: 'mx.example.org', pid: 1, now: 1, tlsConfigured: false, secure: false, plaintext: true });
+  assert.deepEqual(s.line('AUTH PL\rAIN\0').replies, ['-ERR unsupported authentication mechanism PL?AIN?; try PLAIN']);
+});
