@@ -11,8 +11,9 @@ import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ROOT } from '../helpers/postoffice';
-import { pick, renderReport, rows } from './common';
+import { pick, renderReport, rows, type Row } from './common';
 import { KILL_PARTS, tallies } from './kills';
+import { brokenMaildir, diskFull, relayFaults, remoteCuts } from './faults';
 import { fuzzCores, fuzzFetch, fuzzMailCfg, fuzzPrograms, type FuzzResult } from './fuzz';
 
 const started = Date.now();
@@ -67,4 +68,15 @@ test(`fuzz: ${FETCHES} fetch runs against a hostile POP3/IMAP server`, async () 
 const CFGS = pick(300, 5000);
 test(`fuzz: ${CFGS} mutated mail.cfg files`, async () => {
   fuzzRows(['mail.cfg parsing (loadConfig, mailcfg check)', await fuzzMailCfg(CFGS)]);
+});
+
+/** Adds the fault parts' rows, then asserts that none found a problem. */
+function faultRows(parts: Array<Row & { problems: string[] }>): void {
+  for (const { problems, ...r } of parts) rows.push({ ...r, notes: [r.notes, ...problems.slice(0, 3)].filter(Boolean).join('; ') });
+  assert.deepEqual(parts.map((p) => [p.what, p.lost, p.partial, p.problems]), parts.map((p) => [p.what, 0, 0, []]));
+}
+
+const FAULTS = pick(2, 20);
+test(`faults: disk full, a broken Maildir, relay and remote failures (${FAULTS} rounds each)`, async () => {
+  faultRows([...(await diskFull(FAULTS)), await brokenMaildir(FAULTS), await relayFaults(FAULTS * 2), await remoteCuts(FAULTS * 2)]);
 });

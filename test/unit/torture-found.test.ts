@@ -3,16 +3,23 @@
 // (the session ended at the write timeout, but pop3d's final end() waited for the replies to
 // drain, and replies queued on process.stdout kept either process alive); smtpd echoed an overlong
 // address whole, making a reply longer than RFC 5321's 512 octets (4.5.3.1.5); pop3d echoed the
-// control characters of an unknown AUTH mechanism (a bare CR splits the reply line).
+// control characters of an unknown AUTH mechanism (a bare CR splits the reply line); queue-run
+// bounced a message for good when the relay answered 4xx to a pipelined MAIL FROM (it took the
+// RCPT's "503 MAIL first" as the recipient's verdict); smtpd said 451 4.3.0 for a full disk
+// where RFC 3463 has 452 4.3.1.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { makePostOffice, childEnv, dist } from '../helpers/postoffice';
+import { join } from 'node:path';
+import { makePostOffice, childEnv, dist, runProgram } from '../helpers/postoffice';
 import { parseCfg } from '../../src/mail/cfgfile';
 import { buildConfig } from '../../src/mail/config';
 import { SmtpSession } from '../../src/smtpd/session';
 import { Pop3Session } from '../../src/pop3d/session';
+import { enqueue } from '../../src/mail/queue';
+import { scan } from '../../src/mail/maildir';
+import { scriptedSmtp } from '../helpers/scripted';
 
 for (const [program, command] of [['pop3d', 'CAPA'], ['smtpd', 'NOOP']]) {
   test(`${program} over a pipe pair ends at its timeout for a client that pipelines megabytes and never reads`, async () => {
@@ -48,4 +55,31 @@ test('smtpd: the refusal of an overlong address stays within 512 octets', () => 
 test('pop3d: an unknown AUTH mechanism is echoed without control characters', () => {
   const s = new Pop3Session({ hostname: 'mx.example.org', pid: 1, now: 1, tlsConfigured: false, secure: false, plaintext: true });
   assert.deepEqual(s.line('AUTH PL\rAIN\0').replies, ['-ERR unsupported authentication mechanism PL?AIN?; try PLAIN']);
+});
+
+test('queue-run: a 4xx to a pipelined MAIL FROM keeps the message for a retry (the RCPT 503s that follow it are no verdict)', async () => {
+  const relay = await scriptedSmtp({ overrides: { MAIL: () => '451 4.3.0 local error' } });
+  const po = await makePostOffice(undefined, `relay default 127.0.0.1:${relay.port} tls=none\n`);
+  try {
+    const d = await enqueue(join(po.spool, 'queue'), { sender: 'alice@example.org', recipients: ['x@far.example'] }, [Buffer.from('Subject: x\r\n\r\nhi\r\n')]);
+    const r = await runProgram('queue-run', ['-c', po.cfgPath, '--flush']);
+    assert.equal(r.code, 75, r.stdout.toString());
+    assert.equal(scan(join(po.spool, 'queue')).length, 1, 'still queued');
+    assert.equal(scan(join(po.spool, 'mail', 'example.org', 'alice')).length, 0, 'no bounce');
+    const st = JSON.parse(readFileSync(join(po.spool, 'queue', 'state', `${d.id}.json`), 'utf8'));
+    assert.equal(st.rcpts['x@far.example'].outcome.text, '451 4.3.0 local error');
+  } finally {
+    await relay.close();
+    rmSync(po.dir, { recursive: true, force: true });
+  }
+});
+
+test('smtpd: a delivery that fails for a full disk gets 452 4.3.1, another failure 451 4.3.0', () => {
+  const cfg = buildConfig('/x/mail.cfg', parseCfg('hostname mx.example.org\nspool /tmp/none\ndomain example.org\nuser alice@example.org scrypt$16384$8$1$abc$def\n'));
+  const s = new SmtpSession({ cfg, peer: '192.0.2.1', trusted: false, tlsAvailable: false, sizeLimit: 0, maxRecipients: 10, errorLimit: 0 });
+  for (const l of ['EHLO c.example', 'MAIL FROM:<a@far.example>', 'RCPT TO:<alice@example.org>']) s.line(l);
+  assert.equal(s.line('DATA').action?.kind, 'data');
+  assert.deepEqual(s.received({ tooBig: false, failed: true, noSpace: true }).replies, ['452 4.3.1 Error: insufficient system storage, try again later']);
+  for (const l of ['MAIL FROM:<a@far.example>', 'RCPT TO:<alice@example.org>', 'DATA']) s.line(l);
+  assert.deepEqual(s.received({ tooBig: false, failed: true }).replies, ['451 4.3.0 Error: local delivery failed, try again later']);
 });
