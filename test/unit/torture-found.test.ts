@@ -6,11 +6,13 @@
 // control characters of an unknown AUTH mechanism (a bare CR splits the reply line); queue-run
 // bounced a message for good when the relay answered 4xx to a pipelined MAIL FROM (it took the
 // RCPT's "503 MAIL first" as the recipient's verdict); smtpd said 451 4.3.0 for a full disk
-// where RFC 3463 has 452 4.3.1.
+// where RFC 3463 has 452 4.3.1; queue-run on a full disk skipped the message whose state it
+// could not write and exited 0 ("everything went").
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { makePostOffice, childEnv, dist, runProgram } from '../helpers/postoffice';
 import { parseCfg } from '../../src/mail/cfgfile';
@@ -82,4 +84,23 @@ test('smtpd: a delivery that fails for a full disk gets 452 4.3.1, another failu
   assert.deepEqual(s.received({ tooBig: false, failed: true, noSpace: true }).replies, ['452 4.3.1 Error: insufficient system storage, try again later']);
   for (const l of ['MAIL FROM:<a@far.example>', 'RCPT TO:<alice@example.org>', 'DATA']) s.line(l);
   assert.deepEqual(s.received({ tooBig: false, failed: true }).replies, ['451 4.3.0 Error: local delivery failed, try again later']);
+});
+
+test('queue-run on a full disk (its state cannot be written) exits 75 and keeps the message', async () => {
+  const mnt = mkdtempSync(join(tmpdir(), 'outpost-full-'));
+  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', mnt]);
+  const po = await makePostOffice(undefined, 'relay default 127.0.0.1:9 tls=none\n');
+  try {
+    writeFileSync(po.cfgPath, readFileSync(po.cfgPath, 'utf8').replace(/^spool .*$/m, `spool ${mnt}`));
+    await enqueue(join(mnt, 'queue'), { sender: 'alice@example.org', recipients: ['x@far.example'] }, [Buffer.from('Subject: x\r\n\r\nhi\r\n')]);
+    const st = statfsSync(mnt);
+    writeFileSync(join(mnt, 'filler'), Buffer.alloc(st.bavail * st.bsize));
+    const r = await runProgram('queue-run', ['-c', po.cfgPath, '--flush']);
+    assert.equal(r.code, 75, r.stdout.toString() + r.stderr);
+    assert.equal(scan(join(mnt, 'queue')).length, 1);
+  } finally {
+    execFileSync('umount', ['-l', mnt]);
+    rmSync(mnt, { recursive: true, force: true });
+    rmSync(po.dir, { recursive: true, force: true });
+  }
 });
