@@ -4,8 +4,8 @@
  * (timed, or at the Nth fsync/rename/write/unlink through strace's fault injection), its peak RSS,
  * and the report table.
  *
- * Size: TORTURE_FULL=1 (set by `make torture`) runs the full counts; anything else (TORTURE_QUICK=1,
- * or nothing, as in `make check`) runs the quick counts. TORTURE_SEED fixes the random source (the
+ * Size: TORTURE_FULL=1 (set by `make torture`) runs the full counts (times TORTURE_SCALE, default
+ * 1); anything else (TORTURE_QUICK=1, or nothing, as in `make check`) runs the quick counts. TORTURE_SEED fixes the random source (the
  * seed is printed in the report, so a failing run can be repeated).
  * Guarantees: every child is waited for; a child that outlives its safety limit is SIGKILLed and
  * reported as `hung` (never a hang of the suite).
@@ -17,8 +17,10 @@ import { childEnv, dist, requireTool } from '../helpers/postoffice';
 
 /** True for the full run (`make torture`), false for the quick one (`make check`). */
 export const FULL = process.env.TORTURE_FULL === '1' && process.env.TORTURE_QUICK !== '1';
-/** `quick` in the quick run, `full` in the full one. */
-export const pick = (quick: number, full: number): number => (FULL ? full : quick);
+/** TORTURE_SCALE (default 1): the full run's counts times this (e.g. 0.25 on a busy machine). */
+export const SCALE = Number(process.env.TORTURE_SCALE ?? 1) || 1;
+/** `quick` in the quick run, `full` (times SCALE, at least `quick`) in the full one. */
+export const pick = (quick: number, full: number): number => (FULL ? Math.max(quick, Math.round(full * SCALE)) : quick);
 
 /** The seed of this run (TORTURE_SEED, else the time). */
 export const SEED = Number(process.env.TORTURE_SEED ?? Date.now() % 1e9);
@@ -189,7 +191,7 @@ export const rows: Row[] = [];
 
 /** Renders the rows as a markdown table with a title line. */
 export function renderReport(seconds: number): string {
-  const head = `### Torture report (${FULL ? 'full' : 'quick'} run, seed ${SEED}, ${Math.round(seconds)} s)\n\n`;
+  const head = `### Torture report (${FULL ? `full run${SCALE !== 1 ? ` at scale ${SCALE}` : ''}` : 'quick run'}, seed ${SEED}, ${Math.round(seconds)} s)\n\n`;
   const lines = ['| area | what | runs | kills | lost | partial | duplicates | notes |', '|---|---|---:|---:|---:|---:|---:|---|'];
   for (const r of rows) lines.push(`| ${r.area} | ${r.what} | ${r.runs} | ${r.kills ?? '-'} | ${r.lost} | ${r.partial} | ${r.duplicates} | ${r.notes.replace(/\|/g, '/')} |`);
   const t = rows.reduce((a, r) => ({ runs: a.runs + r.runs, kills: a.kills + (r.kills ?? 0), lost: a.lost + r.lost, partial: a.partial + r.partial, dup: a.dup + r.duplicates }), { runs: 0, kills: 0, lost: 0, partial: 0, dup: 0 });

@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { ROOT } from '../helpers/postoffice';
 import { pick, renderReport, rows, type Row } from './common';
 import { KILL_PARTS, tallies } from './kills';
+import { load } from './load';
 import { brokenMaildir, diskFull, relayFaults, remoteCuts } from './faults';
 import { fuzzCores, fuzzFetch, fuzzMailCfg, fuzzPrograms, type FuzzResult } from './fuzz';
 
@@ -80,3 +81,21 @@ const FAULTS = pick(2, 20);
 test(`faults: disk full, a broken Maildir, relay and remote failures (${FAULTS} rounds each)`, async () => {
   faultRows([...(await diskFull(FAULTS)), await brokenMaildir(FAULTS), await relayFaults(FAULTS * 2), await remoteCuts(FAULTS * 2)]);
 });
+
+const LOAD = { seconds: pick(3, 60), clients: pick(10, 100) };
+for (const kind of ['tcpserver', 'ssa-listen'] as const) {
+  test(`load: ${LOAD.clients} SMTP + ${LOAD.clients} POP3 clients for ${LOAD.seconds} s under ${kind}`, async () => {
+    const r = await load(kind, LOAD.seconds, LOAD.clients);
+    const per = (n: number) => (n / r.seconds).toFixed(1);
+    rows.push({
+      area: 'load',
+      what: `${LOAD.clients}+${LOAD.clients} concurrent SMTP/POP3 clients, ${r.seconds} s, ${r.mode}`,
+      runs: r.smtp.sessions + r.pop3.sessions,
+      lost: r.lost,
+      partial: r.partial,
+      duplicates: r.duplicates,
+      notes: `SMTP ${r.smtp.sessions} sessions (${per(r.smtp.sessions)}/s), p50 ${r.smtp.p50} ms, p99 ${r.smtp.p99} ms, ${r.smtp.errors} errors; POP3 ${r.pop3.sessions} sessions (${per(r.pop3.sessions)}/s), p50 ${r.pop3.p50} ms, p99 ${r.pop3.p99} ms, ${r.pop3.errors} errors, ${r.pop3.inUse} [IN-USE] (documented)${r.examples.length ? '; ' + r.examples.join('; ') : ''}`,
+    });
+    assert.deepEqual([r.smtp.errors, r.pop3.errors, r.lost, r.partial, r.duplicates, r.examples], [0, 0, 0, 0, 0, []]);
+  });
+}
