@@ -21,7 +21,7 @@ import { enqueue } from '../../src/mail/queue';
 import { makePostOffice, type PostOffice } from '../helpers/postoffice';
 import { cut, scriptedImap, scriptedPop3, scriptedSmtp } from '../helpers/scripted';
 import { dataBlock, finalReplies, freshId, int, message, oneOf, rnd, runKillable, type Row } from './common';
-import { checkSpool, Ledger, type Findings } from './invariant';
+import { checkSpool, Ledger, type Findings, onRemote } from './invariant';
 
 /** A row from findings, with extra notes and problems (must be none). */
 function row(what: string, runs: number, f: Findings, notes: string[], problems: string[]): Row & { problems: string[] } {
@@ -110,7 +110,7 @@ export async function diskFull(rounds: number): Promise<Array<Row & { problems: 
       const imap = rnd() < 0.5;
       const server = imap ? await scriptedImap({ messages: bodies }) : await scriptedPop3({ messages: bodies });
       const t = await officeOnTmpfs(`account f local=alice@example.org protocol=${imap ? 'imap' : 'pop3'} host=127.0.0.1 port=${server.port} tls=none user=u password=p keep=no\n`);
-      const remote = () => (Array.isArray(server.mailbox) ? server.mailbox.map((m) => m.body) : server.mailbox.messages.filter((m) => !m.flags.has('\\Deleted')).map((m) => m.body));
+      const remote = () => onRemote(server);
       try {
         mkdirSync(join(t.po.spool, 'fetch'), { recursive: true });
         t.fill(int(20000, 200000));
@@ -259,7 +259,7 @@ export async function remoteCuts(rounds: number): Promise<Row & { problems: stri
       return cut(buf.subarray(0, int(1, buf.length - 1)));
     });
     const po = await makePostOffice(undefined, `account c local=alice@example.org protocol=${imap ? 'imap' : 'pop3'} host=127.0.0.1 port=${server.port} tls=none user=u password=p keep=no\n`);
-    const remote = () => (Array.isArray(server.mailbox) ? server.mailbox.map((m) => m.body) : server.mailbox.messages.filter((m) => !m.flags.has('\\Deleted')).map((m) => m.body));
+    const remote = () => onRemote(server);
     try {
       const r = await runKillable('fetch', ['-c', po.cfgPath, '--timeout', '10'], { limitMs: 40000 });
       if (r.code !== 75) problems.push(`fetch cut mid-${verb} exited ${r.code}`);

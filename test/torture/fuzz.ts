@@ -25,7 +25,7 @@ import { Pop3Session, type Step as Pop3Step } from '../../src/pop3d/session';
 import { makePostOffice, ROOT } from '../helpers/postoffice';
 import { scriptedImap, scriptedPop3 } from '../helpers/scripted';
 import { dataBlock, finalReplies, freshId, int, message, oneOf, randomBytes, rnd, runKillable, sleep } from './common';
-import { checkSpool, Ledger } from './invariant';
+import { checkSpool, Ledger, onRemote } from './invariant';
 
 /** What a fuzz part found. */
 export interface FuzzResult {
@@ -325,7 +325,7 @@ export async function fuzzFetch(n: number): Promise<FuzzResult> {
       server.override(verb);
       const next = await runKillable('fetch', ['-c', po.cfgPath, '--timeout', '5'], { limitMs: 40000 });
       if (next.code !== 0) fail(r, `the next normal fetch exited ${next.code}: ${next.stderr.trim().slice(-150)}`);
-      const remote = Array.isArray(server.mailbox) ? server.mailbox.map((m) => m.body) : server.mailbox.messages.filter((m) => !m.flags.has('\\Deleted')).map((m) => m.body);
+      const remote = onRemote(server);
       const f = checkSpool(po.cfgPath, po.spool, ledger, { outside: { remote } });
       r.lost += f.lost;
       r.partial += f.partial;

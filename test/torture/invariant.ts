@@ -20,6 +20,7 @@ import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadConfig } from '../../src/mail/config';
 import { parseState } from '../../src/fetch/state';
+import type { ScriptedImap, ScriptedPop3 } from '../helpers/scripted';
 import { messageId } from './common';
 
 /** One injected message. */
@@ -197,3 +198,9 @@ export function addFindings(a: Findings, b: Findings): Findings {
 
 /** Empty findings (a sum's start). */
 export const noFindings = (): Findings => ({ lost: 0, partial: 0, duplicates: 0, badDuplicates: 0, dupCases: new Map(), tmpLeft: 0, unparsable: 0, copies: new Map(), details: [] });
+
+/** The messages still on a scripted remote (the 'remote' place): POP3's maildrop; IMAP's INBOX
+ * without the \\Deleted ones (fetch expunges those; they are in a Maildir already). */
+export function onRemote(server: ScriptedPop3 | ScriptedImap): Buffer[] {
+  return Array.isArray(server.mailbox) ? server.mailbox.map((m) => m.body) : server.mailbox.messages.filter((m) => !m.flags.has('\\Deleted')).map((m) => m.body);
+}

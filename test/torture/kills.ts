@@ -20,7 +20,7 @@ import { enqueue } from '../../src/mail/queue';
 import { makePostOffice, type PostOffice } from '../helpers/postoffice';
 import { scriptedImap, scriptedPop3, scriptedSmtp } from '../helpers/scripted';
 import { dataBlock, finalReplies, freshId, int, killKind, message, oneOf, pick, randomKill, rnd, runKillable, type KillAt } from './common';
-import { addFindings, checkSpool, Ledger, maildirsUnder, noFindings, type Findings } from './invariant';
+import { addFindings, checkSpool, Ledger, maildirsUnder, noFindings, type Findings, onRemote } from './invariant';
 
 /** Counts for one kill point. */
 export interface Tally {
@@ -352,8 +352,7 @@ export async function killFetch(rounds: number): Promise<void> {
       bodies.push(bytes);
     }
     const server = imap ? await scriptedImap({ messages: bodies }) : await scriptedPop3({ messages: bodies });
-    // What is still on the remote: POP3's maildrop; IMAP's INBOX without the \\Deleted ones.
-    const remote = () => (Array.isArray(server.mailbox) ? server.mailbox.map((m) => m.body) : server.mailbox.messages.filter((m) => !m.flags.has('\\Deleted')).map((m) => m.body));
+    const remote = () => onRemote(server);
     const proto = imap ? 'imap' : 'pop3';
     const where = multi ? 'multidrop=example.org' : 'local=alice@example.org';
     const account = `account ${multi ? 'm' : 's'} ${where} protocol=${proto} host=127.0.0.1 port=${server.port} tls=none user=u password=p keep=no\n`;
