@@ -182,9 +182,12 @@ function parsePop3(out: Buffer, retrs: number): { whole: Buffer[]; quitOk: boole
     if (!done) break;
     whole.push(Buffer.from(body.map((l) => l + '\r\n').join(''), 'latin1'));
   }
-  // QUIT's +OK: every status line (greeting, USER, PASS, RETRs, DELEs, QUIT) came, the last +OK.
-  const status = finalReplies(out);
-  return { whole, quitOk: whole.length === retrs && status.length >= 3 + 2 * retrs + 1 && status[status.length - 1].startsWith('+OK') };
+  // QUIT's +OK: every RETR whole, then the DELE replies, then QUIT's (message bodies are skipped
+  // above: a body line may well look like a status line).
+  if (whole.length < retrs) return { whole, quitOk: false };
+  for (let n = 0; n < retrs; n++) next();
+  // (the last piece of the split is what followed the last CRLF: an unfinished line)
+  return { whole, quitOk: i < lines.length - 1 && lines[i].startsWith('+OK') };
 }
 
 /**

@@ -54,9 +54,16 @@ test('smtpd: the refusal of an overlong address stays within 512 octets', () => 
   assert.ok(Buffer.byteLength(r) + 2 <= 512, `${Buffer.byteLength(r)} octets`);
 });
 
-test('pop3d: an unknown AUTH mechanism is echoed without control characters', () => {
+test('pop3d: an unknown AUTH mechanism, a bad message number or line count is echoed without control characters', () => {
   const s = new Pop3Session({ hostname: 'mx.example.org', pid: 1, now: 1, tlsConfigured: false, secure: false, plaintext: true });
   assert.deepEqual(s.line('AUTH PL\rAIN\0').replies, ['-ERR unsupported authentication mechanism PL?AIN?; try PLAIN']);
+  s.line('USER alice@example.org');
+  s.line('PASS pw');
+  s.authResult({ address: 'alice@example.org', hash: '', maildir: '/m/alice', line: 1 });
+  s.opened([{ uidl: 'u1', size: 10, path: '/m/alice/cur/1' }]);
+  assert.equal(s.state, 'TRANSACTION');
+  assert.deepEqual(s.line('LIST 1\rX').replies, ['-ERR "1?X" is not a message number']);
+  assert.deepEqual(s.line('TOP 1 \r5').replies, ['-ERR "?5" is not a number of lines']);
 });
 
 test('queue-run: a 4xx to a pipelined MAIL FROM keeps the message for a retry (the RCPT 503s that follow it are no verdict)', async () => {
