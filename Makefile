@@ -8,7 +8,7 @@ MANDIR   = $(DESTDIR)$(PREFIX)/share/man
 PROGRAMS = smtpd pop3d mailcfg fetch queue-run dial sendmail
 SOURCES  = $(shell find src test bench -name '*.ts' 2>/dev/null) build.mjs
 
-.PHONY: all build check typecheck test demo bench install uninstall clean
+.PHONY: all build check typecheck test torture demo bench install uninstall clean
 
 all: build
 
@@ -28,6 +28,12 @@ test: build
 	node --test --test-concurrency=1 dist/test/
 
 check: typecheck test
+
+# The torture suite in full (issue 11; README "Torture"): kills, fuzzing, faults, load, then the
+# spool invariant; prints its report table (also in dist/torture-report.md). `make check` runs the
+# quick version (the same test file with small counts).
+torture: build
+	TORTURE_FULL=1 node --test --test-concurrency=1 dist/test/torture/
 
 demo: build
 	sh test/demo.sh

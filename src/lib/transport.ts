@@ -197,4 +197,7 @@ export async function serve(handler: Handler, listen?: string): Promise<void> {
   const env = process.env;
   await handler({ stream, peer: env.TCPREMOTEIP || env.REMOTE_ADDR || '', peerPort: Number(env.TCPREMOTEPORT || 0), local: env.TCPLOCALIP || '', secure: false });
   process.stdin.destroy();
+  // A client that stopped reading leaves replies queued on fd 1, and process.stdout cannot be
+  // destroyed: they would keep the process alive forever. The session gave up on that client.
+  if (process.stdout.writableNeedDrain) process.exit();
 }

@@ -87,7 +87,9 @@ type Checked = { ok: true; address: string } | { ok: false; reply: string };
  */
 export function checkMailbox(addr: string, utf8: boolean, what: 'recipient' | 'sender'): Checked {
   const code = what === 'recipient' ? '553 5.1.3' : '553 5.1.7';
-  const bad = (why: string): Checked => ({ ok: false, reply: `${code} <${addr}>: ${what} address rejected: ${why}` });
+  // An overlong address is shown cut to 64 octets, so the reply stays within RFC 5321's 512 (4.5.3.1.5).
+  const shown = addr.length > 254 ? `${addr.slice(0, 64)}...` : addr;
+  const bad = (why: string): Checked => ({ ok: false, reply: `${code} <${shown}>: ${what} address rejected: ${why}` });
   if (addr.length > 254) return bad('too long');
   if (addr.includes('"')) return bad('quoted local parts are not accepted');
   if (!addr.includes('@')) return bad(addr.includes('!') ? 'bang paths are not accepted' : 'need a fully-qualified address');

@@ -222,7 +222,9 @@ export async function pop3Session(cfg: Config, conn: Conn): Promise<void> {
     uncork();
     reader.detach();
     await new Promise<void>((res) => {
-      if (conn.stream.destroyed || conn.stream.writableFinished) return res();
+      // A client that stopped reading (the write timed out) would hold the process until its
+      // replies drain: never (as smtpd's timeout does).
+      if (conn.stream.destroyed || conn.stream.writableFinished || conn.stream.writableNeedDrain) return res();
       conn.stream.once('error', () => res());
       conn.stream.end(() => res());
     });

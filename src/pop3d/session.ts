@@ -98,6 +98,9 @@ const nMessages = (n: number): string => `${n} message${n === 1 ? '' : 's'}`;
 const AUTH_FAILED = '[AUTH] invalid user name or password';
 /** The refusal of a plaintext login outside TLS (Dovecot's wording, RFC 3206 [AUTH]). */
 const PLAINTEXT_REFUSED = '[AUTH] Plaintext authentication disallowed on non-secure connections';
+/** A client's argument as echoed in an -ERR: its first 20 octets, any outside 0x21..0x7E as '?'
+ * (a bare CR or NUL must never reach the reply line). */
+const shown = (arg: string): string => arg.slice(0, 20).replace(/[^\x21-\x7e]/g, '?');
 /** A latin1-decoded argument back to its UTF-8 text. */
 const utf8 = (latin1: string): string => Buffer.from(latin1, 'latin1').toString('utf8');
 
@@ -263,7 +266,7 @@ export class Pop3Session {
 
   /** Index (0-based) of a live message for a message-number argument, or an -ERR. */
   message(arg: string): number | Step {
-    if (!/^\d{1,9}$/.test(arg)) return this.fail(`"${arg.slice(0, 20)}" is not a message number`);
+    if (!/^\d{1,9}$/.test(arg)) return this.fail(`"${shown(arg)}" is not a message number`);
     const i = Number(arg) - 1;
     if (i < 0 || i >= this.messages.length) return this.fail(`no such message, only ${this.messages.length} in maildrop`);
     if (this.deleted.has(i)) return this.fail(`message ${arg} already deleted`);
@@ -391,7 +394,7 @@ const VERBS: Record<string, Verb> = {
     flush: true,
     handler: (s, args) => {
       if (args.length === 0) return multi('SASL mechanisms follow', s.canPlaintext ? ['PLAIN'] : []);
-      if (args[0].toUpperCase() !== 'PLAIN') return s.fail(`unsupported authentication mechanism ${args[0].slice(0, 20)}; try PLAIN`);
+      if (args[0].toUpperCase() !== 'PLAIN') return s.fail(`unsupported authentication mechanism ${shown(args[0])}; try PLAIN`);
       if (!s.canPlaintext) return s.fail(PLAINTEXT_REFUSED);
       return args.length === 2 ? s.plain(args[1]) : s.startSasl();
     },
@@ -445,7 +448,7 @@ const VERBS: Record<string, Verb> = {
     args: [2],
     flush: false,
     handler: onMessage((s, i, count) => {
-      if (!/^\d{1,9}$/.test(count)) return s.fail(`"${count.slice(0, 20)}" is not a number of lines`);
+      if (!/^\d{1,9}$/.test(count)) return s.fail(`"${shown(count)}" is not a number of lines`);
       return send(i, Number(count), '+OK top of message follows');
     }),
   },

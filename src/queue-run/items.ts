@@ -14,6 +14,8 @@
  */
 import { mkdirSync, readdirSync, renameSync, statSync, unlinkSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
+import { OutpostError } from '../lib/errors';
+import { EX_TEMPFAIL } from '../lib/exits';
 import { fsyncDir } from '../lib/fsutil';
 import { log } from '../lib/log';
 import { scan, setFlags, MaildirMessage } from '../mail/maildir';
@@ -43,12 +45,16 @@ export interface QueueItem {
  * Reads every queue file with its state, oldest first (by arrival, then id). With `adopt`, creates missing state files,
  * moves new/ to cur/, and removes orphan state files. Unreadable or foreign files are logged and
  * skipped (left where they are).
+ * @throws OutpostError ENOSPC/EDQUOT (EX_TEMPFAIL) when a state file cannot be written for a full
+ *   file system (the run stops; before issue 11 the file was skipped and the run exited 0).
  */
 export async function loadItems(queueDir: string, adopt: boolean): Promise<QueueItem[]> {
   const items: QueueItem[] = [];
   const seen = new Set<string>();
   for (const m of scan(queueDir)) {
-    const item = await loadOne(queueDir, m, adopt).catch((err: Error) => {
+    const item = await loadOne(queueDir, m, adopt).catch((err: NodeJS.ErrnoException) => {
+      // A full file system is not this file's fault, and nothing could be recorded: stop (75).
+      if (err.code === 'ENOSPC' || err.code === 'EDQUOT') throw new OutpostError(`cannot record the queue state (${err.message}); try again when there is space`, { code: err.code, exit: EX_TEMPFAIL, cause: err });
       log('warn', `skipping unreadable queue file: ${err.message}`, { file: m.path });
       return null;
     });

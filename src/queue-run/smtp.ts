@@ -54,6 +54,8 @@ interface NodemailerError extends Error {
   response?: string;
   rejectedErrors?: NodemailerError[];
   recipient?: string;
+  /** The command that failed ('MAIL FROM', 'RCPT TO', 'DATA', …). */
+  command?: string;
 }
 
 type SMTPConnection = InstanceType<typeof SMTPConnectionT>;
@@ -218,8 +220,12 @@ export class RelayConnection {
           allWith(replyOutcome(552, `552 5.3.4 message size ${size} exceeds the relay's limit (${e.message})`));
           return done(false);
         }
-        for (const r of e.rejectedErrors ?? []) this.rejected(rcpts, r);
-        for (const r of env.rejectedErrors ?? []) this.rejected(rcpts, r);
+        // A refused MAIL FROM decides for every recipient: the RCPT replies pipelined after it
+        // ("503 MAIL first") say nothing about them (RFC 2920 section 3.1).
+        if (e.command !== 'MAIL FROM') {
+          for (const r of e.rejectedErrors ?? []) this.rejected(rcpts, r);
+          for (const r of env.rejectedErrors ?? []) this.rejected(rcpts, r);
+        }
         const code = e.responseCode ?? 0;
         const reply = e.response ?? `${e.code ?? 'ERROR'}: ${e.message}`;
         const rest = to.filter((a) => !rcpts.has(a));

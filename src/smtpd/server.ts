@@ -44,7 +44,8 @@ interface Bdat {
 
 /**
  * Serves one SMTP session on `conn` until QUIT, close, timeout or error limit.
- * Never throws for client behaviour; a spool or delivery failure becomes a 451 4.3.0 reply.
+ * Never throws for client behaviour; a spool or delivery failure becomes a 451 4.3.0 reply (452
+ * 4.3.1 when the file system is full).
  */
 export async function smtpSession(cfg: Config, conn: Conn): Promise<void> {
   const session = new SmtpSession({
@@ -108,7 +109,8 @@ export async function smtpSession(cfg: Config, conn: Conn): Promise<void> {
   const finish = async (spool: Spool, id: string, deliver: Delivery | undefined): Promise<Received> => {
     if (spool.failed) log('error', 'spool write failed', { id, peer, error: spool.failed.message });
     if (spool.tooBig) log('info', 'message too big', { id, peer, size: spool.size });
-    const r: Received = { tooBig: spool.tooBig, failed: !!spool.failed };
+    const full = (err: unknown) => ['ENOSPC', 'EDQUOT'].includes((err as NodeJS.ErrnoException | null)?.code ?? '');
+    const r: Received = { tooBig: spool.tooBig, failed: !!spool.failed, noSpace: full(spool.failed) };
     if (!deliver || r.tooBig || r.failed) {
       if (deliver || r.tooBig || r.failed) await spool.discard();
       return r;
@@ -123,6 +125,7 @@ export async function smtpSession(cfg: Config, conn: Conn): Promise<void> {
     } catch (err) {
       log('error', 'delivery failed', { id, peer, error: (err as Error).message });
       r.failed = true;
+      r.noSpace = full(err);
     } finally {
       await spool.discard();
     }

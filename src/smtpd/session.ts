@@ -106,11 +106,13 @@ export interface Step {
 /**
  * Outcome of a data or bdat action. `tooBig`: the stream passed message_size_limit (nothing was
  * delivered); `failed`: the spool could not be written or the delivery failed (a local problem,
- * 451 4.3.0); `id`: the queue id once delivered (every copy on disk).
+ * 451 4.3.0); `noSpace`: it failed because the file system is full (ENOSPC, EDQUOT: 452 4.3.1,
+ * RFC 3463 "mail system full"); `id`: the queue id once delivered (every copy on disk).
  */
 export interface Received {
   tooBig: boolean;
   failed: boolean;
+  noSpace?: boolean;
   id?: string;
 }
 
@@ -384,7 +386,8 @@ export class SmtpSession {
   }
 
   /**
-   * After a data or bdat action: 552 5.3.4 (too big), 451 4.3.0 (failed), "250 n octets
+   * After a data or bdat action: 552 5.3.4 (too big), 452 4.3.1 (failed: disk full), 451 4.3.0
+   * (failed otherwise), "250 n octets
    * received" (a BDAT chunk before LAST), or 250 queued as `id`; the transaction then ends.
    * `chunk` is the BDAT chunk's size in octets.
    */
@@ -394,6 +397,7 @@ export class SmtpSession {
       step = reply(this.bdatError);
       this.bdatError = '';
     } else if (r.tooBig) step = reply(this.sizeExceeded());
+    else if (r.failed && r.noSpace) step = reply('452 4.3.1 Error: insufficient system storage, try again later');
     else if (r.failed || (this.last && r.id === undefined)) step = reply('451 4.3.0 Error: local delivery failed, try again later');
     else if (!this.last) return reply(`250 2.0.0 ${chunk} octets received`);
     else step = reply(`250 2.0.0 Ok: queued as ${r.id}`);

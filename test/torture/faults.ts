@@ -1,0 +1,288 @@
+/**
+ * faults — the environment failing under the programs (issue 11 item 4), each followed by the
+ * next normal run and the spool invariant:
+ *   - a full disk (a 4 MiB tmpfs, filled to ~60 KiB free) under smtpd's delivery (452 4.3.1,
+ *     nothing half-delivered; the client's retry after space returns arrives once), under fetch
+ *     (it stops with 75, nothing is lost on the remote) and under queue-run's state write;
+ *   - one broken Maildir (its tmp/ replaced by a file: EACCES cannot be made for root, ENOTDIR
+ *     stands in): that mailbox's message gets a 4xx, another mailbox's is delivered;
+ *   - the upstream relay answering 4xx or cutting the connection at a random command (mid-DATA
+ *     included): queue-run keeps the message and a later run relays it once (a cut after the
+ *     final dot, before the 250, is the named duplicate case);
+ *   - the remote dropping mid-RETR and mid-FETCH: the next fetch delivers it whole, once.
+ * Needs root for the tmpfs mount (the suite runs as root, like `make check`); throws otherwise.
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, statfsSync, writeFileSync, mkdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { deliver } from '../../src/mail/maildir';
+import { enqueue } from '../../src/mail/queue';
+import { makePostOffice, type PostOffice } from '../helpers/postoffice';
+import { cut, scriptedImap, scriptedPop3, scriptedSmtp } from '../helpers/scripted';
+import { dataBlock, finalReplies, freshId, int, message, oneOf, rnd, runKillable, type Row } from './common';
+import { checkSpool, Ledger, type Findings, onRemote } from './invariant';
+
+/** A row from findings, with extra notes and problems (must be none). */
+function row(what: string, runs: number, f: Findings, notes: string[], problems: string[]): Row & { problems: string[] } {
+  const dup = [...f.dupCases].map(([why, n]) => `${n}× ${why}`);
+  return { area: 'faults', what, runs, lost: f.lost, partial: f.partial, duplicates: f.duplicates, notes: [...notes, ...dup].join('; '), problems: [...problems, ...(f.badDuplicates || f.tmpLeft || f.unparsable || f.lost || f.partial ? f.details : [])] };
+}
+
+/** A post office whose spool lives on a fresh 4 MiB tmpfs; `fill(free)` leaves `free` bytes. */
+async function officeOnTmpfs(extra = ''): Promise<{ po: PostOffice; fill: (free: number) => void; unfill: () => void; done: () => void }> {
+  const mnt = mkdtempSync(join(tmpdir(), 'outpost-full-'));
+  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', mnt]);
+  const po = await makePostOffice(undefined, extra);
+  const spool = join(mnt, 'spool');
+  // The whole layout and every Maildir moves along: smtpd refuses a spool with parts missing.
+  execFileSync('cp', ['-a', po.spool, spool]);
+  writeFileSync(po.cfgPath, readFileSync(po.cfgPath, 'utf8').replace(/^spool .*$/m, `spool ${spool}`));
+  po.spool = spool;
+  const filler = join(mnt, 'filler');
+  return {
+    po,
+    fill: (free) => {
+      const st = statfsSync(mnt);
+      writeFileSync(filler, Buffer.alloc(Math.max(0, st.bavail * st.bsize - free)), { flag: 'a' });
+    },
+    unfill: () => rmSync(filler, { force: true }),
+    done: () => {
+      execFileSync('umount', ['-l', mnt]);
+      rmSync(mnt, { recursive: true, force: true });
+      rmSync(po.dir, { recursive: true, force: true });
+    },
+  };
+}
+
+const env = { TCPREMOTEIP: '127.0.0.1' };
+/** One SMTP DATA transaction for `rcpt` over pipes; returns the reply to the final dot. */
+async function smtpSend(po: PostOffice, rcpt: string, msg: Buffer): Promise<string> {
+  const input = Buffer.concat([Buffer.from(`EHLO f.example\r\nMAIL FROM:<s@far.example>\r\nRCPT TO:<${rcpt}>\r\nDATA\r\n`), dataBlock(msg), Buffer.from('QUIT\r\n')]);
+  return finalReplies((await runKillable('smtpd', ['-c', po.cfgPath], { input, env })).stdout)[5] ?? '(none)';
+}
+
+/** A full disk under smtpd, fetch and queue-run (see the header). */
+export async function diskFull(rounds: number): Promise<Array<Row & { problems: string[] }>> {
+  const out: Array<Row & { problems: string[] }> = [];
+  // smtpd
+  {
+    const t = await officeOnTmpfs('network 127.0.0.0/8\n');
+    const ledger = new Ledger();
+    const problems: string[] = [];
+    const replies = new Map<string, number>();
+    try {
+      for (let i = 0; i < rounds; i++) {
+        const id = freshId('full');
+        const msg = message(id, oneOf([150000, 400000]));
+        ledger.add(id, msg);
+        t.fill(60000);
+        const r = await smtpSend(t.po, rnd() < 0.7 ? 'alice@example.org' : 'far@elsewhere.example', msg);
+        replies.set(r.slice(0, 9), (replies.get(r.slice(0, 9)) ?? 0) + 1);
+        if (!r.startsWith('452 4.3.1')) problems.push(`full disk: smtpd replied ${r}`);
+        const mid = checkSpool(t.po.cfgPath, t.po.spool, ledger, { only: [id] });
+        if (mid.copies.get(id)) problems.push(`${id} delivered though refused`);
+        t.unfill();
+        const again = await smtpSend(t.po, 'alice@example.org', msg);
+        if (again.startsWith('250 ')) ledger.ack(id);
+        else problems.push(`retry after space returned: ${again}`);
+      }
+      const f = checkSpool(t.po.cfgPath, t.po.spool, ledger);
+      out.push(row('disk full under smtpd delivery, then the retry', rounds, f, [`replies while full: ${[...replies].map(([k, v]) => `${k}×${v}`).join(', ')}`], problems));
+    } finally {
+      t.done();
+    }
+  }
+  // fetch
+  {
+    const problems: string[] = [];
+    const codes = new Map<number, number>();
+    let runs = 0;
+    const total: Findings[] = [];
+    for (let i = 0; i < Math.max(1, rounds >> 1); i++) {
+      runs++;
+      const ledger = new Ledger();
+      const bodies = Array.from({ length: 3 }, () => {
+        const id = freshId('ffull');
+        const b = message(id, 120000);
+        ledger.add(id, b, true);
+        return b;
+      });
+      const imap = rnd() < 0.5;
+      const server = imap ? await scriptedImap({ messages: bodies }) : await scriptedPop3({ messages: bodies });
+      const t = await officeOnTmpfs(`account f local=alice@example.org protocol=${imap ? 'imap' : 'pop3'} host=127.0.0.1 port=${server.port} tls=none user=u password=p keep=no\n`);
+      const remote = () => onRemote(server);
+      try {
+        mkdirSync(join(t.po.spool, 'fetch'), { recursive: true });
+        t.fill(int(20000, 200000));
+        const r = await runKillable('fetch', ['-c', t.po.cfgPath, '--timeout', '10'], { limitMs: 40000 });
+        codes.set(r.code ?? -1, (codes.get(r.code ?? -1) ?? 0) + 1);
+        if (r.code !== 75 && r.code !== 0) problems.push(`fetch on a full disk exited ${r.code}: ${r.stderr.trim().slice(-200)}`);
+        const mid = checkSpool(t.po.cfgPath, t.po.spool, ledger, { outside: { remote: remote() } });
+        if (mid.lost || mid.partial) problems.push(...mid.details);
+        t.unfill();
+        const n = await runKillable('fetch', ['-c', t.po.cfgPath, '--timeout', '10'], { limitMs: 40000 });
+        if (n.code !== 0) problems.push(`fetch after space returned exited ${n.code}: ${n.stderr.trim().slice(-200)}`);
+        total.push(checkSpool(t.po.cfgPath, t.po.spool, ledger, { outside: { remote: remote() } }));
+      } finally {
+        await server.close();
+        t.done();
+      }
+    }
+    const f = total.reduce((a, b) => ({ ...a, lost: a.lost + b.lost, partial: a.partial + b.partial, duplicates: a.duplicates + b.duplicates, badDuplicates: a.badDuplicates + b.badDuplicates, details: [...a.details, ...b.details] }));
+    out.push(row('disk full under fetch (POP3/IMAP, keep=no), then a normal run', runs, f, [`exit statuses while full: ${[...codes].map(([k, v]) => `${k}×${v}`).join(', ')}`], problems));
+  }
+  // queue-run's state write: the relay defers (450), so a state file must be written on a full disk.
+  {
+    const relay = await scriptedSmtp({ overrides: { RCPT: () => '450 4.2.0 try later' } });
+    const t = await officeOnTmpfs(`relay default 127.0.0.1:${relay.port} tls=none\nretry_min 1\n`);
+    const ledger = new Ledger();
+    const problems: string[] = [];
+    const codes = new Map<number, number>();
+    try {
+      for (let i = 0; i < rounds; i++) {
+        const id = freshId('qfull');
+        const b = message(id, 3000);
+        ledger.add(id, b, true);
+        await enqueue(join(t.po.spool, 'queue'), { sender: 'alice@example.org', recipients: ['x@far.example'] }, [b]);
+        t.fill(int(0, 3000));
+        const r = await runKillable('queue-run', ['-c', t.po.cfgPath, '--flush']);
+        codes.set(r.code ?? -1, (codes.get(r.code ?? -1) ?? 0) + 1);
+        if (r.code !== 75) problems.push(`queue-run on a full disk exited ${r.code}: ${r.stderr.trim().slice(-200)}`);
+        t.unfill();
+      }
+      relay.override('RCPT');
+      const n = await runKillable('queue-run', ['-c', t.po.cfgPath, '--flush']);
+      if (n.code !== 0) problems.push(`queue-run after space returned exited ${n.code}: ${n.stdout.toString().trim()} ${n.stderr.trim().slice(-200)}`);
+      const f = checkSpool(t.po.cfgPath, t.po.spool, ledger, { outside: { relay: relay.received.map((m) => m.body) } });
+      out.push(row("disk full under queue-run's state write, then a normal run", rounds, f, [`exit statuses while full: ${[...codes].map(([k, v]) => `${k}×${v}`).join(', ')}`], problems));
+    } finally {
+      await relay.close();
+      t.done();
+    }
+  }
+  return out;
+}
+
+/** One broken Maildir (bob's tmp/ a file): bob's message gets 4xx, alice's arrives (see header). */
+export async function brokenMaildir(rounds: number): Promise<Row & { problems: string[] }> {
+  const po = await makePostOffice();
+  const ledger = new Ledger();
+  const problems: string[] = [];
+  try {
+    const bob = po.load().users.get('bob@example.org')!.maildir;
+    await deliver(bob, [message(freshId('x'), 10)]).catch(() => undefined);
+    rmSync(join(bob), { recursive: true, force: true });
+    mkdirSync(join(bob, 'new'), { recursive: true });
+    mkdirSync(join(bob, 'cur'));
+    writeFileSync(join(bob, 'tmp'), 'not a directory');
+    for (let i = 0; i < rounds; i++) {
+      const a = freshId('ok');
+      const b = freshId('broken');
+      ledger.add(a, message(a, 2000));
+      ledger.add(b, message(b, 2000));
+      const ra = await smtpSend(po, 'alice@example.org', ledger.sent.get(a)!.bytes);
+      const rb = await smtpSend(po, 'bob@example.org', ledger.sent.get(b)!.bytes);
+      if (ra.startsWith('250 ')) ledger.ack(a);
+      else problems.push(`alice's message refused: ${ra}`);
+      if (!rb.startsWith('4')) problems.push(`bob's broken Maildir: ${rb}`);
+    }
+    // Repaired: bob's messages are retried and arrive once.
+    rmSync(join(bob, 'tmp'));
+    mkdirSync(join(bob, 'tmp'));
+    for (const [id, s] of ledger.sent) if (!s.acked && (await smtpSend(po, 'bob@example.org', s.bytes)).startsWith('250 ')) ledger.ack(id);
+    return row('one broken Maildir (tmp/ not a directory), others unaffected, then repaired', rounds, checkSpool(po.cfgPath, po.spool, ledger), [], problems);
+  } finally {
+    rmSync(po.dir, { recursive: true, force: true });
+  }
+}
+
+/** The relay answering 4xx or cutting at a random command, then a sane relay (see the header). */
+export async function relayFaults(rounds: number): Promise<Row & { problems: string[] }> {
+  const relay = await scriptedSmtp();
+  const po = await makePostOffice(undefined, `relay default 127.0.0.1:${relay.port} tls=none\nretry_min 1\n`);
+  const ledger = new Ledger();
+  const problems: string[] = [];
+  const faults = new Map<string, number>();
+  try {
+    for (let i = 0; i < rounds; i++) {
+      const id = freshId('relay');
+      const b = message(id, oneOf([200, 5000, 90000]));
+      ledger.add(id, b, true);
+      await enqueue(join(po.spool, 'queue'), { sender: 'alice@example.org', recipients: ['x@far.example'] }, [b]);
+      // (EHLO is left out: after a refused EHLO the client rightly falls back to HELO.)
+      const verb = oneOf(['GREETING', 'MAIL', 'RCPT', 'DATA', 'EOM']);
+      const how = oneOf(['421 4.3.2 shutting down', '451 4.3.0 local error', '452 4.3.1 full', 'cut']);
+      faults.set(`${verb} ${how.slice(0, 3)}`, (faults.get(`${verb} ${how.slice(0, 3)}`) ?? 0) + 1);
+      const atRelay = relay.received.length;
+      relay.override(verb, () => (how === 'cut' ? cut(verb === 'DATA' ? '354 go ahead\r\nSubject: half' : undefined) : how));
+      if (verb === 'EOM' && how === 'cut') {
+        // The relay had the whole message but the client never saw its 250: SMTP cannot know.
+        ledger.allowDuplicate(id, 'the relay cut the connection after the final dot, before its 250: relayed again');
+      }
+      const r = await runKillable('queue-run', ['-c', po.cfgPath, '--flush']);
+      if (r.code !== 75) problems.push(`queue-run against ${verb} → ${how} exited ${r.code}`);
+      if (relay.received.length !== atRelay && !(verb === 'EOM')) problems.push(`the relay got a message despite ${verb} → ${how}`);
+      relay.override(verb);
+      const n = await runKillable('queue-run', ['-c', po.cfgPath, '--flush']);
+      if (n.code !== 0) problems.push(`queue-run after the relay recovered exited ${n.code}: ${n.stdout.toString().trim()}`);
+    }
+    const f = checkSpool(po.cfgPath, po.spool, ledger, { outside: { relay: relay.received.map((m) => m.body) } });
+    return row('relay answering 4xx or cutting (mid-DATA included), then a sane relay', rounds, f, [[...faults].map(([k, v]) => `${k}×${v}`).join(', ')], problems);
+  } finally {
+    await relay.close();
+    rmSync(po.dir, { recursive: true, force: true });
+  }
+}
+
+/** The remote cutting mid-RETR (POP3) or mid-FETCH (IMAP), then a normal fetch (see the header). */
+export async function remoteCuts(rounds: number): Promise<Row & { problems: string[] }> {
+  const problems: string[] = [];
+  const all: Findings[] = [];
+  for (let i = 0; i < rounds; i++) {
+    const imap = rnd() < 0.5;
+    const ledger = new Ledger();
+    const bodies = Array.from({ length: int(1, 3) }, () => {
+      const id = freshId('cut');
+      const b = message(id, oneOf([3000, 150000, 300000]));
+      ledger.add(id, b, true);
+      return b;
+    });
+    const nth = int(1, bodies.length);
+    const verb = imap ? 'UID FETCH' : 'RETR';
+    const server = imap ? await scriptedImap({ messages: bodies }) : await scriptedPop3({ messages: bodies });
+    let n = 0;
+    let fired = false;
+    server.override(verb, (c) => {
+      if (imap && !/BODY/i.test(c.args)) return undefined;
+      if (++n !== nth) return undefined;
+      fired = true;
+      const whole = c.reply();
+      const buf = Buffer.isBuffer(whole) ? whole : Buffer.from(whole, 'latin1');
+      return cut(buf.subarray(0, int(1, buf.length - 1)));
+    });
+    const po = await makePostOffice(undefined, `account c local=alice@example.org protocol=${imap ? 'imap' : 'pop3'} host=127.0.0.1 port=${server.port} tls=none user=u password=p keep=no\n`);
+    const remote = () => onRemote(server);
+    try {
+      const r = await runKillable('fetch', ['-c', po.cfgPath, '--timeout', '10'], { limitMs: 40000 });
+      // IMAP may ask for several messages in one UID FETCH: fewer commands than nth, no cut.
+      if (fired && r.code !== 75) problems.push(`fetch cut mid-${verb} exited ${r.code}`);
+      if (!fired && r.code !== 0) problems.push(`fetch without a cut exited ${r.code}`);
+      const mid = checkSpool(po.cfgPath, po.spool, ledger, { outside: { remote: remote() } });
+      // Right after the cut a delivered message may still be on the remote too (its DELE or
+      // expunge not reached yet): the next run settles that; lost or partial it must never be.
+      if (mid.lost || mid.partial) problems.push(...mid.details);
+      server.override(verb);
+      const again = await runKillable('fetch', ['-c', po.cfgPath, '--timeout', '10'], { limitMs: 40000 });
+      if (again.code !== 0) problems.push(`the next fetch exited ${again.code}: ${again.stderr.trim().slice(-200)}`);
+      const f = checkSpool(po.cfgPath, po.spool, ledger, { outside: { remote: remote() } });
+      f.details = f.details.map((d) => `${imap ? 'IMAP' : 'POP3'} cut in message ${nth} of ${bodies.length}: ${d}`);
+      all.push(f);
+    } finally {
+      await server.close();
+      rmSync(po.dir, { recursive: true, force: true });
+    }
+  }
+  const f = all.reduce((a, b) => ({ ...a, lost: a.lost + b.lost, partial: a.partial + b.partial, duplicates: a.duplicates + b.duplicates, badDuplicates: a.badDuplicates + b.badDuplicates, details: [...a.details, ...b.details] }));
+  return row('remote cutting mid-RETR / mid-FETCH, then a normal fetch', rounds, f, [], problems);
+}
