@@ -239,7 +239,7 @@ async function fetchFolder(ctx: Ctx, client: any, folder: string, dirs: { tmp: s
   const todo: Msg[] = [];
   for (const m of listed) {
     const wasBig = f.big.includes(m.uid);
-    if (m.uid <= f.last && !wasBig) {
+    if ((m.uid <= f.last && !wasBig) || f.done?.includes(m.uid)) {
       if (!a.keep) toDelete.push(m.uid); // landed in an earlier session, not yet deleted
       continue;
     }
@@ -270,16 +270,26 @@ async function fetchFolder(ctx: Ctx, client: any, folder: string, dirs: { tmp: s
   // `last` may only pass a UID once it is done: keep it below the first one still to fetch.
   const firstTodo = todo.find((m) => !f.big.includes(m.uid));
   if (firstTodo && f.last >= firstTodo.uid) f.last = firstTodo.uid - 1;
+  // Nothing listed is left to do: the UIDs delivered out of order are absorbed into `last`.
+  if (!firstTodo && f.done?.length) {
+    f.last = Math.max(f.last, ...f.done);
+    delete f.done;
+  }
 
   const done = new Set<number>();
   const advance = (uid: number) => {
     done.add(uid);
     f.big = f.big.filter((u) => u !== uid);
+    f.done = [...(f.done ?? []), uid];
     for (const m of todo) {
       if (f.big.includes(m.uid) || m.uid <= f.last) continue;
       if (!done.has(m.uid)) break;
       f.last = m.uid;
     }
+    // Once nothing listed is left to do, every UID up to the highest delivered one is done.
+    if (todo.every((m) => done.has(m.uid) || f.big.includes(m.uid))) f.last = Math.max(f.last, ...f.done);
+    f.done = f.done.filter((u) => u > f.last);
+    if (!f.done.length) delete f.done;
   };
   /** Nothing of `m` stored: logged, counted, and passed over like a message left for its size. */
   const abandon = (m: Msg, err: Abandoned) => {

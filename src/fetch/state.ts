@@ -14,9 +14,11 @@
  *                                            `UIDL K` and `LIST K` and, when it still matches,
  *                                            lists only K+1..N (pop3run.ts); any doubt, and the
  *                                            whole maildrop is listed and the record rewritten.
- *     folder <uidvalidity> <last uid> <folder, URI-encoded> [big=<uid>,<uid>...] [modseq=<n>]
+ *     folder <uidvalidity> <last uid> <folder, URI-encoded> [big=<uid>,...] [done=<uid>,...] [modseq=<n>]
  *                                            IMAP: every UID <= last was delivered or skipped
  *                                            for size; big= lists those skipped for size;
+ *                                            done= those above last already delivered (small
+ *                                            first), absorbed into last once the folder is done;
  *                                            modseq= the folder's CONDSTORE HIGHESTMODSEQ
  *                                            (RFC 7162) when the last whole session of it began
  * POP3 UIDLs are pruned to the ones still on the server, so the file stays as small as the
@@ -42,6 +44,9 @@ export interface FolderState {
   last: number;
   /** UIDs at or below `last` left on the server for their size. */
   big: number[];
+  /** UIDs above `last` already delivered (fetched out of UID order: small first, a cut run, a
+   *  stamp found by reconcile); never fetched again, absorbed into `last` once the folder is done. */
+  done?: number[];
   /** HIGHESTMODSEQ (decimal) at the start of the last session that went through the folder. */
   modseq?: string;
 }
@@ -95,13 +100,14 @@ function parseLines(text: string): FetchState | null {
     if (f[0] === 'saved' && f.length === 2 && /^\d+$/.test(f[1])) st.saved = Number(f[1]);
     else if (f[0] === 'uidl' && f.length === 2) st.uidls.add(f[1]);
     else if (f[0] === 'first' && f.length === 4 && /^[1-9]\d*$/.test(f[1]) && /^\d+$/.test(f[2])) st.first = { count: Number(f[1]), size: Number(f[2]), uidl: f[3] };
-    else if (f[0] === 'folder' && f.length >= 4 && f.length <= 6 && /^\d+$/.test(f[1]) && /^\d+$/.test(f[2])) {
+    else if (f[0] === 'folder' && f.length >= 4 && f.length <= 7 && /^\d+$/.test(f[1]) && /^\d+$/.test(f[2])) {
       const extra = new Map(f.slice(4).map((x) => [x.slice(0, x.indexOf('=') + 1), x.slice(x.indexOf('=') + 1)]));
-      if ([...extra.keys()].some((k) => k !== 'big=' && k !== 'modseq=')) return null;
+      if ([...extra.keys()].some((k) => k !== 'big=' && k !== 'modseq=' && k !== 'done=')) return null;
       const big = (extra.get('big=') ?? '').split(',').filter(Boolean).map(Number);
+      const done = (extra.get('done=') ?? '').split(',').filter(Boolean).map(Number);
       const modseq = extra.get('modseq=');
-      if (big.some((n) => !Number.isInteger(n)) || (modseq !== undefined && !/^\d+$/.test(modseq))) return null;
-      st.folders.set(decodeURIComponent(f[3]), { uidvalidity: Number(f[1]), last: Number(f[2]), big, ...(modseq ? { modseq } : {}) });
+      if ([...big, ...done].some((n) => !Number.isInteger(n)) || (modseq !== undefined && !/^\d+$/.test(modseq))) return null;
+      st.folders.set(decodeURIComponent(f[3]), { uidvalidity: Number(f[1]), last: Number(f[2]), big, ...(done.length ? { done } : {}), ...(modseq ? { modseq } : {}) });
     } else return null;
   }
   return st;
@@ -112,7 +118,7 @@ export function formatState(st: FetchState): string {
   const out = ['outpost-fetch-state 1', `saved ${st.saved}`];
   for (const u of st.uidls) out.push(`uidl ${u}`);
   if (st.first) out.push(`first ${st.first.count} ${st.first.size} ${st.first.uidl}`);
-  for (const [name, f] of st.folders) out.push(`folder ${f.uidvalidity} ${f.last} ${encodeURIComponent(name)}${f.big.length ? ` big=${f.big.join(',')}` : ''}${f.modseq ? ` modseq=${f.modseq}` : ''}`);
+  for (const [name, f] of st.folders) out.push(`folder ${f.uidvalidity} ${f.last} ${encodeURIComponent(name)}${f.big.length ? ` big=${f.big.join(',')}` : ''}${f.done?.length ? ` done=${f.done.join(',')}` : ''}${f.modseq ? ` modseq=${f.modseq}` : ''}`);
   return out.join('\n') + '\n';
 }
 
@@ -179,12 +185,13 @@ export function findStamped(account: string, maildirs: string[], since: number):
 
 /**
  * Adds to `st` every message of this account found in `maildirs` since st.saved (everything when
- * st.saved is 0: the rebuild). POP3 stamps add their UIDL; IMAP stamps raise the folder's `last`
- * (per folder, the UIDVALIDITY of the most recent stamp wins). Returns how many were added.
+ * st.saved is 0: the rebuild). POP3 stamps add their UIDL; IMAP stamps are added to the folder's
+ * `done` (never to `last`: fetched small first, a lower UID may still be to do; per folder, the
+ * highest UIDVALIDITY wins). Returns how many were added.
  */
 export function reconcile(st: FetchState, account: string, maildirs: string[]): number {
   let added = 0;
-  const seen = new Map<string, { uidvalidity: number; last: number }>();
+  const seen = new Map<string, { uidvalidity: number; done: number[] }>();
   for (const s of findStamped(account, maildirs, st.saved)) {
     const m = /^(\d+):(\d+) (\S+)$/.exec(s.key);
     if (m) {
@@ -198,22 +205,24 @@ export function reconcile(st: FetchState, account: string, maildirs: string[]): 
       const uid = Number(m[2]);
       const cur = st.folders.get(folder);
       if (cur && cur.uidvalidity === uv) {
-        if (uid > cur.last) {
-          cur.last = uid;
+        // Delivered, but `last` may not pass it: a lower UID may still be undone (small first).
+        if (uid > cur.last && !cur.done?.includes(uid)) {
+          cur.done = [...(cur.done ?? []), uid];
           added++;
         }
         continue;
       }
       if (cur && st.saved) continue; // an older UIDVALIDITY's message: already accounted for
       const s2 = seen.get(folder);
-      if (!s2 || uv > s2.uidvalidity || (uv === s2.uidvalidity && uid > s2.last)) seen.set(folder, { uidvalidity: uv, last: uid });
+      if (!s2 || uv > s2.uidvalidity) seen.set(folder, { uidvalidity: uv, done: [uid] });
+      else if (uv === s2.uidvalidity) s2.done.push(uid);
     } else if (!/\s/.test(s.key) && !st.uidls.has(s.key)) {
       st.uidls.add(s.key);
       added++;
     }
   }
   for (const [folder, f] of seen) {
-    st.folders.set(folder, { uidvalidity: f.uidvalidity, last: f.last, big: [] });
+    st.folders.set(folder, { uidvalidity: f.uidvalidity, last: 0, big: [], done: f.done.sort((a, b) => a - b) });
     added++;
   }
   return added;
