@@ -144,6 +144,17 @@ export function asOwner<T>(owner: Account | undefined, fn: () => T): T {
 }
 
 /**
+ * Root acts (chown, write, delete) on paths a mail.cfg names only when that mail.cfg is root's:
+ * a mail.cfg the mail owner may write would let a compromised daemon point root at /etc.
+ * @throws OutpostError EPERM (EX_CONFIG, 78) when running as root and `cfgPath` is not root's.
+ */
+export function requireRootConfig(cfgPath: string, what: string): void {
+  if (process.geteuid!() !== 0) return;
+  const st = statSync(cfgPath);
+  if (st.uid !== 0) throw refuse(`${cfgPath} is not root's (uid ${st.uid}), so root will not ${what} at the paths it names; fix: chown root ${cfgPath} (as installed: root:OWNER, mode 0640)`);
+}
+
+/**
  * Whether `account` may read the file whose stat is `st`, judged by its mode bits: as its owner,
  * through its primary group or a group of /etc/group that lists it, or as anyone. Root reads all.
  */

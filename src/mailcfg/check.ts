@@ -19,7 +19,7 @@ import chalk from 'chalk';
 import type { Command } from 'commander';
 import { OutpostError } from '../lib/errors';
 import { EX_CONFIG, EX_NOINPUT, EX_NOPERM } from '../lib/exits';
-import { giveTo, readableBy, wrongOwners } from '../lib/privilege';
+import { giveTo, readableBy, requireRootConfig, wrongOwners } from '../lib/privilege';
 import { formatLine, parseCfg } from '../mail/cfgfile';
 import { buildConfig, Config, formatDiags, isDirective, mailOwner } from '../mail/config';
 import { diskProblems } from '../mail/health';
@@ -66,6 +66,7 @@ function fixOwners(cfg: Config): number {
   const owner = mailOwner(cfg);
   if (!owner || !cfg.spool) return 0;
   if (process.geteuid!() !== 0) throw new OutpostError(`--fix changes owners and needs root; fix: run it as root (sudo mailcfg -c ${cfg.path} check --fix)`, { exit: EX_NOPERM, code: 'EPERM' });
+  requireRootConfig(cfg.path, 'change owners');
   const outside = [...cfg.users.values()].map((u) => u.maildir).filter((m) => !m.startsWith(cfg.spool + '/'));
   const wrong = [cfg.spool, ...outside].flatMap((d) => wrongOwners(d, owner.uid));
   giveTo(wrong, owner);

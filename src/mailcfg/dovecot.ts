@@ -24,7 +24,8 @@
  *
  * Errors: fs errors are thrown as they are (EACCES, ENOSPC…): mail.cfg is already written then.
  */
-import { mkdirSync, readFileSync, statSync, chownSync } from 'node:fs';
+import { mkdirSync, readFileSync, statSync } from 'node:fs';
+import { asOwner, requireRootConfig } from '../lib/privilege';
 import { join } from 'node:path';
 import { atomicWriteFile } from '../lib/fsutil';
 import type { Config } from '../mail/config';
@@ -140,12 +141,13 @@ function writePasswdFile(file: string, text: string): void {
 export function syncDovecotPasswd(before: Config | undefined, cfg: Config): void {
   const file = cfg.scalars.dovecot_passwd;
   const old = before?.scalars.dovecot_passwd;
+  if (!file && !old) return;
+  requireRootConfig(cfg.path, 'write a Dovecot passwd-file');
   if (old && old !== file) writePasswdFile(old, passwdFileText({ ...cfg, users: new Map() }, { uid: 0, gid: 0 }));
   if (!file) return;
   const ids = mailOwnerIds(cfg);
   if (ids.uid === 0 || ids.gid === 0) process.stderr.write(`mailcfg: warning: ${file}: ${ROOT_OWNER(cfg)}\n`);
-  const home = join(cfg.spool, 'home');
-  mkdirSync(home, { recursive: true, mode: 0o700 });
-  chownSync(home, ids.uid, ids.gid);
+  // Made as the mail owner (never chown'd by root: <spool>/home may be a link the owner planted).
+  asOwner({ name: '', uid: ids.uid, gid: ids.gid }, () => mkdirSync(join(cfg.spool, 'home'), { recursive: true, mode: 0o700 }));
   writePasswdFile(file, passwdFileText(cfg, ids));
 }

@@ -20,7 +20,7 @@ import { CfgText, formatLine, removeLine, replaceLine } from '../mail/cfgfile';
 import { Config, mailOwner } from '../mail/config';
 import { isDomain, isPlainAddress, mailboxProblem, normalizeAddress, splitAddress } from '../mail/address';
 import { parseCidr } from '../lib/cidr';
-import { asOwner } from '../lib/privilege';
+import { Account, asOwner } from '../lib/privilege';
 import { ensureMaildir } from '../mail/maildir';
 import { hashPassword } from '../mail/passwords';
 import { addEntry, addLine, cfgPathOf, dataErr, delCommand, editChecked, findEntry, listCommand, noSuch, readConfig, readPassword } from './common';
@@ -119,6 +119,7 @@ function userCommands(program: Command): void {
       if (o.purge && o.keepMail) throw dataErr('--purge and --keep-mail contradict each other; fix: pick one');
       let maildir = '';
       let referers: string[] = [];
+      let owner: Account | undefined;
       await editChecked(cfgPathOf(cmd), (text, cfg) => {
         const u = cfg.users.get(addr);
         if (!u) throw noSuch(`no mailbox ${addr} in ${cfg.path}; fix: mailcfg user list`);
@@ -126,10 +127,13 @@ function userCommands(program: Command): void {
         if (acc.length) throw dataErr(`mailbox ${addr} receives fetched mail from account ${acc.map((a) => a.name).join(', ')}; fix: mailcfg account del NAME first`);
         referers = [...cfg.aliases].filter(([, t]) => t.includes(addr)).map(([a]) => a);
         maildir = u.maildir;
+        owner = mailOwner(cfg);
         return removeLine(text, u.line);
       });
       if (o.purge) {
-        rmSync(maildir, { recursive: true, force: true });
+        // As the mail owner: a Maildir path through a link the owner planted removes only what
+        // the owner itself could remove, never root's files.
+        asOwner(owner, () => rmSync(maildir, { recursive: true, force: true }));
         process.stdout.write(`removed ${addr} and deleted its Maildir ${maildir}\n`);
       } else process.stdout.write(`removed ${addr}; its mail is still in ${maildir} (delete it yourself, or use --purge)\n`);
       if (referers.length) process.stderr.write(`mailcfg: warning: alias ${referers.join(', ')} still point(s) at ${addr}; fix: mailcfg alias del ADDRESS, or re-add it\n`);
