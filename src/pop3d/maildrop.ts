@@ -3,8 +3,9 @@
  * shared with any MDA (Outpost's smtpd, Dovecot's LDA, procmail…) and with Dovecot's IMAP.
  *
  * openMaildrop():
- *   1. takes the exclusive maildrop lock `<maildir>/pop3d.lock` (proper-lockfile's protocol: a
- *      directory, refreshed every 10 s while held, stale 30 s after its holder died). It has no
+ *   1. takes the exclusive maildrop lock `<maildir>/pop3d.lock` (lib/lock.ts lockNow,
+ *      proper-lockfile's protocol without loading it: a directory, refreshed every 10 s while
+ *      held, stale 30 s after its holder died). It has no
  *      leading dot: Maildir++ folders are exactly the dot-directories, so Dovecot never takes it
  *      for a folder. A `.pop3d.lock` left by an older pop3d is removed (removeLegacyLock);
  *   2. lists new/ and cur/ (readdir only) and moves every new/ message to cur/ as `<name>:2,`
@@ -59,11 +60,12 @@
  * Errors: openMaildrop throws OutpostError ELOCKED when another session holds the lock (reply
  * [IN-USE]); any other error is a temporary failure ([SYS/TEMP]).
  */
-import { closeSync, lstatSync, mkdirSync, openSync, promises as fsp, readdirSync, readFileSync, readSync, rmdirSync, rmSync, statSync, utimesSync } from 'node:fs';
+import { closeSync, lstatSync, openSync, promises as fsp, readdirSync, readFileSync, readSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { isErrno, OutpostError } from '../lib/errors';
 import { EX_TEMPFAIL } from '../lib/exits';
 import { atomicWriteFile, fsyncDir } from '../lib/fsutil';
+import { LOCK_STALE, lockNow } from '../lib/lock';
 import { log } from '../lib/log';
 import { ensureMaildir, parseName } from '../mail/maildir';
 
@@ -99,63 +101,9 @@ export function uidlFor(id: string): string {
   return UIDL_OK.test(id) ? id : (require('node:crypto') as typeof import('node:crypto')).createHash('sha1').update(id).digest('hex');
 }
 
-/** The lock's path as lib/lock.ts names it (the lock itself is the directory `<maildir>/pop3d.lock`). */
+/** The lock's path as lib/lock.ts names it (the lock itself is the directory `<maildir>/pop3d.lock`: lockNow). */
 export function lockPath(maildir: string): string {
   return join(maildir, 'pop3d');
-}
-
-/** A lock not refreshed for this long (ms) is stale: its holder died. */
-const LOCK_STALE = 30_000;
-/** How often (ms) a held lock is refreshed. */
-const LOCK_UPDATE = 10_000;
-
-/**
- * Takes the maildrop lock: the directory `<maildir>/pop3d.lock`, made with mkdir (atomic), its
- * mtime refreshed every 10 s while held, taken over when not refreshed for 30 s. That is
- * proper-lockfile's protocol (lib/lock.ts, which tests and tools may use on the same lock), done
- * here in a few system calls because loading proper-lockfile (graceful-fs, retry, signal-exit)
- * cost every POP3 login more than the rest of a warm session's maildrop work.
- * @returns the release function (removes the directory; never throws).
- * @throws OutpostError ELOCKED (EX_TEMPFAIL) while another process holds it; fs errors.
- */
-function lockMaildrop(dir: string, what: string): () => void {
-  const lock = `${lockPath(dir)}.lock`;
-  try {
-    mkdirSync(lock);
-  } catch (err) {
-    if (!isErrno(err, 'EEXIST')) throw err;
-    let age = LOCK_STALE;
-    try {
-      age = Date.now() - statSync(lock).mtimeMs;
-    } catch {
-      /* just released: take it */
-    }
-    if (age < LOCK_STALE) throw new OutpostError(`maildrop ${what} is locked by another process`, { code: 'ELOCKED', exit: EX_TEMPFAIL });
-    rmSync(lock, { recursive: true, force: true });
-    try {
-      mkdirSync(lock);
-    } catch (err2) {
-      if (isErrno(err2, 'EEXIST')) throw new OutpostError(`maildrop ${what} is locked by another process`, { code: 'ELOCKED', exit: EX_TEMPFAIL });
-      throw err2;
-    }
-  }
-  const timer = setInterval(() => {
-    try {
-      const now = new Date();
-      utimesSync(lock, now, now);
-    } catch (err) {
-      log('error', `lock on maildrop ${what} compromised (${(err as Error).message}); another process may now hold it too`, { lock });
-    }
-  }, LOCK_UPDATE);
-  timer.unref();
-  return () => {
-    clearInterval(timer);
-    try {
-      rmdirSync(lock);
-    } catch {
-      /* already gone (taken over) */
-    }
-  };
 }
 
 /** The index file of a Maildir (see header). */
@@ -290,7 +238,7 @@ const STAMP_AGE = 2000;
  * unrefreshed: its holder is gone) and respected while fresh ([IN-USE]); one that Dovecot took for
  * the folder "pop3d.lock" (cur/, new/, index files) is removed with everything in it when it holds
  * no message, and left alone (logged) when someone stored mail in it.
- * @throws OutpostError ELOCKED while an older pop3d still holds it.
+ * @throws an Error with code 'ELOCKED' while an older pop3d still holds it.
  */
 function removeLegacyLock(dir: string): void {
   const old = join(dir, '.pop3d.lock');
@@ -302,7 +250,7 @@ function removeLegacyLock(dir: string): void {
   }
   const inside = readdirSync(old);
   if (inside.length === 0) {
-    if (Date.now() - st.mtimeMs < 30_000) throw Object.assign(new Error(`${old} is held by an older pop3d`), { code: 'ELOCKED' });
+    if (Date.now() - st.mtimeMs < LOCK_STALE) throw Object.assign(new Error(`${old} is held by an older pop3d`), { code: 'ELOCKED' });
   } else {
     const mail = ['new', 'cur', 'tmp'].some((s) => {
       try {
@@ -412,7 +360,7 @@ async function listEntries(dir: string, index: Index | undefined): Promise<{ ent
  */
 export async function openMaildrop(dir: string, what: string): Promise<Drop> {
   ensureMaildir(dir);
-  const release = lockMaildrop(dir, what);
+  const release = lockNow(lockPath(dir), `maildrop ${what}`);
   let released = false;
   const giveUp = async () => {
     if (released) return;

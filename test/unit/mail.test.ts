@@ -12,7 +12,7 @@ import { PassThrough, Readable } from 'node:stream';
 import { cleanTmp, deliver, deliverAll, parseName, scan, sweepStale, Writer } from '../../src/mail/maildir';
 import { enqueue, readEnvelope } from '../../src/mail/queue';
 import { atomicWriteFile } from '../../src/lib/fsutil';
-import { acquireLock } from '../../src/lib/lock';
+import { acquireLock, lockNow } from '../../src/lib/lock';
 import { LineReader } from '../../src/lib/linereader';
 import { parseDaemonArgs } from '../../src/lib/daemon';
 import { OutpostError } from '../../src/lib/errors';
@@ -155,6 +155,24 @@ test('acquireLock: a second holder gets ELOCKED (exit 75) until the first releas
   await assert.rejects(acquireLock(p, 0, 'the thing'), (e: unknown) => e instanceof OutpostError && e.code === 'ELOCKED' && e.exit === 75 && /the thing is locked/.test(e.message));
   await release();
   await (await acquireLock(p))();
+});
+
+test('lockNow: the same lock as acquireLock, both ways; a stale one (30 s unrefreshed) is taken over', async () => {
+  const p = join(tmp(), 'thing');
+  const release = lockNow(p, 'the thing');
+  assert.throws(() => lockNow(p, 'the thing'), (e: unknown) => e instanceof OutpostError && e.code === 'ELOCKED' && e.exit === 75 && /the thing is locked/.test(e.message));
+  await assert.rejects(acquireLock(p), { code: 'ELOCKED' });
+  release();
+  assert.ok(!existsSync(`${p}.lock`));
+  const held = await acquireLock(p);
+  assert.throws(() => lockNow(p), { code: 'ELOCKED' });
+  await held();
+  mkdirSync(`${p}.lock`);
+  const old = new Date(Date.now() - 31_000);
+  utimesSync(`${p}.lock`, old, old);
+  const taken = lockNow(p);
+  assert.ok(statSync(`${p}.lock`).mtimeMs > old.getTime());
+  taken();
 });
 
 test('LineReader: CRLF split across chunks, bare LF, over-long lines in pieces, end of stream', async () => {
