@@ -76,11 +76,13 @@ const NAMED = 5;
 
 /**
  * Everything the disk shows (see the header), after the text's own diags.
- * @param deep walk every file of the spool for its owner (mailcfg check); else only the spool's
- *   directories and each Maildir's (the daemons' start, once per connection under inetd).
+ * @param deep mailcfg check: the trust problems, and every file of the spool walked for its owner;
+ *   else (the daemons' start, once per connection under inetd, right after mailCfgSource.load
+ *   refused every trust problem) no trust problem again, and only the spool's directories and
+ *   each Maildir's for their owner.
  */
 export function diskProblems(cfg: Config, deep: boolean): Diag[] {
-  const out: Diag[] = [...trustDiags(cfg)];
+  const out: Diag[] = deep ? trustDiags(cfg) : [];
   const root = process.geteuid!() === 0;
   const ownerLine = lineOf(cfg, 'mail_owner');
   const name = cfg.scalars.mail_owner;
