@@ -22,6 +22,35 @@ import { join } from 'node:path';
 import { OutpostError } from './errors';
 import { EX_CONFIG } from './exits';
 
+/** The account files read so far: each one's identity (device, inode, size, mtime) and text. */
+const accountFiles = new Map<string, { id: string; text: string }>();
+
+/**
+ * The text of /etc/passwd or /etc/group (or a file in their format), '' when it cannot be read;
+ * read again only when its identity changed (one stat otherwise). A start looks the mail owner up
+ * several times (mail.cfg's trust, the switch, the start check): one read serves them all, and an
+ * edit (useradd writes a new file and renames it) is seen at the next lookup.
+ */
+function accountsText(file: string): string {
+  let st;
+  try {
+    st = statSync(file, { bigint: true });
+  } catch {
+    return '';
+  }
+  const id = `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}`;
+  const known = accountFiles.get(file);
+  if (known?.id === id) return known.text;
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch {
+    return '';
+  }
+  accountFiles.set(file, { id, text });
+  return text;
+}
+
 /** A local account: its name, uid and primary gid. */
 export interface Account {
   name: string;
@@ -34,12 +63,7 @@ export interface Account {
  * (an account from LDAP or another NSS source) — os.userInfo's; undefined when there is none.
  */
 export function lookupUser(name: string, passwd = '/etc/passwd'): Account | undefined {
-  let text = '';
-  try {
-    text = readFileSync(passwd, 'utf8');
-  } catch {
-    /* no file: only the current user can be found */
-  }
+  const text = accountsText(passwd); // '' without the file: only the current user can be found
   for (const line of text.split('\n')) {
     const f = line.split(':');
     if (f.length < 4 || !/^\d+$/.test(f[2]) || !/^\d+$/.test(f[3])) continue;
@@ -167,13 +191,7 @@ export function readableBy(st: { uid: number; gid: number; mode: number }, accou
 
 /** True when /etc/group lists `name` in the group with id `gid`. */
 function memberOf(name: string, gid: number, group: string): boolean {
-  let text = '';
-  try {
-    text = readFileSync(group, 'utf8');
-  } catch {
-    return false;
-  }
-  return text.split('\n').some((line) => {
+  return accountsText(group).split('\n').some((line) => {
     const f = line.split(':');
     return f.length >= 4 && f[2] === String(gid) && f[3].split(',').includes(name);
   });

@@ -3,7 +3,7 @@
 // log_level, --version on every program, and usage errors without a stack trace.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { OutpostError } from '../../src/lib/errors';
@@ -24,6 +24,24 @@ test('lookupUser reads /etc/passwd by name or uid; unknown names are undefined',
   assert.deepEqual(lookupUser('998', pw), { name: 'outpost', uid: 998, gid: 997 });
   assert.equal(lookupUser('nobody-here', pw), undefined);
   assert.equal(lookupUser('root', join(dir, 'missing')), undefined);
+  rmSync(dir, { recursive: true, force: true });
+});
+
+test('lookupUser sees every edit of the file it read before (useradd, userdel, an edit in place)', () => {
+  const dir = temp();
+  const pw = join(dir, 'passwd');
+  writeFileSync(pw, 'root:x:0:0:root:/root:/bin/bash\n');
+  assert.equal(lookupUser('outpost', pw), undefined);
+  // useradd: a new file renamed over the old one.
+  writeFileSync(`${pw}+`, 'root:x:0:0:root:/root:/bin/bash\noutpost:x:998:997::/nonexistent:/usr/sbin/nologin\n');
+  renameSync(`${pw}+`, pw);
+  assert.deepEqual(lookupUser('outpost', pw), { name: 'outpost', uid: 998, gid: 997 });
+  // The same size, written in place, with another mtime.
+  writeFileSync(pw, 'root:x:0:0:root:/root:/bin/bash\noutpost:x:996:997::/nonexistent:/usr/sbin/nologin\n');
+  utimesSync(pw, new Date(Date.now() + 5000), new Date(Date.now() + 5000));
+  assert.deepEqual(lookupUser('outpost', pw), { name: 'outpost', uid: 996, gid: 997 });
+  rmSync(pw);
+  assert.equal(lookupUser('outpost', pw), undefined);
   rmSync(dir, { recursive: true, force: true });
 });
 
