@@ -386,19 +386,18 @@ export async function openMaildrop(dir: string, what: string): Promise<Drop> {
         }
       }
     }
-    const messages = entries;
     const relocate = (i: number) => {
       const p = find(dir, parseName(entries[i].file).id);
-      if (p) messages[i].moved = p;
+      if (p) entries[i].moved = p;
       return p;
     };
     return {
-      messages,
+      messages: entries,
       relocate,
       async update(deleted: number[]) {
         for (const i of deleted) {
           // Renamed meanwhile: look again (a few times: it may be renamed again); gone: counts as deleted.
-          for (let tries = 0, path: string | undefined = messages[i].path; path && tries < 5; tries++, path = relocate(i)) {
+          for (let tries = 0, path: string | undefined = entries[i].path; path && tries < 5; tries++, path = relocate(i)) {
             try {
               await fsp.unlink(path);
               break;
