@@ -8,7 +8,7 @@
  * its mode, and when root replaces it also its owner and group (root editing mail.cfg must not
  * take it from the mail owner or its group).
  */
-import { closeSync, fchownSync, fsyncSync, futimesSync, openSync, renameSync, writeSync, constants, unlinkSync, statSync, chmodSync } from 'node:fs';
+import { closeSync, fchownSync, fsyncSync, futimesSync, openSync, renameSync, writeSync, constants, unlinkSync, statSync, chmodSync, Stats } from 'node:fs';
 import { dirname, basename, join } from 'node:path';
 
 /** fsyncs a directory so that renames and creations inside it are durable. Errors are thrown. */
@@ -39,15 +39,13 @@ interface FileMeta {
  * @throws the underlying fs error (ENOSPC, EACCES, EPERM…); the old file is then left untouched.
  */
 export function atomicWriteFile(path: string, data: string | Buffer, mode = 0o644, forceMode = false, meta: FileMeta = {}): void {
-  let finalMode = mode;
-  let old: { uid: number; gid: number } | undefined;
+  let old: Stats | undefined;
   try {
-    const st = statSync(path);
-    old = st;
-    if (!forceMode) finalMode = st.mode & 0o7777;
+    old = statSync(path);
   } catch {
     /* new file */
   }
+  const finalMode = old && !forceMode ? old.mode & 0o7777 : mode;
   const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${Date.now()}.tmp`);
   const fd = openSync(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, finalMode);
   try {
