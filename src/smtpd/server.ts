@@ -28,6 +28,7 @@ import { spoolPaths } from '../mail/spool';
 import { LineReader } from '../lib/linereader';
 import { checkLogin } from '../mail/login';
 import { guardLogin } from '../mail/penalty';
+import { isErrno } from '../lib/errors';
 import { log } from '../lib/log';
 import { Conn, startTls, writeOut } from '../lib/transport';
 import { LfNormalizer, readChunk, readData, Spool } from './data';
@@ -41,6 +42,9 @@ interface Bdat {
   spool: Spool;
   norm: LfNormalizer;
 }
+
+/** The file system is full (ENOSPC, or the user's quota: EDQUOT): Received.noSpace, 452 4.3.1. */
+const diskFull = (err: unknown): boolean => isErrno(err, 'ENOSPC') || isErrno(err, 'EDQUOT');
 
 /**
  * Serves one SMTP session on `conn` until QUIT, close, timeout or error limit.
@@ -109,8 +113,7 @@ export async function smtpSession(cfg: Config, conn: Conn): Promise<void> {
   const finish = async (spool: Spool, id: string, deliver: Delivery | undefined): Promise<Received> => {
     if (spool.failed) log('error', 'spool write failed', { id, peer, error: spool.failed.message });
     if (spool.tooBig) log('info', 'message too big', { id, peer, size: spool.size });
-    const full = (err: unknown) => ['ENOSPC', 'EDQUOT'].includes((err as NodeJS.ErrnoException | null)?.code ?? '');
-    const r: Received = { tooBig: spool.tooBig, failed: !!spool.failed, noSpace: full(spool.failed) };
+    const r: Received = { tooBig: spool.tooBig, failed: !!spool.failed, noSpace: diskFull(spool.failed) };
     if (!deliver || r.tooBig || r.failed) {
       if (deliver || r.tooBig || r.failed) await spool.discard();
       return r;
@@ -125,7 +128,7 @@ export async function smtpSession(cfg: Config, conn: Conn): Promise<void> {
     } catch (err) {
       log('error', 'delivery failed', { id, peer, error: (err as Error).message });
       r.failed = true;
-      r.noSpace = full(err);
+      r.noSpace = diskFull(err);
     } finally {
       await spool.discard();
     }
