@@ -88,6 +88,13 @@ export interface Drop {
    * base name in cur/ and new/; updates its path. @returns the new path, or undefined when gone.
    */
   relocate(i: number): string | undefined;
+  /**
+   * Runs `op` on message `i`'s file; each time it fails with ENOENT (renamed or removed by another
+   * program) the message is found again (relocate) and `op` runs on its new file, `attempts` times
+   * at the most. @returns true once `op` succeeded; false when the message is gone (or still
+   * moving after `attempts`). @throws what `op` throws but ENOENT.
+   */
+  withFile(i: number, attempts: number, op: (path: string) => Promise<unknown>): Promise<boolean>;
   /** Removes the messages at the given 0-based indexes durably (see header). @throws on failure. */
   update(deleted: number[]): Promise<void>;
   /** Gives up the lock; deletes nothing. Never throws. */
@@ -391,21 +398,24 @@ export async function openMaildrop(dir: string, what: string): Promise<Drop> {
       if (p) entries[i].moved = p;
       return p;
     };
+    const withFile = async (i: number, attempts: number, op: (path: string) => Promise<unknown>) => {
+      for (let n = 0, path = entries[i].path as string | undefined; path && n < attempts; n++, path = relocate(i)) {
+        try {
+          await op(path);
+          return true;
+        } catch (err) {
+          if (!isErrno(err, 'ENOENT')) throw err;
+        }
+      }
+      return false;
+    };
     return {
       messages: entries,
       relocate,
+      withFile,
       async update(deleted: number[]) {
-        for (const i of deleted) {
-          // Renamed meanwhile: look again (a few times: it may be renamed again); gone: counts as deleted.
-          for (let tries = 0, path: string | undefined = entries[i].path; path && tries < 5; tries++, path = relocate(i)) {
-            try {
-              await fsp.unlink(path);
-              break;
-            } catch (err) {
-              if (!isErrno(err, 'ENOENT')) throw err;
-            }
-          }
-        }
+        // Renamed meanwhile: looked for again (a few times: it may be renamed again); gone: counts as deleted.
+        for (const i of deleted) await withFile(i, 5, (path) => fsp.unlink(path));
         if (deleted.length) fsyncDir(join(dir, 'cur'));
       },
       release: giveUp,

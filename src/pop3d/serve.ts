@@ -26,7 +26,6 @@ import { flag, num } from '../mail/settings';
 import { checkApop, checkLogin } from '../mail/login';
 import { guardLogin } from '../mail/penalty';
 import { inNetworks, parseCidr } from '../lib/cidr';
-import { isErrno } from '../lib/errors';
 import { log } from '../lib/log';
 import { LineReader } from '../lib/linereader';
 import { loadTlsContext } from '../lib/tlsctx';
@@ -123,18 +122,9 @@ export async function pop3Session(cfg: Config, conn: Conn): Promise<void> {
           const m = drop!.messages[a.index];
           // Renamed behind our back (Dovecot changing its flags): found again by its base name and
           // sent; removed (expunged: not by a POP3 session, those hold the lock): nothing was sent yet.
-          for (let path: string | undefined = m.path, tries = 0; ; path = drop!.relocate(a.index), tries++) {
-            if (!path || tries === 2) {
-              log('warn', `message vanished: ${m.path}`);
-              step = session.vanished();
-              break;
-            }
-            try {
-              await sendMessage(path, a.lines, conn.stream, timeout, a.ok + '\r\n', m.wire);
-              break;
-            } catch (err) {
-              if (!isErrno(err, 'ENOENT')) throw err;
-            }
+          if (!(await drop!.withFile(a.index, 2, (path) => sendMessage(path, a.lines, conn.stream, timeout, a.ok + '\r\n', m.wire)))) {
+            log('warn', `message vanished: ${m.path}`);
+            step = session.vanished();
           }
           break;
         }

@@ -185,6 +185,27 @@ test("Dovecot's files and folders are ignored; a message Dovecot renamed is stil
   assert.ok(existsSync(join(md, '.Sent', 'cur', '1700000000.M1P1.dc,S=3,W=3:2,S')), "Dovecot's folder untouched");
 });
 
+test('withFile: op runs again on the file found under its new name; a message gone is false; other errors are thrown', async () => {
+  const md = maildir('withfile');
+  await deliver(md, ['Subject: a\r\n\r\nA\r\n'], 'mx.example.org');
+  await deliver(md, ['Subject: b\r\n\r\nB\r\n'], 'mx.example.org');
+  const drop = await openMaildrop(md, 'x');
+  const first = drop.messages[0].path;
+  renameSync(first, `${first}S`); // Dovecot sets \Seen
+  const tried: string[] = [];
+  const read = (path: string) => {
+    tried.push(path);
+    return Promise.resolve(readFileSync(path, 'latin1'));
+  };
+  assert.equal(await drop.withFile(0, 2, read), true);
+  assert.deepEqual(tried, [first, `${first}S`]);
+  assert.equal(drop.messages[0].path, `${first}S`, 'the new name is kept');
+  unlinkSync(drop.messages[1].path); // expunged
+  assert.equal(await drop.withFile(1, 5, read), false);
+  await assert.rejects(drop.withFile(0, 2, () => Promise.reject(Object.assign(new Error('no'), { code: 'EIO' }))), { code: 'EIO' });
+  await drop.release();
+});
+
 test('the old .pop3d.lock: stale removed, fresh respected, Dovecot-made folder removed when empty, kept with mail in it', async () => {
   const md = maildir('legacy');
   const old = join(md, '.pop3d.lock');
