@@ -82,12 +82,11 @@ export function flag(cfg: Config, name: FlagSetting): boolean {
  * pass; flags are yes or no; words one of theirs). @returns the diagnostic (`NAME "VALUE" is not ...; fix: ...`), or undefined when valid.
  */
 export function settingProblem(name: SettingName, value: string): string | undefined {
-  const { kind }: SettingSpec = SETTINGS[name];
+  const { kind, words }: SettingSpec = SETTINGS[name];
   if (kind === 'bytes' && Number.isNaN(parseBytes(value))) return `${name} "${value}" is not a size in bytes; fix: e.g. ${name} 10M`;
   if (kind === 'seconds' && Number.isNaN(parseSeconds(value))) return `${name} "${value}" is not a duration; fix: e.g. ${name} 300 or 4h`;
   if (kind === 'count' && !/^\d+$/.test(value)) return `${name} "${value}" is not a whole number`;
   if (kind === 'flag' && value !== 'yes' && value !== 'no') return `${name} "${value}" is not yes or no; fix: ${name} yes`;
-  const { words }: SettingSpec = SETTINGS[name];
   if (words && !words.includes(value)) return `${name} "${value}" is not ${words.slice(0, -1).join(', ')} or ${words.at(-1)}; fix: ${name} ${words[0]}`;
   return undefined;
 }
