@@ -410,3 +410,27 @@ test('POP3 keep=yes without PIPELINING: the same short check, one command per ro
     await s.close();
   }
 });
+
+test('POP3 keep=yes: a new message with a hostile UIDL listed alone is fetched under the same hashed UIDL the whole listing gives it, once', async () => {
+  const s = await scriptedPop3({ messages: [{ uidl: 'H1', body: testMessage('hostile 1') }] });
+  try {
+    const po = await office('hs', 'pop3', s.port, 'keep=yes');
+    assert.equal((await fetch(po)).code, 0);
+    s.mailbox.push({ uidl: 'has space', body: Buffer.from(testMessage('hostile 2')) });
+    let r = await fetch(po);
+    assert.equal(r.code, 0, out(r));
+    assert.deepEqual(listings(s, 1), ['STAT', 'UIDL 1', 'LIST 1', 'UIDL 2', 'LIST 2'], 'the new message listed alone');
+    assert.deepEqual(sent(s, 1).filter((l) => l.startsWith('RETR')), ['RETR 2']);
+    const statePath = join(po.spool, 'fetch', 'hs.state');
+    assert.match(readFileSync(statePath, 'utf8'), /^first 2 \d+ sha256:[A-Za-z0-9_-]{43}$/m);
+    // Without the record the whole listing is read: the same UIDL, nothing fetched again.
+    writeFileSync(statePath, readFileSync(statePath, 'utf8').replace(/^first .*\n/m, ''));
+    r = await fetch(po);
+    assert.equal(r.code, 0, out(r));
+    assert.deepEqual(listings(s, 2), ['STAT', 'UIDL', 'LIST']);
+    assert.ok(!sent(s, 2).some((l) => l.startsWith('RETR')), s.text(2));
+    assert.deepEqual(bodies(po.alice), [testMessage('hostile 1'), testMessage('hostile 2')].sort(), 'each message exactly once');
+  } finally {
+    await s.close();
+  }
+});
