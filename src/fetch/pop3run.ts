@@ -200,7 +200,7 @@ async function session(ctx: Ctx, meter: Meter, timeout: number, skip: Set<string
   const r = newResult(a.name);
   let again = false;
   let conn: Pop3Conn | undefined;
-  const todo: Msg[] = [];
+  let todo: Msg[] = [];
   const done = new Set<string>();
   try {
     conn = await Pop3Conn.open({ host: a.host, port: a.port, tls: a.tls, ca: a.ca ? readFileSync(a.ca) : undefined, timeout, onSocket: (s) => meter.track(s) });
@@ -243,7 +243,7 @@ async function session(ctx: Ctx, meter: Meter, timeout: number, skip: Set<string
       } else if (!overCap(ctx, r, m.size, m.uidl)) todo.push(m);
     }
     // Smallest first; DELE still goes only for what was stored (exactly once does not depend on order).
-    todo.splice(0, todo.length, ...smallFirst(todo, (m) => m.n));
+    todo = smallFirst(todo, (m) => m.n);
 
     type Item = { kind: 'dele' | 'retr'; m: Msg };
     const fifo: Item[] = [];
