@@ -222,7 +222,7 @@ async function cycle(cfg: Config, order: Link[], commands: string[][], flags: Li
   }
   if (signal === 'SIGINT') exit = 130;
 
-  const bytes = sync?.bytes ?? 0;
+  const bytes = sync ? sync.bytesIn + sync.bytesOut : 0;
   const status: DialStatus = {
     version: 1,
     start: start.toISOString(),
