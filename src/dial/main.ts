@@ -327,7 +327,9 @@ runLinkProgram<Opts, Config>({
     const commands = operands.length ? splitCommands(operands) : defaultCommands(cfg.path);
     if (commands.length === 0) throw usage('no command after --');
     const now = new Date();
-    const { order, reasons, monthSpent: spentLinks } = chooseLinks(cfg.links, now, limits, o.link, monthSpent(readLedger(cfg), monthOf(now)));
+    // The ledger (one line per cycle, ever) is read only when a link has a month_budget to check.
+    const spent = cfg.links.some((l) => l.monthBudget !== undefined) ? monthSpent(readLedger(cfg), monthOf(now)) : undefined;
+    const { order, reasons, monthSpent: spentLinks } = chooseLinks(cfg.links, now, limits, o.link, spent);
     if (o.dryRun) return dryRun(cfg, order, reasons, commands, limits);
     if (!operands.length) requireDefaults(commands);
 
