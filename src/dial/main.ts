@@ -100,7 +100,7 @@ function dryRun(cfg: Config, order: Link[], reasons: string[], commands: string[
   if (order.length) {
     const l = order[0];
     const b = sessionBudget(l, flags);
-    const env = budgetEnv({}, { link: l.name, cfgPath: cfg.path, reportPath: join(spoolPaths(cfg).run, 'dial.report.PID'), secondsLeft: b.seconds, bytesLeft: b.bytes, caps: { maxSend: l.maxSend, maxFetch: l.maxFetch } });
+    const env = budgetEnv({}, { link: l.name, cfgPath: cfg.path, reportPath: join(spoolPaths(cfg).run, 'dial.report.PID'), secondsLeft: b.seconds, bytesLeft: b.bytes, caps: l });
     out.push(`environment (first command via ${l.name}):`);
     for (const [k, v] of Object.entries(env)) out.push(`  ${k}=${v}`);
   }
@@ -179,7 +179,7 @@ async function cycle(cfg: Config, order: Link[], commands: string[][], flags: Li
           reportPath: join(run, `dial.report.${process.pid}`),
           stop: stop.signal,
           grace: graceSeconds(),
-          caps: { maxSend: used.maxSend, maxFetch: used.maxFetch },
+          caps: used,
         });
       } finally {
         await session.down();

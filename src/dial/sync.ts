@@ -24,6 +24,7 @@ import { readFileSync, rmSync } from 'node:fs';
 import { Budget, Limits } from '../lib/budget';
 import type { Report } from '../lib/command';
 import { log } from '../lib/log';
+import type { Link } from '../mail/config';
 
 export interface SyncOptions {
   link: string;
@@ -42,11 +43,8 @@ export interface SyncOptions {
   caps?: Caps;
 }
 
-/** A link's caps on one message's size (bytes; undefined: none). */
-export interface Caps {
-  maxSend?: number;
-  maxFetch?: number;
-}
+/** A link's caps on one message's size (bytes; undefined: none): the link itself will do. */
+export type Caps = Pick<Link, 'maxSend' | 'maxFetch'>;
 
 /** What waits for a link that carries it, as the commands reported: count, bytes, largest. */
 export interface Waiting {
