@@ -253,7 +253,9 @@ async function fetchFolder(ctx: Ctx, client: any, folder: string, dirs: { tmp: s
     }
     if (known && m.messageId && known.has(`${m.messageId}|${m.size}`)) {
       if (!a.keep) toDelete.push(m.uid);
-      if (m.uid > f.last) f.last = m.uid;
+      // Taken as delivered, out of UID order like any other: `last` is lowered below a new
+      // message still to fetch (below), so raising it here would lose the match.
+      if (m.uid > f.last) (f.done ??= []).push(m.uid);
       continue;
     }
     if (a.sizeLimit && m.size > a.sizeLimit) {

@@ -222,6 +222,30 @@ test('IMAP BYE in the middle of a FETCH: what arrived is stored and recorded, no
   }
 });
 
+test('IMAP UIDVALIDITY change, keep=yes: a message matched by Message-ID above a new one still to fetch is never fetched again', async () => {
+  const old = testMessage('uv old');
+  const s = await scriptedImap({ messages: [old] });
+  try {
+    const po = await office('uvk', 'imap', s.port, 'keep=yes');
+    assert.equal((await fetch(po)).code, 0);
+    // Recreated: the new message got UID 1, the one delivered before UID 2.
+    s.mailbox.uidvalidity += 1;
+    s.mailbox.messages = [
+      { uid: 1, body: Buffer.from(testMessage('uv new')), flags: new Set() },
+      { uid: 2, body: Buffer.from(old), flags: new Set() },
+    ];
+    let r = await fetch(po);
+    assert.equal(r.code, 0, out(r));
+    assert.match(r.stdout.toString(), /^fetch: 1 message,/);
+    r = await fetch(po);
+    assert.equal(r.code, 0, out(r));
+    assert.match(r.stdout.toString(), /^fetch: 0 messages/, 'UID 2 was matched: not fetched again');
+    assert.deepEqual(bodies(po.alice), [old, testMessage('uv new')].sort(), 'each message exactly once');
+  } finally {
+    await s.close();
+  }
+});
+
 test('IMAP large message cut after its first piece: the next run asks for the rest only, byte-exact', async () => {
   const big = testMessage('big one', {}, 400_000);
   const s = await scriptedImap({ messages: [big], overrides: { 'UID FETCH': (c) => (/<131072\./.test(c.args) && c.total === 3 ? cut() : undefined) } });
