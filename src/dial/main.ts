@@ -100,7 +100,7 @@ function dryRun(cfg: Config, order: Link[], reasons: string[], commands: string[
   if (order.length) {
     const l = order[0];
     const b = sessionBudget(l, flags);
-    const env = budgetEnv({}, { link: l.name, cfgPath: cfg.path, reportPath: join(spoolPaths(cfg).run, 'dial.report.PID'), secondsLeft: b.seconds, bytesLeft: b.bytes, caps: { maxSend: l.maxSend, maxFetch: l.maxFetch } });
+    const env = budgetEnv({}, { link: l.name, cfgPath: cfg.path, reportPath: join(spoolPaths(cfg).run, 'dial.report.PID'), secondsLeft: b.seconds, bytesLeft: b.bytes, caps: l });
     out.push(`environment (first command via ${l.name}):`);
     for (const [k, v] of Object.entries(env)) out.push(`  ${k}=${v}`);
   }
@@ -179,7 +179,7 @@ async function cycle(cfg: Config, order: Link[], commands: string[][], flags: Li
           reportPath: join(run, `dial.report.${process.pid}`),
           stop: stop.signal,
           grace: graceSeconds(),
-          caps: { maxSend: used.maxSend, maxFetch: used.maxFetch },
+          caps: used,
         });
       } finally {
         await session.down();
@@ -222,7 +222,7 @@ async function cycle(cfg: Config, order: Link[], commands: string[][], flags: Li
   }
   if (signal === 'SIGINT') exit = 130;
 
-  const bytes = sync?.bytes ?? 0;
+  const bytes = sync ? sync.bytesIn + sync.bytesOut : 0;
   const status: DialStatus = {
     version: 1,
     start: start.toISOString(),
@@ -327,7 +327,9 @@ runLinkProgram<Opts, Config>({
     const commands = operands.length ? splitCommands(operands) : defaultCommands(cfg.path);
     if (commands.length === 0) throw usage('no command after --');
     const now = new Date();
-    const { order, reasons, monthSpent: spentLinks } = chooseLinks(cfg.links, now, limits, o.link, monthSpent(readLedger(cfg), monthOf(now)));
+    // The ledger (one line per cycle, ever) is read only when a link has a month_budget to check.
+    const spent = cfg.links.some((l) => l.monthBudget !== undefined) ? monthSpent(readLedger(cfg), monthOf(now)) : undefined;
+    const { order, reasons, monthSpent: spentLinks } = chooseLinks(cfg.links, now, limits, o.link, spent);
     if (o.dryRun) return dryRun(cfg, order, reasons, commands, limits);
     if (!operands.length) requireDefaults(commands);
 

@@ -24,6 +24,7 @@ import { readFileSync, rmSync } from 'node:fs';
 import { Budget, Limits } from '../lib/budget';
 import type { Report } from '../lib/command';
 import { log } from '../lib/log';
+import type { Link } from '../mail/config';
 
 export interface SyncOptions {
   link: string;
@@ -42,11 +43,8 @@ export interface SyncOptions {
   caps?: Caps;
 }
 
-/** A link's caps on one message's size (bytes; undefined: none). */
-export interface Caps {
-  maxSend?: number;
-  maxFetch?: number;
-}
+/** A link's caps on one message's size (bytes; undefined: none): the link itself will do. */
+export type Caps = Pick<Link, 'maxSend' | 'maxFetch'>;
 
 /** What waits for a link that carries it, as the commands reported: count, bytes, largest. */
 export interface Waiting {
@@ -63,7 +61,7 @@ export interface SyncResult {
   skipped: number;
   /** True when a command was killed for overrunning its budget. */
   overran: boolean;
-  bytes: number;
+  /** Bytes each way, as the commands reported. */
   bytesIn: number;
   bytesOut: number;
   messagesIn: number;
@@ -120,14 +118,16 @@ export function budgetEnv(base: NodeJS.ProcessEnv, o: { link: string; cfgPath: s
 /** Runs the commands in turn; see the header. Never throws for a command's failure. */
 export async function runSync(commands: string[][], o: SyncOptions): Promise<SyncResult> {
   const none = (): Waiting => ({ count: 0, bytes: 0, largest: 0 });
-  const r: SyncResult = { reports: [], exits: [], skipped: 0, overran: false, bytes: 0, bytesIn: 0, bytesOut: 0, messagesIn: 0, messagesOut: 0, left: 0, leftBytes: 0, waitingOut: none(), waitingIn: none() };
+  const r: SyncResult = { reports: [], exits: [], skipped: 0, overran: false, bytesIn: 0, bytesOut: 0, messagesIn: 0, messagesOut: 0, left: 0, leftBytes: 0, waitingOut: none(), waitingIn: none() };
   rmSync(o.reportPath, { force: true });
   // The bytes spent are what the commands reported; a command is asked about as 0 bytes.
   const spent = {
     get bytesIn() {
-      return r.bytes;
+      return r.bytesIn;
     },
-    bytesOut: 0,
+    get bytesOut() {
+      return r.bytesOut;
+    },
     heldSeconds: 0,
   };
   const budget = new Budget(o.budget, spent, { start: o.startedAt });
@@ -188,7 +188,6 @@ export async function runSync(commands: string[][], o: SyncOptions): Promise<Syn
     if (fresh.length === 0) log('warn', `${cmd} wrote no report line; its bytes are not counted`, { link: o.link, exit: code ?? 'signal' });
     for (const rep of fresh) {
       r.reports.push(rep);
-      r.bytes += rep.bytes_in + rep.bytes_out;
       r.bytesIn += rep.bytes_in;
       r.bytesOut += rep.bytes_out;
       if (rep.program === 'queue-run') r.messagesOut += rep.messages;

@@ -237,30 +237,37 @@ async function fetchFolder(ctx: Ctx, client: any, folder: string, dirs: { tmp: s
   listed.sort((x, y) => x.uid - y.uid);
   const toDelete: number[] = [];
   const todo: Msg[] = [];
+  // Sets beside the state's lists: every membership test below is O(1) (folders of 100,000).
+  const big = new Set(f.big);
+  const doneBefore = new Set(f.done);
+  /** Passes over UID `uid` like one left for its size: in big=, listed and tried again next run. */
+  const passOver = (uid: number) => {
+    if (!big.has(uid)) f.big.push(uid);
+    big.add(uid);
+  };
   for (const m of listed) {
-    const wasBig = f.big.includes(m.uid);
-    if ((m.uid <= f.last && !wasBig) || f.done?.includes(m.uid)) {
+    const wasBig = big.has(m.uid);
+    if ((m.uid <= f.last && !wasBig) || doneBefore.has(m.uid)) {
       if (!a.keep) toDelete.push(m.uid); // landed in an earlier session, not yet deleted
       continue;
     }
     if (known && m.messageId && known.has(`${m.messageId}|${m.size}`)) {
       if (!a.keep) toDelete.push(m.uid);
-      if (m.uid > f.last) f.last = m.uid;
+      // Taken as delivered, out of UID order like any other: `last` is lowered below a new
+      // message still to fetch (below), so raising it here would lose the match.
+      if (m.uid > f.last) (f.done ??= []).push(m.uid);
       continue;
     }
     if (a.sizeLimit && m.size > a.sizeLimit) {
       r.tooBig++;
       r.tooBigBytes += m.size;
-      if (!wasBig) {
-        log('info', `message ${folder} UID ${m.uid} (${m.size} bytes) is over the size limit ${a.sizeLimit}: left on the server`, { account: a.name });
-        f.big.push(m.uid);
-      }
+      if (!wasBig) log('info', `message ${folder} UID ${m.uid} (${m.size} bytes) is over the size limit ${a.sizeLimit}: left on the server`, { account: a.name });
+      passOver(m.uid);
       if (m.uid > f.last) f.last = m.uid;
       continue;
     }
     if (overCap(ctx, r, m.size, `${folder} UID ${m.uid}`)) {
-      // Passed over like one left for its size (big=): listed and tried again next run.
-      if (!wasBig) f.big.push(m.uid);
+      passOver(m.uid);
       if (m.uid > f.last) f.last = m.uid;
       continue;
     }
@@ -268,35 +275,43 @@ async function fetchFolder(ctx: Ctx, client: any, folder: string, dirs: { tmp: s
   }
   dropStalePartials(dirs.partial, folder, uv, new Set(todo.map((m) => m.uid)));
   // `last` may only pass a UID once it is done: keep it below the first one still to fetch.
-  const firstTodo = todo.find((m) => !f.big.includes(m.uid));
+  const firstTodo = todo.find((m) => !big.has(m.uid));
   if (firstTodo && f.last >= firstTodo.uid) f.last = firstTodo.uid - 1;
-  // Nothing listed is left to do: the UIDs delivered out of order are absorbed into `last`.
-  if (!firstTodo && f.done?.length) {
-    f.last = Math.max(f.last, ...f.done);
-    delete f.done;
-  }
 
   const done = new Set<number>();
+  /** The UIDs of `todo` neither done nor in big: what is left to do. */
+  const pending = new Set(todo.filter((m) => !big.has(m.uid)).map((m) => m.uid));
+  /** Once nothing listed is left to do, every UID up to the highest delivered one is done: the
+   * UIDs delivered out of order (done=) are absorbed into `last`. */
+  const absorb = () => {
+    if (pending.size || !f.done) return;
+    for (const u of f.done) if (u > f.last) f.last = u;
+    delete f.done;
+  };
+  absorb();
+  /** todo[next..] are the UIDs above `last` (`last` only rises from here on). */
+  let next = 0;
   const advance = (uid: number) => {
+    pending.delete(uid);
     done.add(uid);
-    f.big = f.big.filter((u) => u !== uid);
-    f.done = [...(f.done ?? []), uid];
-    for (const m of todo) {
-      if (f.big.includes(m.uid) || m.uid <= f.last) continue;
-      if (!done.has(m.uid)) break;
-      f.last = m.uid;
+    if (big.delete(uid)) f.big = f.big.filter((u) => u !== uid);
+    (f.done ??= []).push(uid);
+    while (next < todo.length && todo[next].uid <= f.last) next++;
+    for (let i = next; i < todo.length; i++) {
+      if (big.has(todo[i].uid)) continue;
+      if (!done.has(todo[i].uid)) break;
+      f.last = todo[i].uid;
     }
-    // Once nothing listed is left to do, every UID up to the highest delivered one is done.
-    if (todo.every((m) => done.has(m.uid) || f.big.includes(m.uid))) f.last = Math.max(f.last, ...f.done);
-    f.done = f.done.filter((u) => u > f.last);
-    if (!f.done.length) delete f.done;
+    absorb();
+    if (f.done) f.done = f.done.filter((u) => u > f.last);
+    if (!f.done?.length) delete f.done;
   };
   /** Nothing of `m` stored: logged, counted, and passed over like a message left for its size. */
   const abandon = (m: Msg, err: Abandoned) => {
     log('warn', `message ${folder} UID ${m.uid} abandoned, nothing of it stored: ${err.message}`, { account: a.name });
     r.abandoned++;
     advance(m.uid);
-    f.big.push(m.uid);
+    passOver(m.uid);
   };
   const landed = async (m: Msg, staged: string) => {
     await land(ctx, staged, () => advance(m.uid), `${folder} UID ${m.uid} (${m.size} bytes)`);

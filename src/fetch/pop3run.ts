@@ -52,38 +52,63 @@ interface Msg {
 /** Most messages listed one by one (UIDL n, LIST n) after the first K seen; more: the whole listing. */
 const RANGE_MAX = 200;
 
-/** Parses the text after +OK of `UIDL n` / `LIST n` (RFC 1939 section 7): n and its value. */
-function entry(text: string): { n: number; value: string } | undefined {
-  const m = /^(\d+) +(\S+)\s*$/.exec(text);
-  return m ? { n: Number(m[1]), value: safeUidl(Buffer.from(m[2], 'latin1')) } : undefined;
+/**
+ * Splits one UIDL or LIST entry (RFC 1939 section 7: "n value"), a line of the whole listing or
+ * the text after +OK of `UIDL n` / `LIST n`: the message number and the value, trailing blanks
+ * dropped; undefined without a message number. The one parser of both listings, so a message has
+ * the same UIDL (pop3.ts safeUidl of the value) and size however it was listed.
+ */
+function splitEntry(l: Buffer): { n: number; value: Buffer } | undefined {
+  const m = /^(\d+) +/.exec(l.toString('latin1', 0, 32));
+  if (!m) return undefined;
+  let end = l.length;
+  while (end > m[0].length && (l[end - 1] === 0x20 || l[end - 1] === 0x09)) end--;
+  return { n: Number(m[1]), value: l.subarray(m[0].length, end) };
 }
 
-/** The parsed reply of `UIDL n` / `LIST n`, or undefined for its -ERR. @throws other errors. */
-async function replyOrErr(status: Promise<string>): Promise<{ n: number; value: string } | undefined> {
-  try {
-    return entry(await status);
-  } catch (err) {
-    if (!(err instanceof Pop3Error)) throw err;
-    return undefined;
+/** The size of a LIST entry's value (decimal, at most 15 digits), or undefined. */
+function sizeOf(value: Buffer): number | undefined {
+  const s = value.toString('latin1');
+  return /^\d{1,15}$/.test(s) ? Number(s) : undefined;
+}
+
+/** The commands that list message `n` alone, in the order readMsg reads their replies. */
+const listOne = (n: number) => [`UIDL ${n}`, `LIST ${n}`];
+
+/**
+ * Reads the replies to listOne(n), `reply` reading each (and sending its command first when it
+ * was not sent ahead): message n, or undefined when either reply is -ERR or not about message n.
+ * Both replies are always read (pipelined, each must be consumed). @throws other errors.
+ */
+async function readMsg(n: number, reply: (cmd: string) => Promise<string>): Promise<Msg | undefined> {
+  const got: Array<{ n: number; value: Buffer } | undefined> = [];
+  for (const cmd of listOne(n)) {
+    try {
+      got.push(splitEntry(Buffer.from(await reply(cmd), 'latin1')));
+    } catch (err) {
+      if (!(err instanceof Pop3Error)) throw err;
+      got.push(undefined);
+    }
   }
+  const [u, l] = got;
+  const size = l?.n === n ? sizeOf(l.value) : undefined;
+  return u?.n === n && size !== undefined ? { n, uidl: safeUidl(u.value), size } : undefined;
 }
 
 /**
- * Lists messages `from`..`to` one by one with `UIDL n` and `LIST n` (pipelined with PIPELINING,
- * else one command per round trip). A message the server says -ERR to is left out.
+ * Lists messages `from`..`to` one by one with listOne (pipelined with PIPELINING, else one
+ * command per round trip). A message the server says -ERR to is left out.
  */
 async function listRange(conn: Pop3Conn, from: number, to: number, pipelining: boolean): Promise<Msg[]> {
   const out: Msg[] = [];
-  const cmds = (n: number) => [`UIDL ${n}`, `LIST ${n}`];
-  if (pipelining) conn.write(...Array.from({ length: Math.max(0, to - from + 1) }, (_, i) => cmds(from + i)).flat());
+  if (pipelining) conn.write(...Array.from({ length: Math.max(0, to - from + 1) }, (_, i) => listOne(from + i)).flat());
+  const reply = (cmd: string) => {
+    if (!pipelining) conn.write(cmd);
+    return conn.status();
+  };
   for (let n = from; n <= to; n++) {
-    const got: Array<{ n: number; value: string } | undefined> = [];
-    for (const c of cmds(n)) {
-      if (!pipelining) conn.write(c);
-      got.push(await replyOrErr(conn.status()));
-    }
-    const [u, l] = got;
-    if (u?.n === n && l?.n === n && /^\d{1,15}$/.test(l.value)) out.push({ n, uidl: u.value, size: Number(l.value) });
+    const m = await readMsg(n, reply);
+    if (m) out.push(m);
   }
   return out;
 }
@@ -103,12 +128,10 @@ async function listAll(conn: Pop3Conn, account: string, pipelining: boolean): Pr
   try {
     await conn.status();
     await conn.eachLine((l, long) => {
-      const m = /^(\d+) +/.exec(l.toString('latin1', 0, 32));
-      if (!m || long) return void unusable++;
-      let end = l.length;
-      while (end > m[0].length && (l[end - 1] === 0x20 || l[end - 1] === 0x09)) end--;
+      const e = splitEntry(l);
+      if (!e || long) return void unusable++;
       listed++;
-      uidls.set(Number(m[1]), safeUidl(l.subarray(m[0].length, end)));
+      uidls.set(e.n, safeUidl(e.value));
       if (uidls.size > LISTED_MAX) uidls.delete(uidls.keys().next().value as number);
     });
   } catch (err) {
@@ -118,9 +141,10 @@ async function listAll(conn: Pop3Conn, account: string, pipelining: boolean): Pr
   await conn.status();
   const msgs: Msg[] = [];
   await conn.eachLine((l) => {
-    const m = /^(\d+) +(\d{1,15})[ \t]*$/.exec(l.toString('latin1'));
-    const uidl = m && uidls.get(Number(m[1]));
-    if (uidl) msgs.push({ n: Number(m[1]), uidl, size: Number(m[2]) });
+    const e = splitEntry(l);
+    const uidl = e && uidls.get(e.n);
+    const size = e && sizeOf(e.value);
+    if (uidl && size !== undefined) msgs.push({ n: e.n, uidl, size });
   });
   const truncated = listed > LISTED_MAX;
   if (truncated) log('warn', `the server lists ${listed} messages: only the newest ${LISTED_MAX} are looked at this run`, { account });
@@ -176,7 +200,7 @@ async function session(ctx: Ctx, meter: Meter, timeout: number, skip: Set<string
   const r = newResult(a.name);
   let again = false;
   let conn: Pop3Conn | undefined;
-  const todo: Msg[] = [];
+  let todo: Msg[] = [];
   const done = new Set<string>();
   try {
     conn = await Pop3Conn.open({ host: a.host, port: a.port, tls: a.tls, ca: a.ca ? readFileSync(a.ca) : undefined, timeout, onSocket: (s) => meter.track(s) });
@@ -184,7 +208,7 @@ async function session(ctx: Ctx, meter: Meter, timeout: number, skip: Set<string
     const pipelining = conn.has('PIPELINING');
     if (!a.keep) st.first = undefined;
     const first = st.first;
-    const probe = ['STAT', ...(first ? [`UIDL ${first.count}`, `LIST ${first.count}`] : [])];
+    const probe = ['STAT', ...(first ? listOne(first.count) : [])];
     const sent = await conn.login(a.user, a.password ?? '', a.auth, probe);
     const c = conn;
     const reply = (cmd: string) => {
@@ -194,10 +218,9 @@ async function session(ctx: Ctx, meter: Meter, timeout: number, skip: Set<string
     const total = Number(/^(\d+)/.exec(await reply('STAT'))?.[1] ?? NaN);
     let listing: { msgs: Msg[]; truncated: boolean } | undefined;
     if (first) {
-      // Both replies are read (pipelined, each must be consumed); an -ERR is a doubt: list.
-      const u = await replyOrErr(reply(probe[1]));
-      const l = await replyOrErr(reply(probe[2]));
-      const same = total >= first.count && u?.n === first.count && u.value === first.uidl && l?.value === String(first.size);
+      // Message K read as any listed message is; an -ERR is a doubt: list.
+      const k = await readMsg(first.count, reply);
+      const same = total >= first.count && k?.uidl === first.uidl && k.size === first.size;
       if (same && total - first.count <= RANGE_MAX) listing = { msgs: await listRange(conn, first.count + 1, total, pipelining), truncated: false };
       else log('info', same ? `${total - first.count} new messages: listing the whole maildrop` : `message ${first.count} is no longer the one seen (deleted or reordered on the server): listing the whole maildrop`, { account: a.name });
     }
@@ -220,7 +243,7 @@ async function session(ctx: Ctx, meter: Meter, timeout: number, skip: Set<string
       } else if (!overCap(ctx, r, m.size, m.uidl)) todo.push(m);
     }
     // Smallest first; DELE still goes only for what was stored (exactly once does not depend on order).
-    todo.splice(0, todo.length, ...smallFirst(todo, (m) => m.n));
+    todo = smallFirst(todo, (m) => m.n);
 
     type Item = { kind: 'dele' | 'retr'; m: Msg };
     const fifo: Item[] = [];

@@ -45,7 +45,8 @@ export interface FolderState {
   /** UIDs at or below `last` left on the server for their size. */
   big: number[];
   /** UIDs above `last` already delivered (fetched out of UID order: small first, a cut run, a
-   *  stamp found by reconcile); never fetched again, absorbed into `last` once the folder is done. */
+   *  stamp found by reconcile, a match after a UIDVALIDITY change); never fetched again,
+   *  absorbed into `last` once the folder is done. */
   done?: number[];
   /** HIGHESTMODSEQ (decimal) at the start of the last session that went through the folder. */
   modseq?: string;

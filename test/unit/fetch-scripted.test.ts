@@ -222,6 +222,30 @@ test('IMAP BYE in the middle of a FETCH: what arrived is stored and recorded, no
   }
 });
 
+test('IMAP UIDVALIDITY change, keep=yes: a message matched by Message-ID above a new one still to fetch is never fetched again', async () => {
+  const old = testMessage('uv old');
+  const s = await scriptedImap({ messages: [old] });
+  try {
+    const po = await office('uvk', 'imap', s.port, 'keep=yes');
+    assert.equal((await fetch(po)).code, 0);
+    // Recreated: the new message got UID 1, the one delivered before UID 2.
+    s.mailbox.uidvalidity += 1;
+    s.mailbox.messages = [
+      { uid: 1, body: Buffer.from(testMessage('uv new')), flags: new Set() },
+      { uid: 2, body: Buffer.from(old), flags: new Set() },
+    ];
+    let r = await fetch(po);
+    assert.equal(r.code, 0, out(r));
+    assert.match(r.stdout.toString(), /^fetch: 1 message,/);
+    r = await fetch(po);
+    assert.equal(r.code, 0, out(r));
+    assert.match(r.stdout.toString(), /^fetch: 0 messages/, 'UID 2 was matched: not fetched again');
+    assert.deepEqual(bodies(po.alice), [old, testMessage('uv new')].sort(), 'each message exactly once');
+  } finally {
+    await s.close();
+  }
+});
+
 test('IMAP large message cut after its first piece: the next run asks for the rest only, byte-exact', async () => {
   const big = testMessage('big one', {}, 400_000);
   const s = await scriptedImap({ messages: [big], overrides: { 'UID FETCH': (c) => (/<131072\./.test(c.args) && c.total === 3 ? cut() : undefined) } });
@@ -406,6 +430,30 @@ test('POP3 keep=yes without PIPELINING: the same short check, one command per ro
     assert.equal(r.code, 0, out(r));
     assert.deepEqual(sent(s, 1), ['CAPA', 'USER u', 'PASS p', 'STAT', 'UIDL 2', 'LIST 2', 'QUIT']);
     assert.equal(stored(po.alice).length, 2);
+  } finally {
+    await s.close();
+  }
+});
+
+test('POP3 keep=yes: a new message with a hostile UIDL listed alone is fetched under the same hashed UIDL the whole listing gives it, once', async () => {
+  const s = await scriptedPop3({ messages: [{ uidl: 'H1', body: testMessage('hostile 1') }] });
+  try {
+    const po = await office('hs', 'pop3', s.port, 'keep=yes');
+    assert.equal((await fetch(po)).code, 0);
+    s.mailbox.push({ uidl: 'has space', body: Buffer.from(testMessage('hostile 2')) });
+    let r = await fetch(po);
+    assert.equal(r.code, 0, out(r));
+    assert.deepEqual(listings(s, 1), ['STAT', 'UIDL 1', 'LIST 1', 'UIDL 2', 'LIST 2'], 'the new message listed alone');
+    assert.deepEqual(sent(s, 1).filter((l) => l.startsWith('RETR')), ['RETR 2']);
+    const statePath = join(po.spool, 'fetch', 'hs.state');
+    assert.match(readFileSync(statePath, 'utf8'), /^first 2 \d+ sha256:[A-Za-z0-9_-]{43}$/m);
+    // Without the record the whole listing is read: the same UIDL, nothing fetched again.
+    writeFileSync(statePath, readFileSync(statePath, 'utf8').replace(/^first .*\n/m, ''));
+    r = await fetch(po);
+    assert.equal(r.code, 0, out(r));
+    assert.deepEqual(listings(s, 2), ['STAT', 'UIDL', 'LIST']);
+    assert.ok(!sent(s, 2).some((l) => l.startsWith('RETR')), s.text(2));
+    assert.deepEqual(bodies(po.alice), [testMessage('hostile 1'), testMessage('hostile 2')].sort(), 'each message exactly once');
   } finally {
     await s.close();
   }
