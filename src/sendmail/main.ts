@@ -57,24 +57,22 @@ function queueRun(cfg: Config, args: string[]): number {
   return r.status ?? EX_TEMPFAIL;
 }
 
-/** @throws OutpostError EX_NOPERM unless run by root or the spool's owner (see the header). */
-function requireSpoolWriter(cfg: Config): void {
-  const uid = process.getuid?.() ?? 0;
+/** Who ran sendmail (before the switch to the mail owner): the default sender and the trace header. */
+interface Invoker {
+  uid: number;
+  name: string;
+}
+
+/** @throws OutpostError EX_NOPERM unless `invoker` is root or the spool's owner (see the header). */
+function requireSpoolWriter(cfg: Config, invoker: Invoker): void {
   let owner: number;
   try {
     owner = statSync(cfg.spool).uid;
   } catch (err) {
     throw new OutpostError(`cannot read the spool ${cfg.spool}: ${(err as Error).message}; fix: mailcfg init, or check "spool" in ${cfg.path}`, { exit: EX_CONFIG, code: 'ECONFIG' });
   }
-  if (uid !== 0 && uid !== owner) {
-    const name = (() => {
-      try {
-        return userInfo().username;
-      } catch {
-        return `uid ${uid}`;
-      }
-    })();
-    throw new OutpostError(`${name} may not submit mail here: only root and the owner of ${cfg.spool} (uid ${owner}) can store it; fix: run it as root or as that user (cron: in their crontab), or send through smtpd over SMTP (e.g. swaks --server localhost)`, {
+  if (invoker.uid !== 0 && invoker.uid !== owner) {
+    throw new OutpostError(`${invoker.name} may not submit mail here: only root and the owner of ${cfg.spool} (uid ${owner}) can store it; fix: run it as root or as that user (cron: in their crontab), or send through smtpd over SMTP (e.g. swaks --server localhost)`, {
       exit: EX_NOPERM,
       code: 'EPERM',
     });
@@ -97,7 +95,7 @@ function routeAll(cfg: Config, list: string[]): Array<{ address: string; route: 
 }
 
 /** Stores the message on stdin (see the header). */
-async function submit(cfg: Config, a: SendmailArgs, invoker: { uid: number; name: string }): Promise<number> {
+async function submit(cfg: Config, a: SendmailArgs, invoker: Invoker): Promise<number> {
   const uid = invoker.uid;
   let sender = a.sender === undefined ? qualify(cfg, invoker.name) : a.sender === '' ? '' : qualify(cfg, a.sender);
   if (sender) {
@@ -133,9 +131,8 @@ runMain('sendmail', async () => {
   setupLog('sendmail', 'none'); // until mail.cfg says where; runMain prints errors itself
   const a = parseArgs(process.argv.slice(2));
   const cfg = mailCfgSource.load(a.config);
-  // Who ran it, before the switch to the mail owner: the default sender and the trace header.
-  const invoker = { uid: process.getuid?.() ?? 0, name: userInfo().username };
-  if (a.mode === 'deliver') requireSpoolWriter(cfg);
+  const invoker: Invoker = { uid: process.getuid?.() ?? 0, name: userInfo().username };
+  if (a.mode === 'deliver') requireSpoolWriter(cfg, invoker);
   enter('sendmail', mailCfgSource, cfg, true);
   if (a.mode === 'list') return queueRun(cfg, ['--list']);
   if (a.mode === 'queue') return queueRun(cfg, []);
