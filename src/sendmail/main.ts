@@ -113,7 +113,7 @@ async function submit(cfg: Config, a: SendmailArgs, invoker: Invoker): Promise<n
       throw err;
     });
     const recipients = routeAll(cfg, [...a.recipients, ...(a.extract ? m.headerRecipients : [])]);
-    await w.close();
+    await w.close(false); // no fsync: the spool file is thrown away; deliverAll fsyncs the copies (as smtpd's data.ts Spool)
     // No SMTP login: the queue file says "from network", so only the default relay's (or an
     // unowned sender's) credentials are used for it (queue-run(8), whose credentials).
     const trace = { helo: '', peer: '', protocol: 'local', user: '', uid };
