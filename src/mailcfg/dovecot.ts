@@ -28,6 +28,7 @@ import { mkdirSync, readFileSync, statSync } from 'node:fs';
 import { asOwner, requireRootConfig } from '../lib/privilege';
 import { join } from 'node:path';
 import { atomicWriteFile } from '../lib/fsutil';
+import type { Diag } from '../mail/cfgfile';
 import { Config, mailOwner } from '../mail/config';
 import { splitAddress } from '../mail/address';
 import { dovecotReadable } from '../mail/passwords';
@@ -82,16 +83,16 @@ const UNSAFE = /[:\s]/;
  * What Dovecot cannot use: mailboxes whose hash it cannot read (they cannot log in to Dovecot
  * until a new password is set) and mailboxes whose home or Maildir path the passwd-file cannot
  * carry (left out of it); and, with dovecot_passwd set, a mail owner that is root (at the
- * setting's line). One `{line, problem}` each; mailcfg check reports them.
+ * setting's line). One Diag (cfgfile.ts: `{line, message}`) each; mailcfg check reports them.
  */
-export function dovecotProblems(cfg: Config): Array<{ line: number; problem: string }> {
-  const out: Array<{ line: number; problem: string }> = [];
+export function dovecotProblems(cfg: Config): Diag[] {
+  const out: Diag[] = [];
   for (const u of cfg.users.values()) {
     const hash = u.hash.replace(/^!+/, '');
     if (UNSAFE.test(u.maildir) || UNSAFE.test(homeOf(cfg, u.address))) {
-      out.push({ line: u.line, problem: `the Maildir ${u.maildir} or the home ${homeOf(cfg, u.address)} of ${u.address} has a ":" or a blank, which a Dovecot passwd-file cannot carry, so Dovecot does not know it; fix: maildir= without them` });
+      out.push({ line: u.line, message: `the Maildir ${u.maildir} or the home ${homeOf(cfg, u.address)} of ${u.address} has a ":" or a blank, which a Dovecot passwd-file cannot carry, so Dovecot does not know it; fix: maildir= without them` });
     } else if (hash !== '*' && hash !== '' && !dovecotReadable(hash)) {
-      out.push({ line: u.line, problem: `the password hash of ${u.address} is an old scrypt one that Dovecot cannot verify; fix: mailcfg user passwd ${u.address}` });
+      out.push({ line: u.line, message: `the password hash of ${u.address} is an old scrypt one that Dovecot cannot verify; fix: mailcfg user passwd ${u.address}` });
     }
   }
   if (cfg.scalars.dovecot_passwd && cfg.spool) {
@@ -99,9 +100,9 @@ export function dovecotProblems(cfg: Config): Array<{ line: number; problem: str
     try {
       ids = mailOwnerIds(cfg);
     } catch (err) {
-      out.push({ line: 0, problem: (err as Error).message });
+      out.push({ line: 0, message: (err as Error).message });
     }
-    if (ids && (ids.uid === 0 || ids.gid === 0)) out.push({ line: cfg.text.entries.find((e) => e.keyword === 'dovecot_passwd')?.line ?? 0, problem: ROOT_OWNER(cfg) });
+    if (ids && (ids.uid === 0 || ids.gid === 0)) out.push({ line: cfg.text.entries.find((e) => e.keyword === 'dovecot_passwd')?.line ?? 0, message: ROOT_OWNER(cfg) });
   }
   return out;
 }
