@@ -29,7 +29,7 @@ import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import { runMain } from '../lib/cli';
 import { OutpostError } from '../lib/errors';
-import { EX_CONFIG, EX_DATAERR, EX_NOPERM, EX_NOUSER, EX_OK, EX_TEMPFAIL, EX_USAGE } from '../lib/exits';
+import { EX_CONFIG, EX_DATAERR, EX_NOPERM, EX_NOUSER, EX_OK, EX_TEMPFAIL } from '../lib/exits';
 import { log, setupLog } from '../lib/log';
 import { checkMailbox } from '../mail/address';
 import type { Config } from '../mail/config';
@@ -41,7 +41,7 @@ import { newQueueId } from '../mail/queue';
 import { resolveRecipient, Route } from '../mail/route';
 import { num } from '../mail/settings';
 import { spoolPaths } from '../mail/spool';
-import { parseArgs, SendmailArgs } from './args';
+import { parseArgs, SendmailArgs, usage } from './args';
 import { readMessage } from './message';
 
 /** `addr` with the default domain when it has none (see the header). */
@@ -81,7 +81,7 @@ function requireSpoolWriter(cfg: Config, invoker: Invoker): void {
 
 /** The envelope recipients, each checked and routed. @throws OutpostError 64/65/67. */
 function routeAll(cfg: Config, list: string[]): Array<{ address: string; route: Route }> {
-  if (!list.length) throw new OutpostError('no recipient: give them as arguments or use -t with To:, Cc: or Bcc:; fix: see sendmail(8)', { exit: EX_USAGE, code: 'EUSAGE' });
+  if (!list.length) throw usage('no recipient: give them as arguments or use -t with To:, Cc: or Bcc:');
   const out: Array<{ address: string; route: Route }> = [];
   for (const raw of list) {
     const c = checkMailbox(qualify(cfg, raw.replace(/^<(.*)>$/, '$1')), true, 'recipient');
