@@ -79,13 +79,18 @@ function requireSpoolWriter(cfg: Config, invoker: Invoker): void {
   }
 }
 
+/** A malformed address (65): `what`, then checkMailbox's refusal `reply` without its SMTP codes, then `fix`. */
+function badAddress(what: string, reply: string, fix = ''): OutpostError {
+  return new OutpostError(`${what}: ${reply.replace(/^\d{3} \d\.\d\.\d+ /, '')}${fix}`, { exit: EX_DATAERR, code: 'EDATA' });
+}
+
 /** The envelope recipients, each checked and routed. @throws OutpostError 64/65/67. */
 function routeAll(cfg: Config, list: string[]): Array<{ address: string; route: Route }> {
   if (!list.length) throw usage('no recipient: give them as arguments or use -t with To:, Cc: or Bcc:');
   const out: Array<{ address: string; route: Route }> = [];
   for (const raw of list) {
     const c = checkMailbox(qualify(cfg, raw.replace(/^<(.*)>$/, '$1')), true, 'recipient');
-    if (!c.ok) throw new OutpostError(`recipient ${raw}: ${c.reply.replace(/^\d{3} \d\.\d\.\d+ /, '')}`, { exit: EX_DATAERR, code: 'EDATA' });
+    if (!c.ok) throw badAddress(`recipient ${raw}`, c.reply);
     if (out.some((r) => r.address === c.address)) continue;
     const route = resolveRecipient(cfg, c.address);
     if (!route) throw new OutpostError(`recipient <${c.address}>: no such mailbox here; nothing was sent; fix: "mailcfg user list" shows the mailboxes`, { exit: EX_NOUSER, code: 'ENOUSER' });
@@ -100,7 +105,7 @@ async function submit(cfg: Config, a: SendmailArgs, invoker: Invoker): Promise<n
   let sender = a.sender === undefined ? qualify(cfg, invoker.name) : a.sender === '' ? '' : qualify(cfg, a.sender);
   if (sender) {
     const c = checkMailbox(sender, true, 'sender');
-    if (!c.ok) throw new OutpostError(`sender ${sender}: ${c.reply.replace(/^\d{3} \d\.\d\.\d+ /, '')}; fix: -f user@domain`, { exit: EX_DATAERR, code: 'EDATA' });
+    if (!c.ok) throw badAddress(`sender ${sender}`, c.reply, '; fix: -f user@domain');
     sender = c.address;
   }
   const id = newQueueId();
