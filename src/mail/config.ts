@@ -501,7 +501,7 @@ export function buildConfig(path: string, text: CfgText): Config {
   for (const r of cfg.relays) {
     // A local sender is owned by the mailbox it delivers to (route.ts ownsSender): owner= is for
     // outside senders only, and a relay keyed by a mailbox is that mailbox's.
-    const local = cfg.domains.has(r.match.includes('@') ? splitAddress(r.match).domain : r.match);
+    const local = isLocalRelay(cfg, r.match);
     if (r.owner === '') diags.push({ line: r.line, message: `relay ${r.match}: owner= is empty; fix: owner=MAILBOX or remove it` });
     else if (r.owner !== undefined && !cfg.users.has(r.owner)) diags.push({ line: r.line, message: `relay ${r.match}: owner=${r.owner} is not a local mailbox; fix: mailcfg user add ${r.owner}` });
     else if (r.owner !== undefined && local && r.owner !== r.match) diags.push({ line: r.line, message: `relay ${r.match}: a local sender belongs to the mailbox it delivers to, not owner=${r.owner}; fix: remove owner=` });
@@ -557,6 +557,11 @@ export function accountNameProblem(name: string): string | undefined {
  */
 export function accountFileName(name: string): string {
   return name.replace(/[^A-Za-z0-9._-]/g, '_');
+}
+
+/** True when a relay keyed by `match` (an address or a domain) is for senders of a local domain. */
+export function isLocalRelay(cfg: Config, match: string): boolean {
+  return cfg.domains.has(match.includes('@') ? splitAddress(match).domain : match);
 }
 
 /** An `account` line. @throws LineProblem. */

@@ -64,10 +64,11 @@ export interface Submission {
  * `rcpt` is omitted when undefined (a copy for several recipients).
  */
 export function receivedHeader(trace: Trace, hostname: string, id: string, rcpt: string | undefined, date: Date): string {
-  if (trace.uid !== undefined) return `Received: by ${hostname} (Outpost, from userid ${trace.uid})\r\n\tid ${id}${rcpt ? `\r\n\tfor <${rcpt}>` : ''};\r\n\t${rfc5322Date(date)}\r\n`;
+  const tail = `id ${id}${rcpt ? `\r\n\tfor <${rcpt}>` : ''};\r\n\t${rfc5322Date(date)}\r\n`;
+  if (trace.uid !== undefined) return `Received: by ${hostname} (Outpost, from userid ${trace.uid})\r\n\t${tail}`;
   const peer = trace.peer ? `[${trace.peer}]` : 'unknown';
   const helo = trace.helo || 'unknown';
-  return `Received: from ${helo} (${peer})\r\n\tby ${hostname} (Outpost) with ${trace.protocol} id ${id}${rcpt ? `\r\n\tfor <${rcpt}>` : ''};\r\n\t${rfc5322Date(date)}\r\n`;
+  return `Received: from ${helo} (${peer})\r\n\tby ${hostname} (Outpost) with ${trace.protocol} ${tail}`;
 }
 
 export interface Outcome {

@@ -37,8 +37,8 @@ export function findLogin(cfg: Mailboxes, name: string): User | undefined {
   return cfg.users.get(`${n}@${[...cfg.domains][0]}`);
 }
 
-/** True for a locked mailbox: its hash field is `*` or starts with `!` (mail.cfg(5)). */
-function isLocked(user: User): boolean {
+/** True for a locked mailbox: its hash field is `*` or starts with `!` (mail.cfg(5); mailcfg user lock). */
+export function isLocked(user: Pick<User, 'hash'>): boolean {
   return user.hash === '*' || user.hash.startsWith('!');
 }
 

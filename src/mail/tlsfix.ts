@@ -10,9 +10,6 @@
  * text. RFC 6125 (the name check), RFC 5280 (the chain). Pure: no I/O, never throws.
  */
 
-/** The mailcfg command that changes one option of the failing entry, e.g. `mailcfg account set NAME`. */
-export type SetCommand = string;
-
 const UNTRUSTED = /DEPTH_ZERO_SELF_SIGNED_CERT|SELF_SIGNED_CERT_IN_CHAIN|UNABLE_TO_VERIFY_LEAF_SIGNATURE|UNABLE_TO_GET_ISSUER_CERT|self[- ]signed certificate|unable to verify the first certificate|unable to get (local )?issuer certificate/i;
 const WRONG_NAME = /ERR_TLS_CERT_ALTNAME_INVALID|does not match certificate's altnames/i;
 const EXPIRED = /CERT_HAS_EXPIRED|certificate has expired/i;
@@ -22,7 +19,7 @@ const EXPIRED = /CERT_HAS_EXPIRED|certificate has expired/i;
  * when it is not one of those above. `set` is the command that changes one option of the entry
  * (`mailcfg account set NAME`, `mailcfg relay set SENDER`); `host` says how to change its host.
  */
-export function tlsFix(text: string, set: SetCommand, host: string): string {
+export function tlsFix(text: string, set: string, host: string): string {
   if (UNTRUSTED.test(text)) return `; fix: trust the server's certificate (or its CA) with ca=FILE, a PEM file: ${set} ca FILE`;
   if (WRONG_NAME.test(text)) return `; fix: use the host name the certificate was issued for: ${host}`;
   if (EXPIRED.test(text)) return "; fix: the server's certificate has expired: ask its administrator to renew it";

@@ -53,7 +53,7 @@ function warnings(cfg: Config): string[] {
   if (owner && owner.uid !== 0 && !readableBy(statSync(cfg.path), owner)) {
     out.push(`mail_owner ${owner.name} cannot read ${cfg.path}, so a program started as ${owner.name} (tcpserver -u, systemd User=) cannot start (started as root, they read it first); fix: chgrp ${owner.gid} ${cfg.path} && chmod 640 ${cfg.path}`);
   }
-  if (!cfg.scalars.dovecot_passwd) out.push(...dovecotProblems(cfg).map((p) => `line ${p.line}: ${p.problem}`));
+  if (!cfg.scalars.dovecot_passwd) out.push(...dovecotProblems(cfg).map((p) => `line ${p.line}: ${p.message}`));
   return out;
 }
 
@@ -123,8 +123,7 @@ export function register(program: Command): void {
         const n = fixOwners(cfg);
         if (n) process.stdout.write(`${path}: gave ${n} file${n === 1 ? '' : 's'} or director${n === 1 ? 'y' : 'ies'} back to mail_owner ${cfg.scalars.mail_owner}\n`);
       }
-      const dovecot = cfg.scalars.dovecot_passwd ? dovecotProblems(cfg).map((p) => ({ line: p.line, message: p.problem })) : [];
-      const all = [...cfg.diags, ...diskProblems(cfg, true), ...dovecot].sort((a, b) => a.line - b.line);
+      const all = [...cfg.diags, ...diskProblems(cfg, true), ...(cfg.scalars.dovecot_passwd ? dovecotProblems(cfg) : [])].sort((a, b) => a.line - b.line);
       if (all.length) throw new OutpostError(formatDiags(path, all) + `\n${all.length} problem${all.length > 1 ? 's' : ''}`, { exit: EX_CONFIG, code: 'ECONFIG' });
       for (const w of warnings(cfg)) process.stderr.write(`mailcfg: warning: ${path}: ${w}\n`);
       const n = (k: number, one: string, many = one + 's') => `${k} ${k === 1 ? one : many}`;

@@ -28,38 +28,40 @@ import { mkdirSync, readFileSync, statSync } from 'node:fs';
 import { asOwner, requireRootConfig } from '../lib/privilege';
 import { join } from 'node:path';
 import { atomicWriteFile } from '../lib/fsutil';
-import type { Config } from '../mail/config';
+import type { Diag } from '../mail/cfgfile';
+import { Config, mailOwner } from '../mail/config';
 import { splitAddress } from '../mail/address';
 import { dovecotReadable } from '../mail/passwords';
 import { OutpostError } from '../lib/errors';
 import { EX_DATAERR } from '../lib/exits';
 
-/** The fields of `name`'s line in /etc/passwd or /etc/group (name:x:id:...), or undefined when there is none. */
-function entryOf(file: '/etc/passwd' | '/etc/group', name: string): string[] | undefined {
+/** The gid of the group `dovecot` in /etc/group, or undefined when there is none. */
+function dovecotGid(): number | undefined {
   let text = '';
   try {
-    text = readFileSync(file, 'utf8');
+    text = readFileSync('/etc/group', 'utf8');
   } catch {
     return undefined;
   }
-  return text
+  const f = text
     .split('\n')
     .map((l) => l.split(':'))
-    .find((f) => f[0] === name && /^\d+$/.test(f[2] ?? ''));
+    .find((g) => g[0] === 'dovecot' && /^\d+$/.test(g[2] ?? ''));
+  return f ? Number(f[2]) : undefined;
 }
 
 /**
- * The uid and gid that Dovecot runs a mailbox's mail processes as: mail_owner's (looked up by
- * name in /etc/passwd) when that setting is set, else the owner of the spool directory.
+ * The uid and gid that Dovecot runs a mailbox's mail processes as: mail_owner's (mail/config.ts
+ * mailOwner, the lookup every program makes) when that setting is set, else the owner of the
+ * spool directory.
  * @throws OutpostError EDATA (65) when mail_owner names no user.
  */
 function mailOwnerIds(cfg: Config): { uid: number; gid: number } {
-  // mail_owner is another change's setting; until it lands it is read untyped.
-  const owner = (cfg.scalars as Partial<Record<string, string>>).mail_owner;
-  if (owner) {
-    const f = entryOf('/etc/passwd', owner);
-    if (!f) throw new OutpostError(`mail_owner ${owner} is not a user in /etc/passwd; fix: useradd --system ${owner}, or mailcfg set mail_owner USER`, { exit: EX_DATAERR, code: 'EDATA' });
-    return { uid: Number(f[2]), gid: Number(f[3]) };
+  const name = cfg.scalars.mail_owner;
+  if (name) {
+    const owner = mailOwner(cfg);
+    if (!owner) throw new OutpostError(`mail_owner ${name} is not a user in /etc/passwd; fix: useradd --system ${name}, or mailcfg set mail_owner USER`, { exit: EX_DATAERR, code: 'EDATA' });
+    return { uid: owner.uid, gid: owner.gid };
   }
   const st = statSync(cfg.spool);
   return { uid: st.uid, gid: st.gid };
@@ -81,16 +83,16 @@ const UNSAFE = /[:\s]/;
  * What Dovecot cannot use: mailboxes whose hash it cannot read (they cannot log in to Dovecot
  * until a new password is set) and mailboxes whose home or Maildir path the passwd-file cannot
  * carry (left out of it); and, with dovecot_passwd set, a mail owner that is root (at the
- * setting's line). One `{line, problem}` each; mailcfg check reports them.
+ * setting's line). One Diag (cfgfile.ts: `{line, message}`) each; mailcfg check reports them.
  */
-export function dovecotProblems(cfg: Config): Array<{ line: number; problem: string }> {
-  const out: Array<{ line: number; problem: string }> = [];
+export function dovecotProblems(cfg: Config): Diag[] {
+  const out: Diag[] = [];
   for (const u of cfg.users.values()) {
     const hash = u.hash.replace(/^!+/, '');
     if (UNSAFE.test(u.maildir) || UNSAFE.test(homeOf(cfg, u.address))) {
-      out.push({ line: u.line, problem: `the Maildir ${u.maildir} or the home ${homeOf(cfg, u.address)} of ${u.address} has a ":" or a blank, which a Dovecot passwd-file cannot carry, so Dovecot does not know it; fix: maildir= without them` });
+      out.push({ line: u.line, message: `the Maildir ${u.maildir} or the home ${homeOf(cfg, u.address)} of ${u.address} has a ":" or a blank, which a Dovecot passwd-file cannot carry, so Dovecot does not know it; fix: maildir= without them` });
     } else if (hash !== '*' && hash !== '' && !dovecotReadable(hash)) {
-      out.push({ line: u.line, problem: `the password hash of ${u.address} is an old scrypt one that Dovecot cannot verify; fix: mailcfg user passwd ${u.address}` });
+      out.push({ line: u.line, message: `the password hash of ${u.address} is an old scrypt one that Dovecot cannot verify; fix: mailcfg user passwd ${u.address}` });
     }
   }
   if (cfg.scalars.dovecot_passwd && cfg.spool) {
@@ -98,9 +100,9 @@ export function dovecotProblems(cfg: Config): Array<{ line: number; problem: str
     try {
       ids = mailOwnerIds(cfg);
     } catch (err) {
-      out.push({ line: 0, problem: (err as Error).message });
+      out.push({ line: 0, message: (err as Error).message });
     }
-    if (ids && (ids.uid === 0 || ids.gid === 0)) out.push({ line: cfg.text.entries.find((e) => e.keyword === 'dovecot_passwd')?.line ?? 0, problem: ROOT_OWNER(cfg) });
+    if (ids && (ids.uid === 0 || ids.gid === 0)) out.push({ line: cfg.text.entries.find((e) => e.keyword === 'dovecot_passwd')?.line ?? 0, message: ROOT_OWNER(cfg) });
   }
   return out;
 }
@@ -126,9 +128,9 @@ function writePasswdFile(file: string, text: string): void {
   } catch {
     /* a new file */
   }
-  const group = entryOf('/etc/group', 'dovecot');
+  const gid = dovecotGid();
   const mtime = Math.max(Math.floor(Date.now() / 1000), lastMtime + 1);
-  atomicWriteFile(file, text, group ? 0o640 : 0o600, true, { gid: group ? Number(group[2]) : undefined, mtime });
+  atomicWriteFile(file, text, gid !== undefined ? 0o640 : 0o600, true, { gid, mtime });
 }
 
 /**

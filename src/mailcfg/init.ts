@@ -81,10 +81,10 @@ domain ${domain}
 `;
 }
 
-/** mkdir -p; @returns the first directory it created (undefined: all existed). @throws EX_CANTCREAT. */
-function mkdirOr73(dir: string, mode = 0o700): string | undefined {
+/** mkdir -p with `mode` for the directories it creates. @throws EX_CANTCREAT. */
+function mkdirOr73(dir: string, mode = 0o700): void {
   try {
-    return mkdirSync(dir, { recursive: true, mode });
+    mkdirSync(dir, { recursive: true, mode });
   } catch (err) {
     throw new OutpostError(`cannot create ${dir}: ${(err as Error).message}; fix: check the path and permissions of its parent`, { exit: EX_CANTCREAT, code: 'ECANTCREAT' });
   }

@@ -21,6 +21,7 @@ import { Config, mailOwner } from '../mail/config';
 import { isDomain, isPlainAddress, mailboxProblem, normalizeAddress, splitAddress } from '../mail/address';
 import { parseCidr } from '../lib/cidr';
 import { Account, asOwner } from '../lib/privilege';
+import { isLocked } from '../mail/login';
 import { ensureMaildir } from '../mail/maildir';
 import { hashPassword } from '../mail/passwords';
 import { addEntry, addLine, cfgPathOf, dataErr, delCommand, editChecked, findEntry, listCommand, noSuch, readConfig, readPassword } from './common';
@@ -189,12 +190,12 @@ function lockCommand(user: Command, verb: 'lock' | 'unlock', description: string
       await editChecked(cfgPathOf(cmd), (text, cfg) => {
         const u = cfg.users.get(addr);
         if (!u) throw noSuch(`no mailbox ${addr} in ${cfg.path}; fix: mailcfg user list`);
-        const locked = u.hash === '*' || u.hash.startsWith('!');
-        if (locked === (verb === 'lock')) {
+        if (isLocked(u) === (verb === 'lock')) {
           said = `${addr} is already ${verb}ed; nothing to do`;
           return text;
         }
-        if (verb === 'unlock' && (u.hash === '*' || !/^!(\{|scrypt\$)/.test(u.hash))) throw dataErr(`${addr} has no password to unlock; fix: mailcfg user passwd ${addr}, then mailcfg user unlock ${addr}`);
+        // Locked here: `*`, or `!` and what was there before (a hash to return to, or nothing).
+        if (verb === 'unlock' && !/^!(\{|scrypt\$)/.test(u.hash)) throw dataErr(`${addr} has no password to unlock; fix: mailcfg user passwd ${addr}, then mailcfg user unlock ${addr}`);
         const e = text.entries.find((x) => x.line === u.line)!;
         return replaceLine(text, u.line, formatLine('user', [e.args[0], change(u.hash)], Object.fromEntries(e.opts)));
       });

@@ -8,20 +8,19 @@
  * An ID is the queue id smtpd's `250 2.0.0 Ok: queued as ID` named (queue.ts), as --list shows it.
  * ALL (upper case, as postsuper wants it) means every message in the queue.
  *
- * Guarantees: an action runs under the queue lock (<queue>/.queue-run, the one a run takes), so
- * it never races a run that is sending the same message: it waits up to LOCK_WAIT seconds for a
- * running queue-run and otherwise fails with EX_TEMPFAIL (75) changing nothing. Every change is
+ * Guarantees: an action runs under the queue lock (<queue>/.queue-run, the one a run takes:
+ * run.ts lockQueue), so it never races a run that is sending the same message: it waits up to
+ * LOCK_WAIT seconds for a running queue-run and otherwise fails with EX_TEMPFAIL (75) changing
+ * nothing. Every change is
  * durable before the program says so (state: atomicWriteFile; delete: unlink, fsync of the
  * directory) and is logged with the message's id, sender and recipients.
  * Errors: an ID not in the queue is named on stderr and the others are still acted on; the exit
  * status is then EX_NOUSER (67), like sendmail's for an unknown addressee.
  */
-import { join } from 'node:path';
-import { OutpostError } from '../lib/errors';
-import { EX_NOUSER, EX_OK, EX_TEMPFAIL } from '../lib/exits';
-import { acquireLock } from '../lib/lock';
+import { EX_NOUSER, EX_OK } from '../lib/exits';
 import { log } from '../lib/log';
 import { loadItems, QueueItem, remove } from './items';
+import { lockQueue } from './run';
 import { saveState } from './state';
 
 export type AdminAction = 'delete' | 'hold' | 'release';
@@ -59,12 +58,7 @@ const ACTIONS: Record<AdminAction, (queueDir: string, item: QueueItem, now: numb
  * @throws OutpostError ELOCKED (exit 75) when a queue-run holds the queue past LOCK_WAIT; fs errors.
  */
 export async function adminQueue(queueDir: string, action: AdminAction, ids: string[]): Promise<number> {
-  const release = await acquireLock(join(queueDir, '.queue-run'), LOCK_WAIT, `the queue ${queueDir}`).catch((err: unknown) => {
-    if (err instanceof OutpostError && err.code === 'ELOCKED') {
-      throw new OutpostError(`a queue-run is working on ${queueDir}; nothing was changed; fix: run --${action} again when it has finished`, { code: 'ELOCKED', exit: EX_TEMPFAIL, cause: err });
-    }
-    throw err;
-  });
+  const release = await lockQueue(queueDir, LOCK_WAIT, `a queue-run is working on ${queueDir}; nothing was changed; fix: run --${action} again when it has finished`);
   try {
     const items = await loadItems(queueDir, true);
     const byId = new Map(items.map((i) => [i.id, i]));

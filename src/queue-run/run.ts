@@ -30,7 +30,7 @@ import { join } from 'node:path';
 import { Budget, Limits, Meter, waitingReason } from '../lib/budget';
 import { OutpostError } from '../lib/errors';
 import { EX_TEMPFAIL } from '../lib/exits';
-import { acquireLock } from '../lib/lock';
+import { acquireLock, Release } from '../lib/lock';
 import { log } from '../lib/log';
 import { Config, Relay } from '../mail/config';
 import { num } from '../mail/settings';
@@ -88,17 +88,24 @@ const TLS_SESSION_BYTES = 5000;
 const iso = (ms: number) => new Date(ms).toISOString();
 
 /**
+ * Takes the queue lock (<queue>/.queue-run, see the header), waiting up to `wait` seconds (0:
+ * fail at once); a run and the administrator's actions (admin.ts) take the same one.
+ * @throws OutpostError ELOCKED (exit 75) with the message `busy` when another process holds it.
+ */
+export async function lockQueue(queueDir: string, wait: number, busy: string): Promise<Release> {
+  return acquireLock(join(queueDir, '.queue-run'), wait, `the queue ${queueDir}`).catch((err: unknown) => {
+    if (err instanceof OutpostError && err.code === 'ELOCKED') throw new OutpostError(busy, { code: 'ELOCKED', exit: EX_TEMPFAIL, cause: err });
+    throw err;
+  });
+}
+
+/**
  * Runs the queue once (see the header).
  * @throws OutpostError ELOCKED (exit 75) when another queue-run holds the queue; fs errors.
  */
 export async function runQueue(cfg: Config, opts: RunOptions): Promise<RunResult> {
   const queueDir = spoolPaths(cfg).queue;
-  const release = await acquireLock(join(queueDir, '.queue-run'), 0, `the queue ${queueDir}`).catch((err: unknown) => {
-    if (err instanceof OutpostError && err.code === 'ELOCKED') {
-      throw new OutpostError(`another queue-run is working on ${queueDir}; it will send what is due (try again later)`, { code: 'ELOCKED', exit: EX_TEMPFAIL, cause: err });
-    }
-    throw err;
-  });
+  const release = await lockQueue(queueDir, 0, `another queue-run is working on ${queueDir}; it will send what is due (try again later)`);
   try {
     return await new Runner(cfg, queueDir, opts).run();
   } finally {

@@ -29,7 +29,7 @@ import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import { runMain } from '../lib/cli';
 import { OutpostError } from '../lib/errors';
-import { EX_CONFIG, EX_DATAERR, EX_NOPERM, EX_NOUSER, EX_OK, EX_TEMPFAIL, EX_USAGE } from '../lib/exits';
+import { EX_CONFIG, EX_DATAERR, EX_NOPERM, EX_NOUSER, EX_OK, EX_TEMPFAIL } from '../lib/exits';
 import { log, setupLog } from '../lib/log';
 import { checkMailbox } from '../mail/address';
 import type { Config } from '../mail/config';
@@ -41,7 +41,7 @@ import { newQueueId } from '../mail/queue';
 import { resolveRecipient, Route } from '../mail/route';
 import { num } from '../mail/settings';
 import { spoolPaths } from '../mail/spool';
-import { parseArgs, SendmailArgs } from './args';
+import { parseArgs, SendmailArgs, usage } from './args';
 import { readMessage } from './message';
 
 /** `addr` with the default domain when it has none (see the header). */
@@ -57,37 +57,40 @@ function queueRun(cfg: Config, args: string[]): number {
   return r.status ?? EX_TEMPFAIL;
 }
 
-/** @throws OutpostError EX_NOPERM unless run by root or the spool's owner (see the header). */
-function requireSpoolWriter(cfg: Config): void {
-  const uid = process.getuid?.() ?? 0;
+/** Who ran sendmail (before the switch to the mail owner): the default sender and the trace header. */
+interface Invoker {
+  uid: number;
+  name: string;
+}
+
+/** @throws OutpostError EX_NOPERM unless `invoker` is root or the spool's owner (see the header). */
+function requireSpoolWriter(cfg: Config, invoker: Invoker): void {
   let owner: number;
   try {
     owner = statSync(cfg.spool).uid;
   } catch (err) {
     throw new OutpostError(`cannot read the spool ${cfg.spool}: ${(err as Error).message}; fix: mailcfg init, or check "spool" in ${cfg.path}`, { exit: EX_CONFIG, code: 'ECONFIG' });
   }
-  if (uid !== 0 && uid !== owner) {
-    const name = (() => {
-      try {
-        return userInfo().username;
-      } catch {
-        return `uid ${uid}`;
-      }
-    })();
-    throw new OutpostError(`${name} may not submit mail here: only root and the owner of ${cfg.spool} (uid ${owner}) can store it; fix: run it as root or as that user (cron: in their crontab), or send through smtpd over SMTP (e.g. swaks --server localhost)`, {
+  if (invoker.uid !== 0 && invoker.uid !== owner) {
+    throw new OutpostError(`${invoker.name} may not submit mail here: only root and the owner of ${cfg.spool} (uid ${owner}) can store it; fix: run it as root or as that user (cron: in their crontab), or send through smtpd over SMTP (e.g. swaks --server localhost)`, {
       exit: EX_NOPERM,
       code: 'EPERM',
     });
   }
 }
 
+/** A malformed address (65): `what`, then checkMailbox's refusal `reply` without its SMTP codes, then `fix`. */
+function badAddress(what: string, reply: string, fix = ''): OutpostError {
+  return new OutpostError(`${what}: ${reply.replace(/^\d{3} \d\.\d\.\d+ /, '')}${fix}`, { exit: EX_DATAERR, code: 'EDATA' });
+}
+
 /** The envelope recipients, each checked and routed. @throws OutpostError 64/65/67. */
 function routeAll(cfg: Config, list: string[]): Array<{ address: string; route: Route }> {
-  if (!list.length) throw new OutpostError('no recipient: give them as arguments or use -t with To:, Cc: or Bcc:; fix: see sendmail(8)', { exit: EX_USAGE, code: 'EUSAGE' });
+  if (!list.length) throw usage('no recipient: give them as arguments or use -t with To:, Cc: or Bcc:');
   const out: Array<{ address: string; route: Route }> = [];
   for (const raw of list) {
     const c = checkMailbox(qualify(cfg, raw.replace(/^<(.*)>$/, '$1')), true, 'recipient');
-    if (!c.ok) throw new OutpostError(`recipient ${raw}: ${c.reply.replace(/^\d{3} \d\.\d\.\d+ /, '')}`, { exit: EX_DATAERR, code: 'EDATA' });
+    if (!c.ok) throw badAddress(`recipient ${raw}`, c.reply);
     if (out.some((r) => r.address === c.address)) continue;
     const route = resolveRecipient(cfg, c.address);
     if (!route) throw new OutpostError(`recipient <${c.address}>: no such mailbox here; nothing was sent; fix: "mailcfg user list" shows the mailboxes`, { exit: EX_NOUSER, code: 'ENOUSER' });
@@ -97,12 +100,12 @@ function routeAll(cfg: Config, list: string[]): Array<{ address: string; route: 
 }
 
 /** Stores the message on stdin (see the header). */
-async function submit(cfg: Config, a: SendmailArgs, invoker: { uid: number; name: string }): Promise<number> {
+async function submit(cfg: Config, a: SendmailArgs, invoker: Invoker): Promise<number> {
   const uid = invoker.uid;
   let sender = a.sender === undefined ? qualify(cfg, invoker.name) : a.sender === '' ? '' : qualify(cfg, a.sender);
   if (sender) {
     const c = checkMailbox(sender, true, 'sender');
-    if (!c.ok) throw new OutpostError(`sender ${sender}: ${c.reply.replace(/^\d{3} \d\.\d\.\d+ /, '')}; fix: -f user@domain`, { exit: EX_DATAERR, code: 'EDATA' });
+    if (!c.ok) throw badAddress(`sender ${sender}`, c.reply, '; fix: -f user@domain');
     sender = c.address;
   }
   const id = newQueueId();
@@ -115,7 +118,7 @@ async function submit(cfg: Config, a: SendmailArgs, invoker: { uid: number; name
       throw err;
     });
     const recipients = routeAll(cfg, [...a.recipients, ...(a.extract ? m.headerRecipients : [])]);
-    await w.close();
+    await w.close(false); // no fsync: the spool file is thrown away; deliverAll fsyncs the copies (as smtpd's data.ts Spool)
     // No SMTP login: the queue file says "from network", so only the default relay's (or an
     // unowned sender's) credentials are used for it (queue-run(8), whose credentials).
     const trace = { helo: '', peer: '', protocol: 'local', user: '', uid };
@@ -133,9 +136,8 @@ runMain('sendmail', async () => {
   setupLog('sendmail', 'none'); // until mail.cfg says where; runMain prints errors itself
   const a = parseArgs(process.argv.slice(2));
   const cfg = mailCfgSource.load(a.config);
-  // Who ran it, before the switch to the mail owner: the default sender and the trace header.
-  const invoker = { uid: process.getuid?.() ?? 0, name: userInfo().username };
-  if (a.mode === 'deliver') requireSpoolWriter(cfg);
+  const invoker: Invoker = { uid: process.getuid?.() ?? 0, name: userInfo().username };
+  if (a.mode === 'deliver') requireSpoolWriter(cfg, invoker);
   enter('sendmail', mailCfgSource, cfg, true);
   if (a.mode === 'list') return queueRun(cfg, ['--list']);
   if (a.mode === 'queue') return queueRun(cfg, []);

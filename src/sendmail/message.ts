@@ -25,6 +25,7 @@ import { Writer } from '../mail/maildir';
 
 /** The most header bytes held in memory; past them the rest is treated as body. */
 const MAX_HEADER = 1024 * 1024;
+const CRLF = Buffer.from('\r\n');
 
 export interface ReadOptions {
   /** -i: "." alone is text. */
@@ -49,8 +50,11 @@ export interface ReadResult {
   headerRecipients: string[];
 }
 
-/** A header field: its lines (without terminators), the first starting with NAME:. */
-type Field = Buffer[];
+/** A header field: its name (lower case) and its lines (without terminators), the first starting with NAME:. */
+interface Field {
+  name: string;
+  lines: Buffer[];
+}
 
 /** The field name of a line that starts a header field (printable ASCII but ":", then ":"), or null. */
 function fieldName(line: Buffer): string | null {
@@ -68,20 +72,28 @@ function displayName(name: string): string {
   return `"${name.replace(/["\\]/g, '\\$&')}"`;
 }
 
-/** The addresses of To:, Cc: and Bcc: in the header section `head` (CRLF lines), via mailparser. */
+/** `line` with its CRLF. */
+const withCrlf = (line: Buffer) => Buffer.concat([line, CRLF]);
+
+/** The addresses of the To:, Cc: and Bcc: fields among `fields`, via mailparser. */
 async function recipientsOf(fields: Field[]): Promise<string[]> {
-  const wanted = fields.filter((f) => ['to', 'cc', 'bcc'].includes(fieldName(f[0])!));
+  const wanted = fields.filter((f) => f.name === 'to' || f.name === 'cc' || f.name === 'bcc');
   if (!wanted.length) return [];
   const { simpleParser } = await import('mailparser');
-  const head = Buffer.concat(wanted.map((f) => Buffer.concat(f.flatMap((l) => [l, Buffer.from('\r\n')]))));
-  const m = await simpleParser(Buffer.concat([head, Buffer.from('\r\n')]));
+  const m = await simpleParser(Buffer.concat([...wanted.flatMap((f) => f.lines.map(withCrlf)), CRLF]));
   type Addr = { address?: string; name?: string; group?: Addr[] };
   // A bare local name ("To: root", as cron writes it) comes back as a name without an address.
-  const one = (a: Addr) => a.address || (a.name && !/[\s"]/.test(a.name) ? a.name : '');
-  const flat = (list: Addr[]): string[] => list.flatMap((a) => (a.group ? flat(a.group) : one(a) ? [one(a)] : []));
+  const addressOf = (a: Addr) => a.address || (a.name && !/[\s"]/.test(a.name) ? a.name : '');
+  const flat = (list: Addr[]): string[] => list.flatMap((a) => (a.group ? flat(a.group) : [addressOf(a)].filter(Boolean)));
   const out: string[] = [];
-  for (const o of [m.to, m.cc, m.bcc]) for (const one of o ? (Array.isArray(o) ? o : [o]) : []) out.push(...flat(one.value as Addr[]));
+  for (const o of [m.to, m.cc, m.bcc]) for (const list of o ? (Array.isArray(o) ? o : [o]) : []) out.push(...flat(list.value as Addr[]));
   return out;
+}
+
+/** True when `buf` has a byte above 127. */
+function hasEightBit(buf: Buffer): boolean {
+  for (let i = 0; i < buf.length; i++) if (buf[i] > 127) return true;
+  return false;
 }
 
 /**
@@ -91,10 +103,9 @@ async function recipientsOf(fields: Field[]): Promise<string[]> {
  */
 export async function readMessage(input: Readable, w: Writer, o: ReadOptions): Promise<ReadResult> {
   const reader = new LineReader(input);
-  const crlf = Buffer.from('\r\n');
   let eightBit = false;
   const put = async (buf: Buffer) => {
-    if (!eightBit && buf.some((b) => b > 127)) eightBit = true;
+    if (!eightBit && hasEightBit(buf)) eightBit = true;
     if (o.maxBytes && w.size + buf.length > o.maxBytes) throw Object.assign(new Error(`message larger than message_size_limit (${o.maxBytes} bytes)`), { code: 'EFBIG' });
     await w.write(buf);
   };
@@ -117,27 +128,28 @@ export async function readMessage(input: Readable, w: Writer, o: ReadOptions): P
       break;
     }
     const continues = (l.line[0] === 0x20 || l.line[0] === 0x09) && fields.length > 0;
-    if (l.partial || headBytes + l.line.length > MAX_HEADER || (!continues && !fieldName(l.line))) {
+    const name = continues ? null : fieldName(l.line);
+    if (l.partial || headBytes + l.line.length > MAX_HEADER || (!continues && !name)) {
       first = l;
       break;
     }
     headBytes += l.line.length + 2;
-    if (continues) fields[fields.length - 1].push(l.line);
-    else fields.push([l.line]);
+    if (name) fields.push({ name, lines: [l.line] });
+    else fields[fields.length - 1].lines.push(l.line);
   }
   const headerRecipients = await recipientsOf(fields);
-  const has = (name: string) => fields.some((f) => fieldName(f[0]) === name);
-  for (const f of fields) if (fieldName(f[0]) !== 'bcc') for (const line of f) await put(Buffer.concat([line, crlf]));
+  const has = (name: string) => fields.some((f) => f.name === name);
+  for (const f of fields) if (f.name !== 'bcc') for (const line of f.lines) await put(withCrlf(line));
   if (!has('from') && o.sender) await put(Buffer.from(`From: ${o.fullName ? `${displayName(o.fullName)} <${o.sender}>` : o.sender}\r\n`));
   if (!has('date')) await put(Buffer.from(`Date: ${rfc5322Date(o.now)}\r\n`));
   if (!has('message-id')) await put(Buffer.from(`Message-ID: <${o.id}@${o.hostname}>\r\n`));
-  await put(crlf);
+  await put(CRLF);
 
   // The body: the line that ended the header section (if it was not the empty line), then the rest.
   let l = first;
   if (l === undefined) l = await next();
   while (l) {
-    await put(l.partial ? l.line : Buffer.concat([l.line, crlf]));
+    await put(l.partial ? l.line : withCrlf(l.line));
     l = await next();
   }
   if (reader.error) throw reader.error;

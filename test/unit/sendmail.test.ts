@@ -8,10 +8,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { chmodSync, readdirSync, readFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { scan } from '../../src/mail/maildir';
+import { Readable } from 'node:stream';
+import { scan, Writer } from '../../src/mail/maildir';
 import { parseArgs } from '../../src/sendmail/args';
+import { readMessage } from '../../src/sendmail/message';
 import { scriptedSmtp } from '../helpers/scripted';
 import { makePostOffice, ROOT, runProgram, type PostOffice } from '../helpers/postoffice';
 
@@ -45,6 +48,25 @@ test('argv: flags as Postfix takes them, ignored ones harmless, unsupported ones
   assert.equal(parseArgs(['-q30m']).mode, 'queue');
   assert.equal(parseArgs(['-C', '/x/mail.cfg', '-bm', 'a@b.example']).config, '/x/mail.cfg');
   for (const bad of [['-bs'], ['-bd'], ['-bi'], ['-bv'], ['-Z'], ['-f']]) assert.throws(() => parseArgs(bad), (e: { exit?: number }) => e.exit === 64, bad.join(' '));
+});
+
+test('readMessage: folded fields kept whole, Bcc dropped, 8-bit seen only when there, header recipients in order', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sendmail-read-'));
+  const read = async (name: string, text: string) => {
+    const w = await Writer.create(join(dir, name));
+    const m = await readMessage(Readable.from([Buffer.from(text, 'latin1')]), w, { dotIsText: true, sender: 'cron@example.org', id: 'ID1', hostname: 'mx.example.org', maxBytes: 0, now: new Date(0) });
+    await w.close(false);
+    return { ...m, stored: readFileSync(w.path, 'latin1') };
+  };
+  const a = await read('a', 'To: alice,\n\tbob@example.org\nBcc: carol@example.org\n (a comment)\nSubject: plain\n\nbody\n');
+  assert.deepEqual(a.headerRecipients, ['alice', 'bob@example.org', 'carol@example.org']);
+  assert.equal(a.eightBit, false);
+  assert.match(a.stored, /^To: alice,\r\n\tbob@example\.org\r\nSubject: plain\r\nFrom: cron@example\.org\r\nDate: [^\r]+\r\nMessage-ID: <ID1@mx\.example\.org>\r\n\r\nbody\r\n$/);
+  assert.equal(a.size, a.stored.length);
+  const b = await read('b', 'Subject: caf\xe9\n\nplain body\n');
+  assert.equal(b.eightBit, true, 'an 8-bit header byte');
+  assert.deepEqual(b.headerRecipients, []);
+  assert.equal((await read('c', 'Subject: x\n\nline\nna\xefve\n')).eightBit, true, 'an 8-bit body byte');
 });
 
 test('from a cron-like environment: local copy in wire form, outside copy queued and sent by queue-run', async () => {
