@@ -7,7 +7,9 @@
  * test file can start several one after another. Mail goes in with dovecot-lda (putMessage), so
  * what Dovecot serves is what a real mailbox would serve.
  * startSampleDovecot runs the shipped etc-samples/dovecot/dovecot.conf (IMAPS only, users from
- * the passwd-file mailcfg keeps); pyImap logs in to it with python3 imaplib.
+ * the passwd-file mailcfg keeps); pyImap logs in to it with python3 imaplib. A test that writes a
+ * config of its own (pop3d-dovecot: Dovecot on Outpost's spool) takes the pieces: vmailIds,
+ * plainUsers, listeners, stopDovecot.
  * Throws (at start) with an install hint when dovecot is missing: tests never skip silently.
  */
 import { execFileSync } from 'node:child_process';
@@ -40,8 +42,41 @@ export interface Dovecot {
 
 const LDA = '/usr/lib/dovecot/dovecot-lda';
 
+/** The uid and gid of user vmail, every test Dovecot's mail_uid. @throws with an install hint when vmail is missing. */
+export function vmailIds(): { uid: number; gid: number } {
+  try {
+    return { uid: Number(execFileSync('id', ['-u', 'vmail']).toString()), gid: Number(execFileSync('id', ['-g', 'vmail']).toString()) };
+  } catch {
+    throw new Error('user vmail missing; run "bash .ci/install-peers" (it creates it)');
+  }
+}
+
+/** A passwd-file's text for `users` (name → password): {PLAIN} passwords, no other fields. */
+export const plainUsers = (users: Record<string, string>): string => Object.entries(users).map(([u, p]) => `${u}:{PLAIN}${p}::::::\n`).join('');
+
+/**
+ * The service blocks of a test dovecot.conf: IMAP on 127.0.0.1:`imapPort` (and POP3 on
+ * `pop3Port` when given), their implicit-TLS listeners off, and anvil not chrooted.
+ */
+export function listeners(imapPort: number, pop3Port?: number): string {
+  const service = (name: string, port: number) => `service ${name}-login {
+  inet_listener ${name} {
+    address = 127.0.0.1
+    port = ${port}
+  }
+  inet_listener ${name}s {
+    port = 0
+  }
+}
+`;
+  return `${service('imap', imapPort)}${pop3Port === undefined ? '' : service('pop3', pop3Port)}service anvil {
+  chroot =
+}
+`;
+}
+
 /** Stops the Dovecot of `conf` (base_dir `runDir`) and waits for its master to go, SIGKILL after 5 s. */
-function stopDovecot(conf: string, runDir: string): void {
+export function stopDovecot(conf: string, runDir: string): void {
   try {
     execFileSync('doveadm', ['-c', conf, 'stop'], { stdio: 'ignore' });
   } catch {
@@ -62,19 +97,13 @@ function stopDovecot(conf: string, runDir: string): void {
 export async function startDovecot(users: Record<string, string>): Promise<Dovecot> {
   requireTool('dovecot');
   if (!existsSync(LDA)) throw new Error(`${LDA} missing; run "bash .ci/install-peers" (dovecot-core)`);
-  try {
-    execFileSync('id', ['vmail'], { stdio: 'ignore' });
-  } catch {
-    throw new Error('user vmail missing; run "bash .ci/install-peers" (it creates it)');
-  }
+  const { uid, gid } = vmailIds();
   const dir = mkdtempSync(join(tmpdir(), 'outpost-dovecot-'));
   chmodSync(dir, 0o755); // Dovecot's auth process (user dovecot) must reach the users file
   const D = join(dir, 'dovecot');
   for (const d of ['run', 'state', 'mail']) mkdirSync(join(D, d), { recursive: true });
-  const uid = Number(execFileSync('id', ['-u', 'vmail']).toString());
-  const gid = Number(execFileSync('id', ['-g', 'vmail']).toString());
   chownSync(join(D, 'mail'), uid, gid);
-  writeFileSync(join(D, 'users'), Object.entries(users).map(([u, p]) => `${u}:{PLAIN}${p}::::::\n`).join(''));
+  writeFileSync(join(D, 'users'), plainUsers(users));
   const { cert, key } = makeCert(dir);
   const pop3Port = await freePort();
   const imapPort = await freePort();
@@ -107,28 +136,7 @@ userdb {
   args = username_format=%u ${D}/users
   default_fields = uid=vmail gid=vmail home=${D}/mail/%u
 }
-service imap-login {
-  inet_listener imap {
-    address = 127.0.0.1
-    port = ${imapPort}
-  }
-  inet_listener imaps {
-    port = 0
-  }
-}
-service pop3-login {
-  inet_listener pop3 {
-    address = 127.0.0.1
-    port = ${pop3Port}
-  }
-  inet_listener pop3s {
-    port = 0
-  }
-}
-service anvil {
-  chroot =
-}
-`,
+${listeners(imapPort, pop3Port)}`,
   );
   // stdio ignored: the daemonized master keeps inherited pipes open, and execFileSync would wait.
   execFileSync('dovecot', ['-c', conf], { stdio: 'ignore' });
@@ -174,11 +182,7 @@ export interface SampleDovecot {
  */
 export async function startSampleDovecot(spool: string, passwd: string): Promise<SampleDovecot> {
   requireTool('dovecot');
-  try {
-    execFileSync('id', ['vmail'], { stdio: 'ignore' });
-  } catch {
-    throw new Error('user vmail missing; run "bash .ci/install-peers" (it creates it)');
-  }
+  vmailIds();
   const dir = mkdtempSync(join(tmpdir(), 'outpost-dovecot-sample-'));
   chmodSync(dir, 0o755);
   for (const d of ['run', 'state']) mkdirSync(join(dir, d));

@@ -1,8 +1,9 @@
 /**
  * owner — a post office run for real (issue 9, items 1–3): as root, with a real unprivileged mail
  * owner made for the test, mail.cfg made by `mailcfg init --owner` as root, smtpd and pop3d
- * started as root by tcpserver and openbsd-inetd, fetch and queue-run run as root, and mailcfg as
- * root between sessions. Checked: every file the programs create is the mail owner's (mailcfg
+ * started as root by tcpserver and openbsd-inetd, fetch, queue-run (its --hold, --release and
+ * --delete too) and sendmail run as root (sendmail also as the owner), and mailcfg as root
+ * between sessions. Checked: every file the programs create is the mail owner's (mailcfg
  * check's deep walk finds none of another owner), mail.cfg keeps root:owner-group 0640 through
  * root's edits and no session breaks, a group-writable mail.cfg stops every program with one
  * readable line, a symbolic link in a Maildir is never followed (pop3d, smtpd), and check --fix
@@ -121,6 +122,27 @@ test('fetch and queue-run run as root leave only files of the mail owner', async
     await pop.close();
     await relay.close();
   }
+});
+
+test('sendmail as root and as the owner, and queue-run --hold/--release/--delete as root, leave only files of the mail owner', async () => {
+  const asRoot = await runProgram('sendmail', ['-C', cfg, '-f', 'alice@example.org', 'bob@example.org', 'far@elsewhere.net'], 'Subject: sendmail as root\n\nx\n');
+  assert.equal(asRoot.code, 0, asRoot.stderr);
+  const asOwner = await runProgram('sendmail', ['-C', cfg, 'far@elsewhere.net'], 'Subject: sendmail as the owner\n\ny\n', {}, { uid: u.uid, gid: u.gid });
+  assert.equal(asOwner.code, 0, `the spool's owner may submit: ${asOwner.stderr}`);
+  assert.ok(readdirSync(join(maildir('bob'), 'new')).some((f) => readFileSync(join(maildir('bob'), 'new', f), 'latin1').includes('Subject: sendmail as root')));
+  const list = async () => JSON.parse((await runProgram('queue-run', ['-c', cfg, '--list', '--json'])).stdout.toString()) as Array<{ id: string; held: boolean }>;
+  const ids = (await list()).map((e) => e.id);
+  assert.equal(ids.length, 2, JSON.stringify(ids));
+  assert.deepEqual(strays(), [], "sendmail's deliveries and queue files are the owner's");
+  for (const args of [['--hold', 'ALL'], ['--release', ids[0]], ['--delete', ids[1]]]) {
+    const r = await runProgram('queue-run', ['-c', cfg, ...args]);
+    assert.equal(r.code, 0, `${args.join(' ')}: ${r.stdout.toString()}${r.stderr}`);
+    assert.deepEqual(strays(), [], `queue-run ${args.join(' ')} as root: state files the owner's`);
+  }
+  assert.deepEqual((await list()).map((e) => [e.id, e.held]), [[ids[0], false]]);
+  assert.equal((await runProgram('queue-run', ['-c', cfg, '--delete', 'ALL'])).code, 0);
+  const check = await mc(['check']);
+  assert.equal(check.code, 0, check.stderr);
 });
 
 test('a group-writable mail.cfg stops every program, as root, with one line naming it and the fix', async () => {

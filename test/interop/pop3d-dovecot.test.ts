@@ -20,7 +20,8 @@ import assert from 'node:assert/strict';
 import { ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
 import { chmodSync, chownSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect, Socket } from 'node:net';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { listeners, plainUsers, stopDovecot, vmailIds } from '../helpers/dovecot';
 import { childEnv, maildirTexts, waitListening } from '../helpers/peers';
 import { dist, freePort, makePostOffice, PostOffice, requireTool, ROOT } from '../helpers/postoffice';
 
@@ -41,8 +42,7 @@ before(async () => {
   for (const t of ['dovecot', 'tcpserver', 'python3']) requireTool(t);
   if (!existsSync(LDA)) throw new Error(`${LDA} missing; run "bash .ci/install-peers" (dovecot-core)`);
   if (!existsSync('/usr/lib/dovecot/imap')) throw new Error('dovecot-imapd missing; run "bash .ci/install-peers"');
-  const uid = Number(execFileSync('id', ['-u', 'vmail']).toString());
-  const gid = Number(execFileSync('id', ['-g', 'vmail']).toString());
+  const { uid, gid } = vmailIds();
   po = await makePostOffice(Object.entries(USERS).map(([u, password]) => ({ address: addr(u), password })), 'network 127.0.0.0/8\n');
   for (const u of Object.keys(USERS)) for (const s of ['cur', 'new', 'tmp']) mkdirSync(join(maildir(u), s), { recursive: true });
   // vmail is the mail owner: the daemons run as it (tcpserver -u) and refuse any other owner.
@@ -52,7 +52,7 @@ before(async () => {
   const D = join(po.dir, 'dovecot');
   for (const d of ['run', 'state']) mkdirSync(join(D, d), { recursive: true });
   chownSync(D, 0, 0);
-  writeFileSync(join(D, 'users'), Object.entries(USERS).map(([u, p]) => `${addr(u)}:{PLAIN}${p}::::::\n`).join(''));
+  writeFileSync(join(D, 'users'), plainUsers(Object.fromEntries(Object.entries(USERS).map(([u, p]) => [addr(u), p]))));
   imapPort = await freePort();
   popPort = await freePort();
   smtpPort = await freePort();
@@ -78,19 +78,7 @@ userdb {
   driver = static
   args = home=${po.spool}/mail/%d/%n mail=maildir:${po.spool}/mail/%d/%n
 }
-service imap-login {
-  inet_listener imap {
-    address = 127.0.0.1
-    port = ${imapPort}
-  }
-  inet_listener imaps {
-    port = 0
-  }
-}
-service anvil {
-  chroot =
-}
-`,
+${listeners(imapPort)}`,
   );
   execFileSync('dovecot', ['-c', conf], { stdio: 'ignore' });
   // smtpd and pop3d one process per connection as the mail user, as in production.
@@ -102,13 +90,7 @@ service anvil {
 });
 
 after(async () => {
-  if (conf) {
-    try {
-      execFileSync('doveadm', ['-c', conf, 'stop'], { stdio: 'ignore' });
-    } catch {
-      /* not running */
-    }
-  }
+  if (conf) stopDovecot(conf, join(dirname(conf), 'run'));
   for (const c of children) {
     const gone = new Promise((r) => c.once('exit', r));
     c.kill('SIGTERM');

@@ -21,7 +21,7 @@ import { enqueue } from '../../src/mail/queue';
 import { makePostOffice, type PostOffice } from '../helpers/postoffice';
 import { cut, scriptedImap, scriptedPop3, scriptedSmtp } from '../helpers/scripted';
 import { dataBlock, finalReplies, freshId, int, message, oneOf, rnd, runKillable, type Row } from './common';
-import { checkSpool, Ledger, type Findings, onRemote } from './invariant';
+import { addFindings, checkSpool, Ledger, noFindings, type Findings, onRemote } from './invariant';
 
 /** A row from findings, with extra notes and problems (must be none). */
 function row(what: string, runs: number, f: Findings, notes: string[], problems: string[]): Row & { problems: string[] } {
@@ -129,7 +129,7 @@ export async function diskFull(rounds: number): Promise<Array<Row & { problems: 
         t.done();
       }
     }
-    const f = total.reduce((a, b) => ({ ...a, lost: a.lost + b.lost, partial: a.partial + b.partial, duplicates: a.duplicates + b.duplicates, badDuplicates: a.badDuplicates + b.badDuplicates, details: [...a.details, ...b.details] }));
+    const f = total.reduce(addFindings, noFindings());
     out.push(row('disk full under fetch (POP3/IMAP, keep=no), then a normal run', runs, f, [`exit statuses while full: ${[...codes].map(([k, v]) => `${k}×${v}`).join(', ')}`], problems));
   }
   // queue-run's state write: the relay defers (450), so a state file must be written on a full disk.
@@ -283,6 +283,6 @@ export async function remoteCuts(rounds: number): Promise<Row & { problems: stri
       rmSync(po.dir, { recursive: true, force: true });
     }
   }
-  const f = all.reduce((a, b) => ({ ...a, lost: a.lost + b.lost, partial: a.partial + b.partial, duplicates: a.duplicates + b.duplicates, badDuplicates: a.badDuplicates + b.badDuplicates, details: [...a.details, ...b.details] }));
+  const f = all.reduce(addFindings, noFindings());
   return row('remote cutting mid-RETR / mid-FETCH, then a normal fetch', rounds, f, [], problems);
 }

@@ -65,9 +65,12 @@ export interface Findings {
   details: string[];
 }
 
-/** The Maildirs (directories with new/ and cur/) under `root`, recursively, `root` included. */
-export function maildirsUnder(root: string): string[] {
-  const out: string[] = [];
+/**
+ * Walks the directory tree at `root`: `visit(dir, names)` is called for each directory with its
+ * entries' names and returns the names of the subdirectories to walk into. A directory that
+ * cannot be read (gone, not a directory) is passed over.
+ */
+export function walkDirs(root: string, visit: (dir: string, names: string[]) => string[]): void {
   const walk = (d: string) => {
     let ents: string[];
     try {
@@ -75,10 +78,18 @@ export function maildirsUnder(root: string): string[] {
     } catch {
       return;
     }
-    if (ents.includes('new') && ents.includes('cur')) out.push(d);
-    for (const e of ents) if (!['new', 'cur', 'tmp'].includes(e) && statSync(join(d, e), { throwIfNoEntry: false })?.isDirectory()) walk(join(d, e));
+    for (const e of visit(d, ents)) walk(join(d, e));
   };
   walk(root);
+}
+
+/** The Maildirs (directories with new/ and cur/) under `root`, recursively, `root` included. */
+export function maildirsUnder(root: string): string[] {
+  const out: string[] = [];
+  walkDirs(root, (d, ents) => {
+    if (ents.includes('new') && ents.includes('cur')) out.push(d);
+    return ents.filter((e) => !['new', 'cur', 'tmp'].includes(e) && statSync(join(d, e), { throwIfNoEntry: false })?.isDirectory());
+  });
   return out;
 }
 

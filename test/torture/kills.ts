@@ -20,7 +20,7 @@ import { enqueue } from '../../src/mail/queue';
 import { makePostOffice, type PostOffice } from '../helpers/postoffice';
 import { scriptedImap, scriptedPop3, scriptedSmtp } from '../helpers/scripted';
 import { dataBlock, finalReplies, freshId, int, killKind, message, oneOf, pick, randomKill, rnd, runKillable, type KillAt } from './common';
-import { addFindings, checkSpool, Ledger, maildirsUnder, noFindings, type Findings, onRemote } from './invariant';
+import { addFindings, checkSpool, Ledger, maildirsUnder, noFindings, type Findings, onRemote, walkDirs } from './invariant';
 
 /** Counts for one kill point. */
 export interface Tally {
@@ -41,22 +41,15 @@ function tally(point: string, killed: boolean, f: Findings): void {
 /** Everything below `dir` whose mtime is set back by `seconds` (files, or dirs named *.lock). */
 function ageUnder(dir: string, seconds: number, want: (name: string, isDir: boolean) => boolean): void {
   const when = new Date(Date.now() - seconds * 1000);
-  const walk = (d: string) => {
-    let ents: string[];
-    try {
-      ents = readdirSync(d);
-    } catch {
-      return;
-    }
-    for (const e of ents) {
+  walkDirs(dir, (d, ents) =>
+    ents.filter((e) => {
       const p = join(d, e);
       const st = statSync(p, { throwIfNoEntry: false });
-      if (!st) continue;
+      if (!st) return false;
       if (want(e, st.isDirectory())) utimesSync(p, when, when);
-      if (st.isDirectory() && !e.endsWith('.lock')) walk(p);
-    }
-  };
-  walk(dir);
+      return st.isDirectory() && !e.endsWith('.lock');
+    }),
+  );
 }
 /** A killed holder's locks (proper-lockfile `*.lock` dirs) made 60 s old: stale, as after 30 s. */
 export const ageLocks = (dir: string) => ageUnder(dir, 60, (n, isDir) => isDir && n.endsWith('.lock'));

@@ -1,8 +1,9 @@
 /**
  * Link economy under dial (issue 12): a link's max_send / max_fetch leave big mail queued and on
  * the server — waiting, not failed, not attempted — until a link without the cap carries it;
- * queue-run and fetch take small messages first; every cycle appends one ledger line and
- * `dial --report` sums them per month and link; a link whose month_budget is spent is not chosen
+ * queue-run and fetch take small messages first; every cycle appends one ledger line (a failed
+ * one too; a dry run or no usable link none) and `dial --report` sums them per month and link,
+ * skipping a torn last line; a link whose month_budget is spent is not chosen
  * and the postmaster is told once. Real programs (dist/), the scripted SMTP and POP3 peers.
  */
 import { test } from 'node:test';
@@ -96,6 +97,27 @@ test('dial over a link with max_send/max_fetch: big mail waits (queued, on the s
     await smtp.close();
     await pop.close();
   }
+});
+
+test('ledger: a cycle whose links all fail is a line (link null, its result) counted in --report\'s failures; a dry run and a cycle with no link usable now add none; a torn last line is skipped', async () => {
+  const now = new Date();
+  const m = now.getHours() * 60 + now.getMinutes();
+  const f = (x: number) => `${String(Math.floor((x % 1440) / 60)).padStart(2, '0')}:${String(x % 60).padStart(2, '0')}`;
+  const po = await makePostOffice(users, `link a kind=command up="exit 1"\nlink night kind=always priority=9 hours=${f(m + 120)}-${f(m + 180)}\n`);
+  const ledger = () => (existsSync(join(po.spool, 'run', 'ledger')) ? readFileSync(join(po.spool, 'run', 'ledger'), 'utf8') : '');
+  assert.equal((await dial(po, ['--dry-run', '--', 'true'])).code, 0);
+  assert.equal((await dial(po, ['--link', 'night', '--', 'true'])).code, 69);
+  assert.equal(ledger(), '', 'neither a dry run nor a cycle with no usable link is written');
+  const d = await dial(po, ['--link', 'a', '--', 'true']);
+  assert.equal(d.code, 75, out(d));
+  const lines = ledger().trim().split('\n').map((l) => JSON.parse(l));
+  assert.equal(lines.length, 1);
+  assert.equal(lines[0].link, null, 'no link came up');
+  assert.notEqual(lines[0].result, 'ok');
+  writeFileSync(join(po.spool, 'run', 'ledger'), ledger() + '{"start":"' + now.toISOString());
+  const rep = await dial(po, ['--report', '--json']);
+  assert.equal(rep.code, 0, out(rep));
+  assert.deepEqual(JSON.parse(rep.stdout.toString()).map((r: { cycles: number; failures: number }) => [r.cycles, r.failures]), [[1, 1]], 'the torn line is skipped');
 });
 
 test('month_budget: a link whose month is spent is not chosen (the next one is), the postmaster is told once', async () => {

@@ -246,6 +246,40 @@ test('IMAP UIDVALIDITY change, keep=yes: a message matched by Message-ID above a
   }
 });
 
+for (const keep of ['no', 'yes'] as const) {
+  test(`IMAP small first, cut in UID 2 after UID 3 landed (keep=${keep}): done=3 in the state, the next run fetches UID 2 alone, each message once`, async () => {
+    // UID 2 is large: fetched in pieces after the small batch 1,3, and the cut in its second piece
+    // leaves it undone below the delivered UID 3 (the torture suite's case: `last` raised to 3 over
+    // it, keep=no expunged it unfetched).
+    const msgs = [testMessage('done 1'), testMessage('done 2', {}, 300_000), testMessage('done 3')];
+    let cutOnce = false;
+    const s = await scriptedImap({ messages: msgs, overrides: { 'UID FETCH': (c) => (!cutOnce && /<131072\./.test(c.args) ? ((cutOnce = true), cut()) : undefined) } });
+    try {
+      const po = await office(`done${keep}`, 'imap', s.port, `keep=${keep}`);
+      const state = () => readFileSync(join(po.spool, 'fetch', `done${keep}.state`), 'utf8');
+      const bodyFetches = (conn: number) => sent(s, conn).flatMap((l) => / UID FETCH (\S+) \(.*BODY\.PEEK\[\]/.exec(l)?.[1] ?? []);
+      const r = await fetch(po);
+      assert.equal(r.code, 75, out(r));
+      assert.deepEqual(bodyFetches(0), ['1,3', '2', '2'], s.text(0));
+      assert.deepEqual(bodies(po.alice), [msgs[0], msgs[2]].sort());
+      assert.match(state(), /^folder 1700000000 1 INBOX done=3$/m, 'UID 3 recorded as done, last not raised over the undone UID 2');
+      assert.equal(s.mailbox.messages.length, 3, 'nothing expunged');
+      const r2 = await fetch(po);
+      assert.equal(r2.code, 0, out(r2));
+      assert.deepEqual(bodies(po.alice), [...msgs].sort(), 'every message exactly once');
+      assert.deepEqual([...new Set(bodyFetches(1))], ['2'], s.text(1));
+      assert.match(state(), /^folder 1700000000 3 INBOX$/m, 'all done: last absorbs done=');
+      assert.equal(s.mailbox.messages.length, keep === 'no' ? 0 : 3, keep === 'no' ? 'all expunged once stored' : 'keep=yes: all left on the server');
+      const r3 = await fetch(po);
+      assert.equal(r3.code, 0, out(r3));
+      assert.deepEqual(bodies(po.alice), [...msgs].sort(), 'a third run stores nothing again');
+      assert.deepEqual(bodyFetches(2), [], s.text(2));
+    } finally {
+      await s.close();
+    }
+  });
+}
+
 test('IMAP large message cut after its first piece: the next run asks for the rest only, byte-exact', async () => {
   const big = testMessage('big one', {}, 400_000);
   const s = await scriptedImap({ messages: [big], overrides: { 'UID FETCH': (c) => (/<131072\./.test(c.args) && c.total === 3 ? cut() : undefined) } });

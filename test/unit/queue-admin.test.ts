@@ -2,7 +2,7 @@
  * The queue in the administrator's hands (issue 9 item 4): one queue id from smtpd's 250 reply
  * through its log, the queue file, `queue-run --list`, the DSN and queue-run's log; and
  * `queue-run --delete|--hold|--release ID...|ALL` (admin.ts): held mail is neither sent nor
- * expired (time on hold does not count), unknown ids give 67, a running queue-run gives 75 and
+ * expired (time on hold counts towards neither queue_lifetime nor delay_warning), unknown ids give 67, a running queue-run gives 75 and
  * nothing changes, every action is logged.
  */
 import { test } from 'node:test';
@@ -83,6 +83,28 @@ test('--hold: listed as held, neither sent nor expired; --release: sent, the tim
     assert.deepEqual(scan(queueDir(po)), []);
     const log = logOf(po);
     for (const [what, id] of [['put on hold', a.id], ['deleted', b.id], ['released', a.id]]) assert.match(log, new RegExp(`queue-run\\[\\d+\\] info: ${what} by the administrator id=${id} from=<alice@example.org> to=<x@far.net>`));
+  } finally {
+    await s.close();
+  }
+});
+
+test('--release: the time on hold does not count towards delay_warning either; a deferral after it sends no DSN yet', async () => {
+  const s = await scriptedSmtp({ overrides: { RCPT: () => '450 4.2.0 try later' } });
+  try {
+    const po = await makePostOffice(undefined, `relay default 127.0.0.1:${s.port} tls=none\ndelay_warning 4h\n`);
+    const a = await enqueue(queueDir(po), { sender: 'alice@example.org', recipients: ['x@far.net'] }, [msg('late')]);
+    assert.equal((await run(po, ['--hold', a.id])).code, 0);
+    // Arrived 5 hours ago, on hold for the last 4 h 30 min: queued for 30 minutes only.
+    const st = JSON.parse(readFileSync(stateFile(po, a.id), 'utf8'));
+    const now = Date.now();
+    Object.assign(st, { arrival: now - 5 * 3600_000, held: new Date(now - 4.5 * 3600_000).toISOString() });
+    writeFileSync(stateFile(po, a.id), JSON.stringify(st));
+    assert.equal((await run(po, ['--release', a.id])).code, 0);
+    const r = await run(po);
+    assert.equal(r.code, 75, out(r));
+    assert.equal(s.received.length, 0);
+    assert.equal(JSON.parse(readFileSync(stateFile(po, a.id), 'utf8')).delayWarned, undefined);
+    assert.deepEqual(scan(join(po.spool, 'mail', 'example.org', 'alice')), [], 'no "delayed" DSN to the sender');
   } finally {
     await s.close();
   }

@@ -1,7 +1,7 @@
 /**
  * sendmail (src/sendmail/): the argv rules (args.ts), and the built program run as cron runs it
  * (`env -i PATH=... sendmail ...`): a bare-LF message stored in wire form in the local Maildir, the
- * outside copy queued and sent by queue-run to a scripted relay; -t with Bcc removed; Date,
+ * outside copy queued and sent by queue-run to a scripted relay; -t with Bcc removed (a folded field whole); Date,
  * Message-ID and From added when missing; "." without -i; sysexits for usage (64), a bad address
  * (65), an unknown mailbox (67), another user (77); -bp and -q through queue-run.
  */
@@ -95,6 +95,30 @@ test('from a cron-like environment: local copy in wire form, outside copy queued
     assert.equal(s.received[0].from, 'root@example.org');
     assert.ok(!s.received[0].body.toString().includes('secret@'), 'the relay never sees the Bcc');
     assert.deepEqual(queued(po), []);
+  } finally {
+    await s.close();
+  }
+});
+
+test('-t: a folded Bcc and a second BCC field are removed whole, their recipients still get it; "Bcc:" in the body is text', async () => {
+  const s = await scriptedSmtp();
+  try {
+    const po = await makePostOffice(undefined, `relay default 127.0.0.1:${s.port} tls=none\n`);
+    const msg = 'To: alice\nBcc: hidden-one@else.example,\n\thidden-two@else.example\nSubject: folded\nBCC: bob@example.org\n\nBcc: this line is body text\n';
+    const r = await cronSendmail(po, ['-t', '-i'], msg);
+    assert.equal(r.code, 0, r.stderr);
+    const [a] = inbox(po, 'alice');
+    const [b] = inbox(po, 'bob');
+    assert.ok(a && b, 'To: alice and the second field\'s Bcc: bob both got it');
+    for (const m of [a, b]) {
+      const head = m.slice(0, m.indexOf('\r\n\r\n'));
+      assert.ok(!/^bcc:/im.test(head) && !head.includes('hidden-'), `no Bcc field or continuation line left:\n${head}`);
+      assert.match(m, /\r\nSubject: folded\r\n/);
+      assert.match(m, /\r\n\r\nBcc: this line is body text\r\n$/, 'the body is not a header section');
+    }
+    assert.equal((await runProgram('queue-run', ['-c', po.cfgPath])).code, 0);
+    assert.deepEqual(s.received.map((m) => m.rcpts.sort()), [['hidden-one@else.example', 'hidden-two@else.example']], 'both addresses of the folded field are recipients');
+    assert.ok(!s.received[0].body.toString().includes('hidden-'), 'the relay never sees them in the message');
   } finally {
     await s.close();
   }
