@@ -5,7 +5,9 @@
 # temp dir removed at exit, with every process started through `bg` killed), and the functions
 #   need TOOL HINT        exit 69 (EX_UNAVAILABLE) with an install hint when TOOL is missing
 #   postoffice DIR [LINE...]   a post office in DIR: mail.cfg (0600) with alice@example.org / pw,
-#                         network 127.0.0.0/8, login_delay 0, plus LINEs; sets $CFG and $MAILDIR
+#                         network 127.0.0.0/8, login_delay 0, plus LINEs; sets $CFG and $MAILDIR.
+#                         Its mail_owner is the user running the bench, or vmail when that is root
+#                         (the daemons refuse to run mail as root; Dovecot's bench serves as vmail)
 #   port                  prints a free TCP port on 127.0.0.1
 #   bg CMD...             starts CMD in the background (stderr to $WORK/bg.log), remembers its pid
 #   waitport PORT         waits (up to 10 s) until 127.0.0.1:PORT accepts connections
@@ -41,12 +43,14 @@ postoffice() {
   for d in mail queue/tmp queue/new queue/cur queue/state fetch run log tmp mail/example.org/alice/tmp mail/example.org/alice/new mail/example.org/alice/cur; do
     mkdir -p "$dir/spool/$d"
   done
+  owner=$(id -un)
+  [ "$(id -u)" != 0 ] || owner=vmail
   hash=$("$NODE" -e "const c=require('crypto');const s=c.randomBytes(16);c.scrypt('pw',s,32,{N:16384,r:8,p:1},(e,k)=>{if(e)throw e;console.log('scrypt\$16384\$8\$1\$'+s.toString('base64url')+'\$'+k.toString('base64url'))})")
   CFG=$dir/mail.cfg
   {
     echo "hostname mx.example.org"
     echo "spool $dir/spool"
-    echo "mail_owner $(id -un)"
+    echo "mail_owner $owner"
     echo "log $dir/outpost.log"
     echo "login_delay 0"
     echo "domain example.org"
@@ -55,6 +59,7 @@ postoffice() {
     for l in "$@"; do echo "$l"; done
   } >"$CFG"
   chmod 600 "$CFG"
+  [ "$owner" = "$(id -un)" ] || chown -R "$owner:" "$dir/spool"
   MAILDIR=$dir/spool/mail/example.org/alice
 }
 
