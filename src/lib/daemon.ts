@@ -5,13 +5,18 @@
  * Usage of a daemon built on it:  PROGRAM [-c FILE] [--listen HOST:PORT]
  * The two options are parsed here by hand rather than with commander: a daemon under inetd is a
  * whole process start per connection, and commander alone doubled the bundle's compile time.
- * The config is read once per process (inetd: once per connection; --listen/LISTEN_FDS: once,
- * then shared by all sessions; restart the service after `mailcfg` changes).
+ * The config is read once per process under inetd (so once per connection). With --listen or
+ * LISTEN_FDS it is read at start and reread for the next connection whenever the file's identity
+ * (stat: dev, ino, size, mtime in ns; mailcfg replaces it by rename) has changed since, with the
+ * same trust and start checks (configReloader): a reload that fails keeps the last good
+ * configuration and logs one error line naming the file and the fix; a session in progress keeps
+ * the configuration it started with. As Dovecot rereads a changed passwd-file.
  * Failures before the first reply (bad config, unreadable spool) are logged and the process exits
  * with the sysexits code; the session function sends its own 421 where the protocol wants one.
  * The configuration is the daemon's business (src/lib stays below src/mail): it passes a
  * ConfigSource (mail/config.ts: mailCfgSource) that loads it and says where to log.
  */
+import { statSync } from 'node:fs';
 import { runMain, stderrIsClient, VERSION } from './cli';
 import { log, setupLog } from './log';
 import { Conn, listenAddress, serve } from './transport';
@@ -23,6 +28,8 @@ import { becomeOwner } from './privilege';
 export interface ConfigSource<C> {
   /** Loads it from the -c/--config value (undefined: the default place), refusing files it cannot trust. @throws OutpostError. */
   load(flag: string | undefined): C;
+  /** The file `load(flag)` reads (its identity is watched by configReloader). */
+  path(flag: string | undefined): string;
   /** The file's path and its mail_owner (undefined: unset), for becomeOwner (lib/privilege.ts). */
   owner(cfg: C): { path: string; name?: string };
   /** The log target for setupLog (a file, "syslog", "stderr" or "none") and the lowest level written. */
@@ -46,6 +53,53 @@ export function enter<C>(name: string, source: ConfigSource<C>, cfg: C, check: b
   if (problems) throw new OutpostError(problems, { code: 'ECONFIG', exit: EX_CONFIG });
 }
 
+/** What tells one version of a file from another: dev, ino, size, mtime (ns); '' when it cannot be stat'ed. */
+function identity(path: string): string {
+  try {
+    const st = statSync(path, { bigint: true });
+    return `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}`;
+  } catch {
+    return '';
+  }
+}
+
+/**
+ * The configuration of a long-running daemon (--listen, LISTEN_FDS), for each new connection:
+ * `cfg` (loaded and entered at start) until the file's identity changes, then the file loaded
+ * again through `source.load(flag)` and checked as at start (the mail owner this process already
+ * runs as, `source.problems`), and only then the log set up from it. The identity is taken
+ * before each read (`seen`: the one taken before the first load), so a change during a read is
+ * seen at the next connection.
+ * A reload that fails (unreadable, untrusted, bad text, another mail_owner, a disk problem) is
+ * logged once per version of the file as an error ("mail.cfg reload failed", the file, the
+ * problem and its fix) and the last good configuration is kept.
+ * @returns the function a daemon calls once per connection; never throws.
+ */
+export function configReloader<C>(name: string, source: ConfigSource<C>, flag: string | undefined, cfg: C, seen: string): () => C {
+  let good = cfg;
+  const path = source.path(flag);
+  return () => {
+    const now = identity(path);
+    if (now === seen) return good;
+    seen = now;
+    try {
+      const next = source.load(flag);
+      const o = source.owner(next);
+      becomeOwner(o.name, o.path); // already switched: refuses another mail_owner
+      const problems = source.problems(next);
+      if (problems) throw new OutpostError(problems, { code: 'ECONFIG', exit: EX_CONFIG });
+      const l = source.log(next);
+      setupLog(name, l.target, l.level);
+      good = next;
+      log('info', 'config reloaded', { file: path });
+    } catch (err) {
+      const why = (err as Error).message.replace(/\n\(run "mailcfg -c .* check" after fixing\)$/, '');
+      log('error', `mail.cfg reload failed, still serving with the configuration loaded before: ${why}; fix: correct it (mailcfg -c ${path} check), the next connection rereads it`, { file: path });
+    }
+    return good;
+  };
+}
+
 /**
  * Parses argv, loads the configuration through `source`, switches to the mail owner, checks the
  * disk, sets up the log and serves sessions. Until mail.cfg is read and the switch made, errors go
@@ -63,6 +117,8 @@ export function runDaemon<C>(name: string, description: string, source: ConfigSo
       const opts = parseDaemonArgs(name, description, process.argv.slice(2));
       if (!opts) return;
       let cfg: C;
+      // The identity before the read: a change while reading is reloaded at the next connection.
+      const seen = inetd ? '' : identity(source.path(opts.config));
       try {
         cfg = source.load(opts.config);
         enter(name, source, cfg, true);
@@ -71,7 +127,8 @@ export function runDaemon<C>(name: string, description: string, source: ConfigSo
         throw err;
       }
       log('debug', 'start', { listen: opts.listen });
-      await serve((conn) => session(cfg, conn), opts.listen).catch((err: NodeJS.ErrnoException) => {
+      const current = inetd ? () => cfg : configReloader(name, source, opts.config, cfg, seen);
+      await serve((conn) => session(current(), conn), opts.listen).catch((err: NodeJS.ErrnoException) => {
         throw new OutpostError(`cannot listen on ${opts.listen}: ${err.message}; fix: pick a free address and port, or stop the other server`, { code: err.code ?? 'EOSERR', exit: EX_OSERR, cause: err });
       });
     },

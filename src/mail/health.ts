@@ -145,6 +145,7 @@ export const mailCfgSource: ConfigSource<Config> = {
     if (t.length) throw new OutpostError(formatDiags(cfg.path, t), { code: 'EPERM', exit: EX_CONFIG });
     return cfg;
   },
+  path: (flag) => configPath(flag),
   owner: (cfg) => ({ path: cfg.path, name: cfg.scalars.mail_owner }),
   log: (cfg) => ({ target: logTarget(cfg), level: cfg.scalars.log_level as 'error' | 'info' | 'debug' }),
   problems(cfg) {

@@ -1,6 +1,7 @@
 /**
  * pop3d — the Outpost POP3 server (RFC 1939, 2449, 2595, 5034), one session per process under
- * inetd/tcpserver/systemd Accept=yes, or many with --listen / LISTEN_FDS. See pop3d(8).
+ * inetd/tcpserver/systemd Accept=yes, or many with --listen / LISTEN_FDS (mail.cfg reread for the
+ * next connection when it changed: lib/daemon.ts configReloader). See pop3d(8).
  *
  * The start path loads only the daemon skeleton, mail.cfg and this program's own small modules;
  * TLS files are read on the first STLS. A mail.cfg that cannot be loaded under inetd gets
