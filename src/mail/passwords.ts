@@ -6,13 +6,18 @@
  * without padding: the `{SCHEME}` prefix and the parameter order (m, t, p) of Dovecot 2.3's
  * ARGON2ID scheme (libsodium), so a Dovecot passwd-file can carry the same field (mailcfg(8),
  * dovecot_passwd). Costs ~25 ms of CPU here, ~0.15–0.2 s on a Raspberry Pi. The argon2 library
- * (native, prebuilt) is loaded only when a password is hashed or checked.
+ * (native, prebuilt, CommonJS) is loaded only when a password is hashed or checked, with require:
+ * a dynamic import() would start Node's ESM loader too, ~7–10 ms more on every login of a
+ * process-per-connection daemon (bench/RESULTS.md, issue 10).
  * Still read: `scrypt$N$r$p$SALT$HASH` (SALT and HASH base64url), what Outpost wrote before issue
  * 10; Dovecot cannot read it (mailcfg check names those mailboxes; a new password fixes it).
  * A field of `*` or starting with `!` never matches (a locked mailbox). Verification compares in
  * constant time. Nothing throws for a malformed field: it simply never matches.
  */
 import { randomBytes, scrypt, timingSafeEqual } from 'node:crypto';
+
+/** The argon2 library, loaded on first use (see the header: require, not import()). */
+const argon2 = () => require('argon2') as typeof import('argon2');
 
 /** The Argon2id cost: memory in KiB, passes, lanes (OWASP's first choice for Argon2id). */
 const ARGON = { memoryCost: 19456, timeCost: 2, parallelism: 1, hashLength: 32 };
@@ -29,9 +34,9 @@ function scryptAsync(pw: string, salt: Buffer, n: number, r: number, p: number):
 
 /** Hashes a password with a fresh 16-byte salt into the written form (see the header). ~25 ms of CPU by design. */
 export async function hashPassword(password: string): Promise<string> {
-  const argon2 = await import('argon2');
+  const a = argon2();
   const salt = randomBytes(16);
-  const hash = await argon2.hash(password, { ...ARGON, type: argon2.argon2id, salt, raw: true });
+  const hash = await a.hash(password, { ...ARGON, type: a.argon2id, salt, raw: true });
   return `${ARGON_PREFIX}m=${ARGON.memoryCost},t=${ARGON.timeCost},p=${ARGON.parallelism}$${b64(salt)}$${b64(hash)}`;
 }
 
@@ -43,8 +48,7 @@ export function dovecotReadable(stored: string): boolean {
 /** True when `password` matches the stored field (either form); false for a locked or malformed field. */
 export async function verifyPassword(stored: string, password: string): Promise<boolean> {
   if (ARGON_FIELD.test(stored)) {
-    const argon2 = await import('argon2');
-    return argon2.verify(stored.slice('{ARGON2ID}'.length), password).catch(() => false);
+    return argon2().verify(stored.slice('{ARGON2ID}'.length), password).catch(() => false);
   }
   if (!SCRYPT_FIELD.test(stored)) return false;
   const parts = stored.split('$');
