@@ -30,8 +30,9 @@
  * session's message list as it was last seen — each message's file in cur/, wire size, UIDL and
  * wire form, in session order — and the stamp of new/ and cur/ (their mtimes) it was made at.
  *   - warm: when the directories' mtimes equal the stamp, nothing was delivered, renamed or removed
- *     since, and the list is the index's: two stats and one read, no readdir, no message opened or
- *     stat'ed. A stamp is only recorded when both mtimes are at least 2 s old and the session
+ *     since, and the list is the index's: three stats and one read, no readdir, no message opened
+ *     or stat'ed (a long-running pop3d keeps each index it read or wrote, and skips the read and
+ *     the parse while the file's identity — dev, ino, size, mtime ns — is the same). A stamp is only recorded when both mtimes are at least 2 s old and the session
  *     renamed nothing (a change later than that always gives a newer mtime; a change in the same
  *     clock tick as a fresh mtime might not), so trusting it is sound;
  *   - otherwise new/ and cur/ are listed; a message's size comes from its name (W=), else from its
@@ -187,14 +188,59 @@ interface Index {
 }
 
 /**
- * Reads the index; a missing, foreign-version or damaged one is undefined (rebuilt). Parsed with
- * indexOf rather than split and regular expressions: it runs on every warm login.
+ * Indexes read or written by this process, by Maildir, with the identity of the file they are
+ * (dev, ino, size, mtime in ns; `remembered`): a long-running pop3d (--listen, LISTEN_FDS) reads and parses a
+ * maildrop's index once, then one stat per login tells it is still the same file (every writer
+ * replaces it by rename: a new inode). The entries are copied for each session (relocate changes
+ * `moved`). At most KEPT Maildirs, the most recently used.
+ */
+const remembered = new Map<string, { id: string; index: Index }>();
+const KEPT = 16;
+
+/** The identity of a file (see `remembered`), or '' when it cannot be stat'ed. */
+function fileId(path: string): string {
+  try {
+    const st = statSync(path, { bigint: true });
+    return `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}`;
+  } catch {
+    return '';
+  }
+}
+
+/** Remembers `index` as the content of `dir`'s index file with identity `id`. */
+function keep(dir: string, id: string, index: Index): void {
+  remembered.delete(dir);
+  if (!id) return;
+  remembered.set(dir, { id, index });
+  if (remembered.size > KEPT) remembered.delete(remembered.keys().next().value!);
+}
+
+/**
+ * Reads the index (from `remembered` when the file is the one this process last read or wrote); a
+ * missing, foreign-version or damaged one is undefined (rebuilt). Parsed with indexOf rather than
+ * split and regular expressions: it runs on every warm login.
  */
 function readIndex(dir: string): Index | undefined {
+  const path = join(dir, INDEX_NAME);
+  const id = fileId(path);
+  const had = remembered.get(dir);
+  if (had && id && had.id === id) {
+    keep(dir, id, had.index); // the most recently used
+    const { stamp, entries, text } = had.index;
+    return { stamp, entries: entries.map((e) => new Entry(e.cur, e.file, e.size, e.uidl, e.wire)), text };
+  }
+  const index = parseIndex(dir, path);
+  if (index) keep(dir, id, index);
+  else remembered.delete(dir);
+  return index;
+}
+
+/** Reads and parses the index file `path` of `dir` (see readIndex). */
+function parseIndex(dir: string, path: string): Index | undefined {
   const cur = join(dir, 'cur') + '/';
   let text: string;
   try {
-    text = readFileSync(join(dir, INDEX_NAME), 'utf8');
+    text = readFileSync(path, 'utf8');
   } catch {
     return undefined;
   }
@@ -384,10 +430,14 @@ export async function openMaildrop(dir: string, what: string): Promise<Drop> {
       const listed = await listEntries(dir, index);
       entries = listed.entries;
       // Our own renames (new/ → cur/) just changed the stamp: trusted from a session that renames nothing.
-      const text = indexText(listed.moved ? '-' : stamp, entries);
+      const written = listed.moved ? '-' : stamp;
+      const text = indexText(written, entries);
       if (text !== index?.text) {
         try {
           atomicWriteFile(join(dir, INDEX_NAME), text, 0o600);
+          // Under the lock: no one else writes it meanwhile, so this is what the file now says.
+          // (Without the entries indexText could not keep: as the file would be read back.)
+          keep(dir, fileId(join(dir, INDEX_NAME)), { stamp: written, entries: entries.filter((e) => !/[\t\n]/.test(e.file)), text });
         } catch (err) {
           log('warn', `cannot write ${join(dir, INDEX_NAME)}: ${(err as Error).message}`); // a cache: the next session counts again
         }

@@ -153,6 +153,42 @@ test('pop3d.index: a warm login lists nothing and reads no message; missing or d
   assert.ok(!readdirSync(md).some((f) => f.startsWith('.')), 'no dot entry (no index temp file left, no lock)');
 });
 
+test('pop3d.index kept in the process: another writer\'s index (a new file) is read afresh; one session\'s relocate does not leak into the next', async () => {
+  const md = maildir('kept');
+  writeFileSync(join(md, 'new', '1700000000.1_0.procmail'), 'Subject: a\n\nA\n');
+  writeFileSync(join(md, 'new', '1700000000.2_0.procmail'), 'Subject: b\n\nB\n');
+  const open = async () => {
+    const d = await openMaildrop(md, 'x');
+    await d.release();
+    return d;
+  };
+  await open();
+  age(md);
+  await open(); // stamped now
+  const file = join(md, INDEX_NAME);
+  const text = readFileSync(file, 'utf8');
+  assert.match(text, /^outpost-pop3d-index 1\n\d+ \d+\n/);
+  // Another pop3d (under tcpserver) writes the index: a new file by rename, with another size.
+  writeFileSync(file + '.other', text.replace('\t17\t1700000000.1_0.procmail\t', '\t99\t1700000000.1_0.procmail\t'));
+  renameSync(file + '.other', file);
+  assert.deepEqual((await open()).messages.map((m) => m.size), [99, 17]);
+  // Dovecot renames message 1 during a session: that session finds it again (relocate); the next
+  // session, with the directories' mtimes as in the stamp, starts from the index's name again.
+  const d = await openMaildrop(md, 'x');
+  const was = d.messages[0].path;
+  renameSync(was, was + 'S');
+  assert.equal(d.relocate(0), was + 'S');
+  assert.equal(d.messages[0].path, was + 'S');
+  await d.release();
+  age(md);
+  const next = await open();
+  assert.equal(next.messages[0].path, was);
+  let sent = '';
+  assert.ok(await next.withFile(0, 2, async (p) => (sent = readFileSync(p, 'latin1'))));
+  assert.equal(sent, 'Subject: a\n\nA\n');
+  assert.equal(next.messages[0].path, was + 'S');
+});
+
 test("Dovecot's files and folders are ignored; a message Dovecot renamed is still sent and deleted; one expunged is gone", async () => {
   const md = maildir('dovecot');
   const a = await deliver(md, ['Subject: a\r\n\r\nA\r\n'], 'mx.example.org');
