@@ -2,13 +2,22 @@
 # pop3-dovecot.sh -- pop3d beside Dovecot's pop3 on one maildrop of 10,000 messages (~290 MB, the
 # files of ../shared/corpus in turn) written as a foreign MDA writes them: LF line ends, Postfix
 # virtual names without ,S=/,W= (issue 10 item 4). One whole session USER/PASS/STAT/UIDL/LIST/QUIT
-# (python3 poplib, bench.py pop3): pop3d under tcpserver (one node process per connection),
-# Dovecot 2.3 with its own master and login processes (one pop3 process per connection, its
-# default). Both serve the very same Maildir; first one session each (pop3d moves new/ -> cur/ and
-# counts the sizes into pop3d.index, Dovecot builds dovecot.index*), then the two in turn:
+# (python3 poplib, bench.py pop3), three servers:
+#   pop3d-tcpserver  pop3d under tcpserver: one node process per connection (Node's start and a
+#                    cold Argon2id verify in every session);
+#   pop3d-listen     pop3d --listen 127.0.0.1:PORT: one resident process, sessions in-process
+#                    (what a systemd socket with Accept=no, LISTEN_FDS, gives); WARMUP sessions
+#                    (default 5) first, so its threadpool's malloc arenas have held the hash's
+#                    19 MiB once — the state of a server that has been up for a while;
+#   dovecot          Dovecot 2.3 with its own resident master and auth processes, one pop3
+#                    process per connection (its default).
+# Both pop3d are started as root and switch to mail_owner vmail. All serve the very same Maildir;
+# first one session each (pop3d moves new/ -> cur/ and counts the sizes into pop3d.index, Dovecot
+# builds dovecot.index*), then the three in turn, so a change in machine load hits all alike:
 #   warm  POP3_N sessions each (median), everything in the page cache;
 #   cold  COLD_N sessions each (median), `sync; echo 3 > /proc/sys/vm/drop_caches` before each
-#         (needs root; without it the cold rows say "not permitted"); the indexes stay.
+#         (needs root; without it the cold rows say "not permitted"); the indexes stay (and the
+#         resident processes stay up: only the page cache is dropped).
 # The password hash is a parameter: SCHEME=outpost (default: the `{ARGON2ID}` hash `mailcfg user
 # passwd` writes, m=19456,t=2, and Dovecot verifies that same field), SCHEME=scrypt (the legacy
 # `scrypt$` hash, which Dovecot cannot read: it gets SHA512-CRYPT), or a scheme of `doveadm pw -s`
@@ -84,32 +93,42 @@ dovecot -c "$D/dovecot.conf"
 trap 'doveadm -c "$D/dovecot.conf" stop 2>/dev/null; stopall; rm -rf "$WORK"' EXIT
 pport=$(port)
 bg tcpserver -R -H -l 0 127.0.0.1 "$pport" "$NODE" "$ROOT/dist/pop3d.js" -c "$CFG"
+lport=$(port)
+bg "$NODE" "$ROOT/dist/pop3d.js" -c "$CFG" --listen "127.0.0.1:$lport"
 waitport "$pport"
+waitport "$lport"
 waitport "$dport"
+WARMUP=${WARMUP:-5}
+SERVERS="pop3d-tcpserver pop3d-listen dovecot"
+portof() {
+  case $1 in pop3d-tcpserver) echo "$pport" ;; pop3d-listen) echo "$lport" ;; *) echo "$dport" ;; esac
+}
 
 rows=$WORK/rows.json
 : >"$rows"
-# The first session of each (pop3d: new/ -> cur/ and counting; Dovecot: its index), recorded.
-$BENCH pop3 --tag server=pop3d --tag run=first "$pport" alice@example.org pw 1 >>"$rows"
-$BENCH pop3 --tag server=dovecot --tag run=first "$dport" alice@example.org pw 1 >>"$rows"
+# The first session of each (pop3d: new/ -> cur/ and counting, then the index as the other pop3d
+# wrote it; Dovecot: its index), recorded.
+for s in $SERVERS; do
+  $BENCH pop3 --tag server=$s --tag run=first "$(portof $s)" alice@example.org pw 1 >>"$rows"
+done
+# The resident pop3d's warm-up sessions (not counted).
+$BENCH pop3 "$lport" alice@example.org pw "$WARMUP" >/dev/null
 
-# Warm: the two in turn, so a change in machine load hits both alike.
-: >"$WORK/warm-pop3d"; : >"$WORK/warm-dovecot"
+# Warm: the three in turn, so a change in machine load hits all alike.
+for s in $SERVERS; do : >"$WORK/warm-$s"; done
 i=0
 while [ $i -lt "$N" ]; do
-  $BENCH pop3 "$pport" alice@example.org pw 1 >>"$WORK/warm-pop3d"
-  $BENCH pop3 "$dport" alice@example.org pw 1 >>"$WORK/warm-dovecot"
+  for s in $SERVERS; do $BENCH pop3 "$(portof $s)" alice@example.org pw 1 >>"$WORK/warm-$s"; done
   i=$((i + 1))
 done
 # Cold: page cache dropped before every session.
-: >"$WORK/cold-pop3d"; : >"$WORK/cold-dovecot"
+for s in $SERVERS; do : >"$WORK/cold-$s"; done
 cold=yes
 i=0
 while [ $i -lt "$COLD_N" ]; do
-  for s in pop3d dovecot; do
+  for s in $SERVERS; do
     if sync && echo 3 >/proc/sys/vm/drop_caches 2>/dev/null; then :; else cold=no; fi
-    if [ $s = pop3d ]; then p=$pport; else p=$dport; fi
-    $BENCH pop3 "$p" alice@example.org pw 1 >>"$WORK/cold-$s"
+    $BENCH pop3 "$(portof $s)" alice@example.org pw 1 >>"$WORK/cold-$s"
   done
   i=$((i + 1))
 done
@@ -123,22 +142,23 @@ const f = process.env.FIELD, t = [];
   t.shift(); t.sort((a, b) => a - b); console.log(t[5].toFixed(1));
 })();')
 
-python3 - "$WORK" "$COUNT" "$bytes" "$SCHEME" "$hash" "$cold" "$N" "$COLD_N" <<'EOF'
+load=$(cut -d' ' -f1-3 /proc/loadavg)
+python3 - "$WORK" "$COUNT" "$bytes" "$SCHEME" "$hash" "$cold" "$N" "$COLD_N" "$WARMUP" "$load" <<'EOF'
 import json, statistics, sys
-work, count, nbytes, scheme, hash_ms, cold, n, cold_n = sys.argv[1:]
+work, count, nbytes, scheme, hash_ms, cold, n, cold_n, warmup, load = sys.argv[1:]
 def med(path, key="median"):
     rows = [json.loads(l) for l in open(path) if l.strip()]
     return round(statistics.median(r[key] for r in rows), 1), rows
 first = {json.loads(l)["server"]: json.loads(l) for l in open(f"{work}/rows.json") if l.strip()}
 print(f"\n### POP3 USER+PASS+STAT+UIDL+LIST+QUIT, {count} foreign messages ({int(nbytes) / 1e6:.0f} MB, LF, no sizes in the names), ms per session\n")
-print(f"pop3d under tcpserver vs Dovecot 2.3 pop3; hash: pop3d {scheme}, Dovecot {'SHA512-CRYPT' if scheme == 'scrypt' else 'the same field'}; one pop3d {scheme} verification in node: {hash_ms} ms\n")
+print(f"pop3d under tcpserver (a process per connection) and pop3d --listen (resident, after {warmup} warm-up sessions) vs Dovecot 2.3 pop3; hash: pop3d {scheme}, Dovecot {'SHA512-CRYPT' if scheme == 'scrypt' else 'the same field'}; one pop3d {scheme} verification in a warm node process: {hash_ms} ms; load average at the end {load}\n")
 print("| server | first session | warm (median of %s) | warm login | warm uidl | warm list | cold (median of %s) | warm, no hash | cold, no hash |" % (n, cold_n))
 print("|---|---|---|---|---|---|---|---|---|")
-for s in ("pop3d", "dovecot"):
+for s in ("pop3d-tcpserver", "pop3d-listen", "dovecot"):
     w, wr = med(f"{work}/warm-{s}")
     c, _ = med(f"{work}/cold-{s}")
     phase = lambda k: round(statistics.median(r[k] for r in wr), 1)
-    nohash = lambda v: round(v - float(hash_ms), 1) if s == "pop3d" and hash_ms != "n/a" else ""
+    nohash = lambda v: round(v - float(hash_ms), 1) if s.startswith("pop3d") and hash_ms != "n/a" else ""
     cs = c if cold == "yes" else f"{c} (cache not dropped: not permitted)"
     print(f"| {s} | {first[s]['median']} | {w} | {phase('login')} | {phase('uidl')} | {phase('list')} | {cs} | {nohash(w)} | {nohash(c) if cold == 'yes' else ''} |")
 EOF
