@@ -355,6 +355,11 @@ export interface Config {
   relays: Relay[];
   links: Link[];
   diags: Diag[];
+  /**
+   * Lines that stop nothing (the programs run; mailcfg check prints them as warnings) but that
+   * mailcfg refuses to write: today a relay whose credentials are never used (relayOwnerProblem).
+   */
+  warnings: Diag[];
 }
 
 /** Parses `HH:MM-HH:MM[,HH:MM-HH:MM]` into [start, end) minutes since midnight; null when malformed. */
@@ -415,6 +420,7 @@ export function buildConfig(path: string, text: CfgText): Config {
     relays: [],
     links: [],
     diags,
+    warnings: [],
   };
   const bad = (e: Entry, msg: string) => diags.push({ line: e.line, message: msg });
   /** Runs one entry's checks; the first problem (an LineProblem) is reported at its line. */
@@ -507,6 +513,10 @@ export function buildConfig(path: string, text: CfgText): Config {
     else if (r.owner !== undefined && local && r.owner !== r.match) diags.push({ line: r.line, message: `relay ${r.match}: a local sender belongs to the mailbox it delivers to, not owner=${r.owner}; fix: remove owner=` });
     else if (cfg.users.has(r.match)) r.owner = r.match;
   }
+  for (const r of cfg.relays) {
+    const unused = relayOwnerProblem(cfg, r);
+    if (unused) cfg.warnings.push({ line: r.line, message: `${unused}; fix: mailcfg -c ${path} relay set ${r.match} owner MAILBOX, or relay set ${r.match} user ""` });
+  }
   return cfg;
 }
 
@@ -562,6 +572,22 @@ export function accountFileName(name: string): string {
 /** True when a relay keyed by `match` (an address or a domain) is for senders of a local domain. */
 export function isLocalRelay(cfg: Config, match: string): boolean {
   return cfg.domains.has(match.includes('@') ? splitAddress(match).domain : match);
+}
+
+/**
+ * The rule for a relay's credentials (queue-run(8), whose credentials): user= for an outside
+ * sender logs in only for the logins that own that sender (route.ts ownsSender), and an outside
+ * sender is owned only through owner= — on its own line, or, for an address, on its domain's
+ * relay. A line with user= that nobody owns has credentials queue-run never spends (its mail goes
+ * through `default`, relays.ts relayForMessage). `mailcfg relay add`, `relay set` (every checked
+ * edit: buildConfig's warnings) and `mailcfg check` (a warning) all meet it here.
+ * @param r the relay as built (owner filled in for a relay keyed by a mailbox).
+ * @returns why the credentials are never used, or undefined when they can be.
+ */
+export function relayOwnerProblem(cfg: Config, r: Pick<Relay, 'match' | 'user' | 'owner'>): string | undefined {
+  if (!r.user || r.match === 'default' || r.owner !== undefined || isLocalRelay(cfg, r.match)) return undefined;
+  if (r.match.includes('@') && cfg.relays.some((d) => d.match === splitAddress(r.match).domain && d.owner)) return undefined;
+  return `relay ${r.match}: user=${r.user} is for an outside sender that no mailbox owns (no owner=), so queue-run never logs in with it and mail from ${r.match} goes through the default relay`;
 }
 
 /** An `account` line. @throws LineProblem. */
