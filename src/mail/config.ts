@@ -704,9 +704,17 @@ export function trustedUids(cfg: Config): number[] {
 }
 
 /**
+ * The gids that may read a secret the programs trust through its group: root's (0) and the mail
+ * owner's own (unset: this process's group), as mail.cfg is installed (0640 root:OWNER-GROUP).
+ */
+export function trustedGids(cfg: Config): number[] {
+  return [0, cfg.scalars.mail_owner ? (mailOwner(cfg)?.gid ?? 0) : process.getegid!()];
+}
+
+/**
  * Reads, parses and validates mail.cfg, and refuses a file it cannot trust (lib/privilege.ts
  * trustProblem: group- or world-writable, owned by another user than root or mail_owner, or
- * holding secrets and readable by others).
+ * holding secrets and readable by others or by a group other than root's and mail_owner's).
  * @param strict when true (daemons, fetch, queue-run), any diagnostic is fatal.
  * @throws OutpostError ENOINPUT (EX_NOINPUT), ECONFIG (EX_CONFIG) or EPERM (EX_CONFIG) — see header.
  */
@@ -719,7 +727,7 @@ export function loadConfig(path: string, strict = true): Config {
     throw new OutpostError(`cannot read ${path}: ${(err as Error).message}${hint}`, { code: 'ENOINPUT', exit: EX_NOINPUT, cause: err });
   }
   const cfg = buildConfig(path, parseCfg(raw));
-  const untrusted = trustProblem(path, trustedUids(cfg), holdsSecrets(cfg));
+  const untrusted = trustProblem(path, trustedUids(cfg), holdsSecrets(cfg), trustedGids(cfg));
   if (untrusted) throw new OutpostError(untrusted, { code: 'EPERM', exit: EX_CONFIG });
   if (strict && cfg.diags.length) {
     throw new OutpostError(`${formatDiags(path, cfg.diags)}\n(run "mailcfg -c ${path} check" after fixing)`, { code: 'ECONFIG', exit: EX_CONFIG });

@@ -5,7 +5,8 @@
  *
  *   - trust (trustDiags): mail.cfg, every password_file, tls_key and tls_cert must be neither
  *     group- nor world-writable and owned by root or the mail owner; the secrets among them
- *     (mail.cfg when it holds passwords, password files, tls_key) not readable by others;
+ *     (mail.cfg when it holds passwords, password files, tls_key) not readable by others, nor by
+ *     a group other than root's (0) and the mail owner's own (trustedGids);
  *   - the mail owner: set (when run by root), a user of /etc/passwd, and owning the spool's
  *     directories and each Maildir's (deep: every file and directory in the spool, lstat, links
  *     never followed) — `mailcfg check --fix` gives them back;
@@ -20,7 +21,7 @@ import { dirname, join, resolve } from 'node:path';
 import { readableBy, trustProblem, wrongOwners } from '../lib/privilege';
 import { normalizeAddress, splitAddress } from './address';
 import { Diag, opt } from './cfgfile';
-import { Config, configPath, formatDiags, holdsSecrets, loadConfig, mailOwner, trustedUids } from './config';
+import { Config, configPath, formatDiags, holdsSecrets, loadConfig, mailOwner, trustedGids, trustedUids } from './config';
 import { logTarget, SPOOL_DIRS } from './spool';
 import type { ConfigSource } from '../lib/daemon';
 import { OutpostError } from '../lib/errors';
@@ -47,9 +48,10 @@ function tlsFiles(cfg: Config): Array<{ name: 'tls_cert' | 'tls_key'; file: stri
  */
 export function trustDiags(cfg: Config, self = true): Diag[] {
   const uids = trustedUids(cfg);
+  const gids = trustedGids(cfg);
   const out: Diag[] = [];
   const add = (line: number, file: string, secret: boolean) => {
-    const p = trustProblem(file, uids, secret);
+    const p = trustProblem(file, uids, secret, gids);
     // mail.cfg itself: formatDiags names it already.
     if (p) out.push({ line, message: file === cfg.path ? p.slice(file.length + 2) : p });
   };
