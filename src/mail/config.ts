@@ -12,7 +12,7 @@
  * `file:line: problem; fix` for every problem found, or (code 'ENOINPUT', EX_NOINPUT) when the file
  * cannot be read, or (code 'EPERM', EX_CONFIG) when the file holds secrets and others may read it.
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { hostname as osHostname } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { OutpostError, isErrno } from '../lib/errors';
@@ -20,7 +20,7 @@ import { EX_CONFIG, EX_NOINPUT } from '../lib/exits';
 import { atomicWriteFile } from '../lib/fsutil';
 import { acquireLock } from '../lib/lock';
 import { Cidr, parseCidr } from '../lib/cidr';
-import { Account as UnixAccount, lookupUser, trustProblem } from '../lib/privilege';
+import { Account as UnixAccount, asOwner, lookupUser, trustProblem } from '../lib/privilege';
 import { budgetProblem, parseBudget } from '../lib/budget';
 import { parseBytes, parseSeconds } from '../lib/units';
 import { isDomain, isPlainAddress, mailboxProblem, normalizeAddress, splitAddress } from './address';
@@ -383,13 +383,47 @@ export function hostPort(s: string): { host: string; port: number } | null {
   return { host: m[1], port: Number(m[2]) };
 }
 
-/** The first line of a password_file (its trust is judged by health.ts: trustDiags). */
-function readSecretFile(file: string, line: number, diags: Diag[]): string | undefined {
-  try {
-    return readFileSync(file, 'utf8').split('\n')[0];
-  } catch (err) {
-    diags.push({ line, message: `cannot read password_file ${file}: ${(err as Error).message}` });
-    return undefined;
+/** A password_file to read once the whole file is known (readSecrets). */
+interface PendingSecret {
+  file: string;
+  line: number;
+  set: (password: string) => void;
+}
+
+/**
+ * Reads the first line of every password_file, after the whole file is built (mail_owner may come
+ * after the lines naming them). Root reads them with root's rights only when mail.cfg itself is
+ * root's (Postfix's rule: root acts only on root-owned configuration): a mail.cfg the mail owner
+ * may write would otherwise let that owner send any root-only file (an ssh host key) to a server
+ * of its choosing as a password. With another owner's mail.cfg, root reads them as mail_owner
+ * (privilege.ts asOwner), so only what the owner could read anyway is read; with no such owner,
+ * not at all. A file that cannot be read is a diagnostic at its line.
+ */
+function readSecrets(cfg: Config, pending: PendingSecret[]): void {
+  if (!pending.length) return;
+  let reader: UnixAccount | undefined;
+  if (process.geteuid!() === 0) {
+    let cfgUid = 0;
+    try {
+      cfgUid = statSync(cfg.path).uid;
+    } catch {
+      // not on disk (a text being checked): nobody else could have written it
+    }
+    if (cfgUid !== 0) {
+      reader = mailOwner(cfg);
+      if (!reader || reader.uid === 0) {
+        for (const p of pending) cfg.diags.push({ line: p.line, message: `password_file ${p.file} not read: ${cfg.path} is not root's (uid ${cfgUid}) and names no mail_owner to read it as; fix: chown root ${cfg.path}` });
+        return;
+      }
+    }
+  }
+  for (const p of pending) {
+    try {
+      p.set(asOwner(reader, () => readFileSync(p.file, 'utf8')).split('\n')[0]);
+    } catch (err) {
+      const as = reader ? ` (read as mail_owner ${reader.name}, since ${cfg.path} is not root's)` : '';
+      cfg.diags.push({ line: p.line, message: `cannot read password_file ${p.file}${as}: ${(err as Error).message}` });
+    }
   }
 }
 
@@ -433,6 +467,7 @@ export function buildConfig(path: string, text: CfgText): Config {
     }
   };
   const pendingUsers: Entry[] = [];
+  const secrets: PendingSecret[] = [];
   const pendingAliases: Entry[] = [];
 
   for (const e of text.entries) {
@@ -483,10 +518,10 @@ export function buildConfig(path: string, text: CfgText): Config {
         break;
       }
       case 'account':
-        each(e, () => buildAccount(cfg, e, base));
+        each(e, () => buildAccount(cfg, e, base, secrets));
         break;
       case 'relay':
-        each(e, () => buildRelay(cfg, e, base));
+        each(e, () => buildRelay(cfg, e, base, secrets));
         break;
       case 'link':
         each(e, () => buildLink(cfg, e, base));
@@ -498,6 +533,7 @@ export function buildConfig(path: string, text: CfgText): Config {
   if (!scalars.spool) diags.push({ line: 0, message: 'no spool directory; fix: add "spool /var/spool/outpost" (or run mailcfg init)' });
   cfg.spool = scalars.spool ?? '';
 
+  readSecrets(cfg, secrets);
   for (const e of pendingUsers) each(e, () => buildUser(cfg, e, base));
   for (const e of pendingAliases) each(e, () => buildAlias(cfg, e));
   for (const a of cfg.accounts) {
@@ -590,8 +626,8 @@ export function relayOwnerProblem(cfg: Config, r: Pick<Relay, 'match' | 'user' |
   return `relay ${r.match}: user=${r.user} is for an outside sender that no mailbox owns (no owner=), so queue-run never logs in with it and mail from ${r.match} goes through the default relay`;
 }
 
-/** An `account` line. @throws LineProblem. */
-function buildAccount(cfg: Config, e: Entry, base: string): void {
+/** An `account` line; its password_file is read later (readSecrets). @throws LineProblem. */
+function buildAccount(cfg: Config, e: Entry, base: string, secrets: PendingSecret[]): void {
   const o = options('account', e, base);
   const name = e.args[0];
   const problem = accountNameProblem(name);
@@ -612,8 +648,8 @@ function buildAccount(cfg: Config, e: Entry, base: string): void {
   if (auth === 'apop' && protocol !== 'pop3') throw new LineProblem(`auth=apop is for protocol=pop3 only`);
   const ca = o('ca');
   const pf = o('password_file');
-  const password = pf ? readSecretFile(pf, e.line, cfg.diags) : o('password');
-  cfg.accounts.push({
+  const password = pf ? undefined : o('password');
+  const account: Account = {
     name,
     local,
     multidrop,
@@ -630,11 +666,13 @@ function buildAccount(cfg: Config, e: Entry, base: string): void {
     ca,
     auth,
     line: e.line,
-  });
+  };
+  cfg.accounts.push(account);
+  if (pf) secrets.push({ file: pf, line: e.line, set: (v) => (account.password = v) });
 }
 
-/** A `relay` line. @throws LineProblem. */
-function buildRelay(cfg: Config, e: Entry, base: string): void {
+/** A `relay` line; its password_file is read later (readSecrets). @throws LineProblem. */
+function buildRelay(cfg: Config, e: Entry, base: string, secrets: PendingSecret[]): void {
   const o = options('relay', e, base);
   const hp = hostPort(e.args[1]);
   const match = e.args[0].toLowerCase();
@@ -643,12 +681,14 @@ function buildRelay(cfg: Config, e: Entry, base: string): void {
   if (match !== 'default' && !isPlainAddress(match) && !isDomain(match)) throw new LineProblem(`"${e.args[0]}" is not "default", an address or a domain`);
   if (cfg.relays.some((r) => r.match === match)) throw new LineProblem(`a relay for ${match} is already defined; fix: delete one of them`);
   const pf = o('password_file');
-  const password = pf ? readSecretFile(pf, e.line, cfg.diags) : o('password');
+  const password = pf ? undefined : o('password');
   const user = o('user');
-  if (user && password === undefined) cfg.diags.push({ line: e.line, message: `relay ${match} has user= but no password= or password_file=` });
+  if (user && !pf && password === undefined) cfg.diags.push({ line: e.line, message: `relay ${match} has user= but no password= or password_file=` });
   const owner = o('owner')?.toLowerCase();
   if (owner !== undefined && match === 'default') throw new LineProblem('the default relay has no owner; fix: remove owner=');
-  cfg.relays.push({ match, host: hp.host, port: hp.port, user, password, tls, ca: o('ca'), owner, line: e.line });
+  const relay: Relay = { match, host: hp.host, port: hp.port, user, password, tls, ca: o('ca'), owner, line: e.line };
+  cfg.relays.push(relay);
+  if (pf) secrets.push({ file: pf, line: e.line, set: (v) => (relay.password = v) });
 }
 
 /** A `link` line. @throws LineProblem. */
