@@ -10,6 +10,8 @@
  *   - the mail owner: set (when run by root), a user of /etc/passwd, and owning the spool's
  *     directories and each Maildir's (deep: every file and directory in the spool, lstat, links
  *     never followed) — `mailcfg check --fix` gives them back;
+ *   - (deep) a Maildir that is a symbolic link, or lies under one below the spool (maildir.ts
+ *     maildirLinkProblem); the daemons refuse such a mailbox alone, at its use;
  *   - missing spool directories and Maildirs, unreadable TLS files (judged for the mail owner
  *     when root runs the check), tls_cert without tls_key, aliases pointing nowhere.
  *
@@ -23,6 +25,7 @@ import { normalizeAddress, splitAddress } from './address';
 import { Diag, opt } from './cfgfile';
 import { Config, configPath, formatDiags, holdsSecrets, loadConfig, mailOwner, trustedGids, trustedUids } from './config';
 import { logTarget, SPOOL_DIRS } from './spool';
+import { maildirLinkProblem } from './maildir';
 import type { ConfigSource } from '../lib/daemon';
 import { OutpostError } from '../lib/errors';
 import { EX_CONFIG } from '../lib/exits';
@@ -96,6 +99,13 @@ export function diskProblems(cfg: Config, deep: boolean): Diag[] {
     if (missing.length) out.push({ line: lineOf(cfg, 'spool'), message: `spool directories missing: ${missing.join(' ')}; fix: mkdir -p -m 700 ${missing.join(' ')}` });
   }
   for (const u of cfg.users.values()) {
+    // Deep only: a daemon serves the other mailboxes and refuses this one alone (smtpd 451 4.3.0
+    // at RCPT, pop3d -ERR [SYS/TEMP]), which it must do anyway for a link made after it started.
+    const link = deep ? maildirLinkProblem(u.maildir, cfg.spool) : undefined;
+    if (link) {
+      out.push({ line: u.line, message: `the Maildir of ${u.address}: ${link}` });
+      continue;
+    }
     const missing = ['tmp', 'new', 'cur'].map((d) => join(u.maildir, d)).filter((d) => !existsSync(d));
     if (missing.length) out.push({ line: u.line, message: `the Maildir of ${u.address} is missing (${missing.join(' ')}); fix: mkdir -p -m 700 ${missing.join(' ')}` });
   }

@@ -10,7 +10,7 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { appendFileSync, chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { appendFileSync, chmodSync, chownSync, existsSync, lchownSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { makeSystemUser, SystemUser } from '../helpers/owner';
@@ -47,6 +47,8 @@ test('user del --purge through a link the owner planted removes none of root\'s 
   chownSync(domain, owner.uid, owner.gid);
   await mc(['user', 'del', 'bob@example.org', '--purge']);
   assert.ok(existsSync(join(victim, 'bob', 'precious')), 'root\'s file is still there');
+  rmSync(domain);
+  renameSync(domain + '.real', domain);
 });
 
 test('check --fix and the Dovecot passwd-file are refused when mail.cfg is not root\'s', async () => {
@@ -113,4 +115,47 @@ test('a secret readable by a group other than root\'s or the mail owner\'s is re
   } finally {
     assert.equal((await mc(['account', 'del', 'isp'])).code, 0);
   }
+});
+
+test('a Maildir that is a symbolic link (or under a linked spool/mail/DOMAIN) is refused: smtpd 451 at RCPT, pop3d -ERR [SYS/TEMP], check reports it', async () => {
+  assert.equal((await mc(['user', 'add', 'dave@example.org', '--password-stdin'], 'davepw\n')).code, 0);
+  const elsewhere = join(dir, 'elsewhere');
+  for (const d of ['', 'tmp', 'new', 'cur']) {
+    mkdirSync(join(elsewhere, d), { recursive: true });
+    chownSync(join(elsewhere, d), owner.uid, owner.gid);
+  }
+  const spool = join(dir, 'spool');
+  const box = join(spool, 'mail', 'example.org', 'carol');
+  const logFile = join(spool, 'log', 'outpost.log');
+  const env = { TCPREMOTEIP: '127.0.0.1' };
+  const smtp = (to: string[]) => runProgram('smtpd', ['-c', cfg], `EHLO c\r\nMAIL FROM:<a@elsewhere.net>\r\n${to.map((t) => `RCPT TO:<${t}>\r\n`).join('')}DATA\r\nSubject: hi\r\n\r\nx\r\n.\r\nQUIT\r\n`, env);
+  const pop = () => runProgram('pop3d', ['-c', cfg], 'USER carol@example.org\r\nPASS pw\r\nQUIT\r\n', env);
+  for (const [what, linked] of [
+    ['the mailbox directory', box],
+    ['spool/mail/DOMAIN', join(spool, 'mail', 'example.org')],
+  ]) {
+    renameSync(linked, linked + '.real');
+    symlinkSync(what === 'the mailbox directory' ? elsewhere : linked + '.real', linked);
+    lchownSync(linked, owner.uid, owner.gid); // what the owner (a compromised daemon) can do
+    try {
+      const r = await smtp(['carol@example.org', 'dave@example.org']);
+      const out = r.stdout.toString();
+      if (what === 'the mailbox directory') {
+        assert.match(out, /^451 4\.3\.0 <carol@example\.org>: mailbox unavailable, try again later\r$/m, out + r.stderr);
+        assert.match(out, /^250 2\.0\.0 Ok: queued as /m, 'the other recipient is served');
+        assert.deepEqual(readdirSync(join(elsewhere, 'new')), [], 'nothing written through the link');
+      } else assert.doesNotMatch(out, /^250 2\.0\.0/m, `${what}: nothing delivered through it: ${out}`);
+      assert.ok(readFileSync(logFile, 'utf8').includes(`${linked} is a symbolic link, so the Maildir`), `${what}: logged with the path`);
+      const p = await pop();
+      assert.match(p.stdout.toString(), /^-ERR \[SYS\/TEMP\] /m, `${what}: ${p.stdout}`);
+      const check = await mc(['check']);
+      assert.equal(check.code, 78, check.stderr);
+      assert.match(check.stderr, new RegExp(`the Maildir of carol@example\\.org: ${linked} is a symbolic link, .*; fix: replace it with a directory`));
+    } finally {
+      rmSync(linked);
+      renameSync(linked + '.real', linked);
+    }
+  }
+  assert.equal((await mc(['check'])).code, 0, 'back to directories: check passes');
+  assert.equal((await mc(['user', 'del', 'dave@example.org', '--purge'])).code, 0);
 });
