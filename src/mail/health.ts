@@ -93,7 +93,7 @@ export function diskProblems(cfg: Config, deep: boolean): Diag[] {
   const name = cfg.scalars.mail_owner;
   const owner = mailOwner(cfg);
   if (!name && root) out.push({ line: 0, message: `no mail_owner, so every program started as root refuses to run; fix: useradd -r -M -s /usr/sbin/nologin outpost, then mailcfg -c ${cfg.path} set mail_owner outpost and mailcfg -c ${cfg.path} check --fix` });
-  else if (name && !owner) out.push({ line: ownerLine, message: `mail_owner ${name} is not a user in /etc/passwd; fix: useradd -r -M -s /usr/sbin/nologin ${name}, or mailcfg set mail_owner USER` });
+  else if (name && !owner) out.push({ line: ownerLine, message: `mail_owner ${name} is not a user in /etc/passwd; fix: useradd -r -M -s /usr/sbin/nologin ${name}, or mailcfg -c ${cfg.path} set mail_owner USER` });
   if (cfg.spool) {
     const missing = ['', ...SPOOL_DIRS].map((d) => join(cfg.spool, d)).filter((d) => !existsSync(d));
     if (missing.length) out.push({ line: lineOf(cfg, 'spool'), message: `spool directories missing: ${missing.join(' ')}; fix: mkdir -p -m 700 ${missing.join(' ')}` });
