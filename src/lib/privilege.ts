@@ -204,8 +204,10 @@ function memberOf(name: string, gid: number, group: string): boolean {
  * the mail owner); for a secret, readable by others, or readable by its group when that group is
  * not one of `groups` (root's, gid 0, and the mail owner's own: mail.cfg is installed 0640
  * root:OWNER-GROUP; any other group holds people the administrator did not mean to let read it).
+ * `groups` undefined: the mail owner is not known, and the group is not judged (the program
+ * refuses to run for that reason first, naming the fix, becomeOwner).
  */
-export function trustProblem(file: string, owners: number[], secret: boolean, groups: number[] = [0]): string | undefined {
+export function trustProblem(file: string, owners: number[], secret: boolean, groups?: number[]): string | undefined {
   let st;
   try {
     st = statSync(file);
@@ -216,7 +218,7 @@ export function trustProblem(file: string, owners: number[], secret: boolean, gr
   if (st.mode & 0o022) return `${file}: is group- or world-writable (mode ${mode}), so anyone in its group could change what the programs trust; fix: chmod go-w ${file}`;
   if (!owners.includes(st.uid)) return `${file}: is owned by uid ${st.uid}${nameOf(st.uid)}, not by root or the mail owner; fix: chown root ${file} (or the mail owner)`;
   if (secret && st.mode & 0o004) return `${file}: holds secrets and is readable by others (mode ${mode}); fix: chmod 600 ${file}`;
-  if (secret && st.mode & 0o040 && !groups.includes(st.gid)) return `${file}: holds secrets and is readable by its group ${st.gid}${groupName(st.gid)}, which is neither root's nor the mail owner's (mode ${mode}); fix: chmod 600 ${file}`;
+  if (secret && groups && st.mode & 0o040 && !groups.includes(st.gid)) return `${file}: holds secrets and is readable by its group ${st.gid}${groupName(st.gid)}, which is neither root's nor the mail owner's (mode ${mode}); fix: chmod 600 ${file}`;
   return undefined;
 }
 

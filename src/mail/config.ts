@@ -746,9 +746,14 @@ export function trustedUids(cfg: Config): number[] {
 /**
  * The gids that may read a secret the programs trust through its group: root's (0) and the mail
  * owner's own (unset: this process's group), as mail.cfg is installed (0640 root:OWNER-GROUP).
+ * undefined when the owner cannot be known (mail_owner names no user, or is unset and this is
+ * root): every program refuses to run for that first (privilege.ts becomeOwner), so the group is
+ * not judged until it is fixed.
  */
-export function trustedGids(cfg: Config): number[] {
-  return [0, cfg.scalars.mail_owner ? (mailOwner(cfg)?.gid ?? 0) : process.getegid!()];
+export function trustedGids(cfg: Config): number[] | undefined {
+  if (!cfg.scalars.mail_owner) return process.geteuid!() === 0 ? undefined : [0, process.getegid!()];
+  const owner = mailOwner(cfg);
+  return owner ? [0, owner.gid] : undefined;
 }
 
 /**
