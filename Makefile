@@ -41,22 +41,33 @@ demo: build
 bench: build
 	sh bench/run.sh
 
+# The directories install makes (a missing one and its missing parents) are listed in
+# $(LIBDIR)/.made-dirs, kept across re-installs, so that uninstall removes exactly those, and only
+# when empty.
+INSTALL_DIRS = $(LIBDIR) $(SBINDIR) $(MANDIR)/man5 $(MANDIR)/man7 $(MANDIR)/man8
+
 install: build
-	mkdir -p $(LIBDIR) $(SBINDIR) $(MANDIR)/man5 $(MANDIR)/man7 $(MANDIR)/man8
+	made=$$(for d in $(INSTALL_DIRS); do while [ ! -d "$$d" ]; do echo "$$d"; d=$$(dirname "$$d"); done; done); \
+	  mkdir -p $(INSTALL_DIRS) && \
+	  { cat $(LIBDIR)/.made-dirs 2>/dev/null; [ -z "$$made" ] || echo "$$made"; } | sort -u > $(LIBDIR)/.made-dirs.new && \
+	  mv $(LIBDIR)/.made-dirs.new $(LIBDIR)/.made-dirs
 	cp -R dist bin package.json package-lock.json $(LIBDIR)/
 	rm -rf $(LIBDIR)/dist/test
 	cd $(LIBDIR) && npm ci --omit=dev --no-audit --no-fund --ignore-scripts=false
 	for p in $(PROGRAMS); do ln -sf ../lib/outpost/bin/$$p.js $(SBINDIR)/$$p; done
 	for f in man/*.[1-8]; do s=$${f##*.}; cp $$f $(MANDIR)/man$$s/; done
 
-# Removes what install put there: the program links (sendmail only when it is ours), the bundles
-# and the man pages. mail.cfg (/etc/outpost), the spool and the user stay: see README, Uninstalling.
+# Removes what install put there: the program links (sendmail only when it is ours), the bundles,
+# the man pages, and the directories install made (.made-dirs) that are empty now (rmdir: never
+# one holding anything else). mail.cfg (/etc/outpost), the spool and the user stay: see README,
+# Uninstalling.
 uninstall:
 	for p in $(PROGRAMS); do \
 	  if [ "$$(readlink $(SBINDIR)/$$p 2>/dev/null)" = ../lib/outpost/bin/$$p.js ]; then rm -f $(SBINDIR)/$$p; fi; \
 	done
-	rm -rf $(LIBDIR)
 	for f in man/*.[1-8]; do s=$${f##*.}; rm -f $(MANDIR)/man$$s/$${f##*/}; done
+	made=$$(cat $(LIBDIR)/.made-dirs 2>/dev/null); rm -rf $(LIBDIR); \
+	  for d in $$(echo "$$made" | sort -r); do rmdir "$$d" 2>/dev/null || true; done
 
 clean:
 	rm -rf dist

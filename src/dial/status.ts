@@ -184,7 +184,7 @@ export async function sendReports(cfg: Config, s: DialStatus, now: Date, monthSp
       body +
       `\r\nStatus: ${formatStatus(s, s.queue, now)}\r\n\r\n(dial --status shows this at any time; see dial(8).)\r\n`;
     try {
-      await deliverAll(boxes.map((u) => ({ dir: u.maildir, parts: [msg] })), { host: cfg.hostname });
+      await deliverAll(boxes.map((u) => ({ dir: u.maildir, parts: [msg] })), { host: cfg.hostname, spool: cfg.spool });
       mark(key, true);
       log('info', `reported to postmaster: ${subject}`);
     } catch (err) {

@@ -95,7 +95,7 @@ export function fetchDirs(cfg: Config, account: string): { tmp: string; partial:
  */
 export async function land(ctx: Ctx, staged: string, record: () => void, what: string): Promise<void> {
   const dirs = await routeMessage(ctx.cfg, ctx.account, await readHead(staged));
-  const paths = await commit(staged, dirs, ctx.cfg.hostname);
+  const paths = await commit(staged, dirs, ctx.cfg.hostname, ctx.cfg.spool);
   record();
   saveState(ctx.statePath, ctx.st);
   if (ctx.verbose) log('info', `fetched ${what}`, { account: ctx.account.name, to: paths.map((p) => p.split('/').slice(-3, -2)[0]).join(',') });

@@ -106,11 +106,12 @@ const COMMIT = '.commit';
 /**
  * Delivers the finished staged file to every target Maildir (maildir.deliverAll, hard links),
  * with the commit marker (see the header) before the first rename when there are two or more
- * targets; removes the staged file (or marker).
+ * targets; removes the staged file (or marker). `spool` is mail.cfg's: a target Maildir that is
+ * (or lies under) a symbolic link below it is refused (maildir.ts ensureMaildir).
  * @returns the delivered paths. @throws fs errors (nothing is delivered then; the staged file or
  *   its marker is kept).
  */
-export async function commit(staged: string, maildirs: string[], host: string): Promise<string[]> {
+export async function commit(staged: string, maildirs: string[], host: string, spool?: string): Promise<string[]> {
   const dirs = [...new Set(maildirs)];
   // The marker: from here on a crash is finished by recoverCommits, not forgotten. One target has
   // one rename, nothing to finish: a crash before it leaves the message to be fetched again.
@@ -119,6 +120,7 @@ export async function commit(staged: string, maildirs: string[], host: string): 
     dirs.map((dir) => ({ dir, file: staged })),
     {
       host,
+      spool,
       beforeRename: async () => {
         if (marker === staged) return;
         await fsp.rename(staged, marker);
@@ -151,7 +153,7 @@ export async function recoverCommits(cfg: Config, account: Account, stagingDir: 
     const stamp = firstLine(marker);
     const missing = (await routeMessage(cfg, account, await readHead(marker))).filter((dir) => !scan(dir).some((m) => firstLine(m.path) === stamp));
     if (missing.length) {
-      const paths = await commit(marker, missing, cfg.hostname);
+      const paths = await commit(marker, missing, cfg.hostname, cfg.spool);
       n += paths.length;
       log('warn', `finished an interrupted delivery: ${paths.length} missing cop${paths.length === 1 ? 'y' : 'ies'}`, { account: account.name, stamp });
     } else {

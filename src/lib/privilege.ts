@@ -201,9 +201,13 @@ function memberOf(name: string, gid: number, group: string): boolean {
  * Why a file the programs trust (mail.cfg, a password_file, tls_key, tls_cert) cannot be trusted,
  * as `FILE: problem; fix: ...`, or undefined when it can (or cannot be stat'ed: reading it reports
  * that). Refused: group- or world-writable; owned by another uid than those in `owners` (root and
- * the mail owner); for a secret, readable by others.
+ * the mail owner); for a secret, readable by others, or readable by its group when that group is
+ * not one of `groups` (root's, gid 0, and the mail owner's own: mail.cfg is installed 0640
+ * root:OWNER-GROUP; any other group holds people the administrator did not mean to let read it).
+ * `groups` undefined: the mail owner is not known, and the group is not judged (the program
+ * refuses to run for that reason first, naming the fix, becomeOwner).
  */
-export function trustProblem(file: string, owners: number[], secret: boolean): string | undefined {
+export function trustProblem(file: string, owners: number[], secret: boolean, groups?: number[]): string | undefined {
   let st;
   try {
     st = statSync(file);
@@ -214,7 +218,14 @@ export function trustProblem(file: string, owners: number[], secret: boolean): s
   if (st.mode & 0o022) return `${file}: is group- or world-writable (mode ${mode}), so anyone in its group could change what the programs trust; fix: chmod go-w ${file}`;
   if (!owners.includes(st.uid)) return `${file}: is owned by uid ${st.uid}${nameOf(st.uid)}, not by root or the mail owner; fix: chown root ${file} (or the mail owner)`;
   if (secret && st.mode & 0o004) return `${file}: holds secrets and is readable by others (mode ${mode}); fix: chmod 600 ${file}`;
+  if (secret && groups && st.mode & 0o040 && !groups.includes(st.gid)) return `${file}: holds secrets and is readable by its group ${st.gid}${groupName(st.gid)}, which is neither root's nor the mail owner's (mode ${mode}); fix: chmod 600 ${file}`;
   return undefined;
+}
+
+/** ` (NAME)` for a gid found in /etc/group, else ''. */
+function groupName(gid: number, group = '/etc/group'): string {
+  const f = accountsText(group).split('\n').map((l) => l.split(':')).find((x) => x.length >= 3 && x[2] === String(gid));
+  return f ? ` (${f[0]})` : '';
 }
 
 /** ` (NAME)` for a uid found in /etc/passwd, else ''. */

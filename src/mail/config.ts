@@ -12,7 +12,7 @@
  * `file:line: problem; fix` for every problem found, or (code 'ENOINPUT', EX_NOINPUT) when the file
  * cannot be read, or (code 'EPERM', EX_CONFIG) when the file holds secrets and others may read it.
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { hostname as osHostname } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { OutpostError, isErrno } from '../lib/errors';
@@ -20,7 +20,7 @@ import { EX_CONFIG, EX_NOINPUT } from '../lib/exits';
 import { atomicWriteFile } from '../lib/fsutil';
 import { acquireLock } from '../lib/lock';
 import { Cidr, parseCidr } from '../lib/cidr';
-import { Account as UnixAccount, lookupUser, trustProblem } from '../lib/privilege';
+import { Account as UnixAccount, asOwner, lookupUser, trustProblem } from '../lib/privilege';
 import { budgetProblem, parseBudget } from '../lib/budget';
 import { parseBytes, parseSeconds } from '../lib/units';
 import { isDomain, isPlainAddress, mailboxProblem, normalizeAddress, splitAddress } from './address';
@@ -355,6 +355,11 @@ export interface Config {
   relays: Relay[];
   links: Link[];
   diags: Diag[];
+  /**
+   * Lines that stop nothing (the programs run; mailcfg check prints them as warnings) but that
+   * mailcfg refuses to write: today a relay whose credentials are never used (relayOwnerProblem).
+   */
+  warnings: Diag[];
 }
 
 /** Parses `HH:MM-HH:MM[,HH:MM-HH:MM]` into [start, end) minutes since midnight; null when malformed. */
@@ -378,13 +383,47 @@ export function hostPort(s: string): { host: string; port: number } | null {
   return { host: m[1], port: Number(m[2]) };
 }
 
-/** The first line of a password_file (its trust is judged by health.ts: trustDiags). */
-function readSecretFile(file: string, line: number, diags: Diag[]): string | undefined {
-  try {
-    return readFileSync(file, 'utf8').split('\n')[0];
-  } catch (err) {
-    diags.push({ line, message: `cannot read password_file ${file}: ${(err as Error).message}` });
-    return undefined;
+/** A password_file to read once the whole file is known (readSecrets). */
+interface PendingSecret {
+  file: string;
+  line: number;
+  set: (password: string) => void;
+}
+
+/**
+ * Reads the first line of every password_file, after the whole file is built (mail_owner may come
+ * after the lines naming them). Root reads them with root's rights only when mail.cfg itself is
+ * root's (Postfix's rule: root acts only on root-owned configuration): a mail.cfg the mail owner
+ * may write would otherwise let that owner send any root-only file (an ssh host key) to a server
+ * of its choosing as a password. With another owner's mail.cfg, root reads them as mail_owner
+ * (privilege.ts asOwner), so only what the owner could read anyway is read; with no such owner,
+ * not at all. A file that cannot be read is a diagnostic at its line.
+ */
+function readSecrets(cfg: Config, pending: PendingSecret[]): void {
+  if (!pending.length) return;
+  let reader: UnixAccount | undefined;
+  if (process.geteuid!() === 0) {
+    let cfgUid = 0;
+    try {
+      cfgUid = statSync(cfg.path).uid;
+    } catch {
+      // not on disk (a text being checked): nobody else could have written it
+    }
+    if (cfgUid !== 0) {
+      reader = mailOwner(cfg);
+      if (!reader || reader.uid === 0) {
+        for (const p of pending) cfg.diags.push({ line: p.line, message: `password_file ${p.file} not read: ${cfg.path} is not root's (uid ${cfgUid}) and names no mail_owner to read it as; fix: chown root ${cfg.path}` });
+        return;
+      }
+    }
+  }
+  for (const p of pending) {
+    try {
+      p.set(asOwner(reader, () => readFileSync(p.file, 'utf8')).split('\n')[0]);
+    } catch (err) {
+      const as = reader ? ` (read as mail_owner ${reader.name}, since ${cfg.path} is not root's)` : '';
+      cfg.diags.push({ line: p.line, message: `cannot read password_file ${p.file}${as}: ${(err as Error).message}` });
+    }
   }
 }
 
@@ -415,6 +454,7 @@ export function buildConfig(path: string, text: CfgText): Config {
     relays: [],
     links: [],
     diags,
+    warnings: [],
   };
   const bad = (e: Entry, msg: string) => diags.push({ line: e.line, message: msg });
   /** Runs one entry's checks; the first problem (an LineProblem) is reported at its line. */
@@ -427,6 +467,7 @@ export function buildConfig(path: string, text: CfgText): Config {
     }
   };
   const pendingUsers: Entry[] = [];
+  const secrets: PendingSecret[] = [];
   const pendingAliases: Entry[] = [];
 
   for (const e of text.entries) {
@@ -477,10 +518,10 @@ export function buildConfig(path: string, text: CfgText): Config {
         break;
       }
       case 'account':
-        each(e, () => buildAccount(cfg, e, base));
+        each(e, () => buildAccount(cfg, e, base, secrets));
         break;
       case 'relay':
-        each(e, () => buildRelay(cfg, e, base));
+        each(e, () => buildRelay(cfg, e, base, secrets));
         break;
       case 'link':
         each(e, () => buildLink(cfg, e, base));
@@ -492,6 +533,7 @@ export function buildConfig(path: string, text: CfgText): Config {
   if (!scalars.spool) diags.push({ line: 0, message: 'no spool directory; fix: add "spool /var/spool/outpost" (or run mailcfg init)' });
   cfg.spool = scalars.spool ?? '';
 
+  readSecrets(cfg, secrets);
   for (const e of pendingUsers) each(e, () => buildUser(cfg, e, base));
   for (const e of pendingAliases) each(e, () => buildAlias(cfg, e));
   for (const a of cfg.accounts) {
@@ -506,6 +548,10 @@ export function buildConfig(path: string, text: CfgText): Config {
     else if (r.owner !== undefined && !cfg.users.has(r.owner)) diags.push({ line: r.line, message: `relay ${r.match}: owner=${r.owner} is not a local mailbox; fix: mailcfg user add ${r.owner}` });
     else if (r.owner !== undefined && local && r.owner !== r.match) diags.push({ line: r.line, message: `relay ${r.match}: a local sender belongs to the mailbox it delivers to, not owner=${r.owner}; fix: remove owner=` });
     else if (cfg.users.has(r.match)) r.owner = r.match;
+  }
+  for (const r of cfg.relays) {
+    const unused = relayOwnerProblem(cfg, r);
+    if (unused) cfg.warnings.push({ line: r.line, message: `${unused}; fix: mailcfg -c ${path} relay set ${r.match} owner MAILBOX, or relay set ${r.match} user ""` });
   }
   return cfg;
 }
@@ -564,8 +610,24 @@ export function isLocalRelay(cfg: Config, match: string): boolean {
   return cfg.domains.has(match.includes('@') ? splitAddress(match).domain : match);
 }
 
-/** An `account` line. @throws LineProblem. */
-function buildAccount(cfg: Config, e: Entry, base: string): void {
+/**
+ * The rule for a relay's credentials (queue-run(8), whose credentials): user= for an outside
+ * sender logs in only for the logins that own that sender (route.ts ownsSender), and an outside
+ * sender is owned only through owner= — on its own line, or, for an address, on its domain's
+ * relay. A line with user= that nobody owns has credentials queue-run never spends (its mail goes
+ * through `default`, relays.ts relayForMessage). `mailcfg relay add`, `relay set` (every checked
+ * edit: buildConfig's warnings) and `mailcfg check` (a warning) all meet it here.
+ * @param r the relay as built (owner filled in for a relay keyed by a mailbox).
+ * @returns why the credentials are never used, or undefined when they can be.
+ */
+export function relayOwnerProblem(cfg: Config, r: Pick<Relay, 'match' | 'user' | 'owner'>): string | undefined {
+  if (!r.user || r.match === 'default' || r.owner !== undefined || isLocalRelay(cfg, r.match)) return undefined;
+  if (r.match.includes('@') && cfg.relays.some((d) => d.match === splitAddress(r.match).domain && d.owner)) return undefined;
+  return `relay ${r.match}: user=${r.user} is for an outside sender that no mailbox owns (no owner=), so queue-run never logs in with it and mail from ${r.match} goes through the default relay`;
+}
+
+/** An `account` line; its password_file is read later (readSecrets). @throws LineProblem. */
+function buildAccount(cfg: Config, e: Entry, base: string, secrets: PendingSecret[]): void {
   const o = options('account', e, base);
   const name = e.args[0];
   const problem = accountNameProblem(name);
@@ -586,8 +648,8 @@ function buildAccount(cfg: Config, e: Entry, base: string): void {
   if (auth === 'apop' && protocol !== 'pop3') throw new LineProblem(`auth=apop is for protocol=pop3 only`);
   const ca = o('ca');
   const pf = o('password_file');
-  const password = pf ? readSecretFile(pf, e.line, cfg.diags) : o('password');
-  cfg.accounts.push({
+  const password = pf ? undefined : o('password');
+  const account: Account = {
     name,
     local,
     multidrop,
@@ -604,11 +666,13 @@ function buildAccount(cfg: Config, e: Entry, base: string): void {
     ca,
     auth,
     line: e.line,
-  });
+  };
+  cfg.accounts.push(account);
+  if (pf) secrets.push({ file: pf, line: e.line, set: (v) => (account.password = v) });
 }
 
-/** A `relay` line. @throws LineProblem. */
-function buildRelay(cfg: Config, e: Entry, base: string): void {
+/** A `relay` line; its password_file is read later (readSecrets). @throws LineProblem. */
+function buildRelay(cfg: Config, e: Entry, base: string, secrets: PendingSecret[]): void {
   const o = options('relay', e, base);
   const hp = hostPort(e.args[1]);
   const match = e.args[0].toLowerCase();
@@ -617,12 +681,14 @@ function buildRelay(cfg: Config, e: Entry, base: string): void {
   if (match !== 'default' && !isPlainAddress(match) && !isDomain(match)) throw new LineProblem(`"${e.args[0]}" is not "default", an address or a domain`);
   if (cfg.relays.some((r) => r.match === match)) throw new LineProblem(`a relay for ${match} is already defined; fix: delete one of them`);
   const pf = o('password_file');
-  const password = pf ? readSecretFile(pf, e.line, cfg.diags) : o('password');
+  const password = pf ? undefined : o('password');
   const user = o('user');
-  if (user && password === undefined) cfg.diags.push({ line: e.line, message: `relay ${match} has user= but no password= or password_file=` });
+  if (user && !pf && password === undefined) cfg.diags.push({ line: e.line, message: `relay ${match} has user= but no password= or password_file=` });
   const owner = o('owner')?.toLowerCase();
   if (owner !== undefined && match === 'default') throw new LineProblem('the default relay has no owner; fix: remove owner=');
-  cfg.relays.push({ match, host: hp.host, port: hp.port, user, password, tls, ca: o('ca'), owner, line: e.line });
+  const relay: Relay = { match, host: hp.host, port: hp.port, user, password, tls, ca: o('ca'), owner, line: e.line };
+  cfg.relays.push(relay);
+  if (pf) secrets.push({ file: pf, line: e.line, set: (v) => (relay.password = v) });
 }
 
 /** A `link` line. @throws LineProblem. */
@@ -678,9 +744,22 @@ export function trustedUids(cfg: Config): number[] {
 }
 
 /**
+ * The gids that may read a secret the programs trust through its group: root's (0) and the mail
+ * owner's own (unset: this process's group), as mail.cfg is installed (0640 root:OWNER-GROUP).
+ * undefined when the owner cannot be known (mail_owner names no user, or is unset and this is
+ * root): every program refuses to run for that first (privilege.ts becomeOwner), so the group is
+ * not judged until it is fixed.
+ */
+export function trustedGids(cfg: Config): number[] | undefined {
+  if (!cfg.scalars.mail_owner) return process.geteuid!() === 0 ? undefined : [0, process.getegid!()];
+  const owner = mailOwner(cfg);
+  return owner ? [0, owner.gid] : undefined;
+}
+
+/**
  * Reads, parses and validates mail.cfg, and refuses a file it cannot trust (lib/privilege.ts
  * trustProblem: group- or world-writable, owned by another user than root or mail_owner, or
- * holding secrets and readable by others).
+ * holding secrets and readable by others or by a group other than root's and mail_owner's).
  * @param strict when true (daemons, fetch, queue-run), any diagnostic is fatal.
  * @throws OutpostError ENOINPUT (EX_NOINPUT), ECONFIG (EX_CONFIG) or EPERM (EX_CONFIG) — see header.
  */
@@ -693,7 +772,7 @@ export function loadConfig(path: string, strict = true): Config {
     throw new OutpostError(`cannot read ${path}: ${(err as Error).message}${hint}`, { code: 'ENOINPUT', exit: EX_NOINPUT, cause: err });
   }
   const cfg = buildConfig(path, parseCfg(raw));
-  const untrusted = trustProblem(path, trustedUids(cfg), holdsSecrets(cfg));
+  const untrusted = trustProblem(path, trustedUids(cfg), holdsSecrets(cfg), trustedGids(cfg));
   if (untrusted) throw new OutpostError(untrusted, { code: 'EPERM', exit: EX_CONFIG });
   if (strict && cfg.diags.length) {
     throw new OutpostError(`${formatDiags(path, cfg.diags)}\n(run "mailcfg -c ${path} check" after fixing)`, { code: 'ECONFIG', exit: EX_CONFIG });

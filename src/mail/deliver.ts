@@ -114,7 +114,7 @@ export async function deliverMessage(cfg: Config, tx: Submission, trace: Trace, 
     const head = receivedHeader(trace, cfg.hostname, id, remote.length === 1 ? remote[0] : undefined, now);
     copies.push(queueCopy(spoolPaths(cfg).queue, { sender: tx.sender, recipients: remote, body: tx.body, login: trace.user }, [head, body], id));
   }
-  await deliverAll(copies, { host: cfg.hostname });
+  await deliverAll(copies, { host: cfg.hostname, spool: cfg.spool });
   await sweepSpool(cfg);
   return { local: mailboxes.size, remote: remote.length };
 }

@@ -5,10 +5,13 @@
  *
  *   - trust (trustDiags): mail.cfg, every password_file, tls_key and tls_cert must be neither
  *     group- nor world-writable and owned by root or the mail owner; the secrets among them
- *     (mail.cfg when it holds passwords, password files, tls_key) not readable by others;
+ *     (mail.cfg when it holds passwords, password files, tls_key) not readable by others, nor by
+ *     a group other than root's (0) and the mail owner's own (trustedGids);
  *   - the mail owner: set (when run by root), a user of /etc/passwd, and owning the spool's
  *     directories and each Maildir's (deep: every file and directory in the spool, lstat, links
  *     never followed) — `mailcfg check --fix` gives them back;
+ *   - (deep) a Maildir that is a symbolic link, or lies under one below the spool (maildir.ts
+ *     maildirLinkProblem); the daemons refuse such a mailbox alone, at its use;
  *   - missing spool directories and Maildirs, unreadable TLS files (judged for the mail owner
  *     when root runs the check), tls_cert without tls_key, aliases pointing nowhere.
  *
@@ -20,8 +23,9 @@ import { dirname, join, resolve } from 'node:path';
 import { readableBy, trustProblem, wrongOwners } from '../lib/privilege';
 import { normalizeAddress, splitAddress } from './address';
 import { Diag, opt } from './cfgfile';
-import { Config, configPath, formatDiags, holdsSecrets, loadConfig, mailOwner, trustedUids } from './config';
+import { Config, configPath, formatDiags, holdsSecrets, loadConfig, mailOwner, trustedGids, trustedUids } from './config';
 import { logTarget, SPOOL_DIRS } from './spool';
+import { maildirLinkProblem } from './maildir';
 import type { ConfigSource } from '../lib/daemon';
 import { OutpostError } from '../lib/errors';
 import { EX_CONFIG } from '../lib/exits';
@@ -47,9 +51,10 @@ function tlsFiles(cfg: Config): Array<{ name: 'tls_cert' | 'tls_key'; file: stri
  */
 export function trustDiags(cfg: Config, self = true): Diag[] {
   const uids = trustedUids(cfg);
+  const gids = trustedGids(cfg);
   const out: Diag[] = [];
   const add = (line: number, file: string, secret: boolean) => {
-    const p = trustProblem(file, uids, secret);
+    const p = trustProblem(file, uids, secret, gids);
     // mail.cfg itself: formatDiags names it already.
     if (p) out.push({ line, message: file === cfg.path ? p.slice(file.length + 2) : p });
   };
@@ -88,12 +93,19 @@ export function diskProblems(cfg: Config, deep: boolean): Diag[] {
   const name = cfg.scalars.mail_owner;
   const owner = mailOwner(cfg);
   if (!name && root) out.push({ line: 0, message: `no mail_owner, so every program started as root refuses to run; fix: useradd -r -M -s /usr/sbin/nologin outpost, then mailcfg -c ${cfg.path} set mail_owner outpost and mailcfg -c ${cfg.path} check --fix` });
-  else if (name && !owner) out.push({ line: ownerLine, message: `mail_owner ${name} is not a user in /etc/passwd; fix: useradd -r -M -s /usr/sbin/nologin ${name}, or mailcfg set mail_owner USER` });
+  else if (name && !owner) out.push({ line: ownerLine, message: `mail_owner ${name} is not a user in /etc/passwd; fix: useradd -r -M -s /usr/sbin/nologin ${name}, or mailcfg -c ${cfg.path} set mail_owner USER` });
   if (cfg.spool) {
     const missing = ['', ...SPOOL_DIRS].map((d) => join(cfg.spool, d)).filter((d) => !existsSync(d));
     if (missing.length) out.push({ line: lineOf(cfg, 'spool'), message: `spool directories missing: ${missing.join(' ')}; fix: mkdir -p -m 700 ${missing.join(' ')}` });
   }
   for (const u of cfg.users.values()) {
+    // Deep only: a daemon serves the other mailboxes and refuses this one alone (smtpd 451 4.3.0
+    // at RCPT, pop3d -ERR [SYS/TEMP]), which it must do anyway for a link made after it started.
+    const link = deep ? maildirLinkProblem(u.maildir, cfg.spool) : undefined;
+    if (link) {
+      out.push({ line: u.line, message: `the Maildir of ${u.address}: ${link}` });
+      continue;
+    }
     const missing = ['tmp', 'new', 'cur'].map((d) => join(u.maildir, d)).filter((d) => !existsSync(d));
     if (missing.length) out.push({ line: u.line, message: `the Maildir of ${u.address} is missing (${missing.join(' ')}); fix: mkdir -p -m 700 ${missing.join(' ')}` });
   }

@@ -24,7 +24,7 @@
  */
 import { promises as fsp, constants, lstatSync, mkdirSync, readdirSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { dirname, isAbsolute, join, relative, sep } from 'node:path';
 import { hostname as osHostname } from 'node:os';
 import type { Readable } from 'node:stream';
 import { fsyncDir } from '../lib/fsutil';
@@ -45,11 +45,39 @@ export function uniqueName(host = osHostname()): string {
 }
 
 /**
- * Creates dir/{tmp,new,cur} (mode 0700) if missing, and refuses a Maildir whose tmp/, new/ or cur/
- * is not a plain directory (a symbolic link would send deliveries and reads elsewhere).
- * @throws fs errors; an Error with code 'ENOTDIR' naming the entry and the fix.
+ * Why the Maildir `dir` cannot be used, or undefined when it can: `dir` itself, or a directory
+ * between `spool` and it (<spool>/mail/DOMAIN), is a symbolic link (lstat), which would send
+ * deliveries and reads wherever the link points. Above `spool` (and for a Maildir outside it,
+ * above `dir`) links are the administrator's (/home -> /data/home) and are followed. Missing
+ * components are no problem (they are created as directories). The text names the path and the
+ * fix.
  */
-export function ensureMaildir(dir: string): void {
+export function maildirLinkProblem(dir: string, spool?: string): string | undefined {
+  const rel = spool ? relative(spool, dir) : '';
+  const under = spool && rel && !rel.startsWith('..') && !isAbsolute(rel);
+  const paths = under ? rel.split(sep).map((_, i, parts) => join(spool, ...parts.slice(0, i + 1))) : [dir];
+  for (const p of paths) {
+    let link = false;
+    try {
+      link = lstatSync(p).isSymbolicLink();
+    } catch {
+      return undefined; // missing from here down: made as directories
+    }
+    if (link) return `${p} is a symbolic link, so the Maildir ${dir} is refused (mail would go where the link points); fix: replace it with a directory (as the mail owner: mv ${p} ${p}.link && mkdir -m 700 ${p}, then move the messages in)`;
+  }
+  return undefined;
+}
+
+/**
+ * Creates dir/{tmp,new,cur} (mode 0700) if missing, and refuses a Maildir that is a symbolic link
+ * (or lies under one below `spool`: maildirLinkProblem) or whose tmp/, new/ or cur/ is not a plain
+ * directory (a symbolic link would send deliveries and reads elsewhere).
+ * @param spool mail.cfg's spool, when known (every program: components below it are judged too).
+ * @throws fs errors; an Error with code 'ESYMLINK' or 'ENOTDIR' naming the entry and the fix.
+ */
+export function ensureMaildir(dir: string, spool?: string): void {
+  const link = maildirLinkProblem(dir, spool);
+  if (link) throw Object.assign(new Error(link), { code: 'ESYMLINK' });
   for (const sub of ['tmp', 'new', 'cur']) {
     const p = join(dir, sub);
     mkdirSync(p, { recursive: true, mode: 0o700 });
@@ -172,6 +200,8 @@ export interface DeliverOptions {
   host?: string;
   /** A copy made of parts that grows past this many bytes fails with code 'EFBIG' (0: no limit). */
   maxBytes?: number;
+  /** mail.cfg's spool: a Maildir under a symbolic link below it is refused (ensureMaildir). */
+  spool?: string;
   /** Runs once every copy is in tmp/ and fsync'd, before the first rename (fetch's multidrop
    * commit marker). Throwing aborts the delivery like any other error. */
   beforeRename?: () => Promise<void>;
@@ -179,7 +209,7 @@ export interface DeliverOptions {
 
 /** Writes one copy into dir/tmp/<id>, fsync'd; returns its id, tmp path and size. */
 async function writeTmp(copy: Copy, o: DeliverOptions): Promise<{ dir: string; id: string; tmp: string; size: number }> {
-  ensureMaildir(copy.dir);
+  ensureMaildir(copy.dir, o.spool);
   const id = copy.name ?? uniqueName(o.host);
   const tmp = join(copy.dir, 'tmp', id);
   if ('file' in copy) {
@@ -221,7 +251,7 @@ async function writeTmp(copy: Copy, o: DeliverOptions): Promise<{ dir: string; i
  * fsync'd; then `beforeRename` runs; then each is renamed to new/<id>,S=<bytes>,W=<bytes> and the
  * new/ directories fsync'd. Nothing is visible to a reader before every copy is on disk.
  * @returns one Delivered per copy, in order.
- * @throws fs errors (ENOSPC, EDQUOT, EACCES) or EFBIG; every tmp file and every copy already
+ * @throws fs errors (ENOSPC, EDQUOT, EACCES), EFBIG, or ESYMLINK/ENOTDIR (ensureMaildir); every tmp file and every copy already
  *   renamed are removed first, so nothing is delivered.
  */
 export async function deliverAll(copies: Copy[], o: DeliverOptions = {}): Promise<Delivered[]> {

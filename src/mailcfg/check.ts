@@ -42,17 +42,20 @@ function readRaw(path: string): Config {
 /**
  * Warnings that do not fail check: each local domain should reach a postmaster (RFC 5321 4.5.1);
  * mail_owner root makes every program run as root; a mail.cfg the mail owner cannot read stops
- * the programs started as the owner (not those started as root).
+ * the programs started as the owner (not those started as root); buildConfig's warnings (a relay
+ * whose credentials nobody owns: config.ts relayOwnerProblem, harmless since queue-run never
+ * spends them, so not worth stopping every program).
  */
 function warnings(cfg: Config): string[] {
   const out = [...cfg.domains]
     .filter((d) => !cfg.users.has(`postmaster@${d}`) && !cfg.aliases.has(`postmaster@${d}`) && !cfg.aliases.has(`@${d}`))
-    .map((d) => `no postmaster@${d} (RFC 5321 requires one); fix: mailcfg alias add postmaster@${d} YOU@${d}`);
-  if (cfg.scalars.mail_owner === 'root') out.push(`mail_owner root: every program runs as root; fix: useradd -r -M -s /usr/sbin/nologin outpost, mailcfg set mail_owner outpost, mailcfg check --fix`);
+    .map((d) => `no postmaster@${d} (RFC 5321 requires one); fix: mailcfg -c ${cfg.path} alias add postmaster@${d} YOU@${d}`);
+  if (cfg.scalars.mail_owner === 'root') out.push(`mail_owner root: every program runs as root; fix: useradd -r -M -s /usr/sbin/nologin outpost, mailcfg -c ${cfg.path} set mail_owner outpost, mailcfg -c ${cfg.path} check --fix`);
   const owner = mailOwner(cfg);
   if (owner && owner.uid !== 0 && !readableBy(statSync(cfg.path), owner)) {
     out.push(`mail_owner ${owner.name} cannot read ${cfg.path}, so a program started as ${owner.name} (tcpserver -u, systemd User=) cannot start (started as root, they read it first); fix: chgrp ${owner.gid} ${cfg.path} && chmod 640 ${cfg.path}`);
   }
+  out.push(...cfg.warnings.map((p) => `line ${p.line}: ${p.message}`));
   if (!cfg.scalars.dovecot_passwd) out.push(...dovecotProblems(cfg).map((p) => `line ${p.line}: ${p.message}`));
   return out;
 }

@@ -20,6 +20,7 @@ import { appendLine, CfgText, parseCfg, removeLine } from '../mail/cfgfile';
 import { Config, buildConfig, configPath, editConfig, holdsSecrets, loadConfig } from '../mail/config';
 import type { SettingName } from '../mail/settings';
 import { logTarget } from '../mail/spool';
+import { trustDiags } from '../mail/health';
 import { syncDovecotPasswd } from './dovecot';
 
 /** The config path for this invocation: -c/--config (anywhere on the line), $OUTPOST_CONFIG, default. */
@@ -65,8 +66,10 @@ export function readConfig(path: string): Config {
 /**
  * The one way mailcfg writes mail.cfg. `change` receives the text as it is now on disk (under the
  * lock) and its model, and returns the new text; it may throw to refuse (nothing is written).
- * The result must add no problem that buildConfig reports (compared by message with the file
- * before the edit, so an already broken line elsewhere does not block unrelated edits).
+ * The result must add no problem or warning that buildConfig reports, and no file it names that
+ * the programs would not trust (health.ts trustDiags: a password_file or tls_key readable by
+ * others, …), compared by message with the file before the edit, so an already broken line
+ * elsewhere does not block unrelated edits.
  * `after` runs under the lock with the new model before the file is written (e.g. to create a
  * Maildir, so that a mailbox never exists in mail.cfg without its directory). After the write,
  * still under the lock, the Dovecot passwd-file is brought up to date (dovecot.ts).
@@ -80,8 +83,11 @@ export async function editChecked(path: string, change: (text: CfgText, cfg: Con
     const before = buildConfig(path, text);
     const next = change(text, before);
     const cfg = buildConfig(path, parseCfg(next.lines.join('\n') + '\n'));
-    const old = new Set(before.diags.map((d) => d.message));
-    const added = cfg.diags.filter((d) => !old.has(d.message));
+    // The same rules every program meets: buildConfig's problems and warnings (a relay's unused
+    // credentials), and the trust of the files the line names (health.ts trustDiags).
+    const judged = (c: Config) => [...c.diags, ...c.warnings, ...trustDiags(c, false)];
+    const old = new Set(judged(before).map((d) => d.message));
+    const added = judged(cfg).filter((d) => !old.has(d.message));
     if (added.length) {
       throw dataErr(added.map((d) => `${path}${d.line ? `:${d.line}` : ''}: ${d.message} (refused; nothing written)`).join('\n'));
     }
@@ -255,19 +261,18 @@ export interface SecretOpts {
 
 /**
  * The secret options for a directive: password=PW (asked or from stdin) or password_file=FILE.
- * @throws dataErr when the file is missing or readable by group or others.
+ * @throws dataErr when the file cannot be read (its trust is judged by editChecked).
  */
 export async function secretOpts(o: SecretOpts, what: string): Promise<{ password?: string; password_file?: string }> {
   if (o.passwordStdin && o.passwordFile) throw usage('--password-stdin and --password-file exclude each other; fix: pick one');
   if (o.passwordFile) {
     const file = resolve(o.passwordFile);
-    let mode: number;
+    // Its mode and owner are judged by the checked edit, as every program judges them (trustDiags).
     try {
-      mode = statSync(file).mode & 0o777;
+      accessSync(file, constants.R_OK);
     } catch (err) {
       throw dataErr(`cannot read the password file ${file}: ${(err as Error).message}`);
     }
-    if (mode & 0o077) throw dataErr(`password file ${file} is readable by others (mode ${mode.toString(8)}); fix: chmod 600 ${file}`);
     return { password_file: file };
   }
   return { password: await readPassword(!!o.passwordStdin, what) };

@@ -60,7 +60,7 @@ function mailOwnerIds(cfg: Config): { uid: number; gid: number } {
   const name = cfg.scalars.mail_owner;
   if (name) {
     const owner = mailOwner(cfg);
-    if (!owner) throw new OutpostError(`mail_owner ${name} is not a user in /etc/passwd; fix: useradd --system ${name}, or mailcfg set mail_owner USER`, { exit: EX_DATAERR, code: 'EDATA' });
+    if (!owner) throw new OutpostError(`mail_owner ${name} is not a user in /etc/passwd; fix: useradd --system ${name}, or mailcfg -c ${cfg.path} set mail_owner USER`, { exit: EX_DATAERR, code: 'EDATA' });
     return { uid: owner.uid, gid: owner.gid };
   }
   const st = statSync(cfg.spool);
@@ -68,7 +68,7 @@ function mailOwnerIds(cfg: Config): { uid: number; gid: number } {
 }
 
 /** Why a root mail owner does not work, with the fix. */
-const ROOT_OWNER = (cfg: Config) => `the mail owner is root, and Dovecot refuses uid/gid 0 for mail; fix: chown -R vmail:vmail ${cfg.spool} (or mailcfg set mail_owner USER)`;
+const ROOT_OWNER = (cfg: Config) => `the mail owner is root, and Dovecot refuses uid/gid 0 for mail; fix: chown -R vmail:vmail ${cfg.spool} (or mailcfg -c ${cfg.path} set mail_owner USER)`;
 
 /** A mailbox's Dovecot home: <spool>/home/DOMAIN/LOCAL. */
 function homeOf(cfg: Config, address: string): string {

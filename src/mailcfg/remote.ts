@@ -13,7 +13,7 @@
  */
 import type { Command } from 'commander';
 import { formatLine, replaceLine } from '../mail/cfgfile';
-import { accountNameProblem, Config, DIRECTIVES, hostPort, isLocalRelay } from '../mail/config';
+import { accountNameProblem, Config, DIRECTIVES, hostPort, relayOwnerProblem } from '../mail/config';
 import { isDomain, isPlainAddress, normalizeAddress } from '../mail/address';
 import { parseBytes } from '../lib/units';
 import { addEntry, addLine, cfgPathOf, collect, dataErr, delCommand, editChecked, findEntry, listCommand, parsePort, readableFile, readConfig, SecretOpts, secretOpts, usage } from './common';
@@ -203,8 +203,10 @@ function relayCommands(program: Command): void {
       const cfg = readConfig(path);
       if (findEntry(cfg.text, 'relay', match)) throw dataErr(exists);
       if (o.owner !== undefined && !cfg.users.has(normalizeAddress(o.owner))) throw dataErr(`--owner ${o.owner} is not a local mailbox; fix: mailcfg user add ${o.owner}`);
-      // Credentials for an outside sender nobody owns would never be used (queue-run(8)).
-      if (!isLocalRelay(cfg, match) && o.user && o.owner === undefined) throw usage(`--user for the outside sender ${match} needs --owner MAILBOX: only that mailbox's logged-in submissions use these credentials`);
+      // Credentials nobody owns would never be used (config.ts relayOwnerProblem; checked again
+      // under the lock by editChecked, as for relay set and a hand edit's mailcfg check).
+      const unused = relayOwnerProblem(cfg, { match, user: o.user, owner: o.owner && normalizeAddress(o.owner) });
+      if (unused) throw usage(`${unused}; fix: add --owner MAILBOX (only that mailbox's logged-in submissions use these credentials)`);
       await addEntry(path, 'relay', match, await relayLine(match, hostport, o), exists);
     });
   delCommand(relay, 'relay', 'sender', 'remove the relay for SENDER, or the default relay', 'relay for');

@@ -12,7 +12,7 @@
  *
  * Exit codes: 64 unknown setting, 65 bad value; see common.ts.
  */
-import { accessSync, constants, existsSync, statSync } from 'node:fs';
+import { accessSync, constants, existsSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { formatLine, replaceLine } from '../mail/cfgfile';
@@ -25,7 +25,7 @@ function known(name: string): SettingName {
   return name;
 }
 
-/** Checks `value` for setting `name` (as buildConfig does, plus the disk for TLS files); returns the value to store. @throws dataErr (65). */
+/** Checks `value` for setting `name` (as buildConfig does, plus: TLS files must be readable; their trust is judged by editChecked); returns the value to store. @throws dataErr (65). */
 function validate(name: SettingName, value: string): string {
   const problem = settingProblem(name, value);
   if (problem) throw dataErr(problem);
@@ -38,7 +38,6 @@ function validate(name: SettingName, value: string): string {
         } catch (err) {
           throw dataErr(`cannot read ${name} ${p}: ${(err as Error).message}; fix: give the path of a readable PEM file`);
         }
-        if (name === 'tls_key' && statSync(p).mode & 0o004) throw dataErr(`${p} is readable by others; fix: chmod 600 ${p}`);
       }
       if (name === 'dovecot_passwd' && !existsSync(dirname(p))) throw dataErr(`the directory of dovecot_passwd ${p} does not exist; fix: mkdir -p ${dirname(p)}, or another path`);
       return p;

@@ -15,7 +15,8 @@
  *   3. the message list (numbering, sizes, UIDLs) is that listing's, fixed for the session (mail
  *      delivered meanwhile waits for the next session).
  *      Only regular files are messages: a symbolic link, or a new/ or cur/ that is one, is never
- *      followed (retr.ts opens with O_NOFOLLOW).
+ *      followed (retr.ts opens with O_NOFOLLOW); a Maildir that is a link itself, or lies under
+ *      one below the spool (<spool>/mail/DOMAIN), is refused before the lock is taken.
  *
  * Sizes (RFC 1939 sections 5 and 11: the octets RETR sends, CRLF line ends, before byte-stuffing):
  *   - `,W=<n>` in the name is the CRLF size (Dovecot's virtual size) and is trusted;
@@ -409,10 +410,12 @@ async function listEntries(dir: string, index: Index | undefined): Promise<{ ent
 /**
  * Locks and opens the Maildir `dir` for one session (see header).
  * @param what names the mailbox in the lock error (e.g. the address).
- * @throws OutpostError ELOCKED ([IN-USE]); fs errors ([SYS/TEMP]).
+ * @param spool mail.cfg's spool: a Maildir that is (or lies under) a symbolic link below it is
+ *   refused (maildir.ts ensureMaildir), as is one that is a link itself.
+ * @throws OutpostError ELOCKED ([IN-USE]); fs errors and ESYMLINK ([SYS/TEMP]).
  */
-export async function openMaildrop(dir: string, what: string): Promise<Drop> {
-  ensureMaildir(dir);
+export async function openMaildrop(dir: string, what: string, spool?: string): Promise<Drop> {
+  ensureMaildir(dir, spool);
   const release = lockNow(lockPath(dir), `maildrop ${what}`);
   let released = false;
   const giveUp = async () => {

@@ -105,7 +105,7 @@ export async function pop3Session(cfg: Config, conn: Conn): Promise<void> {
         }
         case 'open':
           try {
-            drop = await openMaildrop(a.user.maildir, a.user.address);
+            drop = await openMaildrop(a.user.maildir, a.user.address, cfg.spool);
             step = session.opened(drop.messages);
             log('info', 'login', { user: a.user.address, peer, method: a.method, tls: session.secure ? 'yes' : 'no', messages: session.totals().n });
           } catch (err) {

@@ -145,7 +145,7 @@ export async function buildDsn(cfg: Config, d: DsnInput): Promise<Buffer> {
 export async function sendDsn(cfg: Config, queueDir: string, sender: string, dsn: Buffer): Promise<string | null> {
   const route = resolveRecipient(cfg, sender);
   if (!route || (route.local.length === 0 && route.remote.length === 0)) return null;
-  const made = await deliverAll([...route.local.map((u) => ({ dir: u.maildir, parts: [dsn] })), ...(route.remote.length ? [queueCopy(queueDir, { sender: '', recipients: route.remote, body: eightBit(dsn) ? '8BITMIME' : '7BIT' }, [dsn])] : [])], { host: cfg.hostname });
+  const made = await deliverAll([...route.local.map((u) => ({ dir: u.maildir, parts: [dsn] })), ...(route.remote.length ? [queueCopy(queueDir, { sender: '', recipients: route.remote, body: eightBit(dsn) ? '8BITMIME' : '7BIT' }, [dsn])] : [])], { host: cfg.hostname, spool: cfg.spool });
   const where = route.local.map((u) => `mailbox ${u.address}`);
   if (route.remote.length) where.push(`queue ${made[made.length - 1].id}`);
   return where.join(', ');

@@ -33,6 +33,7 @@ import { log } from '../lib/log';
 import { Conn, startTls, writeOut } from '../lib/transport';
 import { LfNormalizer, readChunk, readData, Spool } from './data';
 import { deliverMessage } from '../mail/deliver';
+import { maildirLinkProblem } from '../mail/maildir';
 import { newQueueId } from '../mail/queue';
 import { Action, Delivery, Received, SmtpSession, Step } from './session';
 
@@ -60,6 +61,11 @@ export async function smtpSession(cfg: Config, conn: Conn): Promise<void> {
     sizeLimit: num(cfg, 'message_size_limit'),
     maxRecipients: num(cfg, 'max_recipients'),
     errorLimit: num(cfg, 'smtpd_error_limit'),
+    maildirProblem: (maildir) => {
+      const problem = maildirLinkProblem(maildir, cfg.spool);
+      if (problem) log('error', problem, { peer: conn.peer || 'unknown' });
+      return problem;
+    },
   });
   const tmpDir = spoolPaths(cfg).tmp;
   const peer = conn.peer || 'unknown';

@@ -36,6 +36,8 @@
  * Address tricks that could turn a local address into a relay — percent hack, bang paths, quoted
  * local parts, IP literals, trailing dots, several '@' — are refused with 553 5.1.3; source routes
  * are stripped (RFC 5321 section 4.1.2 and appendix C) and the remaining address is judged alone.
+ * A local recipient whose Maildir is a symbolic link (or lies under one below the spool) gets
+ * 451 4.3.0 (env.maildirProblem): nothing is lost, the client retries that recipient.
  * Limits: command line length (500 5.5.2), recipients (452 4.5.3), declared size (552 5.3.4),
  * errors per session (421 4.7.0 and close).
  */
@@ -63,6 +65,12 @@ export interface SessionEnv {
   maxRecipients: number;
   /** smtpd_error_limit: errors before 421 4.7.0 (0: none). */
   errorLimit: number;
+  /**
+   * Why a local mailbox's Maildir cannot take mail now (maildir.ts maildirLinkProblem: it is, or
+   * lies under, a symbolic link), or undefined; the driver's probe logs the path and the fix. A
+   * recipient reaching such a Maildir gets 451 4.3.0 (the client keeps it and retries).
+   */
+  maildirProblem?: (maildir: string) => string | undefined;
 }
 
 /** One accepted recipient: the address as given (normalised) and where it goes. */
@@ -345,6 +353,7 @@ export class SmtpSession {
       const local = normalizeAddress(address);
       const route = resolveRecipient(this.env.cfg, local);
       if (!route) return reply(`550 5.1.1 <${address}>: Recipient address rejected: User unknown in local recipient table`);
+      if (route.local.some((u) => this.env.maildirProblem?.(u.maildir))) return reply(`451 4.3.0 <${address}>: mailbox unavailable, try again later`);
       tx.recipients.push({ address: local, route });
     } else {
       if (!this.user && !this.env.trusted) return reply(`554 5.7.1 <${address}>: Relay access denied`);

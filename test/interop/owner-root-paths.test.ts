@@ -2,15 +2,19 @@
  * Root never acts on paths the mail owner can steer (found by the attack review of issue 9):
  * `mailcfg user del --purge` deletes as the mail owner, so a Maildir path through a link the owner
  * planted cannot remove root's files; `check --fix` and the Dovecot passwd-file are refused when
- * mail.cfg is not root's (an owner-writable mail.cfg could name /etc). Runs as root with a real
- * mail owner, as an install does.
+ * mail.cfg is not root's (an owner-writable mail.cfg could name /etc); a password_file named by
+ * such a mail.cfg is read with the owner's rights, never root's (so root's own secrets cannot be
+ * sent to a server the owner picks); a secret readable by a group other than root's or the
+ * owner's is refused by mailcfg and by every program. Runs as root with a real mail owner, as an
+ * install does.
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { appendFileSync, chmodSync, chownSync, existsSync, lchownSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { makeSystemUser, SystemUser } from '../helpers/owner';
+import { loadConfig } from '../../src/mail/config';
 import { runProgram } from '../helpers/postoffice';
 
 let owner: SystemUser;
@@ -43,6 +47,8 @@ test('user del --purge through a link the owner planted removes none of root\'s 
   chownSync(domain, owner.uid, owner.gid);
   await mc(['user', 'del', 'bob@example.org', '--purge']);
   assert.ok(existsSync(join(victim, 'bob', 'precious')), 'root\'s file is still there');
+  rmSync(domain);
+  renameSync(domain + '.real', domain);
 });
 
 test('check --fix and the Dovecot passwd-file are refused when mail.cfg is not root\'s', async () => {
@@ -57,4 +63,99 @@ test('check --fix and the Dovecot passwd-file are refused when mail.cfg is not r
   assert.match(set.stderr, /root will not write a Dovecot passwd-file/);
   assert.equal(statSync(target).uid, 0);
   chownSync(cfg, 0, owner.gid);
+});
+
+test('a password_file named by a mail.cfg that is not root\'s is read as the mail owner, never as root', async () => {
+  const secret = join(dir, 'root-only.key');
+  writeFileSync(secret, 'root secret\n', { mode: 0o600 }); // root:root 0600, e.g. an ssh host key
+  const text = readFileSync(cfg, 'utf8');
+  appendFileSync(cfg, `account evil local=carol@example.org host=127.0.0.1 port=9 tls=none user=x password_file=${secret}\n`);
+  chownSync(cfg, owner.uid, owner.gid); // the owner may write it: it names the file
+  try {
+    const c = loadConfig(cfg, false);
+    assert.equal(c.accounts[0].password, undefined, 'root did not read it for the owner');
+    assert.match(c.diags.map((d) => d.message).join('\n'), new RegExp(`cannot read password_file ${secret} \\(read as mail_owner ${owner.name}, since ${cfg} is not root's\\): EACCES`));
+    const fetch = await runProgram('fetch', ['-c', cfg]);
+    assert.equal(fetch.code, 78, fetch.stderr);
+    assert.match(fetch.stderr, /cannot read password_file .* \(read as mail_owner/);
+    assert.ok(!fetch.stdout.toString().includes('root secret') && !fetch.stderr.includes('root secret'));
+    chownSync(cfg, 0, owner.gid); // root's mail.cfg: root's choice what it names
+    assert.equal(loadConfig(cfg, false).accounts[0].password, 'root secret');
+  } finally {
+    writeFileSync(cfg, text);
+    chownSync(cfg, 0, owner.gid);
+  }
+});
+
+test('a secret readable by a group other than root\'s or the mail owner\'s is refused by mailcfg and every program', async () => {
+  const pf = join(dir, 'isp.pw');
+  writeFileSync(pf, 'isp pw\n', { mode: 0o640 });
+  chownSync(pf, 0, 1); // group daemon (gid 1): people the administrator did not mean
+  const add = await mc(['account', 'add', 'carol@example.org', '--host', '127.0.0.1', '--port', '9', '--tls', 'none', '--user', 'b', '--password-file', pf]);
+  assert.equal(add.code, 65, add.stderr);
+  assert.match(add.stderr, new RegExp(`${pf}: holds secrets and is readable by its group 1( \\(\\w+\\))?, which is neither root's nor the mail owner's \\(mode 640\\); fix: chmod 600 ${pf}`));
+  for (const gid of [0, owner.gid]) {
+    chownSync(pf, 0, gid);
+    assert.equal(loadConfig(cfg).accounts.length, 0);
+    const ok = await mc(['account', 'add', 'carol@example.org', '--host', '127.0.0.1', '--port', '9', '--tls', 'none', '--user', 'b', '--password-file', pf, '--name', `g${gid}`]);
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.equal((await mc(['account', 'del', `g${gid}`])).code, 0);
+  }
+  assert.equal((await mc(['account', 'add', 'carol@example.org', '--host', '127.0.0.1', '--port', '9', '--tls', 'none', '--user', 'b', '--password-file', pf, '--name', 'isp'])).code, 0);
+  chownSync(pf, 0, 1); // changed by hand afterwards
+  try {
+    for (const program of ['fetch', 'queue-run']) {
+      const r = await runProgram(program, ['-c', cfg]);
+      assert.equal(r.code, 78, `${program}: ${r.stderr}`);
+      assert.match(r.stderr, new RegExp(`${program}: .*${pf}: holds secrets and is readable by its group 1.*fix: chmod 600 ${pf}`));
+    }
+    const check = await mc(['check']);
+    assert.equal(check.code, 78);
+    assert.match(check.stderr, /readable by its group 1.*fix: chmod 600/);
+  } finally {
+    assert.equal((await mc(['account', 'del', 'isp'])).code, 0);
+  }
+});
+
+test('a Maildir that is a symbolic link (or under a linked spool/mail/DOMAIN) is refused: smtpd 451 at RCPT, pop3d -ERR [SYS/TEMP], check reports it', async () => {
+  assert.equal((await mc(['user', 'add', 'dave@example.org', '--password-stdin'], 'davepw\n')).code, 0);
+  const elsewhere = join(dir, 'elsewhere');
+  for (const d of ['', 'tmp', 'new', 'cur']) {
+    mkdirSync(join(elsewhere, d), { recursive: true });
+    chownSync(join(elsewhere, d), owner.uid, owner.gid);
+  }
+  const spool = join(dir, 'spool');
+  const box = join(spool, 'mail', 'example.org', 'carol');
+  const logFile = join(spool, 'log', 'outpost.log');
+  const env = { TCPREMOTEIP: '127.0.0.1' };
+  const smtp = (to: string[]) => runProgram('smtpd', ['-c', cfg], `EHLO c\r\nMAIL FROM:<a@elsewhere.net>\r\n${to.map((t) => `RCPT TO:<${t}>\r\n`).join('')}DATA\r\nSubject: hi\r\n\r\nx\r\n.\r\nQUIT\r\n`, env);
+  const pop = () => runProgram('pop3d', ['-c', cfg], 'USER carol@example.org\r\nPASS pw\r\nQUIT\r\n', env);
+  for (const [what, linked] of [
+    ['the mailbox directory', box],
+    ['spool/mail/DOMAIN', join(spool, 'mail', 'example.org')],
+  ]) {
+    renameSync(linked, linked + '.real');
+    symlinkSync(what === 'the mailbox directory' ? elsewhere : linked + '.real', linked);
+    lchownSync(linked, owner.uid, owner.gid); // what the owner (a compromised daemon) can do
+    try {
+      const r = await smtp(['carol@example.org', 'dave@example.org']);
+      const out = r.stdout.toString();
+      if (what === 'the mailbox directory') {
+        assert.match(out, /^451 4\.3\.0 <carol@example\.org>: mailbox unavailable, try again later\r$/m, out + r.stderr);
+        assert.match(out, /^250 2\.0\.0 Ok: queued as /m, 'the other recipient is served');
+        assert.deepEqual(readdirSync(join(elsewhere, 'new')), [], 'nothing written through the link');
+      } else assert.doesNotMatch(out, /^250 2\.0\.0/m, `${what}: nothing delivered through it: ${out}`);
+      assert.ok(readFileSync(logFile, 'utf8').includes(`${linked} is a symbolic link, so the Maildir`), `${what}: logged with the path`);
+      const p = await pop();
+      assert.match(p.stdout.toString(), /^-ERR \[SYS\/TEMP\] /m, `${what}: ${p.stdout}`);
+      const check = await mc(['check']);
+      assert.equal(check.code, 78, check.stderr);
+      assert.match(check.stderr, new RegExp(`the Maildir of carol@example\\.org: ${linked} is a symbolic link, .*; fix: replace it with a directory`));
+    } finally {
+      rmSync(linked);
+      renameSync(linked + '.real', linked);
+    }
+  }
+  assert.equal((await mc(['check'])).code, 0, 'back to directories: check passes');
+  assert.equal((await mc(['user', 'del', 'dave@example.org', '--purge'])).code, 0);
 });

@@ -5,9 +5,9 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { promises as fsp, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { promises as fsp, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { LineReader } from '../../src/lib/linereader';
 import { acquireLock } from '../../src/lib/lock';
@@ -166,6 +166,27 @@ test('commit: one staged file lands in several Maildirs (hard links), sizes in t
   }
   assert.equal(readdirSync(join(dir, 'stage')).length, 0, 'staged file removed');
   assert.equal(readdirSync(join(dir, 'm1', 'tmp')).length, 0);
+});
+
+test('commit refuses a Maildir that is a symbolic link, or under a linked spool/mail/DOMAIN: nothing delivered, the staged file kept', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'fetch-unit-'));
+  const spool = join(dir, 'spool');
+  const elsewhere = join(dir, 'elsewhere');
+  mkdirSync(join(elsewhere, 'new'), { recursive: true });
+  mkdirSync(join(spool, 'mail'), { recursive: true });
+  const st = await stage(join(dir, 'stage'), stampLine('a', 'U3'));
+  await st.write(Buffer.from('Subject: z\r\n\r\nhello\r\n'));
+  await st.close();
+  const domain = join(spool, 'mail', 'example.org');
+  symlinkSync(elsewhere, domain);
+  await assert.rejects(commit(st.path, [join(domain, 'alice')], 'mx.example.org', spool), (err: NodeJS.ErrnoException) => err.code === 'ESYMLINK' && err.message.startsWith(`${domain} is a symbolic link, so the Maildir ${join(domain, 'alice')} is refused`));
+  rmSync(domain);
+  mkdirSync(domain);
+  symlinkSync(elsewhere, join(domain, 'alice'));
+  await assert.rejects(commit(st.path, [join(domain, 'alice')], 'mx.example.org', spool), /alice is a symbolic link, so the Maildir .* fix: replace it with a directory/);
+  await assert.rejects(commit(st.path, [join(domain, 'alice')], 'mx.example.org'), /is a symbolic link/, 'the Maildir itself is judged without the spool too');
+  assert.deepEqual(readdirSync(join(elsewhere, 'new')), [], 'nothing written through the link');
+  assert.deepEqual(readdirSync(join(dir, 'stage')), [basename(st.path)], 'the staged file is kept for the next run');
 });
 
 test('commit to one Maildir: no marker on the way, the staged file is gone after', async () => {

@@ -121,7 +121,7 @@ test('relay default/add/list/del round trip', async () => {
   assert.equal((await mc(cfg, ['relay', 'add', 'other.example', 'x.example:25', '--user', 'u', '--owner', 'amina@village.example'])).code, 64, 'no tty, no --password-stdin');
   const unowned = await mc(cfg, ['relay', 'add', 'other.example', 'x.example:25', '--user', 'u', '--password-stdin'], 'pw\n');
   assert.equal(unowned.code, 64, 'credentials for an outside sender need an owner');
-  assert.match(unowned.stderr, /--user for the outside sender other\.example needs --owner MAILBOX/);
+  assert.match(unowned.stderr, /relay other\.example: user=u is for an outside sender that no mailbox owns .*; fix: add --owner MAILBOX/);
   const ca = join(dir, 'ca.pem');
   writeFileSync(ca, '-----BEGIN CERTIFICATE-----\n');
   assert.equal((await mc(cfg, ['relay', 'add', 'other.example', 'x.example:25', '--tls', 'verify', '--ca', ca])).code, 0);

@@ -6,7 +6,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { DIRECTIVES, loadConfig } from '../../src/mail/config';
@@ -105,4 +105,31 @@ test('set knows every option of the directive table (options added later need no
       assert.ok(!/has no option/.test(r.stderr), `${keyword} ${option}: ${out(r)}`);
     }
   }
+});
+
+test('relay credentials for an outside sender need an owner: one rule for add, set, a hand edit (check warns) and the programs', async () => {
+  const { cfg } = await fresh();
+  assert.equal((await mc(cfg, ['relay', 'add', 'partner.example', 'smtp.partner.example:587', '--tls', 'encrypt'])).code, 0);
+  const before = readFileSync(cfg, 'utf8');
+  const set = await mc(cfg, ['relay', 'set', 'partner.example', 'user', 'p']);
+  assert.equal(set.code, 65, out(set));
+  assert.match(set.stderr, /relay partner\.example: user=p is for an outside sender that no mailbox owns .*fix: mailcfg -c \S+ relay set partner\.example owner MAILBOX.*\(refused; nothing written\)/);
+  assert.equal(readFileSync(cfg, 'utf8'), before, 'nothing written');
+  assert.equal((await mc(cfg, ['relay', 'del', 'partner.example'])).code, 0);
+  const add = await mc(cfg, ['relay', 'add', 'partner.example', 'smtp.partner.example:587', '--user', 'p', '--password-stdin', '--owner', 'amina@village.example'], 'p pw\n');
+  assert.equal(add.code, 0, out(add));
+  const owned = await mc(cfg, ['relay', 'set', 'partner.example', 'owner', '']);
+  assert.equal(owned.code, 65, 'removing the owner of used credentials is the same mistake');
+  // An address of a domain whose relay has an owner is owned through it: its credentials are used.
+  assert.equal((await mc(cfg, ['relay', 'add', 'ops@partner.example', 'smtp.partner.example:587', '--user', 'ops', '--password-stdin'], 'ops pw\n')).code, 0);
+  // A hand edit: the programs run (queue-run never spends them), mailcfg check warns with the line.
+  appendFileSync(cfg, 'relay other.example smtp.other.example:587 user=o password=po\n');
+  const c = loadConfig(cfg);
+  assert.deepEqual(c.diags, [], 'not an error: every program still starts');
+  assert.equal(c.warnings.length, 1);
+  const check = await mc(cfg, ['check']);
+  assert.equal(check.code, 0, out(check));
+  assert.match(check.stderr, /warning: .*line \d+: relay other\.example: user=o is for an outside sender that no mailbox owns/);
+  const port = await mc(cfg, ['relay', 'set', 'other.example', 'tls', 'encrypt']);
+  assert.equal(port.code, 0, 'an edit that adds nothing new to a line already warned about goes through');
 });

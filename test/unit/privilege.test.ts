@@ -3,7 +3,7 @@
 // log_level, --version on every program, and usage errors without a stack trace.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { OutpostError } from '../../src/lib/errors';
@@ -79,6 +79,22 @@ test('trustProblem: group- or world-writable, a stranger owner, a secret readabl
   assert.match(trustProblem(f, [0, me], true)!, new RegExp(`readable by others \\(mode 644\\); fix: chmod 600 ${f}$`));
   assert.match(trustProblem(f, [12345], false)!, /is owned by uid \d+.*not by root or the mail owner; fix: chown root/);
   assert.equal(trustProblem(join(dir, 'missing'), [0], true), undefined, 'reading it reports a missing file');
+  rmSync(dir, { recursive: true, force: true });
+});
+
+test('trustProblem: a secret readable by its group only when that group is root\'s or the mail owner\'s', () => {
+  const dir = temp();
+  const f = join(dir, 'secret');
+  writeFileSync(f, 'pw\n');
+  chmodSync(f, 0o640);
+  const me = process.geteuid!();
+  const gid = statSync(f).gid;
+  assert.equal(trustProblem(f, [0, me], true, [0, gid]), undefined, 'the owner\'s group (mail.cfg as installed: 0640 root:OWNER-GROUP)');
+  assert.equal(trustProblem(f, [0, me], false, [0]), undefined, 'a certificate may be readable by any group');
+  const other = gid + 4242;
+  assert.match(trustProblem(f, [0, me], true, [other])!, new RegExp(`^${f}: holds secrets and is readable by its group ${gid}( \\(\\w+\\))?, which is neither root's nor the mail owner's \\(mode 640\\); fix: chmod 600 ${f}$`));
+  chmodSync(f, 0o600);
+  assert.equal(trustProblem(f, [0, me], true, [other]), undefined, 'not readable by the group: fine whatever the group');
   rmSync(dir, { recursive: true, force: true });
 });
 

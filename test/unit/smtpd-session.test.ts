@@ -303,3 +303,16 @@ test('queue ids are fixed-width and unique; Received header and date format (RFC
   assert.ok(!one.includes('alice'), 'the authenticated user is not disclosed');
   assert.match(receivedHeader({ ...trace, peer: '' }, 'mx.example.org', 'ID2', undefined, d), /^Received: from c\.example \(unknown\)\r\n\tby mx\.example\.org \(Outpost\) with ESMTPSA id ID2;\r\n\t/);
 });
+
+test('a local recipient whose Maildir cannot take mail (a symbolic link) gets 451 4.3.0; the others go on', () => {
+  const asked: string[] = [];
+  const s = greeted({ maildirProblem: (m) => (asked.push(m), m.endsWith('/alice') ? 'linked' : undefined) });
+  assert.equal(code(s, 'MAIL FROM:<x@elsewhere.net>'), '250 2.1.0');
+  assert.equal(say(s, 'RCPT TO:<alice@example.org>'), '451 4.3.0 <alice@example.org>: mailbox unavailable, try again later');
+  assert.equal(code(s, 'RCPT TO:<list@example.org>'), '451 4.3.0', 'an alias reaching that Maildir too');
+  assert.equal(code(s, 'RCPT TO:<bob@example.org>'), '250 2.1.5');
+  assert.deepEqual(asked, [cfg.users.get('alice@example.org')!.maildir, cfg.users.get('alice@example.org')!.maildir, cfg.users.get('bob@example.org')!.maildir]);
+  const a = s.line('DATA').action;
+  assert.equal(a?.kind, 'data');
+  assert.deepEqual(a?.kind === 'data' && a.deliver.tx.recipients.map((r) => r.address), ['bob@example.org'], 'only bob is in the transaction');
+});
