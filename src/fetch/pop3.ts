@@ -97,7 +97,8 @@ export function apopDigest(timestamp: string, secret: string): string {
 /** One POP3 connection. Use Pop3Conn.open(); then write()/status()/multi(). */
 export class Pop3Conn {
   greeting = '';
-  /** CAPA lines, upper-cased keyword first ('PIPELINING', 'SASL PLAIN LOGIN', …). */
+  /** CAPA lines, upper-cased keyword first ('PIPELINING', 'SASL PLAIN LOGIN', …): from CAPA, or
+   * set by the caller from an earlier session's `chosenBy` (then login's `recheck`). */
   capa: string[] = [];
   private reader: LineReader;
   private constructor(
@@ -311,8 +312,8 @@ export class Pop3Conn {
   }
 
   /**
-   * Sends QUIT and closes at once, without waiting for its +OK: for a session that deleted
-   * nothing (keep=yes), where the UPDATE state has nothing to commit (RFC 1939 section 6).
+   * Sends QUIT and closes at once, without waiting for its +OK: for a session that sent no
+   * DELE, where the UPDATE state has nothing to commit (RFC 1939 section 6).
    */
   quitNoWait(): void {
     this.write('QUIT');
