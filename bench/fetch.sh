@@ -4,7 +4,8 @@
 # 300 ms RTT (BENCH_RATE=bytes/s, BENCH_RTT=ms to change). Prints a Markdown table. Standalone:
 # builds dist/fetch.js and bundles bench/fetch.ts itself. Needs root (Dovecot) and the peers of
 # .ci/install-peers (dovecot-core, dovecot-pop3d, dovecot-imapd, fetchmail). Takes ~4 minutes.
-# "sh bench/fetch.sh idle": a run that finds nothing on a 3,000-message mailbox (~2 minutes).
+# "sh bench/fetch.sh idle": a run that finds nothing on a 3,000-message mailbox (~3 minutes;
+# BENCH_CLIENTS=Outpost for ours only, BENCH_TRACE=1 for every chunk through the link, timed).
 set -e
 unset NODE_EXTRA_CA_CERTS
 cd "$(dirname "$0")/.."

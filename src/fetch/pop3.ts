@@ -72,6 +72,9 @@ export interface ConnectOptions {
 /** CAPA lines kept (the rest of a longer listing is read and dropped). */
 const CAPA_MAX = 100;
 
+/** The CAPA keywords fetch acts on (Pop3Conn.has, .sasl): the ones worth remembering. */
+const CHOSEN_BY = ['PIPELINING', 'SASL'];
+
 /** RFC 1939 section 7: a UIDL is 1–70 octets, each in 0x21–0x7E. */
 const UIDL_MAX = 70;
 
@@ -94,7 +97,8 @@ export function apopDigest(timestamp: string, secret: string): string {
 /** One POP3 connection. Use Pop3Conn.open(); then write()/status()/multi(). */
 export class Pop3Conn {
   greeting = '';
-  /** CAPA lines, upper-cased keyword first ('PIPELINING', 'SASL PLAIN LOGIN', …). */
+  /** CAPA lines, upper-cased keyword first ('PIPELINING', 'SASL PLAIN LOGIN', …): from CAPA, or
+   * set by the caller from an earlier session's `chosenBy` (then login's `recheck`). */
   capa: string[] = [];
   private reader: LineReader;
   private constructor(
@@ -213,6 +217,11 @@ export class Pop3Conn {
   /** Sends CAPA and records the capabilities (empty when the server does not know CAPA). */
   async capabilities(): Promise<void> {
     this.write('CAPA');
+    await this.readCapa();
+  }
+
+  /** Reads the reply to a CAPA sent before into `capa` (RFC 2449 section 5; an -ERR: none). */
+  private async readCapa(): Promise<void> {
     try {
       await this.status();
       const capa: string[] = [];
@@ -227,26 +236,44 @@ export class Pop3Conn {
   }
 
   /**
+   * The CAPA lines the login and the session are chosen by (PIPELINING, SASL and its mechanisms,
+   * RFC 4422 names: letters, digits, '-', '_'; a line with anything else is left out): what the
+   * state file remembers for the next session (state.ts `capa`), and what `capa` is set to from it.
+   */
+  get chosenBy(): string[] {
+    return this.capa.filter((c) => CHOSEN_BY.includes(c.split(' ')[0]) && /^[A-Z0-9_ -]{1,200}$/.test(c));
+  }
+
+  /**
    * Logs in (see fetch(8), AUTHENTICATION): apop, plain (AUTH PLAIN with the initial response),
-   * user (USER/PASS), or auto (PLAIN when offered, else USER/PASS). When the server announced
-   * PIPELINING (RFC 2449 section 6.6) the login's commands and then `after` (e.g. STAT) are
-   * written at once, one round trip for all; the replies to `after` are left for the caller to
-   * read, in order. Without PIPELINING each command waits for its reply and `after` is not sent.
+   * user (USER/PASS), or auto (PLAIN when offered, else USER/PASS). When `capa` says PIPELINING
+   * (RFC 2449 section 6.6) the login's commands and then `after` (e.g. STAT) are written at
+   * once, one round trip for all; the replies to `after` are left for the caller to read, in
+   * order. Without PIPELINING each command waits for its reply and `after` is not sent.
+   * `recheck`: `capa` was remembered from an earlier session (no CAPA sent yet in this one); with
+   * PIPELINING in it, CAPA goes first in the same write (allowed in the AUTHORIZATION state, RFC 2449 section 5)
+   * and its reply replaces `capa` before the login's replies are read: the caller sees what the
+   * server offers now (a server that stopped offering PIPELINING gets no more pipelined
+   * commands after these).
    * @returns true when `after` was sent (PIPELINING), false when the caller must send it.
    * @throws Pop3Error (the server's -ERR; one without a response code counts as [AUTH]: the
    *   server refused the login, RFC 3206 section 4 — [IN-USE], [SYS/TEMP] keep theirs), or
    *   Error for apop without a greeting timestamp.
    */
-  async login(user: string, password: string, method: 'auto' | 'plain' | 'user' | 'apop', after: string[] = []): Promise<boolean> {
+  async login(user: string, password: string, method: 'auto' | 'plain' | 'user' | 'apop', after: string[] = [], recheck = false): Promise<boolean> {
     try {
-      return await this.sendLogin(user, password, method, after);
+      return await this.sendLogin(user, password, method, after, recheck);
     } catch (err) {
       if (err instanceof Pop3Error && !err.respCode) throw new Pop3Error(err.reply, 'AUTH');
       throw err;
     }
   }
 
-  private async sendLogin(user: string, password: string, method: 'auto' | 'plain' | 'user' | 'apop', after: string[]): Promise<boolean> {
+  private async sendLogin(user: string, password: string, method: 'auto' | 'plain' | 'user' | 'apop', after: string[], recheck: boolean): Promise<boolean> {
+    if (recheck && !this.has('PIPELINING')) {
+      await this.capabilities(); // nothing to pipeline CAPA with: its own round trip, as without a memory
+      recheck = false;
+    }
     let lines: string[];
     if (method === 'apop') {
       if (!this.timestamp) throw new Pop3Error('-ERR the server greeting has no APOP timestamp; fix: auth=user or auth=plain', 'AUTH');
@@ -255,7 +282,8 @@ export class Pop3Conn {
       lines = [`AUTH PLAIN ${Buffer.from(`\0${user}\0${password}`).toString('base64')}`];
     } else lines = [`USER ${user}`, `PASS ${password}`];
     if (this.has('PIPELINING')) {
-      this.write(...lines, ...after);
+      this.write(...(recheck ? ['CAPA'] : []), ...lines, ...after);
+      if (recheck) await this.readCapa();
       // Every login reply is read (a refused USER is followed by PASS's reply); the first error wins.
       let first: unknown;
       for (let i = 0; i < lines.length; i++) {
@@ -284,8 +312,8 @@ export class Pop3Conn {
   }
 
   /**
-   * Sends QUIT and closes at once, without waiting for its +OK: for a session that deleted
-   * nothing (keep=yes), where the UPDATE state has nothing to commit (RFC 1939 section 6).
+   * Sends QUIT and closes at once, without waiting for its +OK: for a session that sent no
+   * DELE, where the UPDATE state has nothing to commit (RFC 1939 section 6).
    */
   quitNoWait(): void {
     this.write('QUIT');

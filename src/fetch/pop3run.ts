@@ -2,10 +2,15 @@
  * pop3run — one POP3 account's fetch session (RFC 1939, RFC 2449 PIPELINING).
  *
  * The session, in as few round trips as the server allows:
- *   greeting; STLS (tls=starttls: sent at once, no CAPA before it); CAPA; the login with STAT
- *   pipelined after it (PIPELINING, RFC 2449) — and in keep=yes mode, when the state says the
- *   first K messages were delivered (state.ts `first`), `UIDL K` and `LIST K` in the same
- *   round trip; then the listing:
+ *   greeting; STLS (tls=starttls: sent at once, no CAPA before it); CAPA — in a round trip of
+ *   its own only when the state remembers no capabilities of this server (state.ts `capa`: the
+ *   CAPA lines of the last session that ended well, kept when they said PIPELINING); otherwise
+ *   CAPA goes first in the login's write and its reply decides the rest of the session (a
+ *   server that stopped offering PIPELINING gets no more pipelined commands, and is asked CAPA
+ *   first next time); the login with STAT pipelined after it (PIPELINING, RFC 2449) — and in
+ *   keep=yes mode, when the state says the first K messages were delivered (state.ts `first`),
+ *   `UIDL K` and `LIST K` in the same round trip; then the listing:
+ *     - STAT shows an empty maildrop: none;
  *     - message K still has the UIDL and size seen and STAT shows N >= K: only K+1..N are listed,
  *       with `UIDL n` / `LIST n` (pipelined; one at a time without PIPELINING), at most RANGE_MAX
  *       of them — a run that finds nothing sends no listing at all;
@@ -13,8 +18,10 @@
  *       new, keep=no): the whole UIDL and LIST listings (pipelined);
  *   then RETRs in a window of about 64 KiB in flight (PIPELINING), each streamed into a staging
  *   file, landed in the Maildirs and recorded in the state before its DELE is sent (keep=no);
- *   QUIT — with keep=yes written without waiting for its +OK (nothing to commit in UPDATE),
- *   with keep=no awaited (the DELEs take effect then). One connection.
+ *   QUIT — awaited only when a DELE was sent (UPDATE commits it), else written without waiting
+ *   for its +OK (nothing to commit). One connection. A run that finds nothing, with the
+ *   capabilities remembered: greeting, one pipelined write (CAPA, login, STAT, UIDL K, LIST K),
+ *   QUIT — one round trip after the greeting. A session that fails forgets the capabilities.
  * Exactly once: a UIDL in the state is never fetched again; a recorded UIDL still on the server
  * with keep=no gets its DELE in the next session, without a RETR (DELE only takes effect at QUIT,
  * RFC 1939 section 6, so a drop before QUIT just repeats the DELEs). UIDLs no longer on the
@@ -101,7 +108,7 @@ async function readMsg(n: number, reply: (cmd: string) => Promise<string>): Prom
  */
 async function listRange(conn: Pop3Conn, from: number, to: number, pipelining: boolean): Promise<Msg[]> {
   const out: Msg[] = [];
-  if (pipelining) conn.write(...Array.from({ length: Math.max(0, to - from + 1) }, (_, i) => listOne(from + i)).flat());
+  if (pipelining && to >= from) conn.write(...Array.from({ length: to - from + 1 }, (_, i) => listOne(from + i)).flat());
   const reply = (cmd: string) => {
     if (!pipelining) conn.write(cmd);
     return conn.status();
@@ -168,6 +175,24 @@ function delivered(msgs: Msg[], uidls: Set<string>, prev: FetchState['first']): 
   return f;
 }
 
+/** The server a remembered CAPA belongs to (state.ts `capa`): `<tls>:<host>:<port>`. */
+const capaServer = (a: Ctx['account']) => `${a.tls}:${a.host}:${a.port}`;
+
+/**
+ * A session that failed forgets the remembered capabilities (saved at once; a failed save is
+ * logged): any doubt — a server that changed and chokes on the pipelined login, a cut, a
+ * refusal — and the next session asks CAPA in a round trip of its own first.
+ */
+function forgetCapa(ctx: Ctx): void {
+  if (!ctx.st.capa) return;
+  ctx.st.capa = undefined;
+  try {
+    saveState(ctx.statePath, ctx.st);
+  } catch (err) {
+    log('warn', `state file ${ctx.statePath} not saved: ${(err as Error).message}`, { account: ctx.account.name });
+  }
+}
+
 /** Messages abandoned in one run of an account before it gives up (each costs a new session). */
 const ABANDON_MAX = 3;
 
@@ -198,28 +223,40 @@ export async function fetchPop3(ctx: Ctx, meter: Meter, timeout: number): Promis
 async function session(ctx: Ctx, meter: Meter, timeout: number, skip: Set<string>): Promise<{ r: AccountResult; again: boolean }> {
   const { account: a, st, budget } = ctx;
   const r = newResult(a.name);
+  const server = capaServer(a);
   let again = false;
   let conn: Pop3Conn | undefined;
   let todo: Msg[] = [];
   const done = new Set<string>();
   try {
     conn = await Pop3Conn.open({ host: a.host, port: a.port, tls: a.tls, ca: a.ca ? readFileSync(a.ca) : undefined, timeout, onSocket: (s) => meter.track(s) });
-    await conn.capabilities();
-    const pipelining = conn.has('PIPELINING');
+    // The capabilities of the last session that ended well, if this server offered PIPELINING
+    // then: CAPA goes in the login's round trip instead of one of its own (Pop3Conn.login recheck).
+    const known = st.capa?.server === server && st.capa.lines.includes('PIPELINING');
+    if (known) conn.capa = [...st.capa!.lines];
+    else await conn.capabilities();
     if (!a.keep) st.first = undefined;
     const first = st.first;
     const probe = ['STAT', ...(first ? listOne(first.count) : [])];
-    const sent = await conn.login(a.user, a.password ?? '', a.auth, probe);
+    const sent = await conn.login(a.user, a.password ?? '', a.auth, probe, known);
+    // What the server offers now (CAPA read in the login's round trip when remembered).
+    const pipelining = conn.has('PIPELINING');
     const c = conn;
     const reply = (cmd: string) => {
       if (!sent) c.write(cmd);
       return c.status();
     };
     const total = Number(/^(\d+)/.exec(await reply('STAT'))?.[1] ?? NaN);
+    // Message K read as any listed message is (its replies are on the way when pipelined: read
+    // them even when STAT says empty); an -ERR is a doubt: list.
+    const k = first && (sent || total > 0) ? await readMsg(first.count, reply) : undefined;
     let listing: { msgs: Msg[]; truncated: boolean } | undefined;
-    if (first) {
-      // Message K read as any listed message is; an -ERR is a doubt: list.
-      const k = await readMsg(first.count, reply);
+    if (total === 0) {
+      // An empty maildrop (RFC 1939 section 5: STAT counts every message, none is marked deleted
+      // yet) needs no listing: nothing to fetch, and nothing recorded is still there.
+      listing = { msgs: [], truncated: false };
+      st.first = undefined;
+    } else if (first) {
       const same = total >= first.count && k?.uidl === first.uidl && k.size === first.size;
       if (same && total - first.count <= RANGE_MAX) listing = { msgs: await listRange(conn, first.count + 1, total, pipelining), truncated: false };
       else log('info', same ? `${total - first.count} new messages: listing the whole maildrop` : `message ${first.count} is no longer the one seen (deleted or reordered on the server): listing the whole maildrop`, { account: a.name });
@@ -249,6 +286,7 @@ async function session(ctx: Ctx, meter: Meter, timeout: number, skip: Set<string
     const fifo: Item[] = [];
     const sendQ: Item[] = dele.map((m) => ({ kind: 'dele', m }));
     const deleted: string[] = [];
+    let deles = 0;
     let next = 0;
     let inflight = 0;
     let stopped = false;
@@ -258,6 +296,7 @@ async function session(ctx: Ctx, meter: Meter, timeout: number, skip: Set<string
         if (sendQ.length) {
           const c = sendQ.shift()!;
           conn.write(`DELE ${c.m.n}`);
+          deles++;
           fifo.push(c);
         } else if (!stopped && next < todo.length && (fifo.length === 0 || inflight < WINDOW)) {
           const m = todo[next];
@@ -317,14 +356,18 @@ async function session(ctx: Ctx, meter: Meter, timeout: number, skip: Set<string
       r.messages++;
       if (!a.keep) sendQ.push({ kind: 'dele', m });
     }
-    if (a.keep) conn.quitNoWait();
-    else await conn.quit();
+    // QUIT's +OK is awaited only when a DELE was sent: the UPDATE state commits it (RFC 1939
+    // section 6). With none there is nothing to commit, and nothing to wait for.
+    if (deles) await conn.quit();
+    else conn.quitNoWait();
+    st.capa = conn.has('PIPELINING') ? { server, lines: conn.chosenBy } : undefined;
     conn = undefined;
     for (const u of deleted) st.uidls.delete(u);
     if (a.keep && !truncated) st.first = delivered(msgs, st.uidls, st.first);
     saveState(ctx.statePath, st);
   } catch (err) {
     conn?.destroy();
+    forgetCapa(ctx);
     if (err instanceof Abandoned) again = true;
     else {
       r.exit = failureExit(err);

@@ -14,6 +14,13 @@
  *                                            `UIDL K` and `LIST K` and, when it still matches,
  *                                            lists only K+1..N (pop3run.ts); any doubt, and the
  *                                            whole maildrop is listed and the record rewritten.
+ *     capa <server> <line>...                POP3: the CAPA lines fetch acts on (PIPELINING,
+ *                                            SASL …; spaces as commas) that <server>
+ *                                            (`<tls>:<host>:<port>`, URI-encoded) offered in the
+ *                                            last session that ended well; kept only with
+ *                                            PIPELINING. The next session pipelines CAPA, the
+ *                                            login and its probe in one round trip (pop3run.ts);
+ *                                            a session that fails drops the record.
  *     folder <uidvalidity> <last uid> <folder, URI-encoded> [big=<uid>,...] [done=<uid>,...] [modseq=<n>]
  *                                            IMAP: every UID <= last was delivered or skipped
  *                                            for size; big= lists those skipped for size;
@@ -59,6 +66,8 @@ export interface FetchState {
   uidls: Set<string>;
   /** POP3 keep=yes: the first `count` messages were delivered; message `count` is `uidl`/`size`. */
   first?: { count: number; size: number; uidl: string };
+  /** POP3: what `server` (pop3run.ts capaServer) offered last, the CAPA lines fetch acts on. */
+  capa?: { server: string; lines: string[] };
   folders: Map<string, FolderState>;
 }
 
@@ -101,6 +110,7 @@ function parseLines(text: string): FetchState | null {
     if (f[0] === 'saved' && f.length === 2 && /^\d+$/.test(f[1])) st.saved = Number(f[1]);
     else if (f[0] === 'uidl' && f.length === 2) st.uidls.add(f[1]);
     else if (f[0] === 'first' && f.length === 4 && /^[1-9]\d*$/.test(f[1]) && /^\d+$/.test(f[2])) st.first = { count: Number(f[1]), size: Number(f[2]), uidl: f[3] };
+    else if (f[0] === 'capa' && f.length >= 3) st.capa = { server: decodeURIComponent(f[1]), lines: f.slice(2).map((l) => l.replace(/,/g, ' ')) };
     else if (f[0] === 'folder' && f.length >= 4 && f.length <= 7 && /^\d+$/.test(f[1]) && /^\d+$/.test(f[2])) {
       const extra = new Map(f.slice(4).map((x) => [x.slice(0, x.indexOf('=') + 1), x.slice(x.indexOf('=') + 1)]));
       if ([...extra.keys()].some((k) => k !== 'big=' && k !== 'modseq=' && k !== 'done=')) return null;
@@ -119,6 +129,7 @@ export function formatState(st: FetchState): string {
   const out = ['outpost-fetch-state 1', `saved ${st.saved}`];
   for (const u of st.uidls) out.push(`uidl ${u}`);
   if (st.first) out.push(`first ${st.first.count} ${st.first.size} ${st.first.uidl}`);
+  if (st.capa?.lines.length) out.push(`capa ${encodeURIComponent(st.capa.server)} ${st.capa.lines.map((l) => l.replace(/ /g, ',')).join(' ')}`);
   for (const [name, f] of st.folders) out.push(`folder ${f.uidvalidity} ${f.last} ${encodeURIComponent(name)}${f.big.length ? ` big=${f.big.join(',')}` : ''}${f.done?.length ? ` done=${f.done.join(',')}` : ''}${f.modseq ? ` modseq=${f.modseq}` : ''}`);
   return out.join('\n') + '\n';
 }

@@ -5,6 +5,10 @@
  *
  * Use: const p = await startLinkProxy({ target: {host, port}, rateBps: 32000, rttMs: 300 });
  *      connect clients to 127.0.0.1:p.port; p.stats(); p.cutAfter(bytes); await p.close().
+ * "Held" (stats().heldMs) runs from the first connection's accept to half a round trip after
+ * the last one's close was passed on and its last bytes delivered (the hang-up reaching the far
+ * end; bytes towards a client that closed are undeliverable and not waited for): a client that
+ * sends QUIT and closes at once holds the link one round trip after sending it.
  * The rate is applied per direction (a full-duplex line) by a token schedule: each chunk leaves
  * no earlier than the line is free again plus its transmission time, then waits the delay.
  */
@@ -16,6 +20,12 @@ export interface LinkProxyOptions {
   rateBps?: number;
   /** Round-trip time in ms added (half each way). */
   rttMs?: number;
+  /** Port to listen on (127.0.0.1; default: a free one), e.g. the port of a proxy closed before,
+   * so that a client sees the same server address in every run. */
+  port?: number;
+  /** Called for every chunk as it is delivered at the far end: direction, bytes, and ms since the
+   * link was opened (a trace of the round trips; bench/fetch.ts BENCH_TRACE). */
+  onChunk?: (dir: 'up' | 'down', bytes: Buffer, ms: number) => void;
 }
 
 export interface LinkStats {
@@ -75,7 +85,10 @@ export async function startLinkProxy(opts: LinkProxyOptions): Promise<LinkProxy>
         pending++;
         setTimeout(() => {
           pending--;
-          if (seg.length && !to.destroyed) to.write(seg);
+          if (seg.length && !to.destroyed) {
+            to.write(seg);
+            opts.onChunk?.(dir, seg, Date.now() - openedAt);
+          }
           if (cut && last) onCut();
         }, lastDue - now);
         if (seg.length === 0) break;
@@ -114,11 +127,18 @@ export async function startLinkProxy(opts: LinkProxyOptions): Promise<LinkProxy>
     const upIdle = pipe(client, upstream, 'up', onCut);
     const downIdle = pipe(upstream, client, 'down', onCut);
     // A side that closes may still have its last bytes on the line: deliver them before closing.
-    const later = (): unknown => (upIdle() && downIdle() ? setTimeout(finish, half) : setTimeout(later, 5));
-    client.on('close', later);
+    // Once the client has closed, nothing more reaches it: server bytes still on their way (a
+    // reply to the QUIT or LOGOUT it did not wait for) are not waited for — whether the server
+    // answered within the 5 ms poll used to decide whether they were counted.
+    let clientGone = false;
+    const later = (): unknown => (upIdle() && (clientGone || downIdle()) ? setTimeout(finish, half) : setTimeout(later, 5));
+    client.on('close', () => {
+      clientGone = true;
+      later();
+    });
     upstream.on('close', later);
   });
-  await new Promise<void>((res) => server.listen(0, '127.0.0.1', () => res()));
+  await new Promise<void>((res) => server.listen(opts.port ?? 0, '127.0.0.1', () => res()));
   return {
     port: (server.address() as { port: number }).port,
     stats: () => ({ ...stats, heldMs: stats.heldMs + (open ? Date.now() - openedAt : 0) }),

@@ -20,7 +20,9 @@
  * a string (sent with CRLF added unless it ends in LF), a Buffer (sent as is), or an Action:
  * `{ send, delay (ms, before sending), cut (destroy the connection after `send`), close (end it
  * politely after `send`) }`. `c.reply()` runs the preset (with its effects) and returns its bytes,
- * so an override can send part of them and cut.
+ * so an override can send part of them and cut. `c.conn.received()` is everything the client sent
+ * so far, and an override that awaits `c.conn.arrived(text)` holds its reply until `text` came:
+ * the proof that a client pipelined (one that waits for the reply never sends it).
  *
  * Transcript: every client line (as read, with its own terminator) and every server write, in
  * order, per connection, byte for byte (inside TLS: the plaintext). `lines()`, `text()` and
@@ -69,6 +71,12 @@ export interface Conn {
   startTls(): void;
   /** Ends the connection after the current reply. */
   end(): void;
+  /** Everything the client sent on this connection so far (latin1; inside TLS the plaintext),
+   * read as lines or not yet: later commands of a pipelined group show here before their turn. */
+  received(): string;
+  /** Resolves once `text` is in received(): a handler that holds its reply on it proves the
+   * client sent `text` without waiting for that reply (pipelined); one that waited never would. */
+  arrived(text: string): Promise<void>;
 }
 
 /** What a handler (preset or override) is given. */
@@ -152,6 +160,8 @@ async function start(preset: Preset, opts: CommonOptions): Promise<Scripted> {
     let after: Array<() => void> = [];
     let ending = false;
     const nths = new Map<string, number>();
+    let received = '';
+    let waiters: Array<{ text: string; done: () => void }> = [];
 
     const record = (from: 'client' | 'server', bytes: Buffer) => {
       if (bytes.length) transcript.push({ conn: index, from, bytes });
@@ -185,6 +195,8 @@ async function start(preset: Preset, opts: CommonOptions): Promise<Scripted> {
         listen(t);
       },
       end: () => (ending = true),
+      received: () => received,
+      arrived: (text) => new Promise<void>((done) => (received.includes(text) ? done() : waiters.push({ text, done }))),
     };
 
     const ctxOf = (line: string, tag: string, verb: string, args: string, extra: Partial<Ctx> = {}): Ctx => {
@@ -259,6 +271,10 @@ async function start(preset: Preset, opts: CommonOptions): Promise<Scripted> {
     };
     const onData = (d: Buffer) => {
       buf = Buffer.concat([buf, d]);
+      received += d.toString('latin1');
+      const ready = waiters.filter((w) => received.includes(w.text));
+      waiters = waiters.filter((w) => !ready.includes(w));
+      for (const w of ready) w.done();
       void pump();
     };
     const onEnd = () => {

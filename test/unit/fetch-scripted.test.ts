@@ -492,3 +492,113 @@ test('POP3 keep=yes: a new message with a hostile UIDL listed alone is fetched u
     await s.close();
   }
 });
+
+/** The state file's text of account `name`. */
+const stateOf = (po: PostOffice, name: string) => readFileSync(join(po.spool, 'fetch', `${name}.state`), 'utf8');
+
+test('POP3 capabilities remembered: CAPA, the login and the probe in one write (CAPA\'s reply held until LIST K arrived); a server that stops offering PIPELINING is answered in order, gets nothing more pipelined, and is asked CAPA alone next time', async () => {
+  const msg = (i: number) => ({ uidl: `R${i}`, body: testMessage(`remembered ${i}`) });
+  const s = await scriptedPop3({ messages: [msg(1), msg(2)] });
+  try {
+    const po = await office('rc', 'pop3', s.port, 'keep=yes');
+    let r = await fetch(po);
+    assert.equal(r.code, 0, out(r));
+    assert.deepEqual(sent(s, 0).slice(0, 1), ['CAPA']);
+    assert.match(stateOf(po, 'rc'), new RegExp(`^capa none%3A127\\.0\\.0\\.1%3A${s.port} PIPELINING SASL,PLAIN$`, 'm'), 'what the login and the session are chosen by');
+
+    // A client that waited for CAPA's reply would never send LIST 2, and time out (75).
+    s.override('CAPA', async (c) => {
+      if (c.conn.index === 1) await c.conn.arrived('LIST 2\r\n');
+    });
+    r = await fetch(po);
+    assert.equal(r.code, 0, out(r));
+    assert.deepEqual(sent(s, 1), ['CAPA', 'AUTH PLAIN AHUAcA==', 'STAT', 'UIDL 2', 'LIST 2', 'QUIT'], 'one write, then QUIT');
+
+    // The server drops PIPELINING and SASL (a new version): the group already sent is answered
+    // in order; the new message is then listed and fetched one command per round trip.
+    s.override('CAPA', () => '+OK capabilities\r\nUSER\r\nUIDL\r\n.');
+    s.mailbox.push({ uidl: 'R3', body: Buffer.from(testMessage('remembered 3')) });
+    s.override('UIDL', (c) => {
+      if (c.conn.index === 2 && c.args === '3') assert.ok(!c.conn.received().includes('LIST 3'), 'LIST 3 waited for UIDL 3\'s reply');
+    });
+    r = await fetch(po);
+    assert.equal(r.code, 0, out(r));
+    assert.deepEqual(sent(s, 2), ['CAPA', 'AUTH PLAIN AHUAcA==', 'STAT', 'UIDL 2', 'LIST 2', 'UIDL 3', 'LIST 3', 'RETR 3', 'QUIT']);
+    assert.doesNotMatch(stateOf(po, 'rc'), /^capa /m, 'nothing to remember without PIPELINING');
+
+    s.override('CAPA', (c) => {
+      assert.ok(c.conn.received().endsWith('CAPA\r\n'), 'CAPA alone: nothing sent before its reply');
+      return '+OK capabilities\r\nUSER\r\nUIDL\r\n.';
+    });
+    r = await fetch(po);
+    assert.equal(r.code, 0, out(r));
+    assert.deepEqual(sent(s, 3), ['CAPA', 'USER u', 'PASS p', 'STAT', 'UIDL 3', 'LIST 3', 'QUIT']);
+    assert.deepEqual(bodies(po.alice), [1, 2, 3].map((i) => testMessage(`remembered ${i}`)).sort(), 'each message exactly once');
+  } finally {
+    await s.close();
+  }
+});
+
+test('POP3 a server that cuts the pipelined login of remembered capabilities: 75, the capabilities forgotten; the next run asks CAPA alone and fetches everything once', async () => {
+  const s = await scriptedPop3({ messages: [testMessage('choke 1')] });
+  try {
+    const po = await office('ch', 'pop3', s.port, 'keep=yes');
+    assert.equal((await fetch(po)).code, 0);
+    assert.match(stateOf(po, 'ch'), /^capa /m);
+    s.mailbox.push({ uidl: 'U2', body: Buffer.from(testMessage('choke 2')) });
+    s.override('AUTH', (c) => (c.conn.index === 1 ? cut() : undefined));
+    let r = await fetch(po);
+    assert.equal(r.code, 75, out(r));
+    assert.doesNotMatch(stateOf(po, 'ch'), /^capa /m, 'a failed session forgets them');
+    s.override('CAPA', (c) => {
+      assert.ok(c.conn.received().endsWith('CAPA\r\n'), 'CAPA alone');
+    });
+    r = await fetch(po);
+    assert.equal(r.code, 0, out(r));
+    assert.deepEqual(sent(s, 2).filter((l) => /^(CAPA|RETR)/.test(l)), ['CAPA', 'RETR 2']);
+    assert.match(stateOf(po, 'ch'), /^capa /m, 'remembered again');
+    assert.deepEqual(bodies(po.alice), [testMessage('choke 1'), testMessage('choke 2')].sort(), 'each message exactly once');
+  } finally {
+    await s.close();
+  }
+});
+
+test('POP3 keep=no, an empty maildrop: STAT says 0, no listing, QUIT not waited for (nothing deleted: nothing to commit); with DELEs it is', async () => {
+  const s = await scriptedPop3({ messages: [testMessage('empty 1')] });
+  try {
+    const po = await office('em', 'pop3', s.port, 'keep=no');
+    let r = await fetch(po);
+    assert.equal(r.code, 0, out(r));
+    assert.deepEqual(sent(s, 0).filter((l) => /^(DELE|QUIT)/.test(l)), ['DELE 1', 'QUIT']);
+    assert.equal(s.mailbox.length, 0, 'QUIT awaited: the DELE took effect');
+    // A QUIT that is never answered: a client that waited for it would time out (75).
+    s.override('QUIT', () => new Promise<undefined>(() => undefined));
+    r = await fetch(po);
+    assert.equal(r.code, 0, out(r));
+    assert.deepEqual(sent(s, 1), ['CAPA', 'AUTH PLAIN AHUAcA==', 'STAT', 'QUIT']);
+    assert.doesNotMatch(stateOf(po, 'em'), /^uidl /m);
+    assert.deepEqual(bodies(po.alice), [testMessage('empty 1')]);
+  } finally {
+    await s.close();
+  }
+});
+
+test('POP3 keep=yes, the maildrop emptied remotely: the probe\'s replies are read, no listing, the records dropped; a new message is fetched once', async () => {
+  const s = await scriptedPop3({ messages: [{ uidl: 'E1', body: testMessage('emptied 1') }] });
+  try {
+    const po = await office('ey', 'pop3', s.port, 'keep=yes');
+    assert.equal((await fetch(po)).code, 0);
+    s.mailbox.splice(0, 1);
+    let r = await fetch(po);
+    assert.equal(r.code, 0, out(r));
+    assert.deepEqual(listings(s, 1), ['STAT', 'UIDL 1', 'LIST 1']);
+    assert.doesNotMatch(stateOf(po, 'ey'), /^(uidl|first) /m);
+    s.mailbox.push({ uidl: 'E2', body: Buffer.from(testMessage('emptied 2')) });
+    r = await fetch(po);
+    assert.equal(r.code, 0, out(r));
+    assert.deepEqual(listings(s, 2), ['STAT', 'UIDL', 'LIST']);
+    assert.deepEqual(bodies(po.alice), [testMessage('emptied 1'), testMessage('emptied 2')].sort());
+  } finally {
+    await s.close();
+  }
+});

@@ -60,10 +60,14 @@ test('state file round-trips; junk is refused', () => {
   st.saved = 1700000000000;
   st.uidls.add('000000016b023be0');
   st.folders.set('Lists/Ünïcode box', { uidvalidity: 1700000001, last: 42, big: [7, 9] });
+  st.capa = { server: 'starttls:pop.example.net:110', lines: ['PIPELINING', 'SASL PLAIN LOGIN'] };
   const text = formatState(st);
+  assert.match(text, /^capa starttls%3Apop\.example\.net%3A110 PIPELINING SASL,PLAIN,LOGIN$/m);
   const back = parseState(text)!;
   assert.equal(formatState(back), text);
   assert.deepEqual(back.folders.get('Lists/Ünïcode box'), { uidvalidity: 1700000001, last: 42, big: [7, 9] });
+  assert.deepEqual(back.capa, st.capa);
+  assert.equal(parseState('outpost-fetch-state 1\ncapa none%ZZ PIPELINING\n'), null, 'a malformed escape: rebuilt');
   assert.equal(parseState('garbage\n'), null);
   assert.equal(parseState('outpost-fetch-state 1\nuidl a b\n'), null);
   assert.equal(parseState(text.slice(0, text.length - 20) + 'x y\n'), null);
