@@ -66,8 +66,9 @@ function identity(path: string): string {
 /**
  * The configuration of a long-running daemon (--listen, LISTEN_FDS), for each new connection:
  * `cfg` (loaded and entered at start) until the file's identity changes, then the file loaded
- * again through `source.load(flag)` and checked as at start (the mail owner this process already
- * runs as, `source.problems`), and only then the log set up from it. The identity is taken
+ * again through `source.load(flag)` and checked as at start (`source.problems`), its mail_owner
+ * the one `cfg` named (a running daemon never changes the user it runs as: another mail_owner,
+ * or none, is refused; a restart applies it), and only then the log set up from it. The identity is taken
  * before each read (`seen`: the one taken before the first load), so a change during a read is
  * seen at the next connection.
  * A reload that fails (unreadable, untrusted, bad text, another mail_owner, a disk problem) is
@@ -78,6 +79,7 @@ function identity(path: string): string {
 export function configReloader<C>(name: string, source: ConfigSource<C>, flag: string | undefined, cfg: C, seen: string): () => C {
   let good = cfg;
   const path = source.path(flag);
+  const owner = source.owner(cfg).name;
   return () => {
     const now = identity(path);
     if (now === seen) return good;
@@ -85,7 +87,11 @@ export function configReloader<C>(name: string, source: ConfigSource<C>, flag: s
     try {
       const next = source.load(flag);
       const o = source.owner(next);
-      becomeOwner(o.name, o.path); // already switched: refuses another mail_owner
+      // The user this process runs as was chosen at start, from `cfg`: a reload never switches
+      // (root staying root for mail_owner root would become another user for good, even when the
+      // checks below then fail) nor accepts what a start refuses (mail_owner removed).
+      if (o.name !== owner) throw new OutpostError(`mail_owner is ${o.name ?? 'unset'} in ${path} but ${owner ?? 'unset'} when ${name} started, and a running daemon never changes the user it runs as; fix: restore mail_owner ${owner ?? '(unset)'}, or restart ${name} after mailcfg -c ${path} check --fix`, { code: 'EOWNER', exit: EX_CONFIG });
+      becomeOwner(o.name, o.path); // the same name: refuses it when its account is no longer this process's
       const problems = source.problems(next);
       if (problems) throw new OutpostError(problems, { code: 'ECONFIG', exit: EX_CONFIG });
       const l = source.log(next);
