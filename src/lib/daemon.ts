@@ -72,18 +72,20 @@ function identity(path: string): string {
  * before each read (`seen`: the one taken before the first load), so a change during a read is
  * seen at the next connection.
  * A reload that fails (unreadable, untrusted, bad text, another mail_owner, a disk problem) is
- * logged once per version of the file as an error ("mail.cfg reload failed", the file, the
- * problem and its fix) and the last good configuration is kept.
+ * logged as an error ("mail.cfg reload failed", the file, the problem and its fix) once per
+ * version of the file and problem, and the last good configuration is kept; it is tried again at
+ * every connection until it succeeds (a fix may be on the disk alone: a Maildir made, a tls_key's
+ * permissions, the spool's owner — mail.cfg unchanged), which costs what a start under inetd does.
  * @returns the function a daemon calls once per connection; never throws.
  */
 export function configReloader<C>(name: string, source: ConfigSource<C>, flag: string | undefined, cfg: C, seen: string): () => C {
   let good = cfg;
   const path = source.path(flag);
   const owner = source.owner(cfg).name;
+  let failed = ''; // the identity and problem of the failed reload last logged
   return () => {
     const now = identity(path);
     if (now === seen) return good;
-    seen = now;
     try {
       const next = source.load(flag);
       const o = source.owner(next);
@@ -97,9 +99,13 @@ export function configReloader<C>(name: string, source: ConfigSource<C>, flag: s
       const l = source.log(next);
       setupLog(name, l.target, l.level);
       good = next;
+      seen = now;
+      failed = '';
       log('info', 'config reloaded', { file: path });
     } catch (err) {
       const why = (err as Error).message.replace(/\n\(run "mailcfg -c .* check" after fixing\)$/, '');
+      if (failed === `${now}\n${why}`) return good;
+      failed = `${now}\n${why}`;
       log('error', `mail.cfg reload failed, still serving with the configuration loaded before: ${why}; fix: correct it (mailcfg -c ${path} check), the next connection rereads it`, { file: path });
     }
     return good;
