@@ -15,7 +15,7 @@ import { atomicWriteFile } from '../../src/lib/fsutil';
 import { makeSystemUser, SystemUser } from '../helpers/owner';
 import { listenDaemon } from '../helpers/daemons';
 import { pyRetr } from '../helpers/peers';
-import { requireTool, runProgram } from '../helpers/postoffice';
+import { makeCert, requireTool, runProgram } from '../helpers/postoffice';
 
 const OWNER = 'outpost-t10';
 let u: SystemUser;
@@ -91,6 +91,34 @@ test('mail_owner removed (a start as root refuses that) and a mailbox locked in 
     const r = await pyRetr({ port: d.port, user: 'alice@example.org', password: 'alicepw' });
     assert.ok(r.ok, `the last good configuration still serves: ${r.text}`);
     assert.match(readFileSync(join(po.spool, 'log', 'outpost.log'), 'utf8'), /error: mail\.cfg reload failed.*mail_owner/);
+  } finally {
+    await d.stop();
+  }
+});
+
+test('tls_key and tls_cert judged at every STLS as at start: made group-writable or given to another user after the start, STLS is refused until put right', async () => {
+  const po = await postOffice('tls', OWNER);
+  const tls = makeCert(join(base, 'tls'));
+  chownSync(tls.key, u.uid, u.gid); // the owner reads its key
+  await po.mc(['set', 'tls_cert', tls.cert]);
+  await po.mc(['set', 'tls_key', tls.key]);
+  const d = await listenDaemon('pop3d', po.cfg);
+  const stls = () => pyRetr({ port: d.port, user: 'alice@example.org', password: 'alicepw', stls: true, cafile: tls.cert });
+  try {
+    assert.ok((await stls()).ok);
+    for (const [file, spoil, mend] of [
+      [tls.key, () => chmodSync(tls.key, 0o660), () => chmodSync(tls.key, 0o600)],
+      [tls.cert, () => chmodSync(tls.cert, 0o666), () => chmodSync(tls.cert, 0o644)],
+      [tls.cert, () => chownSync(tls.cert, 65534, 65534), () => chownSync(tls.cert, 0, 0)],
+    ] as const) {
+      spoil();
+      const start = await runProgram('pop3d', ['-c', po.cfg], '');
+      assert.notEqual(start.code, 0, `a start refuses ${file} so spoiled`);
+      const r = await stls();
+      assert.ok(!r.ok, `STLS with ${file} spoiled: ${JSON.stringify(r)}`);
+      mend();
+      assert.ok((await stls()).ok, `${file} put right`);
+    }
   } finally {
     await d.stop();
   }
