@@ -66,34 +66,46 @@ function identity(path: string): string {
 /**
  * The configuration of a long-running daemon (--listen, LISTEN_FDS), for each new connection:
  * `cfg` (loaded and entered at start) until the file's identity changes, then the file loaded
- * again through `source.load(flag)` and checked as at start (the mail owner this process already
- * runs as, `source.problems`), and only then the log set up from it. The identity is taken
+ * again through `source.load(flag)` and checked as at start (`source.problems`), its mail_owner
+ * the one `cfg` named (a running daemon never changes the user it runs as: another mail_owner,
+ * or none, is refused; a restart applies it), and only then the log set up from it. The identity is taken
  * before each read (`seen`: the one taken before the first load), so a change during a read is
  * seen at the next connection.
  * A reload that fails (unreadable, untrusted, bad text, another mail_owner, a disk problem) is
- * logged once per version of the file as an error ("mail.cfg reload failed", the file, the
- * problem and its fix) and the last good configuration is kept.
+ * logged as an error ("mail.cfg reload failed", the file, the problem and its fix) once per
+ * version of the file and problem, and the last good configuration is kept; it is tried again at
+ * every connection until it succeeds (a fix may be on the disk alone: a Maildir made, a tls_key's
+ * permissions, the spool's owner — mail.cfg unchanged), which costs what a start under inetd does.
  * @returns the function a daemon calls once per connection; never throws.
  */
 export function configReloader<C>(name: string, source: ConfigSource<C>, flag: string | undefined, cfg: C, seen: string): () => C {
   let good = cfg;
   const path = source.path(flag);
+  const owner = source.owner(cfg).name;
+  let failed = ''; // the identity and problem of the failed reload last logged
   return () => {
     const now = identity(path);
     if (now === seen) return good;
-    seen = now;
     try {
       const next = source.load(flag);
       const o = source.owner(next);
-      becomeOwner(o.name, o.path); // already switched: refuses another mail_owner
+      // The user this process runs as was chosen at start, from `cfg`: a reload never switches
+      // (root staying root for mail_owner root would become another user for good, even when the
+      // checks below then fail) nor accepts what a start refuses (mail_owner removed).
+      if (o.name !== owner) throw new OutpostError(`mail_owner is ${o.name ?? 'unset'} in ${path} but ${owner ?? 'unset'} when ${name} started, and a running daemon never changes the user it runs as; fix: restore mail_owner ${owner ?? '(unset)'}, or restart ${name} after mailcfg -c ${path} check --fix`, { code: 'EOWNER', exit: EX_CONFIG });
+      becomeOwner(o.name, o.path); // the same name: refuses it when its account is no longer this process's
       const problems = source.problems(next);
       if (problems) throw new OutpostError(problems, { code: 'ECONFIG', exit: EX_CONFIG });
       const l = source.log(next);
       setupLog(name, l.target, l.level);
       good = next;
+      seen = now;
+      failed = '';
       log('info', 'config reloaded', { file: path });
     } catch (err) {
       const why = (err as Error).message.replace(/\n\(run "mailcfg -c .* check" after fixing\)$/, '');
+      if (failed === `${now}\n${why}`) return good;
+      failed = `${now}\n${why}`;
       log('error', `mail.cfg reload failed, still serving with the configuration loaded before: ${why}; fix: correct it (mailcfg -c ${path} check), the next connection rereads it`, { file: path });
     }
     return good;

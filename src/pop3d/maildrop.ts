@@ -238,13 +238,18 @@ function readIndex(dir: string): Index | undefined {
 
 /** Reads and parses the index file `path` of `dir` (see readIndex). */
 function parseIndex(dir: string, path: string): Index | undefined {
-  const cur = join(dir, 'cur') + '/';
   let text: string;
   try {
     text = readFileSync(path, 'utf8');
   } catch {
     return undefined;
   }
+  return parseIndexText(dir, text);
+}
+
+/** Parses the text of `dir`'s index (see readIndex); undefined when foreign-version or damaged. */
+function parseIndexText(dir: string, text: string): Index | undefined {
+  const cur = join(dir, 'cur') + '/';
   const head = text.indexOf('\n');
   const stampEnd = text.indexOf('\n', head + 1);
   if (text.slice(0, head) !== INDEX_HEAD || stampEnd < 0 || !text.endsWith('\n')) return undefined;
@@ -433,14 +438,16 @@ export async function openMaildrop(dir: string, what: string, spool?: string): P
       const listed = await listEntries(dir, index);
       entries = listed.entries;
       // Our own renames (new/ → cur/) just changed the stamp: trusted from a session that renames nothing.
-      const written = listed.moved ? '-' : stamp;
-      const text = indexText(written, entries);
+      const text = indexText(listed.moved ? '-' : stamp, entries);
       if (text !== index?.text) {
         try {
           atomicWriteFile(join(dir, INDEX_NAME), text, 0o600);
-          // Under the lock: no one else writes it meanwhile, so this is what the file now says.
-          // (Without the entries indexText could not keep: as the file would be read back.)
-          keep(dir, fileId(join(dir, INDEX_NAME)), { stamp: written, entries: entries.filter((e) => !/[\t\n]/.test(e.file)), text });
+          // Under the lock: no one else writes it meanwhile, so this is what the file now says,
+          // kept as a fresh read would parse it (an entry indexText could not keep leaves the
+          // file without a stamp: the next login lists again, as a fresh process does).
+          const id = fileId(join(dir, INDEX_NAME));
+          const back = parseIndexText(dir, text);
+          if (back) keep(dir, id, back);
         } catch (err) {
           log('warn', `cannot write ${join(dir, INDEX_NAME)}: ${(err as Error).message}`); // a cache: the next session counts again
         }

@@ -21,7 +21,7 @@
  *   - an unexpected failure inside a command (a bug) gets "-ERR [SYS/TEMP] internal error", is
  *     logged with its stack, and ends the session without UPDATE.
  */
-import type { Config } from '../mail/config';
+import { type Config, trustedUids } from '../mail/config';
 import { flag, num } from '../mail/settings';
 import { checkApop, checkLogin } from '../mail/login';
 import { guardLogin } from '../mail/penalty';
@@ -142,7 +142,7 @@ export async function pop3Session(cfg: Config, conn: Conn): Promise<void> {
         }
         case 'starttls': {
           try {
-            tlsCtx ??= loadTlsContext(cfg.scalars.tls_cert, cfg.scalars.tls_key);
+            tlsCtx ??= loadTlsContext(cfg.scalars.tls_cert, cfg.scalars.tls_key, trustedUids(cfg));
             if (!tlsCtx) throw new Error('tls_cert/tls_key not set');
           } catch (err) {
             log('error', `STLS: ${(err as Error).message}`);

@@ -21,7 +21,7 @@
 import { mkdirSync } from 'node:fs';
 import { hostname as osHostname } from 'node:os';
 import { join } from 'node:path';
-import { Config } from '../mail/config';
+import { Config, trustedUids } from '../mail/config';
 import { inNetworks } from '../lib/cidr';
 import { num } from '../mail/settings';
 import { spoolPaths } from '../mail/spool';
@@ -161,7 +161,7 @@ export async function smtpSession(cfg: Config, conn: Conn): Promise<void> {
           let ctx;
           try {
             const { loadTlsContext } = await import('../lib/tlsctx.js');
-            ctx = loadTlsContext(cfg.scalars.tls_cert, cfg.scalars.tls_key);
+            ctx = loadTlsContext(cfg.scalars.tls_cert, cfg.scalars.tls_key, trustedUids(cfg));
           } catch (err) {
             log('error', 'TLS unavailable', { error: (err as Error).message });
           }

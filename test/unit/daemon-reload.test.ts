@@ -6,7 +6,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect } from 'node:net';
-import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { makePostOffice, PostOffice, runProgram } from '../helpers/postoffice';
 import { listenDaemon, Listening } from '../helpers/daemons';
@@ -131,4 +131,24 @@ test('a broken edit keeps the last good configuration and is logged once, naming
   await mailcfg('user', 'unlock', 'alice@example.org');
   assert.match(await popLogin('new secret'), /^\+OK/);
   assert.equal(reloadErrors().length, 2);
+});
+
+test('a reload refused for what the disk shows (a Maildir missing) is tried again at the next connection once the disk is fixed, with mail.cfg unchanged', async () => {
+  const before = reloadErrors().length;
+  const text = readFileSync(po.cfgPath, 'utf8');
+  const alice = /^user alice@example\.org (\S+)/m.exec(text)![1];
+  // A mailbox added by hand: mail.cfg first, the Maildir (mkdir) after it.
+  const tmp = po.cfgPath + '.tmp';
+  writeFileSync(tmp, text + `user carol@example.org ${alice}\n`, { mode: 0o600 });
+  renameSync(tmp, po.cfgPath);
+  assert.match(await popLogin('new secret', 'carol@example.org'), /^-ERR/);
+  assert.match(await popLogin('new secret', 'carol@example.org'), /^-ERR/);
+  const errs = reloadErrors().slice(before);
+  assert.equal(errs.length, 1, `one line for this version and problem, not one per connection: ${errs.join('\n')}`);
+  assert.match(errs[0], /Maildir of carol@example\.org is missing/);
+  const md = /mkdir -p -m 700 (.*?); fix:/.exec(errs[0])![1].split(' ');
+  for (const d of md) mkdirSync(d, { recursive: true, mode: 0o700 });
+  assert.match(await popLogin('new secret', 'carol@example.org'), /^\+OK/, 'the fix on disk is seen without touching mail.cfg');
+  assert.match(await popLogin('new secret'), /^\+OK/);
+  assert.equal(reloadErrors().length, before + 1);
 });

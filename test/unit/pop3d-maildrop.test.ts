@@ -189,6 +189,24 @@ test('pop3d.index kept in the process: another writer\'s index (a new file) is r
   assert.equal(next.messages[0].path, was + 'S');
 });
 
+test('pop3d.index kept in the process: a file whose name holds a tab (not kept in the index) is listed at every login, as a fresh process lists it', async () => {
+  const md = maildir('tabbed');
+  writeFileSync(join(md, 'cur', '1700000000.1_0.procmail:2,'), 'Subject: a\n\nA\n');
+  writeFileSync(join(md, 'cur', '1700000000.2_0.odd\tname:2,'), 'Subject: b\n\nB\n');
+  age(md);
+  const open = async () => {
+    const d = await openMaildrop(md, 'x');
+    await d.release();
+    return d.messages.map((m) => m.uidl);
+  };
+  const first = await open();
+  assert.equal(first.length, 2);
+  assert.equal(first[0], '1700000000.1_0.procmail');
+  assert.match(readFileSync(join(md, INDEX_NAME), 'utf8'), /^outpost-pop3d-index 1\n-\n/, 'an entry that cannot be kept: no stamp in the file');
+  assert.deepEqual(await open(), first, 'the second login (index kept in the process) lists the same two messages');
+  assert.deepEqual(await open(), first);
+});
+
 test("Dovecot's files and folders are ignored; a message Dovecot renamed is still sent and deleted; one expunged is gone", async () => {
   const md = maildir('dovecot');
   const a = await deliver(md, ['Subject: a\r\n\r\nA\r\n'], 'mx.example.org');
