@@ -11,6 +11,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { appendFileSync, chmodSync, chownSync, existsSync, lchownSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { makeSystemUser, SystemUser } from '../helpers/owner';
@@ -84,6 +85,56 @@ test('a password_file named by a mail.cfg that is not root\'s is read as the mai
   } finally {
     writeFileSync(cfg, text);
     chownSync(cfg, 0, owner.gid);
+  }
+});
+
+test('a password_file the mail owner can replace is read as the owner: a link it plants to a root-only file is not followed with root\'s rights', async () => {
+  const secret = join(dir, 'root-only2.key');
+  writeFileSync(secret, 'root secret 2\n', { mode: 0o600 }); // root:root 0600, e.g. an ssh host key
+  const ownerDir = join(dir, 'owner-etc'); // a directory the owner may write (its home, the spool)
+  mkdirSync(ownerDir, { mode: 0o700 });
+  chownSync(ownerDir, owner.uid, owner.gid);
+  const pf = join(ownerDir, 'isp.pw');
+  writeFileSync(pf, 'owner pw\n', { mode: 0o600 });
+  chownSync(pf, owner.uid, owner.gid); // owned by the mail owner: trusted (mail.cfg(5))
+  const text = readFileSync(cfg, 'utf8');
+  appendFileSync(cfg, `account own local=carol@example.org host=127.0.0.1 port=9 tls=none user=x password_file=${pf}\n`);
+  try {
+    assert.equal(loadConfig(cfg, false).accounts[0].password, 'owner pw', 'the owner\'s own file is read');
+    rmSync(pf);
+    symlinkSync(secret, pf); // what a compromised daemon (the owner) can do in its directory
+    lchownSync(pf, owner.uid, owner.gid);
+    const c = loadConfig(cfg, false);
+    assert.notEqual(c.accounts[0].password, 'root secret 2', 'root did not follow the owner\'s link');
+    assert.match(c.diags.map((d) => d.message).join('\n'), new RegExp(`cannot read password_file ${pf} \\(read as mail_owner ${owner.name}, since the mail owner can change .*\\): EACCES`));
+    const fetch = await runProgram('fetch', ['-c', cfg]);
+    assert.equal(fetch.code, 78, fetch.stderr);
+    assert.ok(!fetch.stderr.includes('root secret 2'));
+  } finally {
+    writeFileSync(cfg, text);
+    chownSync(cfg, 0, owner.gid);
+    rmSync(ownerDir, { recursive: true, force: true });
+  }
+});
+
+test('a password_file that is a FIFO or a device is refused at its line, and no program waits on it', async () => {
+  const fifo = join(dir, 'isp.fifo');
+  execFileSync('mkfifo', ['-m', '600', fifo]);
+  const text = readFileSync(cfg, 'utf8');
+  try {
+    for (const pf of [fifo, '/dev/zero']) {
+      writeFileSync(cfg, text + `account odd local=carol@example.org host=127.0.0.1 port=9 tls=none user=x password_file=${pf}\n`);
+      // spawn's timeout only kills a program that hangs (code null then): the assertion is on the code.
+      const check = await runProgram('mailcfg', ['-c', cfg, 'check'], '', {}, { timeout: 60_000 });
+      assert.equal(check.code, 78, `${pf}: ${check.stderr}`);
+      assert.match(check.stderr, new RegExp(`cannot read password_file ${pf}: is not a regular file`));
+      const smtp = await runProgram('smtpd', ['-c', cfg], 'QUIT\r\n', { TCPREMOTEIP: '127.0.0.1' }, { timeout: 60_000 });
+      assert.notEqual(smtp.code, null, `${pf}: smtpd did not hang`);
+    }
+  } finally {
+    writeFileSync(cfg, text);
+    chownSync(cfg, 0, owner.gid);
+    rmSync(fifo, { force: true });
   }
 });
 
