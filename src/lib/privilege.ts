@@ -16,7 +16,7 @@
  *     spool would get files of the wrong owner).
  * Errors: OutpostError code 'EOWNER', exit EX_CONFIG (78), `problem; fix: ...`.
  */
-import { lchownSync, lstatSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { lchownSync, lstatSync, readdirSync, readFileSync, realpathSync, statSync } from 'node:fs';
 import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import { OutpostError } from './errors';
@@ -176,6 +176,38 @@ export function requireRootConfig(cfgPath: string, what: string): void {
   if (process.geteuid!() !== 0) return;
   const st = statSync(cfgPath);
   if (st.uid !== 0) throw refuse(`${cfgPath} is not root's (uid ${st.uid}), so root will not ${what} at the paths it names; fix: chown root ${cfgPath} (as installed: root:OWNER, mode 0640)`);
+}
+
+/**
+ * The first path on the way to `file` that a user other than root could change, or undefined when
+ * there is none: every existing component of `file` and of its real path (lstat: the file, each
+ * directory, each symbolic link) must be root's, and no directory writable by group or others
+ * unless sticky (there the entry's own owner, root, is judged). Then only root can swap the file
+ * or a directory on its way, and root may read it with root's rights, with no race between the
+ * check and the read. A missing component ends the walk (reading it reports that).
+ */
+export function steerablePath(file: string): string | undefined {
+  let real: string = file;
+  try {
+    real = realpathSync(file);
+  } catch {
+    // missing: the given path alone is judged
+  }
+  for (const path of new Set([file, real])) {
+    const parts = path.split('/').filter(Boolean);
+    for (let i = 0; i <= parts.length; i++) {
+      const p = '/' + parts.slice(0, i).join('/');
+      let st;
+      try {
+        st = lstatSync(p);
+      } catch {
+        break;
+      }
+      if (st.uid !== 0) return p;
+      if (st.isDirectory() && st.mode & 0o022 && !(st.mode & 0o1000)) return p;
+    }
+  }
+  return undefined;
 }
 
 /**
