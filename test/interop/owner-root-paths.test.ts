@@ -202,6 +202,13 @@ test('a Maildir that is a symbolic link (or under a linked spool/mail/DOMAIN) is
       const check = await mc(['check']);
       assert.equal(check.code, 78, check.stderr);
       assert.match(check.stderr, new RegExp(`the Maildir of carol@example\\.org: ${linked} is a symbolic link, .*; fix: replace it with a directory`));
+      if (what !== 'the mailbox directory') {
+        const add = await mc(['user', 'add', 'erin@example.org', '--password-stdin'], 'erinpw\n');
+        assert.notEqual(add.code, 0, 'mailcfg user add makes no Maildir under a linked spool/mail/DOMAIN');
+        assert.match(add.stderr, new RegExp(`${linked} is a symbolic link, so the Maildir .* is refused`));
+        assert.ok(!existsSync(join(linked + '.real', 'erin')), 'nothing made through the link');
+        assert.ok(!readFileSync(cfg, 'utf8').includes('erin@'), 'nothing written to mail.cfg');
+      }
     } finally {
       rmSync(linked);
       renameSync(linked + '.real', linked);
