@@ -16,6 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { makeSystemUser, SystemUser } from '../helpers/owner';
 import { loadConfig } from '../../src/mail/config';
+import { lookupUser } from '../../src/lib/privilege';
 import { runProgram } from '../helpers/postoffice';
 
 let owner: SystemUser;
@@ -165,6 +166,27 @@ test('a secret readable by a group other than root\'s or the mail owner\'s is re
     assert.match(check.stderr, /readable by its group 1.*fix: chmod 600/);
   } finally {
     assert.equal((await mc(['account', 'del', 'isp'])).code, 0);
+  }
+});
+
+test('a secret readable by the mail owner\'s primary group is refused when other accounts share that group', async () => {
+  // mail_owner whose primary group is a shared one (users): its "own" group holds other people.
+  const names = ['outpost-t2s', 'outpost-t2o'];
+  for (const n of names) if (!lookupUser(n)) execFileSync('useradd', ['-r', '-M', '-s', '/usr/sbin/nologin', '-g', 'users', n], { stdio: 'pipe' });
+  const shared = lookupUser(names[0])!;
+  const cfg2 = join(dir, 'shared.cfg');
+  const pf = join(dir, 'shared.pw');
+  writeFileSync(pf, 'shared pw\n', { mode: 0o640 });
+  chownSync(pf, 0, shared.gid);
+  writeFileSync(cfg2, `hostname mx.example.org\nspool ${join(dir, 'spool2')}\nmail_owner ${shared.name}\ndomain example.org\naccount s local=x@example.org host=127.0.0.1 port=9 tls=none user=x password_file=${pf}\n`, { mode: 0o600 });
+  try {
+    const check = await runProgram('mailcfg', ['-c', cfg2, 'check']);
+    assert.equal(check.code, 78, check.stderr);
+    assert.match(check.stderr, new RegExp(`${pf}: holds secrets and is readable by its group ${shared.gid} \\(users\\), which is neither root's nor the mail owner's own: ${names[1]} is in it too \\(mode 640\\); fix: chmod 600 ${pf}`));
+  } finally {
+    for (const n of names) execFileSync('userdel', [n], { stdio: 'ignore' });
+    rmSync(cfg2);
+    rmSync(pf);
   }
 });
 
