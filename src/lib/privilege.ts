@@ -250,8 +250,34 @@ export function trustProblem(file: string, owners: number[], secret: boolean, gr
   if (st.mode & 0o022) return `${file}: is group- or world-writable (mode ${mode}), so anyone in its group could change what the programs trust; fix: chmod go-w ${file}`;
   if (!owners.includes(st.uid)) return `${file}: is owned by uid ${st.uid}${nameOf(st.uid)}, not by root or the mail owner; fix: chown root ${file} (or the mail owner)`;
   if (secret && st.mode & 0o004) return `${file}: holds secrets and is readable by others (mode ${mode}); fix: chmod 600 ${file}`;
-  if (secret && groups && st.mode & 0o040 && !groups.includes(st.gid)) return `${file}: holds secrets and is readable by its group ${st.gid}${groupName(st.gid)}, which is neither root's nor the mail owner's (mode ${mode}); fix: chmod 600 ${file}`;
+  if (secret && groups && st.mode & 0o040 && !groups.includes(st.gid)) {
+    const others = groupOthers(st.gid, owners);
+    const also = others.length ? `: ${others.slice(0, 3).join(', ')}${others.length > 3 ? ', ...' : ''} ${others.length === 1 ? 'is' : 'are'} in it too` : '';
+    return `${file}: holds secrets and is readable by its group ${st.gid}${groupName(st.gid)}, which is neither root's nor the mail owner's own${also} (mode ${mode}); fix: chmod 600 ${file}`;
+  }
   return undefined;
+}
+
+/**
+ * The accounts in the group `gid` other than those with a uid in `uids`: whose primary group it is
+ * (/etc/passwd) or whom /etc/group lists in it. Sorted names, none repeated; [] when none (a
+ * private group, as `useradd -r` makes one). The files are `passwd` and `group`.
+ */
+export function groupOthers(gid: number, uids: number[], passwd = '/etc/passwd', group = '/etc/group'): string[] {
+  const out = new Set<string>();
+  for (const line of accountsText(passwd).split('\n')) {
+    const f = line.split(':');
+    if (f.length >= 4 && f[3] === String(gid) && !uids.includes(Number(f[2]))) out.add(f[0]);
+  }
+  for (const line of accountsText(group).split('\n')) {
+    const f = line.split(':');
+    if (f.length < 4 || f[2] !== String(gid)) continue;
+    for (const name of f[3].split(',').filter(Boolean)) {
+      const a = lookupUser(name, passwd);
+      if (!a || !uids.includes(a.uid)) out.add(name);
+    }
+  }
+  return [...out].sort();
 }
 
 /** ` (NAME)` for a gid found in /etc/group, else ''. */

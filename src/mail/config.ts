@@ -20,7 +20,7 @@ import { EX_CONFIG, EX_NOINPUT } from '../lib/exits';
 import { atomicWriteFile, readRegularFile } from '../lib/fsutil';
 import { acquireLock } from '../lib/lock';
 import { Cidr, parseCidr } from '../lib/cidr';
-import { Account as UnixAccount, asOwner, lookupUser, steerablePath, trustProblem } from '../lib/privilege';
+import { Account as UnixAccount, asOwner, groupOthers, lookupUser, steerablePath, trustProblem } from '../lib/privilege';
 import { budgetProblem, parseBudget } from '../lib/budget';
 import { parseBytes, parseSeconds } from '../lib/units';
 import { isDomain, isPlainAddress, mailboxProblem, normalizeAddress, splitAddress } from './address';
@@ -760,15 +760,20 @@ export function trustedUids(cfg: Config): number[] {
 
 /**
  * The gids that may read a secret the programs trust through its group: root's (0) and the mail
- * owner's own (unset: this process's group), as mail.cfg is installed (0640 root:OWNER-GROUP).
+ * owner's own (unset: this process's group), as mail.cfg is installed (0640 root:OWNER-GROUP) —
+ * its own only when no other account is in it (privilege.ts groupOthers: a primary group shared
+ * with others, such as `users`, is not).
  * undefined when the owner cannot be known (mail_owner names no user, or is unset and this is
  * root): every program refuses to run for that first (privilege.ts becomeOwner), so the group is
  * not judged until it is fixed.
  */
 export function trustedGids(cfg: Config): number[] | undefined {
-  if (!cfg.scalars.mail_owner) return process.geteuid!() === 0 ? undefined : [0, process.getegid!()];
-  const owner = mailOwner(cfg);
-  return owner ? [0, owner.gid] : undefined;
+  let me: { uid: number; gid: number } | undefined;
+  if (!cfg.scalars.mail_owner) me = process.geteuid!() === 0 ? undefined : { uid: process.geteuid!(), gid: process.getegid!() };
+  else me = mailOwner(cfg);
+  if (!me) return undefined;
+  // Its own only while no other account is in it (a shared `users` group is everyone's).
+  return groupOthers(me.gid, [0, me.uid]).length ? [0] : [0, me.gid];
 }
 
 /**
