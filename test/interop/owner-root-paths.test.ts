@@ -118,7 +118,7 @@ test('a password_file the mail owner can replace is read as the owner: a link it
   }
 });
 
-test('a password_file that is a FIFO or a device is refused at its line, and no program waits on it', async () => {
+test('a password_file, tls_cert or tls_key that is a FIFO or a device is refused, and no program waits on it', async () => {
   const fifo = join(dir, 'isp.fifo');
   execFileSync('mkfifo', ['-m', '600', fifo]);
   const text = readFileSync(cfg, 'utf8');
@@ -132,6 +132,17 @@ test('a password_file that is a FIFO or a device is refused at its line, and no 
       const smtp = await runProgram('smtpd', ['-c', cfg], 'QUIT\r\n', { TCPREMOTEIP: '127.0.0.1' }, { timeout: 60_000 });
       assert.notEqual(smtp.code, null, `${pf}: smtpd did not hang`);
     }
+    // tls_cert and tls_key: refused by mailcfg set, and by smtpd at start rather than hanging at EHLO.
+    writeFileSync(cfg, text);
+    for (const name of ['tls_cert', 'tls_key']) {
+      const set = await mc(['set', name, fifo]);
+      assert.equal(set.code, 65, `${name}: ${set.stderr}`);
+      assert.match(set.stderr, new RegExp(`${fifo}: is not a regular file`));
+    }
+    writeFileSync(cfg, text + `tls_cert ${fifo}\ntls_key ${fifo}\n`);
+    const smtp = await runProgram('smtpd', ['-c', cfg], 'EHLO c\r\nSTARTTLS\r\nQUIT\r\n', { TCPREMOTEIP: '127.0.0.1' }, { timeout: 60_000 });
+    assert.notEqual(smtp.code, null, 'smtpd did not hang on the FIFO');
+    assert.match(smtp.stderr + readFileSync(join(dir, 'spool', 'log', 'outpost.log'), 'utf8'), new RegExp(`${fifo}: is not a regular file`));
   } finally {
     writeFileSync(cfg, text);
     chownSync(cfg, 0, owner.gid);
