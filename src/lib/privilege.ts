@@ -232,7 +232,7 @@ function memberOf(name: string, gid: number, group: string): boolean {
 /**
  * Why a file the programs trust (mail.cfg, a password_file, tls_key, tls_cert) cannot be trusted,
  * as `FILE: problem; fix: ...`, or undefined when it can (or cannot be stat'ed: reading it reports
- * that). Refused: group- or world-writable; owned by another uid than those in `owners` (root and
+ * that). Refused: not a regular file (a FIFO, a device); group- or world-writable; owned by another uid than those in `owners` (root and
  * the mail owner); for a secret, readable by others, or readable by its group when that group is
  * not one of `groups` (root's, gid 0, and the mail owner's own: mail.cfg is installed 0640
  * root:OWNER-GROUP; any other group holds people the administrator did not mean to let read it).
@@ -247,6 +247,7 @@ export function trustProblem(file: string, owners: number[], secret: boolean, gr
     return undefined;
   }
   const mode = (st.mode & 0o7777).toString(8);
+  if (!st.isFile()) return `${file}: is not a regular file (a FIFO, a device or a directory), which the programs would wait on or read without end; fix: name a plain file`;
   if (st.mode & 0o022) return `${file}: is group- or world-writable (mode ${mode}), so anyone in its group could change what the programs trust; fix: chmod go-w ${file}`;
   if (!owners.includes(st.uid)) return `${file}: is owned by uid ${st.uid}${nameOf(st.uid)}, not by root or the mail owner; fix: chown root ${file} (or the mail owner)`;
   if (secret && st.mode & 0o004) return `${file}: holds secrets and is readable by others (mode ${mode}); fix: chmod 600 ${file}`;
