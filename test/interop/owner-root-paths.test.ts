@@ -196,10 +196,22 @@ test('a secret readable by the mail owner\'s primary group is refused when other
     const check = await runProgram('mailcfg', ['-c', cfg2, 'check']);
     assert.equal(check.code, 78, check.stderr);
     assert.match(check.stderr, new RegExp(`${pf}: holds secrets and is readable by its group ${shared.gid} \\(users\\), which is neither root's nor the mail owner's own: ${names[1]} is in it too \\(mode 640\\); fix: chmod 600 ${pf}`));
+    // mailcfg init for such an owner does not make mail.cfg readable by that group (every program would refuse it).
+    const cfg3 = join(dir, 'etc3', 'mail.cfg');
+    const init = await runProgram('mailcfg', ['-c', cfg3, 'init', '--hostname', 'mx.example.org', '--domain', 'example.org', '--spool', join(dir, 'spool3'), '--owner', shared.name]);
+    assert.equal(init.code, 0, init.stderr);
+    assert.match(init.stderr, new RegExp(`group ${shared.gid} \\(users\\) of mail_owner ${shared.name} is shared with ${names[1]}`));
+    assert.equal((await runProgram('mailcfg', ['-c', cfg3, 'user', 'add', 'bob@example.org', '--password-stdin'], 'pw\n')).code, 0);
+    const st = statSync(cfg3);
+    assert.deepEqual([st.uid, st.gid, st.mode & 0o777], [0, 0, 0o600]);
+    const check3 = await runProgram('mailcfg', ['-c', cfg3, 'check']);
+    assert.equal(check3.code, 0, check3.stderr);
   } finally {
     for (const n of names) execFileSync('userdel', [n], { stdio: 'ignore' });
     rmSync(cfg2);
     rmSync(pf);
+    rmSync(join(dir, 'etc3'), { recursive: true, force: true });
+    rmSync(join(dir, 'spool3'), { recursive: true, force: true });
   }
 });
 
