@@ -282,7 +282,7 @@ export function groupOthers(gid: number, uids: number[], passwd = '/etc/passwd',
 }
 
 /** ` (NAME)` for a gid found in /etc/group, else ''. */
-function groupName(gid: number, group = '/etc/group'): string {
+export function groupName(gid: number, group = '/etc/group'): string {
   const f = accountsText(group).split('\n').map((l) => l.split(':')).find((x) => x.length >= 3 && x[2] === String(gid));
   return f ? ` (${f[0]})` : '';
 }
