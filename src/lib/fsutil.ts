@@ -8,7 +8,7 @@
  * its mode, and when root replaces it also its owner and group (root editing mail.cfg must not
  * take it from the mail owner or its group).
  */
-import { closeSync, fchownSync, fsyncSync, futimesSync, openSync, renameSync, writeSync, constants, unlinkSync, statSync, chmodSync, Stats } from 'node:fs';
+import { closeSync, fchownSync, fstatSync, fsyncSync, futimesSync, openSync, readFileSync, renameSync, writeSync, constants, unlinkSync, statSync, chmodSync, Stats } from 'node:fs';
 import { dirname, basename, join } from 'node:path';
 
 /** fsyncs a directory so that renames and creations inside it are durable. Errors are thrown. */
@@ -101,4 +101,20 @@ export function appendLine(path: string, line: string): void {
     closeSync(fd);
   }
   if (created) fsyncDir(dirname(path));
+}
+
+/**
+ * The text (UTF-8) of the regular file `path`. Opened with O_NONBLOCK, then fstat'ed: a FIFO, a
+ * device (/dev/zero) or a directory is refused before anything waits on it or reads without end.
+ * @throws fs errors (ENOENT, EACCES); an Error with code 'EFTYPE' "is not a regular file" (fix:
+ *   name a plain file).
+ */
+export function readRegularFile(path: string): string {
+  const fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
+  try {
+    if (!fstatSync(fd).isFile()) throw Object.assign(new Error('is not a regular file (a FIFO, a device or a directory); fix: name a plain file'), { code: 'EFTYPE' });
+    return readFileSync(fd, 'utf8');
+  } finally {
+    closeSync(fd);
+  }
 }

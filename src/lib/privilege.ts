@@ -16,7 +16,7 @@
  *     spool would get files of the wrong owner).
  * Errors: OutpostError code 'EOWNER', exit EX_CONFIG (78), `problem; fix: ...`.
  */
-import { lchownSync, lstatSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { lchownSync, lstatSync, readdirSync, readFileSync, realpathSync, statSync } from 'node:fs';
 import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import { OutpostError } from './errors';
@@ -179,6 +179,38 @@ export function requireRootConfig(cfgPath: string, what: string): void {
 }
 
 /**
+ * The first path on the way to `file` that a user other than root could change, or undefined when
+ * there is none: every existing component of `file` and of its real path (lstat: the file, each
+ * directory, each symbolic link) must be root's, and no directory writable by group or others
+ * unless sticky (there the entry's own owner, root, is judged). Then only root can swap the file
+ * or a directory on its way, and root may read it with root's rights, with no race between the
+ * check and the read. A missing component ends the walk (reading it reports that).
+ */
+export function steerablePath(file: string): string | undefined {
+  let real: string = file;
+  try {
+    real = realpathSync(file);
+  } catch {
+    // missing: the given path alone is judged
+  }
+  for (const path of new Set([file, real])) {
+    const parts = path.split('/').filter(Boolean);
+    for (let i = 0; i <= parts.length; i++) {
+      const p = '/' + parts.slice(0, i).join('/');
+      let st;
+      try {
+        st = lstatSync(p);
+      } catch {
+        break;
+      }
+      if (st.uid !== 0) return p;
+      if (st.isDirectory() && st.mode & 0o022 && !(st.mode & 0o1000)) return p;
+    }
+  }
+  return undefined;
+}
+
+/**
  * Whether `account` may read the file whose stat is `st`, judged by its mode bits: as its owner,
  * through its primary group or a group of /etc/group that lists it, or as anyone. Root reads all.
  */
@@ -200,7 +232,7 @@ function memberOf(name: string, gid: number, group: string): boolean {
 /**
  * Why a file the programs trust (mail.cfg, a password_file, tls_key, tls_cert) cannot be trusted,
  * as `FILE: problem; fix: ...`, or undefined when it can (or cannot be stat'ed: reading it reports
- * that). Refused: group- or world-writable; owned by another uid than those in `owners` (root and
+ * that). Refused: not a regular file (a FIFO, a device); group- or world-writable; owned by another uid than those in `owners` (root and
  * the mail owner); for a secret, readable by others, or readable by its group when that group is
  * not one of `groups` (root's, gid 0, and the mail owner's own: mail.cfg is installed 0640
  * root:OWNER-GROUP; any other group holds people the administrator did not mean to let read it).
@@ -215,15 +247,42 @@ export function trustProblem(file: string, owners: number[], secret: boolean, gr
     return undefined;
   }
   const mode = (st.mode & 0o7777).toString(8);
+  if (!st.isFile()) return `${file}: is not a regular file (a FIFO, a device or a directory), which the programs would wait on or read without end; fix: name a plain file`;
   if (st.mode & 0o022) return `${file}: is group- or world-writable (mode ${mode}), so anyone in its group could change what the programs trust; fix: chmod go-w ${file}`;
   if (!owners.includes(st.uid)) return `${file}: is owned by uid ${st.uid}${nameOf(st.uid)}, not by root or the mail owner; fix: chown root ${file} (or the mail owner)`;
   if (secret && st.mode & 0o004) return `${file}: holds secrets and is readable by others (mode ${mode}); fix: chmod 600 ${file}`;
-  if (secret && groups && st.mode & 0o040 && !groups.includes(st.gid)) return `${file}: holds secrets and is readable by its group ${st.gid}${groupName(st.gid)}, which is neither root's nor the mail owner's (mode ${mode}); fix: chmod 600 ${file}`;
+  if (secret && groups && st.mode & 0o040 && !groups.includes(st.gid)) {
+    const others = groupOthers(st.gid, owners);
+    const also = others.length ? `: ${others.slice(0, 3).join(', ')}${others.length > 3 ? ', ...' : ''} ${others.length === 1 ? 'is' : 'are'} in it too` : '';
+    return `${file}: holds secrets and is readable by its group ${st.gid}${groupName(st.gid)}, which is neither root's nor the mail owner's own${also} (mode ${mode}); fix: chmod 600 ${file}`;
+  }
   return undefined;
 }
 
+/**
+ * The accounts in the group `gid` other than those with a uid in `uids`: whose primary group it is
+ * (/etc/passwd) or whom /etc/group lists in it. Sorted names, none repeated; [] when none (a
+ * private group, as `useradd -r` makes one). The files are `passwd` and `group`.
+ */
+export function groupOthers(gid: number, uids: number[], passwd = '/etc/passwd', group = '/etc/group'): string[] {
+  const out = new Set<string>();
+  for (const line of accountsText(passwd).split('\n')) {
+    const f = line.split(':');
+    if (f.length >= 4 && f[3] === String(gid) && !uids.includes(Number(f[2]))) out.add(f[0]);
+  }
+  for (const line of accountsText(group).split('\n')) {
+    const f = line.split(':');
+    if (f.length < 4 || f[2] !== String(gid)) continue;
+    for (const name of f[3].split(',').filter(Boolean)) {
+      const a = lookupUser(name, passwd);
+      if (!a || !uids.includes(a.uid)) out.add(name);
+    }
+  }
+  return [...out].sort();
+}
+
 /** ` (NAME)` for a gid found in /etc/group, else ''. */
-function groupName(gid: number, group = '/etc/group'): string {
+export function groupName(gid: number, group = '/etc/group'): string {
   const f = accountsText(group).split('\n').map((l) => l.split(':')).find((x) => x.length >= 3 && x[2] === String(gid));
   return f ? ` (${f[0]})` : '';
 }

@@ -6,7 +6,7 @@
  * lib/privilege.ts trustProblem), so a long-running daemon (--listen) refuses a file spoiled after
  * its start as a process per connection would.
  */
-import { readFileSync } from 'node:fs';
+import { readRegularFile } from './fsutil';
 import type { SecureContext } from 'node:tls';
 import { OutpostError } from './errors';
 import { EX_CONFIG } from './exits';
@@ -14,9 +14,11 @@ import { trustProblem } from './privilege';
 
 /**
  * Builds the context, or returns null when TLS is not configured (both settings unset).
+ * Only regular files are read (fsutil.ts readRegularFile: a FIFO would block the whole process).
  * @param owners the uids the files may belong to (root and the mail owner: mail/config.ts trustedUids).
  * @throws OutpostError ECONFIG when only one is set or a file is unreadable; EPERM when one cannot
- *   be trusted (group- or world-writable, another owner, the key readable by others), with the fix.
+ *   be trusted (not a regular file, group- or world-writable, another owner, the key readable by
+ *   others), with the fix.
  */
 export function loadTlsContext(cert: string | undefined, key: string | undefined, owners: number[]): SecureContext | null {
   if (!cert && !key) return null;
@@ -27,7 +29,7 @@ export function loadTlsContext(cert: string | undefined, key: string | undefined
       if (problem) throw new OutpostError(`${name} ${problem}`, { code: 'EPERM', exit: EX_CONFIG });
     }
     const { createSecureContext } = require('node:tls') as typeof import('node:tls');
-    return createSecureContext({ cert: readFileSync(cert), key: readFileSync(key), minVersion: 'TLSv1.2' });
+    return createSecureContext({ cert: readRegularFile(cert), key: readRegularFile(key), minVersion: 'TLSv1.2' });
   } catch (err) {
     if (err instanceof OutpostError) throw err;
     throw new OutpostError(`cannot load TLS certificate/key (${cert}, ${key}): ${(err as Error).message}`, { code: 'ECONFIG', exit: EX_CONFIG, cause: err });

@@ -17,10 +17,10 @@ import { hostname as osHostname } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { OutpostError, isErrno } from '../lib/errors';
 import { EX_CONFIG, EX_NOINPUT } from '../lib/exits';
-import { atomicWriteFile } from '../lib/fsutil';
+import { atomicWriteFile, readRegularFile } from '../lib/fsutil';
 import { acquireLock } from '../lib/lock';
 import { Cidr, parseCidr } from '../lib/cidr';
-import { Account as UnixAccount, asOwner, lookupUser, trustProblem } from '../lib/privilege';
+import { Account as UnixAccount, asOwner, groupOthers, lookupUser, steerablePath, trustProblem } from '../lib/privilege';
 import { budgetProblem, parseBudget } from '../lib/budget';
 import { parseBytes, parseSeconds } from '../lib/units';
 import { isDomain, isPlainAddress, mailboxProblem, normalizeAddress, splitAddress } from './address';
@@ -392,37 +392,52 @@ interface PendingSecret {
 
 /**
  * Reads the first line of every password_file, after the whole file is built (mail_owner may come
- * after the lines naming them). Root reads them with root's rights only when mail.cfg itself is
- * root's (Postfix's rule: root acts only on root-owned configuration): a mail.cfg the mail owner
- * may write would otherwise let that owner send any root-only file (an ssh host key) to a server
- * of its choosing as a password. With another owner's mail.cfg, root reads them as mail_owner
- * (privilege.ts asOwner), so only what the owner could read anyway is read; with no such owner,
- * not at all. A file that cannot be read is a diagnostic at its line.
+ * after the lines naming them). Root reads one with root's rights only when mail.cfg itself is
+ * root's (Postfix's rule: root acts only on root-owned configuration) and the mail owner cannot
+ * change the file or a directory on its way (privilege.ts steerablePath: all root's): an owner who
+ * could write either (mail.cfg naming any file, or a password_file of its own swapped for a link)
+ * would otherwise have root read any root-only file (an ssh host key) and send it to a server as
+ * a password. Otherwise root reads it as mail_owner (privilege.ts asOwner), so only what the owner
+ * could read anyway is read; with no such owner, not at all. Only a regular file is read (a FIFO
+ * or /dev/zero would hang every program: fsutil.ts readRegularFile). A file that cannot be read
+ * is a diagnostic at its line.
  */
 function readSecrets(cfg: Config, pending: PendingSecret[]): void {
   if (!pending.length) return;
-  let reader: UnixAccount | undefined;
-  if (process.geteuid!() === 0) {
-    let cfgUid = 0;
+  let cfgUid = 0;
+  const root = process.geteuid!() === 0;
+  if (root) {
     try {
       cfgUid = statSync(cfg.path).uid;
     } catch {
       // not on disk (a text being checked): nobody else could have written it
     }
-    if (cfgUid !== 0) {
-      reader = mailOwner(cfg);
-      if (!reader || reader.uid === 0) {
-        for (const p of pending) cfg.diags.push({ line: p.line, message: `password_file ${p.file} not read: ${cfg.path} is not root's (uid ${cfgUid}) and names no mail_owner to read it as; fix: chown root ${cfg.path}` });
-        return;
+  }
+  const owner = mailOwner(cfg);
+  for (const p of pending) {
+    // Whom root reads it as, and why (for the diagnostic): undefined is root's rights (or not root).
+    let reader: UnixAccount | undefined;
+    let why = '';
+    if (root) {
+      const steer = cfgUid !== 0 ? undefined : steerablePath(p.file);
+      if (cfgUid !== 0 || steer) {
+        why = cfgUid !== 0 ? `${cfg.path} is not root's` : `the mail owner can change ${steer}`;
+        if (!owner || owner.uid === 0) {
+          if (cfgUid !== 0) {
+            cfg.diags.push({ line: p.line, message: `password_file ${p.file} not read: ${cfg.path} is not root's (uid ${cfgUid}) and names no mail_owner to read it as; fix: chown root ${cfg.path}` });
+            continue;
+          }
+          // mail_owner root or unknown: no one else to guard against (or the program refuses first)
+          why = '';
+        } else reader = owner;
       }
     }
-  }
-  for (const p of pending) {
     try {
-      p.set(asOwner(reader, () => readFileSync(p.file, 'utf8')).split('\n')[0]);
+      p.set(asOwner(reader, () => readRegularFile(p.file)).split('\n')[0]);
     } catch (err) {
-      const as = reader ? ` (read as mail_owner ${reader.name}, since ${cfg.path} is not root's)` : '';
-      cfg.diags.push({ line: p.line, message: `cannot read password_file ${p.file}${as}: ${(err as Error).message}` });
+      const as = reader ? ` (read as mail_owner ${reader.name}, since ${why})` : '';
+      const fix = reader && cfgUid === 0 && (err as { code?: string }).code !== 'EFTYPE' ? `; fix: make it a root-owned file in a directory only root can write (e.g. beside ${cfg.path}), or one mail_owner can read` : '';
+      cfg.diags.push({ line: p.line, message: `cannot read password_file ${p.file}${as}: ${(err as Error).message}${fix}` });
     }
   }
 }
@@ -745,15 +760,20 @@ export function trustedUids(cfg: Config): number[] {
 
 /**
  * The gids that may read a secret the programs trust through its group: root's (0) and the mail
- * owner's own (unset: this process's group), as mail.cfg is installed (0640 root:OWNER-GROUP).
+ * owner's own (unset: this process's group), as mail.cfg is installed (0640 root:OWNER-GROUP) —
+ * its own only when no other account is in it (privilege.ts groupOthers: a primary group shared
+ * with others, such as `users`, is not).
  * undefined when the owner cannot be known (mail_owner names no user, or is unset and this is
  * root): every program refuses to run for that first (privilege.ts becomeOwner), so the group is
  * not judged until it is fixed.
  */
 export function trustedGids(cfg: Config): number[] | undefined {
-  if (!cfg.scalars.mail_owner) return process.geteuid!() === 0 ? undefined : [0, process.getegid!()];
-  const owner = mailOwner(cfg);
-  return owner ? [0, owner.gid] : undefined;
+  let me: { uid: number; gid: number } | undefined;
+  if (!cfg.scalars.mail_owner) me = process.geteuid!() === 0 ? undefined : { uid: process.geteuid!(), gid: process.getegid!() };
+  else me = mailOwner(cfg);
+  if (!me) return undefined;
+  // Its own only while no other account is in it (a shared `users` group is everyone's).
+  return groupOthers(me.gid, [0, me.uid]).length ? [0] : [0, me.gid];
 }
 
 /**

@@ -5,7 +5,8 @@
  * The owner: `--owner USER`; else, run by another user than root, that user; else (root) the
  * user `outpost` when it exists. Run by root with another owner, mail.cfg is root's, group the
  * owner's primary group, mode 0640 (the programs read it as the owner; only root changes it), its
- * directory 0755 when created; otherwise mail.cfg is the invoking user's, mode 0600. The spool
+ * directory 0755 when created — unless that group is shared with other accounts (privilege.ts
+ * groupOthers: they could read the hashes), then root:root 0600 with a warning naming the fix; otherwise mail.cfg is the invoking user's, mode 0600. The spool
  * directory and every directory of the layout (SPOOL_DIRS in mail/spool.ts; mail.cfg(5), FILES)
  * are created mode 0700 and belong to the owner (root creates the spool directory, or takes the
  * one there, and gives it to the owner; the layout is made as the owner).
@@ -20,7 +21,7 @@ import { dirname, join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { OutpostError } from '../lib/errors';
 import { EX_CANTCREAT, EX_NOPERM, EX_NOUSER } from '../lib/exits';
-import { Account, asOwner, currentAccount, giveTo, lookupUser } from '../lib/privilege';
+import { Account, asOwner, currentAccount, giveTo, groupName, groupOthers, lookupUser } from '../lib/privilege';
 import { parseCfg } from '../mail/cfgfile';
 import { buildConfig, Config, editConfig, formatDiags } from '../mail/config';
 import { isDomain } from '../mail/address';
@@ -149,8 +150,14 @@ export function register(program: Command): void {
         },
         () => syncDovecotPasswd(before, cfg),
       );
-      const mode = shared ? 0o640 : 0o600;
-      if (shared) chownSync(path, 0, owner.gid);
+      // The owner's group may read mail.cfg (hashes, passwords) only when it is the owner's alone.
+      const others = shared ? groupOthers(owner.gid, [0, owner.uid]) : [];
+      const mode = shared && !others.length ? 0o640 : 0o600;
+      if (mode === 0o640) chownSync(path, 0, owner.gid);
+      else if (shared) {
+        chownSync(path, 0, 0);
+        process.stderr.write(`mailcfg: warning: the group ${owner.gid}${groupName(owner.gid)} of mail_owner ${owner.name} is shared with ${others.slice(0, 3).join(', ')}, so ${path} is root's, mode 0600: the programs must be started as root (they read it before switching); fix: give ${owner.name} a group of its own (groupadd ${owner.name}; usermod -g ${owner.name} ${owner.name}), then chgrp ${owner.name} ${path} && chmod 640 ${path}\n`);
+      }
       chmodSync(path, mode);
       process.stdout.write(`wrote ${path} (mode 0${mode.toString(8)}) and created the spool ${spool}, owned by ${owner.name}\nnext: mailcfg -c ${path} user add YOU@${domain}; mailcfg -c ${path} alias add postmaster@${domain} YOU@${domain}\n`);
     });

@@ -105,8 +105,9 @@ function userCommands(program: Command): void {
           if (now.aliases.has(addr)) throw dataErr(`${addr} is an alias; fix: mailcfg alias del ${addr} first`);
           return addLine(text, 'user', formatLine('user', [addr, hash], { apop: o.apop ? pw : undefined }));
         },
-        // Run by root, the Maildir is made as mail_owner, so it is the owner's (lib/privilege.ts).
-        (next) => asOwner(mailOwner(next), () => ensureMaildir(next.users.get(addr)!.maildir)),
+        // Run by root, the Maildir is made as mail_owner, so it is the owner's (lib/privilege.ts); never
+        // under a symbolic link below the spool, as every program refuses (maildir.ts ensureMaildir).
+        (next) => asOwner(mailOwner(next), () => ensureMaildir(next.users.get(addr)!.maildir, next.spool)),
       );
       process.stdout.write(`added ${addr}, Maildir ${cfg.users.get(addr)!.maildir}\n`);
     });

@@ -11,10 +11,12 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { appendFileSync, chmodSync, chownSync, existsSync, lchownSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { makeSystemUser, SystemUser } from '../helpers/owner';
 import { loadConfig } from '../../src/mail/config';
+import { lookupUser } from '../../src/lib/privilege';
 import { runProgram } from '../helpers/postoffice';
 
 let owner: SystemUser;
@@ -87,13 +89,76 @@ test('a password_file named by a mail.cfg that is not root\'s is read as the mai
   }
 });
 
+test('a password_file the mail owner can replace is read as the owner: a link it plants to a root-only file is not followed with root\'s rights', async () => {
+  const secret = join(dir, 'root-only2.key');
+  writeFileSync(secret, 'root secret 2\n', { mode: 0o600 }); // root:root 0600, e.g. an ssh host key
+  const ownerDir = join(dir, 'owner-etc'); // a directory the owner may write (its home, the spool)
+  mkdirSync(ownerDir, { mode: 0o700 });
+  chownSync(ownerDir, owner.uid, owner.gid);
+  const pf = join(ownerDir, 'isp.pw');
+  writeFileSync(pf, 'owner pw\n', { mode: 0o600 });
+  chownSync(pf, owner.uid, owner.gid); // owned by the mail owner: trusted (mail.cfg(5))
+  const text = readFileSync(cfg, 'utf8');
+  appendFileSync(cfg, `account own local=carol@example.org host=127.0.0.1 port=9 tls=none user=x password_file=${pf}\n`);
+  try {
+    assert.equal(loadConfig(cfg, false).accounts[0].password, 'owner pw', 'the owner\'s own file is read');
+    rmSync(pf);
+    symlinkSync(secret, pf); // what a compromised daemon (the owner) can do in its directory
+    lchownSync(pf, owner.uid, owner.gid);
+    const c = loadConfig(cfg, false);
+    assert.notEqual(c.accounts[0].password, 'root secret 2', 'root did not follow the owner\'s link');
+    assert.match(c.diags.map((d) => d.message).join('\n'), new RegExp(`cannot read password_file ${pf} \\(read as mail_owner ${owner.name}, since the mail owner can change .*\\): EACCES`));
+    const fetch = await runProgram('fetch', ['-c', cfg]);
+    assert.equal(fetch.code, 78, fetch.stderr);
+    assert.ok(!fetch.stderr.includes('root secret 2'));
+  } finally {
+    writeFileSync(cfg, text);
+    chownSync(cfg, 0, owner.gid);
+    rmSync(ownerDir, { recursive: true, force: true });
+  }
+});
+
+test('a password_file, tls_cert or tls_key that is a FIFO or a device is refused, and no program waits on it', async () => {
+  const fifo = join(dir, 'isp.fifo');
+  execFileSync('mkfifo', ['-m', '600', fifo]);
+  const text = readFileSync(cfg, 'utf8');
+  try {
+    for (const pf of [fifo, '/dev/zero']) {
+      writeFileSync(cfg, text + `account odd local=carol@example.org host=127.0.0.1 port=9 tls=none user=x password_file=${pf}\n`);
+      // spawn's timeout only kills a program that hangs (code null then): the assertion is on the code.
+      const check = await runProgram('mailcfg', ['-c', cfg, 'check'], '', {}, { timeout: 60_000 });
+      assert.equal(check.code, 78, `${pf}: ${check.stderr}`);
+      assert.match(check.stderr, new RegExp(`cannot read password_file ${pf}: is not a regular file`));
+      const smtp = await runProgram('smtpd', ['-c', cfg], 'QUIT\r\n', { TCPREMOTEIP: '127.0.0.1' }, { timeout: 60_000 });
+      assert.notEqual(smtp.code, null, `${pf}: smtpd did not hang`);
+    }
+    // tls_cert and tls_key: refused by mailcfg set, and by smtpd at start rather than hanging at EHLO.
+    writeFileSync(cfg, text);
+    for (const name of ['tls_cert', 'tls_key']) {
+      const set = await mc(['set', name, fifo]);
+      assert.equal(set.code, 65, `${name}: ${set.stderr}`);
+      assert.match(set.stderr, new RegExp(`${fifo}: is not a regular file`));
+    }
+    writeFileSync(cfg, text + `tls_cert ${fifo}\ntls_key ${fifo}\n`);
+    chownSync(fifo, owner.uid, owner.gid); // readable by the daemons, which read TLS files as the owner
+    const smtp = await runProgram('smtpd', ['-c', cfg], 'EHLO c\r\nSTARTTLS\r\nQUIT\r\n', { TCPREMOTEIP: '127.0.0.1' }, { timeout: 60_000 });
+    assert.notEqual(smtp.code, null, 'smtpd did not hang on the FIFO');
+    assert.equal(smtp.code, 78, smtp.stderr);
+    assert.match(smtp.stderr, new RegExp(`${fifo}: is not a regular file`));
+  } finally {
+    writeFileSync(cfg, text);
+    chownSync(cfg, 0, owner.gid);
+    rmSync(fifo, { force: true });
+  }
+});
+
 test('a secret readable by a group other than root\'s or the mail owner\'s is refused by mailcfg and every program', async () => {
   const pf = join(dir, 'isp.pw');
   writeFileSync(pf, 'isp pw\n', { mode: 0o640 });
   chownSync(pf, 0, 1); // group daemon (gid 1): people the administrator did not mean
   const add = await mc(['account', 'add', 'carol@example.org', '--host', '127.0.0.1', '--port', '9', '--tls', 'none', '--user', 'b', '--password-file', pf]);
   assert.equal(add.code, 65, add.stderr);
-  assert.match(add.stderr, new RegExp(`${pf}: holds secrets and is readable by its group 1( \\(\\w+\\))?, which is neither root's nor the mail owner's \\(mode 640\\); fix: chmod 600 ${pf}`));
+  assert.match(add.stderr, new RegExp(`${pf}: holds secrets and is readable by its group 1( \\(\\w+\\))?, which is neither root's nor the mail owner's own(: [\\w, .-]+ (is|are) in it too)? \\(mode 640\\); fix: chmod 600 ${pf}`));
   for (const gid of [0, owner.gid]) {
     chownSync(pf, 0, gid);
     assert.equal(loadConfig(cfg).accounts.length, 0);
@@ -114,6 +179,39 @@ test('a secret readable by a group other than root\'s or the mail owner\'s is re
     assert.match(check.stderr, /readable by its group 1.*fix: chmod 600/);
   } finally {
     assert.equal((await mc(['account', 'del', 'isp'])).code, 0);
+  }
+});
+
+test('a secret readable by the mail owner\'s primary group is refused when other accounts share that group', async () => {
+  // mail_owner whose primary group is a shared one (users): its "own" group holds other people.
+  const names = ['outpost-t2s', 'outpost-t2o'];
+  for (const n of names) if (!lookupUser(n)) execFileSync('useradd', ['-r', '-M', '-s', '/usr/sbin/nologin', '-g', 'users', n], { stdio: 'pipe' });
+  const shared = lookupUser(names[0])!;
+  const cfg2 = join(dir, 'shared.cfg');
+  const pf = join(dir, 'shared.pw');
+  writeFileSync(pf, 'shared pw\n', { mode: 0o640 });
+  chownSync(pf, 0, shared.gid);
+  writeFileSync(cfg2, `hostname mx.example.org\nspool ${join(dir, 'spool2')}\nmail_owner ${shared.name}\ndomain example.org\naccount s local=x@example.org host=127.0.0.1 port=9 tls=none user=x password_file=${pf}\n`, { mode: 0o600 });
+  try {
+    const check = await runProgram('mailcfg', ['-c', cfg2, 'check']);
+    assert.equal(check.code, 78, check.stderr);
+    assert.match(check.stderr, new RegExp(`${pf}: holds secrets and is readable by its group ${shared.gid} \\(users\\), which is neither root's nor the mail owner's own: ${names[1]} is in it too \\(mode 640\\); fix: chmod 600 ${pf}`));
+    // mailcfg init for such an owner does not make mail.cfg readable by that group (every program would refuse it).
+    const cfg3 = join(dir, 'etc3', 'mail.cfg');
+    const init = await runProgram('mailcfg', ['-c', cfg3, 'init', '--hostname', 'mx.example.org', '--domain', 'example.org', '--spool', join(dir, 'spool3'), '--owner', shared.name]);
+    assert.equal(init.code, 0, init.stderr);
+    assert.match(init.stderr, new RegExp(`group ${shared.gid} \\(users\\) of mail_owner ${shared.name} is shared with ${names[1]}`));
+    assert.equal((await runProgram('mailcfg', ['-c', cfg3, 'user', 'add', 'bob@example.org', '--password-stdin'], 'pw\n')).code, 0);
+    const st = statSync(cfg3);
+    assert.deepEqual([st.uid, st.gid, st.mode & 0o777], [0, 0, 0o600]);
+    const check3 = await runProgram('mailcfg', ['-c', cfg3, 'check']);
+    assert.equal(check3.code, 0, check3.stderr);
+  } finally {
+    for (const n of names) execFileSync('userdel', [n], { stdio: 'ignore' });
+    rmSync(cfg2);
+    rmSync(pf);
+    rmSync(join(dir, 'etc3'), { recursive: true, force: true });
+    rmSync(join(dir, 'spool3'), { recursive: true, force: true });
   }
 });
 
@@ -151,6 +249,13 @@ test('a Maildir that is a symbolic link (or under a linked spool/mail/DOMAIN) is
       const check = await mc(['check']);
       assert.equal(check.code, 78, check.stderr);
       assert.match(check.stderr, new RegExp(`the Maildir of carol@example\\.org: ${linked} is a symbolic link, .*; fix: replace it with a directory`));
+      if (what !== 'the mailbox directory') {
+        const add = await mc(['user', 'add', 'erin@example.org', '--password-stdin'], 'erinpw\n');
+        assert.notEqual(add.code, 0, 'mailcfg user add makes no Maildir under a linked spool/mail/DOMAIN');
+        assert.match(add.stderr, new RegExp(`${linked} is a symbolic link, so the Maildir .* is refused`));
+        assert.ok(!existsSync(join(linked + '.real', 'erin')), 'nothing made through the link');
+        assert.ok(!readFileSync(cfg, 'utf8').includes('erin@'), 'nothing written to mail.cfg');
+      }
     } finally {
       rmSync(linked);
       renameSync(linked + '.real', linked);

@@ -92,7 +92,7 @@ test('trustProblem: a secret readable by its group only when that group is root\
   assert.equal(trustProblem(f, [0, me], true, [0, gid]), undefined, 'the owner\'s group (mail.cfg as installed: 0640 root:OWNER-GROUP)');
   assert.equal(trustProblem(f, [0, me], false, [0]), undefined, 'a certificate may be readable by any group');
   const other = gid + 4242;
-  assert.match(trustProblem(f, [0, me], true, [other])!, new RegExp(`^${f}: holds secrets and is readable by its group ${gid}( \\(\\w+\\))?, which is neither root's nor the mail owner's \\(mode 640\\); fix: chmod 600 ${f}$`));
+  assert.match(trustProblem(f, [0, me], true, [other])!, new RegExp(`^${f}: holds secrets and is readable by its group ${gid}( \\(\\w+\\))?, which is neither root's nor the mail owner's own(: [\\w, .-]+ (is|are) in it too)? \\(mode 640\\); fix: chmod 600 ${f}$`));
   chmodSync(f, 0o600);
   assert.equal(trustProblem(f, [0, me], true, [other]), undefined, 'not readable by the group: fine whatever the group');
   rmSync(dir, { recursive: true, force: true });
