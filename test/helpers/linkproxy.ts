@@ -4,7 +4,8 @@
  * connections (one line shared by all), byte counters, and a cut after N bytes.
  *
  * Use: const p = await startLinkProxy({ target: {host, port}, rateBps: 32000, rttMs: 300 });
- *      connect clients to 127.0.0.1:p.port; p.stats(); p.cutAfter(bytes); await p.close().
+ *      connect clients to 127.0.0.1:p.port; p.stats(); p.cutAfter(bytes); p.setDown(true);
+ *      await p.close().
  * The rate is applied per direction (a full-duplex line) by a token schedule: each chunk leaves
  * no earlier than the line is free again plus its transmission time, then waits the delay.
  */
@@ -16,6 +17,8 @@ export interface LinkProxyOptions {
   rateBps?: number;
   /** Round-trip time in ms added (half each way). */
   rttMs?: number;
+  /** Called when an armed cut fires (e.g. to take a second proxy of the same line down too). */
+  onCut?: () => void;
 }
 
 export interface LinkStats {
@@ -34,6 +37,9 @@ export interface LinkProxy {
   stats: () => LinkStats;
   /** Arms (or re-arms) a cut after `bytes` more bytes; undefined disarms. */
   cutAfter: (bytes: number | undefined) => void;
+  /** The line down (true: every open connection is cut and new ones are closed at once, as when
+   *  the carrier is lost) or up again (false). */
+  setDown: (down: boolean) => void;
   close: () => Promise<void>;
 }
 
@@ -48,6 +54,7 @@ export async function startLinkProxy(opts: LinkProxyOptions): Promise<LinkProxy>
   let open = 0;
   let openedAt = 0;
   const sockets = new Set<Socket>();
+  let down = false;
 
   const pipe = (from: Socket, to: Socket, dir: 'up' | 'down', onCut: () => void) => {
     // The sender is paused while its chunk is "on the line" (transmission time), and the chunk
@@ -89,6 +96,10 @@ export async function startLinkProxy(opts: LinkProxyOptions): Promise<LinkProxy>
   };
 
   const server = createServer((client) => {
+    if (down) {
+      client.destroy();
+      return;
+    }
     stats.connections++;
     if (open++ === 0) openedAt = Date.now();
     const upstream = connect(opts.target.port, opts.target.host);
@@ -108,6 +119,7 @@ export async function startLinkProxy(opts: LinkProxyOptions): Promise<LinkProxy>
       stats.cuts++;
       cutAt = Infinity;
       finish();
+      opts.onCut?.();
     };
     client.on('error', finish);
     upstream.on('error', finish);
@@ -124,6 +136,10 @@ export async function startLinkProxy(opts: LinkProxyOptions): Promise<LinkProxy>
     stats: () => ({ ...stats, heldMs: stats.heldMs + (open ? Date.now() - openedAt : 0) }),
     cutAfter: (bytes) => {
       cutAt = bytes === undefined ? Infinity : stats.up + stats.down + bytes;
+    },
+    setDown: (d) => {
+      down = d;
+      if (d) for (const s of sockets) s.destroy();
     },
     close: () =>
       new Promise<void>((res) => {

@@ -84,7 +84,8 @@ function mutate(lines: string[]): string[] {
         out.splice(i, 0, out[i] ?? '');
         break;
       case 2:
-        [out[i], out[out.length - 1 - i]] = [out[out.length - 1 - i], out[i]];
+        // (an empty list has nothing to swap: out[-1] would put `undefined` in as a line)
+        if (out.length) [out[i], out[out.length - 1 - i]] = [out[out.length - 1 - i], out[i]];
         break;
       case 3:
         out[i] = (out[i] ?? '').slice(0, int(0, (out[i] ?? '').length));

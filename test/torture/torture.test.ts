@@ -12,9 +12,9 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ROOT } from '../helpers/postoffice';
 import { pick, renderReport, rows, type Row } from './common';
-import { KILL_PARTS, tallies } from './kills';
+import { KILL_PARTS, partNotes, tallies } from './kills';
 import { load } from './load';
-import { brokenMaildir, diskFull, relayFaults, remoteCuts } from './faults';
+import { brokenMaildir, clockBack, diskFull, eaccesMaildir, linkDrops, relayFaults, remoteCuts } from './faults';
 import { fuzzCores, fuzzFetch, fuzzMailCfg, fuzzPrograms, type FuzzResult } from './fuzz';
 
 const started = Date.now();
@@ -28,11 +28,14 @@ for (const [name, run, rounds] of KILL_PARTS) {
   test(`kill -9 at random instants: ${name} (${rounds} rounds)`, async () => {
     await run(rounds);
     const problems: string[] = [];
+    let first = true;
     for (const [point, t] of tallies) {
       if (!point.startsWith(name)) continue;
+      const extra = first ? (partNotes.get(name)?.() ?? '') : '';
+      first = false;
       const named = [...t.f.dupCases].map(([why, n]) => `${n}× ${why}`).join('; ');
       const other = t.f.tmpLeft || t.f.unparsable ? `tmp left ${t.f.tmpLeft}, unparsable ${t.f.unparsable}` : '';
-      rows.push({ area: 'kill -9', what: point, runs: t.runs, kills: t.kills, lost: t.f.lost, partial: t.f.partial, duplicates: t.f.duplicates, notes: [named, other, ...t.f.details.slice(0, 3)].filter(Boolean).join('; ') });
+      rows.push({ area: 'kill -9', what: point, runs: t.runs, kills: t.kills, lost: t.f.lost, partial: t.f.partial, duplicates: t.f.duplicates, notes: [extra, named, other, ...t.f.details.slice(0, 3)].filter(Boolean).join('; ') });
       if (t.f.lost || t.f.partial || t.f.badDuplicates || t.f.tmpLeft || t.f.unparsable || t.f.details.length) problems.push(`${point}: ${t.f.details.slice(0, 5).join('; ')}`);
     }
     assert.deepEqual(problems, []);
@@ -78,8 +81,8 @@ function faultRows(parts: Array<Row & { problems: string[] }>): void {
 }
 
 const FAULTS = pick(2, 20);
-test(`faults: disk full, a broken Maildir, relay and remote failures (${FAULTS} rounds each)`, async () => {
-  faultRows([...(await diskFull(FAULTS)), await brokenMaildir(FAULTS), await relayFaults(FAULTS * 2), await remoteCuts(FAULTS * 2)]);
+test(`faults: disk full, a broken and an EACCES Maildir, relay, remote and link failures, the clock back an hour (${FAULTS} rounds each)`, async () => {
+  faultRows([...(await diskFull(FAULTS)), await brokenMaildir(FAULTS), await eaccesMaildir(FAULTS), await relayFaults(FAULTS * 2), await remoteCuts(FAULTS * 2), await linkDrops(FAULTS * 2), await clockBack(FAULTS)]);
 });
 
 const LOAD = { seconds: pick(3, 60), clients: pick(10, 100) };
