@@ -24,7 +24,7 @@ import { SmtpSession } from '../../src/smtpd/session';
 import { Pop3Session } from '../../src/pop3d/session';
 import { enqueue } from '../../src/mail/queue';
 import { scan } from '../../src/mail/maildir';
-import { scriptedSmtp } from '../helpers/scripted';
+import { scriptedPop3, scriptedSmtp } from '../helpers/scripted';
 
 for (const [program, command] of [['pop3d', 'CAPA'], ['smtpd', 'NOOP']]) {
   test(`${program} over a pipe pair ends at its timeout for a client that pipelines megabytes and never reads`, async () => {
@@ -154,6 +154,28 @@ test('queue-run: after the clock was stepped back, a deferred message is due one
     assert.match(readFileSync(join(po.dir, 'outpost.log'), 'utf8'), /the clock went back.*rescheduled/);
   } finally {
     await relay.close();
+    rmSync(po.dir, { recursive: true, force: true });
+  }
+});
+
+test('fetch: a RETR that brings an empty body for a listed message stores nothing and sends no DELE (keep=no)', async () => {
+  const body = Buffer.from(`From: <a@far.example>\r\nSubject: only copy\r\n\r\n${'the only good copy\r\n'.repeat(20)}`);
+  const server = await scriptedPop3({ messages: [body], overrides: { RETR: () => '+OK\r\n.' } });
+  const po = await makePostOffice(undefined, `account s local=alice@example.org protocol=pop3 host=127.0.0.1 port=${server.port} tls=none user=u password=p keep=no\n`);
+  const inbox = join(po.spool, 'mail', 'example.org', 'alice');
+  try {
+    const r = await runProgram('fetch', ['-c', po.cfgPath, '--timeout', '10']);
+    assert.equal(r.code, 75, r.stdout.toString() + r.stderr);
+    assert.equal(scan(inbox).length, 0, 'nothing stored');
+    assert.equal(server.mailbox.length, 1, 'still on the server');
+    server.override('RETR');
+    assert.equal((await runProgram('fetch', ['-c', po.cfgPath, '--timeout', '10'])).code, 0);
+    const got = scan(inbox);
+    assert.equal(got.length, 1);
+    assert.ok(readFileSync(got[0].path).subarray(-body.length).equals(body), 'whole');
+    assert.equal(server.mailbox.length, 0);
+  } finally {
+    await server.close();
     rmSync(po.dir, { recursive: true, force: true });
   }
 });
