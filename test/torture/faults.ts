@@ -1,7 +1,7 @@
 /**
  * faults — the environment failing under the programs (issue 11 item 4), each followed by the
  * next normal run and the spool invariant:
- *   - a full disk (a 4 MiB tmpfs, filled to ~60 KiB free) under smtpd's delivery (452 4.3.1,
+ *   - a full disk (a small tmpfs, filled to ~60 KiB free) under smtpd's delivery (452 4.3.1,
  *     nothing half-delivered; the client's retry after space returns arrives once), under fetch
  *     (it stops with 75, nothing is lost on the remote) and under queue-run's state write;
  *   - one broken Maildir (its tmp/ replaced by a file: EACCES cannot be made for root, ENOTDIR
@@ -38,10 +38,13 @@ function row(what: string, runs: number, f: Findings, notes: string[], problems:
   return { area: 'faults', what, runs, lost: f.lost, partial: f.partial, duplicates: f.duplicates, notes: [...notes, ...dup].join('; '), problems: [...problems, ...(f.badDuplicates || f.tmpLeft || f.unparsable || f.lost || f.partial ? f.details : [])] };
 }
 
-/** A post office whose spool lives on a fresh 4 MiB tmpfs; `fill(free)` leaves `free` bytes. */
-async function officeOnTmpfs(extra = ''): Promise<{ po: PostOffice; fill: (free: number) => void; unfill: () => void; done: () => void }> {
+/**
+ * A post office whose spool lives on a fresh tmpfs of `mib` MiB (room for what the rounds store:
+ * the full run's 20 smtpd rounds keep up to 8 MB); `fill(free)` leaves `free` bytes.
+ */
+async function officeOnTmpfs(extra = '', mib = 4): Promise<{ po: PostOffice; fill: (free: number) => void; unfill: () => void; done: () => void }> {
   const mnt = mkdtempSync(join(tmpdir(), 'outpost-full-'));
-  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', mnt]);
+  execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${mib}m`, 'tmpfs', mnt]);
   const po = await makePostOffice(undefined, extra);
   const spool = join(mnt, 'spool');
   // The whole layout and every Maildir moves along: smtpd refuses a spool with parts missing.
@@ -76,7 +79,7 @@ export async function diskFull(rounds: number): Promise<Array<Row & { problems: 
   const out: Array<Row & { problems: string[] }> = [];
   // smtpd
   {
-    const t = await officeOnTmpfs('network 127.0.0.0/8\n');
+    const t = await officeOnTmpfs('network 127.0.0.0/8\n', 4 + rounds);
     const ledger = new Ledger();
     const problems: string[] = [];
     const replies = new Map<string, number>();
