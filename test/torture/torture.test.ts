@@ -58,13 +58,13 @@ test(`fuzz: ${CORE} sessions through the SMTP and POP3 cores`, () => {
   fuzzRows(['SMTP core (smtpd/session.ts), mutated dialogues and hostile lines', r.smtp], ['POP3 core (pop3d/session.ts), mutated dialogues and hostile lines', r.pop3]);
 });
 
-const REAL = pick(6, 300);
+const REAL = pick(6, 150);
 test(`fuzz: ${REAL} real smtpd and pop3d sessions over pipes`, async () => {
   const r = await fuzzPrograms(REAL);
   fuzzRows(['smtpd over pipes: hostile, slow, never-reading clients', r.smtpd], ['pop3d over pipes: hostile, slow, never-reading clients', r.pop3d]);
 });
 
-const FETCHES = pick(3, 100);
+const FETCHES = pick(3, 60);
 test(`fuzz: ${FETCHES} fetch runs against a hostile POP3/IMAP server`, async () => {
   fuzzRows(['fetch POP3/IMAP clients vs. a garbage-answering server', await fuzzFetch(FETCHES)]);
 });
@@ -82,7 +82,7 @@ function faultRows(parts: Array<Row & { problems: string[] }>): void {
 
 const FAULTS = pick(2, 20);
 test(`faults: disk full, a broken and an EACCES Maildir, relay, remote and link failures, the clock back an hour (${FAULTS} rounds each)`, async () => {
-  faultRows([...(await diskFull(FAULTS)), await brokenMaildir(FAULTS), await eaccesMaildir(FAULTS), await relayFaults(FAULTS * 2), await remoteCuts(FAULTS * 2), await linkDrops(FAULTS * 2), await clockBack(FAULTS)]);
+  faultRows([...(await diskFull(FAULTS)), await brokenMaildir(FAULTS), await eaccesMaildir(FAULTS), await relayFaults(FAULTS * 2), await remoteCuts(FAULTS * 2), await linkDrops(FAULTS), await clockBack(FAULTS)]);
 });
 
 const LOAD = { seconds: pick(3, 60), clients: pick(10, 100) };
