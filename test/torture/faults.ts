@@ -29,7 +29,7 @@ import { cut, scriptedImap, scriptedPop3, scriptedSmtp } from '../helpers/script
 import { startLinkProxy, type LinkProxy } from '../helpers/linkproxy';
 import { makeSystemUser } from '../helpers/owner';
 import { retryDelay } from '../../src/queue-run/state';
-import { dataBlock, finalReplies, freshId, int, message, messageId, oneOf, rnd, runKillable, type Row } from './common';
+import { dataBlock, finalReplies, freshId, int, message, messageId, oneOf, rnd, runKillable, sleep, type Row } from './common';
 import { addFindings, checkSpool, Ledger, noFindings, type Findings, onRemote } from './invariant';
 
 /** A row from findings, with extra notes and problems (must be none). */
@@ -299,13 +299,25 @@ export async function remoteCuts(rounds: number): Promise<Row & { problems: stri
   return row('remote cutting mid-RETR / mid-FETCH, then a normal fetch', rounds, f, [], problems);
 }
 
+/** The queue's next attempt times (ms since the epoch), from <spool>/queue/state/*.json. */
+function nextAttempts(spool: string): number[] {
+  const dir = join(spool, 'queue', 'state');
+  let files: string[] = [];
+  try {
+    files = readdirSync(dir).filter((f) => f.endsWith('.json'));
+  } catch {
+    return [];
+  }
+  return files.map((f) => (JSON.parse(readFileSync(join(dir, f), 'utf8')) as { nextAttempt: number }).nextAttempt);
+}
+
 /**
  * The link dropping mid-sync under dial: dial (link `lan kind=always`, the default commands fetch
  * then queue-run) reaches the remote and the relay through one line (two linkproxy ports, one
  * line: a cut on either takes both down, open connections cut and new ones refused, as when the
  * carrier is lost) which drops after a random number of bytes; dial must exit 75 (or 0 when the
  * sync ended first), nothing be half-delivered; then the line is up again and the next dial
- * cycle exits 0 with every message in exactly one place (the relay's 250 lost with the line
+ * cycle, after the retry delay the drop gave the queue, exits 0 with every message in exactly one place (the relay's 250 lost with the line
  * after the final dot is the named duplicate case).
  */
 export async function linkDrops(rounds: number): Promise<Row & { problems: string[] }> {
@@ -355,6 +367,9 @@ export async function linkDrops(rounds: number): Promise<Row & { problems: strin
         if (id && mid.copies.get(id) === 2) ledger.allowDuplicate(id, "the line dropped after the final dot, before the relay's 250: relayed again");
       }
       line.forEach((p) => (p.cutAfter(undefined), p.setDown(false)));
+      // The next cycle comes after the retry delay the drop gave the queue (retry_min 1 s): a
+      // cycle before it rightly leaves the deferred messages queued.
+      await sleep(Math.min(5000, Math.max(0, ...nextAttempts(po.spool).map((t) => t - Date.now()))));
       const again = await runKillable('dial', ['-c', po.cfgPath], { limitMs: 90000 });
       if (again.code !== 0) problems.push(`the next dial exited ${again.code}: ${again.stdout.toString().trim().slice(-200)} ${again.stderr.trim().slice(-200)}`);
       const f = checkSpool(po.cfgPath, po.spool, ledger, { outside: { relay: relay.received.map((m) => m.body), remote: onRemote(server) } });

@@ -12,6 +12,8 @@
  * (invariant.ts) is checked. Locks a killed process left are aged past proper-lockfile's 30 s
  * staleness, and at the end of each batch tmp/ files and sweep stamps are aged past 36 h, the
  * owner runs once more and every tmp/ must be empty.
+ * Each part's `rounds` argument is the number of kills it must make: it runs rounds until it has
+ * them (`more`; an instant after the program ended kills nothing), at most 4 × as many.
  * Results: one Tally per kill point (program, phase, instant kind), see `tallies`.
  */
 import { readdirSync, readFileSync, rmSync, statSync, utimesSync } from 'node:fs';
@@ -31,6 +33,18 @@ export interface Tally {
 }
 /** Kill point name ("smtpd DATA / fsync") → its counts. */
 export const tallies = new Map<string, Tally>();
+/** Kills so far at the points of one part ("smtpd", "dial", ...). */
+function killsOf(part: string): number {
+  let n = 0;
+  for (const [point, t] of tallies) if (point.startsWith(part + ' ')) n += t.kills;
+  return n;
+}
+/**
+ * Whether a part goes on: until it has `kills` kills (a round whose instant came after the
+ * program ended kills nothing), at most 4 × `kills` rounds.
+ */
+const more = (part: string, kills: number, round: number): boolean => killsOf(part) < kills && round < 4 * kills;
+
 function tally(point: string, killed: boolean, f: Findings): void {
   const t = tallies.get(point) ?? { runs: 0, kills: 0, f: noFindings() };
   t.runs++;
@@ -112,7 +126,7 @@ export async function killSmtpd(rounds: number): Promise<void> {
   const po = await makePostOffice(undefined, 'network 127.0.0.0/8\n');
   const ledger = new Ledger();
   try {
-    for (let i = 0; i < rounds; i++) {
+    for (let i = 0; more('smtpd', rounds, i); i++) {
       const bdat = rnd() < 0.4;
       const msgs = Array.from({ length: int(1, 3) }, () => {
         const id = freshId('smtpd');
@@ -197,7 +211,7 @@ export async function killPop3d(rounds: number): Promise<void> {
   const ledger = new Ledger();
   const client: Buffer[] = [];
   try {
-    for (let i = 0; i < rounds; i++) {
+    for (let i = 0; more('pop3d', rounds, i); i++) {
       const only: string[] = [];
       for (let k = int(1, 4); k > 0; k--) {
         const id = freshId('pop3d');
@@ -250,7 +264,7 @@ export async function killMailcfg(rounds: number): Promise<void> {
   const po = await makePostOffice();
   const added: string[] = [];
   try {
-    for (let i = 0; i < rounds; i++) {
+    for (let i = 0; more('mailcfg', rounds, i); i++) {
       const d = `d${i}.torture.example`;
       const kill = randomKill(500, 3, ['fsync', 'rename', 'write']);
       const r = await runKillable('mailcfg', ['-c', po.cfgPath, 'domain', 'add', d], { kill });
@@ -289,7 +303,7 @@ export async function killQueueRun(rounds: number): Promise<void> {
   const queue = join(po.spool, 'queue');
   const ledger = new Ledger();
   try {
-    for (let i = 0; i < rounds; i++) {
+    for (let i = 0; more('queue-run', rounds, i); i++) {
       const ids: string[] = [];
       for (let k = int(1, 3); k > 0; k--) {
         const id = freshId('queue');
@@ -336,7 +350,7 @@ export async function killQueueRun(rounds: number): Promise<void> {
  * fetch must complete and each message be on the remote or in a Maildir exactly once.
  */
 export async function killFetch(rounds: number): Promise<void> {
-  for (let i = 0; i < rounds; i++) {
+  for (let i = 0; more('fetch', rounds, i); i++) {
     const imap = rnd() < 0.5;
     const multi = rnd() < 0.4;
     const ledger = new Ledger();
@@ -401,7 +415,7 @@ function startedCommand(logPath: string): boolean {
  * or at the relay, exactly once (the queue-run duplicate case named as in killQueueRun).
  */
 export async function killDial(rounds: number): Promise<void> {
-  for (let i = 0; i < rounds; i++) {
+  for (let i = 0; more('dial', rounds, i); i++) {
     const imap = rnd() < 0.5;
     const ledger = new Ledger();
     const bodies: Buffer[] = [];
@@ -453,13 +467,16 @@ export async function killDial(rounds: number): Promise<void> {
   }
 }
 
-/** The kill parts with their round counts (quick, full): at least 500 kills in the full run. */
+/**
+ * The kill parts with their kill counts (quick, full; each part runs rounds until it has them,
+ * at most 4 × as many rounds): 500 kills in the full run.
+ */
 export const KILL_PARTS: Array<[string, (n: number) => Promise<void>, number]> = [
-  ['smtpd', killSmtpd, pick(5, 200)],
-  ['pop3d', killPop3d, pick(3, 100)],
-  ['mailcfg', killMailcfg, pick(3, 60)],
-  ['queue-run', killQueueRun, pick(3, 80)],
-  ['fetch', killFetch, pick(3, 120)],
-  ['dial', killDial, pick(2, 60)],
+  ['smtpd', killSmtpd, pick(5, 150)],
+  ['pop3d', killPop3d, pick(3, 80)],
+  ['mailcfg', killMailcfg, pick(3, 50)],
+  ['queue-run', killQueueRun, pick(3, 70)],
+  ['fetch', killFetch, pick(3, 100)],
+  ['dial', killDial, pick(2, 50)],
 ];
 

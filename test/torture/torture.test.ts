@@ -24,9 +24,9 @@ after(() => {
   console.log('\n' + report);
 });
 
-for (const [name, run, rounds] of KILL_PARTS) {
-  test(`kill -9 at random instants: ${name} (${rounds} rounds)`, async () => {
-    await run(rounds);
+for (const [name, run, kills] of KILL_PARTS) {
+  test(`kill -9 at random instants: ${name} (${kills} kills)`, async () => {
+    await run(kills);
     const problems: string[] = [];
     let first = true;
     for (const [point, t] of tallies) {
