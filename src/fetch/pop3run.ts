@@ -30,7 +30,9 @@
  * (a changed message K, a STAT below K, an -ERR) means the whole listing. Nor does the order:
  * new messages are fetched smallest first (account.ts smallFirst), and one over the run's cap
  * (account.ts overCap) is left on the server. Budgets are checked before each RETR is sent; a
- * RETR in flight finishes.
+ * RETR in flight finishes. A RETR that brings less than half the size LIST gave (an empty body
+ * from a broken server) is not stored and not deleted: the account exits 75, the message stays on
+ * the server for a later run (a DELE would take the only good copy).
  * Listings are streamed and capped: at most LISTED_MAX entries are kept (the newest), each line at
  * most 1 KiB (longer ones are not used); a UIDL outside RFC 1939 section 7 (1–70 octets in
  * 0x21–0x7E) is hashed (pop3.ts safeUidl) before it is used anywhere.
@@ -46,6 +48,13 @@ import { stage as newStage } from './store';
 
 /** Most UIDL/LIST entries kept from one listing (about 200 bytes of memory each). */
 const LISTED_MAX = 100_000;
+
+/** A RETR that brought less than half the listed size (thrown inside the body's reader). */
+class Short extends Error {
+  constructor(readonly got: number) {
+    super(`only ${got} bytes arrived`);
+  }
+}
 
 /** Bytes of RETR replies kept in flight (well above 256 kbit/s × 600 ms). */
 const WINDOW = 64 * 1024;
@@ -228,6 +237,7 @@ async function session(ctx: Ctx, meter: Meter, timeout: number, skip: Set<string
   let conn: Pop3Conn | undefined;
   let todo: Msg[] = [];
   const done = new Set<string>();
+  let short = 0;
   try {
     conn = await Pop3Conn.open({ host: a.host, port: a.port, tls: a.tls, ca: a.ca ? readFileSync(a.ca) : undefined, timeout, onSocket: (s) => meter.track(s) });
     // The capabilities of the last session that ended well, if this server offered PIPELINING
@@ -341,9 +351,18 @@ async function session(ctx: Ctx, meter: Meter, timeout: number, skip: Set<string
           checkGrowth(got, m.size, cap, budget);
           return stage.write(b);
         });
+        if (got * 2 < m.size) throw new Short(got);
         await stage.close();
       } catch (err) {
         await stage.discard();
+        if (err instanceof Short) {
+          // Far less than LIST said (RFC 1939 5: the exact size): a server that lost the body
+          // would take the only good copy with our DELE. Nothing stored, not deleted, retried.
+          inflight -= m.size;
+          short++;
+          log('warn', `RETR ${m.n} (${m.uidl}) gave ${got} bytes for a message listed as ${m.size}: nothing stored, left on the server`, { account: a.name });
+          continue;
+        }
         if (err instanceof Abandoned) {
           skip.add(m.uidl);
           log('warn', `message ${m.uidl} abandoned, nothing of it stored: ${err.message}`, { account: a.name });
@@ -378,6 +397,10 @@ async function session(ctx: Ctx, meter: Meter, timeout: number, skip: Set<string
     if (done.has(m.uidl)) continue;
     r.left++;
     r.leftBytes += m.size;
+  }
+  if (short && !r.exit) {
+    r.exit = EX_TEMPFAIL;
+    r.error = `${short} message(s) arrived with less than half their listed size: left on the server for a later run`;
   }
   if (r.overBudget && !r.exit) r.exit = EX_TEMPFAIL;
   return { r, again };

@@ -12,11 +12,14 @@
  *     never followed) — `mailcfg check --fix` gives them back;
  *   - (deep) a Maildir that is a symbolic link, or lies under one below the spool (maildir.ts
  *     maildirLinkProblem); the daemons refuse such a mailbox alone, at its use;
- *   - missing spool directories and Maildirs, unreadable TLS files (judged for the mail owner
- *     when root runs the check), tls_cert without tls_key, aliases pointing nowhere.
+ *   - missing spool directories and Maildirs (and Maildirs that cannot be reached: EACCES),
+ *     unreadable TLS files (judged for the mail owner when root runs the check), tls_cert without
+ *     tls_key, aliases pointing nowhere.
  *
- * Pure of side effects (stat, lstat, readdir only); never throws. Every problem is a Diag at the
- * line concerned (0: the file as a whole), `problem; fix: ...`.
+ * diskProblems is pure of side effects (stat, lstat, readdir only) and never throws. Every
+ * problem is a Diag at the line concerned (0: the file as a whole), `problem; fix: ...`; one that
+ * concerns a single mailbox's Maildir names it (MailboxDiag.mailbox): the daemons log it and
+ * serve every other mailbox (mailCfgSource.problems), `mailcfg check` reports it like the rest.
  */
 import { accessSync, constants, existsSync, lstatSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
@@ -28,6 +31,7 @@ import { logTarget, SPOOL_DIRS } from './spool';
 import { maildirLinkProblem } from './maildir';
 import type { ConfigSource } from '../lib/daemon';
 import { OutpostError } from '../lib/errors';
+import { log } from '../lib/log';
 import { EX_CONFIG } from '../lib/exits';
 
 /** The line of the last `kw` entry (whose first argument is `arg`, when given), else 0. */
@@ -79,15 +83,22 @@ function notOwnedBy(p: string, uid: number): boolean {
 /** At most this many paths are named in one ownership problem. */
 const NAMED = 5;
 
+/** A disk problem; `mailbox` is set when it concerns that one mailbox's Maildir only. */
+export interface MailboxDiag extends Diag {
+  mailbox?: string;
+}
+
 /**
- * Everything the disk shows (see the header), after the text's own diags.
+ * Everything the disk shows (see the header), after the text's own diags. A problem of one
+ * mailbox's Maildir (missing, unreachable — EACCES —, or not the mail owner's; not deep: the
+ * Maildir and its tmp/, new/, cur/ only) carries that mailbox's address in `mailbox`.
  * @param deep mailcfg check: the trust problems, and every file of the spool walked for its owner;
  *   else (the daemons' start, once per connection under inetd, right after mailCfgSource.load
  *   refused every trust problem) no trust problem again, and only the spool's directories and
  *   each Maildir's for their owner.
  */
-export function diskProblems(cfg: Config, deep: boolean): Diag[] {
-  const out: Diag[] = deep ? trustDiags(cfg) : [];
+export function diskProblems(cfg: Config, deep: boolean): MailboxDiag[] {
+  const out: MailboxDiag[] = deep ? trustDiags(cfg) : [];
   const root = process.geteuid!() === 0;
   const ownerLine = lineOf(cfg, 'mail_owner');
   const name = cfg.scalars.mail_owner;
@@ -103,22 +114,35 @@ export function diskProblems(cfg: Config, deep: boolean): Diag[] {
     // at RCPT, pop3d -ERR [SYS/TEMP]), which it must do anyway for a link made after it started.
     const link = deep ? maildirLinkProblem(u.maildir, cfg.spool) : undefined;
     if (link) {
-      out.push({ line: u.line, message: `the Maildir of ${u.address}: ${link}` });
+      out.push({ line: u.line, mailbox: u.address, message: `the Maildir of ${u.address}: ${link}` });
       continue;
     }
-    const missing = ['tmp', 'new', 'cur'].map((d) => join(u.maildir, d)).filter((d) => !existsSync(d));
-    if (missing.length) out.push({ line: u.line, message: `the Maildir of ${u.address} is missing (${missing.join(' ')}); fix: mkdir -p -m 700 ${missing.join(' ')}` });
+    const missing: string[] = [];
+    const unreachable: string[] = [];
+    for (const d of ['tmp', 'new', 'cur'].map((x) => join(u.maildir, x))) {
+      try {
+        lstatSync(d);
+      } catch (err) {
+        ((err as NodeJS.ErrnoException).code === 'ENOENT' ? missing : unreachable).push(d);
+      }
+    }
+    if (missing.length) out.push({ line: u.line, mailbox: u.address, message: `the Maildir of ${u.address} is missing (${missing.join(' ')}); fix: mkdir -p -m 700 ${missing.join(' ')}` });
+    if (unreachable.length) out.push({ line: u.line, mailbox: u.address, message: `the Maildir of ${u.address} cannot be reached (${unreachable.join(' ')}: EACCES or similar); fix: chmod 700 ${u.maildir} ${unreachable.join(' ')}, owned by mail_owner (mailcfg -c ${cfg.path} check --fix as root)` });
   }
   const uid = owner?.uid ?? (name ? undefined : process.geteuid!());
   if (uid !== undefined && cfg.spool) {
-    const maildirs = [...cfg.users.values()].map((u) => u.maildir);
-    const wrong = deep
-      ? [cfg.spool, ...maildirs.filter((m) => !m.startsWith(cfg.spool + '/'))].flatMap((d) => wrongOwners(d, uid))
-      : [cfg.spool, ...SPOOL_DIRS.map((d) => join(cfg.spool, d)), ...maildirs.flatMap((m) => [m, join(m, 'tmp'), join(m, 'new'), join(m, 'cur')])].filter((p) => notOwnedBy(p, uid));
-    if (wrong.length) {
-      const who = name ?? `uid ${uid}`;
+    const who = name ?? `uid ${uid}`;
+    const ownership = (wrong: string[], line: number, mailbox?: string): void => {
+      if (!wrong.length) return;
       const named = wrong.slice(0, NAMED).join(' ') + (wrong.length > NAMED ? ` and ${wrong.length - NAMED} more` : '');
-      out.push({ line: ownerLine, message: `${wrong.length} file${wrong.length === 1 ? '' : 's'} or director${wrong.length === 1 ? 'y' : 'ies'} in the spool not owned by mail_owner ${who} (${named}), which the programs then cannot use; fix: mailcfg -c ${cfg.path} check --fix (as root)` });
+      out.push({ line, mailbox, message: `${wrong.length} file${wrong.length === 1 ? '' : 's'} or director${wrong.length === 1 ? 'y' : 'ies'} in the spool not owned by mail_owner ${who} (${named}), which the programs then cannot use; fix: mailcfg -c ${cfg.path} check --fix (as root)` });
+    };
+    if (deep) {
+      const maildirs = [...cfg.users.values()].map((u) => u.maildir);
+      ownership([cfg.spool, ...maildirs.filter((m) => !m.startsWith(cfg.spool + '/'))].flatMap((d) => wrongOwners(d, uid)), ownerLine);
+    } else {
+      ownership([cfg.spool, ...SPOOL_DIRS.map((d) => join(cfg.spool, d))].filter((p) => notOwnedBy(p, uid)), ownerLine);
+      for (const u of cfg.users.values()) ownership([u.maildir, ...['tmp', 'new', 'cur'].map((d) => join(u.maildir, d))].filter((p) => notOwnedBy(p, uid)), u.line, u.address);
     }
   }
   const reader = root && owner && owner.uid !== 0 ? owner : undefined;
@@ -161,7 +185,11 @@ export const mailCfgSource: ConfigSource<Config> = {
   owner: (cfg) => ({ path: cfg.path, name: cfg.scalars.mail_owner }),
   log: (cfg) => ({ target: logTarget(cfg), level: cfg.scalars.log_level as 'error' | 'info' | 'debug' }),
   problems(cfg) {
-    const p = diskProblems(cfg, false);
+    const all = diskProblems(cfg, false);
+    // One mailbox's broken Maildir stops that mailbox only — its mail gets a 4xx at delivery, its
+    // login -ERR [SYS/TEMP] — never everyone's (issue 11: EACCES on one Maildir): logged, not refused.
+    for (const d of all) if (d.mailbox) log('warn', `${formatDiags(cfg.path, [d])}; its mail waits (4xx) until fixed`, { mailbox: d.mailbox });
+    const p = all.filter((d) => !d.mailbox);
     return p.length ? `${formatDiags(cfg.path, p)}\n(run "mailcfg -c ${cfg.path} check" after fixing)` : undefined;
   },
 };

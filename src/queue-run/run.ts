@@ -20,6 +20,11 @@
  * a DSN (time on hold does not count: state.queuedMs). A permanent one (5xx) fails the recipient at once. Once a message is older than
  * delay_warning and still pending, the sender gets one "delayed" DSN.
  *
+ * A next attempt further ahead of the clock than retryDelay(attempts) can only come from the clock
+ * being stepped back after it was set (or from retry_min/retry_max lowered since): it is moved to
+ * now + retryDelay(attempts), so a step back
+ * never adds its size to the wait (and a retry never comes sooner than the schedule's spacing).
+ *
  * Held messages (queue-run --hold, admin.ts) are skipped: neither sent, expired nor warned about.
  *
  * Locking: one queue-run per queue (lib/lock on <queue>/.queue-run); a second one fails at once
@@ -156,6 +161,15 @@ class Runner {
         this.expire(item, now);
         await this.settle(item);
         continue;
+      }
+      const delay = retryDelay(st.attempts, this.retryMin, this.retryMax) * 1000;
+      if (!st.inProgress && st.nextAttempt - now > delay) {
+        // Further ahead than the schedule puts it: the clock was stepped back since (or retry_min
+        // or retry_max lowered). Due one retry delay from now, not an extra hour (or however far
+        // the step went) later.
+        log('warn', 'next attempt lies further ahead than its retry delay (the clock went back, or retry_min/retry_max were lowered); rescheduled', { id: item.id, was: iso(st.nextAttempt), next: iso(now + delay) });
+        st.nextAttempt = now + delay;
+        saveState(this.queueDir, st);
       }
       if (!this.opts.flush && st.nextAttempt > now && !st.inProgress) {
         this.res.notDue++;

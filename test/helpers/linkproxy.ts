@@ -4,7 +4,8 @@
  * connections (one line shared by all), byte counters, and a cut after N bytes.
  *
  * Use: const p = await startLinkProxy({ target: {host, port}, rateBps: 32000, rttMs: 300 });
- *      connect clients to 127.0.0.1:p.port; p.stats(); p.cutAfter(bytes); await p.close().
+ *      connect clients to 127.0.0.1:p.port; p.stats(); p.cutAfter(bytes); p.setDown(true);
+ *      await p.close().
  * "Held" (stats().heldMs) runs from the first connection's accept to half a round trip after
  * the last one's close was passed on and its last bytes delivered (the hang-up reaching the far
  * end; bytes towards a client that closed are undeliverable and not waited for): a client that
@@ -26,6 +27,8 @@ export interface LinkProxyOptions {
   /** Called for every chunk as it is delivered at the far end: direction, bytes, and ms since the
    * link was opened (a trace of the round trips; bench/fetch.ts BENCH_TRACE). */
   onChunk?: (dir: 'up' | 'down', bytes: Buffer, ms: number) => void;
+  /** Called when an armed cut fires (e.g. to take a second proxy of the same line down too). */
+  onCut?: () => void;
 }
 
 export interface LinkStats {
@@ -44,6 +47,9 @@ export interface LinkProxy {
   stats: () => LinkStats;
   /** Arms (or re-arms) a cut after `bytes` more bytes; undefined disarms. */
   cutAfter: (bytes: number | undefined) => void;
+  /** The line down (true: every open connection is cut and new ones are closed at once, as when
+   *  the carrier is lost) or up again (false). */
+  setDown: (down: boolean) => void;
   close: () => Promise<void>;
 }
 
@@ -58,6 +64,7 @@ export async function startLinkProxy(opts: LinkProxyOptions): Promise<LinkProxy>
   let open = 0;
   let openedAt = 0;
   const sockets = new Set<Socket>();
+  let down = false;
 
   const pipe = (from: Socket, to: Socket, dir: 'up' | 'down', onCut: () => void) => {
     // The sender is paused while its chunk is "on the line" (transmission time), and the chunk
@@ -102,6 +109,10 @@ export async function startLinkProxy(opts: LinkProxyOptions): Promise<LinkProxy>
   };
 
   const server = createServer((client) => {
+    if (down) {
+      client.destroy();
+      return;
+    }
     stats.connections++;
     if (open++ === 0) openedAt = Date.now();
     const upstream = connect(opts.target.port, opts.target.host);
@@ -121,6 +132,7 @@ export async function startLinkProxy(opts: LinkProxyOptions): Promise<LinkProxy>
       stats.cuts++;
       cutAt = Infinity;
       finish();
+      opts.onCut?.();
     };
     client.on('error', finish);
     upstream.on('error', finish);
@@ -144,6 +156,10 @@ export async function startLinkProxy(opts: LinkProxyOptions): Promise<LinkProxy>
     stats: () => ({ ...stats, heldMs: stats.heldMs + (open ? Date.now() - openedAt : 0) }),
     cutAfter: (bytes) => {
       cutAt = bytes === undefined ? Infinity : stats.up + stats.down + bytes;
+    },
+    setDown: (d) => {
+      down = d;
+      if (d) for (const s of sockets) s.destroy();
     },
     close: () =>
       new Promise<void>((res) => {

@@ -130,8 +130,11 @@ export async function startServices(kind: SuperServer, cfgPath: string, services
       const argv = daemonArgv(cfgPath, s);
       if (kind === 'tcpserver') {
         requireTool('tcpserver');
-        // -R no ident lookup, -H no reverse DNS, -l 0 no local name lookup, -c concurrency.
-        run('tcpserver', ['-R', '-H', '-l', '0', '-c', '200', '127.0.0.1', String(s.port), ...argv]);
+        // -R no ident lookup, -H no reverse DNS, -l 0 no local name lookup, -c concurrency, -b the
+        // listen backlog: the default 20 overflows when 100 load clients connect at once while
+        // tcpserver forks slowly, and a client whose handshake the kernel then dropped waits
+        // for a greeting forever (it speaks only after the server).
+        run('tcpserver', ['-R', '-H', '-l', '0', '-c', '200', '-b', '200', '127.0.0.1', String(s.port), ...argv]);
       } else if (kind.startsWith('ssa-')) {
         requireTool('systemd-socket-activate');
         const flags = kind === 'ssa-inetd' ? ['--inetd', '-a'] : kind === 'ssa-accept' ? ['-a'] : [];

@@ -12,7 +12,9 @@
  * Errors: requireTool's install hint when strace is missing (never a silent skip).
  */
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { childEnv, dist, requireTool } from '../helpers/postoffice';
 
 /** True for the full run (`make torture`), false for the quick one (`make check`). */
@@ -49,6 +51,7 @@ export function randomBytes(n: number): Buffer {
 }
 
 let serial = 0;
+let straced = 0;
 /** A fresh Message-ID local part, unique in this run: t<seed>.<n>. */
 export const freshId = (tag: string): string => `${tag}.${SEED}.${++serial}`;
 
@@ -95,7 +98,8 @@ export interface Ran {
   stderr: string;
   code: number | null;
   signal: NodeJS.Signals | null;
-  /** True when the child was killed (by us or by strace's injected SIGKILL). */
+  /** True when the child was killed (by us, or by strace's injected SIGKILL in any process of
+   *  its tree: strace's output shows `+++ killed by SIGKILL`). */
   killed: boolean;
   /** True when it outlived the safety limit. */
   hung: boolean;
@@ -116,9 +120,12 @@ export function runKillable(program: string, args: string[], opts: { input?: Buf
     let cmd = process.execPath;
     let argv = [dist(program), ...args];
     const k = opts.kill;
+    // strace's own output (the traced calls and each tracee's end) tells whether the injected
+    // SIGKILL fired in any process of the tree: a killed child of dial leaves dial exiting 75.
+    const straceOut = k && 'syscall' in k ? join(tmpdir(), `torture-strace.${process.pid}.${++straced}`) : '';
     if (k && 'syscall' in k) {
       env.UV_THREADPOOL_SIZE = '1';
-      argv = ['-f', '-o', '/dev/null', '-e', `trace=${k.syscall}`, '-e', `inject=${k.syscall}:signal=SIGKILL:when=${k.n}`, cmd, ...argv];
+      argv = ['-f', '-o', straceOut, '-e', `trace=${k.syscall}`, '-e', `inject=${k.syscall}:signal=SIGKILL:when=${k.n}`, cmd, ...argv];
       cmd = requireTool('strace');
     }
     const child = spawn(cmd, argv, { env, stdio: ['pipe', 'pipe', 'pipe'] });
@@ -161,6 +168,14 @@ export function runKillable(program: string, args: string[], opts: { input?: Buf
       timers.forEach(clearTimeout);
       // strace mirrors its tracee's death: exit 137 or SIGKILL.
       if (signal === 'SIGKILL' || code === 137) killed = true;
+      if (straceOut) {
+        try {
+          if (readFileSync(straceOut, 'latin1').includes('+++ killed by SIGKILL')) killed = true;
+        } catch {
+          /* strace never started */
+        }
+        rmSync(straceOut, { force: true });
+      }
       res({ stdout: Buffer.concat(out), stderr: err, code, signal, killed: killed && !hung, hung, peakKiB });
     });
     if (typeof opts.input === 'function') opts.input(child.stdin!);

@@ -1,7 +1,7 @@
 /**
  * faults — the environment failing under the programs (issue 11 item 4), each followed by the
  * next normal run and the spool invariant:
- *   - a full disk (a 4 MiB tmpfs, filled to ~60 KiB free) under smtpd's delivery (452 4.3.1,
+ *   - a full disk (a small tmpfs, filled to ~60 KiB free) under smtpd's delivery (452 4.3.1,
  *     nothing half-delivered; the client's retry after space returns arrives once), under fetch
  *     (it stops with 75, nothing is lost on the remote) and under queue-run's state write;
  *   - one broken Maildir (its tmp/ replaced by a file: EACCES cannot be made for root, ENOTDIR
@@ -9,18 +9,27 @@
  *   - the upstream relay answering 4xx or cutting the connection at a random command (mid-DATA
  *     included): queue-run keeps the message and a later run relays it once (a cut after the
  *     final dot, before the 250, is the named duplicate case);
- *   - the remote dropping mid-RETR and mid-FETCH: the next fetch delivers it whole, once.
- * Needs root for the tmpfs mount (the suite runs as root, like `make check`); throws otherwise.
+ *   - the remote dropping mid-RETR and mid-FETCH: the next fetch delivers it whole, once;
+ *   - EACCES on one Maildir for real (the programs as an unprivileged mail owner, the Maildir
+ *     mode 000): that mailbox gets a 4xx and -ERR, the others are served;
+ *   - the line dropping mid-sync under dial (mid-fetch or mid-queue-run): the next cycle settles;
+ *   - the clock stepped back an hour (a preload shifts the programs' wall clock): retry schedules
+ *     never wait the step on top of their delay, Maildir and queue names stay unique.
+ * Needs root for the tmpfs mount and the mail owner (the suite runs as root, like `make check`);
+ * throws otherwise.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, statfsSync, writeFileSync, mkdirSync } from 'node:fs';
+import { chmodSync, chownSync, mkdtempSync, readdirSync, readFileSync, rmSync, statfsSync, writeFileSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { deliver } from '../../src/mail/maildir';
 import { enqueue } from '../../src/mail/queue';
 import { makePostOffice, type PostOffice } from '../helpers/postoffice';
 import { cut, scriptedImap, scriptedPop3, scriptedSmtp } from '../helpers/scripted';
-import { dataBlock, finalReplies, freshId, int, message, oneOf, rnd, runKillable, type Row } from './common';
+import { startLinkProxy, type LinkProxy } from '../helpers/linkproxy';
+import { makeSystemUser } from '../helpers/owner';
+import { retryDelay } from '../../src/queue-run/state';
+import { dataBlock, finalReplies, freshId, int, message, messageId, oneOf, rnd, runKillable, sleep, type Row } from './common';
 import { addFindings, checkSpool, Ledger, noFindings, type Findings, onRemote } from './invariant';
 
 /** A row from findings, with extra notes and problems (must be none). */
@@ -29,10 +38,13 @@ function row(what: string, runs: number, f: Findings, notes: string[], problems:
   return { area: 'faults', what, runs, lost: f.lost, partial: f.partial, duplicates: f.duplicates, notes: [...notes, ...dup].join('; '), problems: [...problems, ...(f.badDuplicates || f.tmpLeft || f.unparsable || f.lost || f.partial ? f.details : [])] };
 }
 
-/** A post office whose spool lives on a fresh 4 MiB tmpfs; `fill(free)` leaves `free` bytes. */
-async function officeOnTmpfs(extra = ''): Promise<{ po: PostOffice; fill: (free: number) => void; unfill: () => void; done: () => void }> {
+/**
+ * A post office whose spool lives on a fresh tmpfs of `mib` MiB (room for what the rounds store:
+ * the full run's 20 smtpd rounds keep up to 8 MB); `fill(free)` leaves `free` bytes.
+ */
+async function officeOnTmpfs(extra = '', mib = 4): Promise<{ po: PostOffice; fill: (free: number) => void; unfill: () => void; done: () => void }> {
   const mnt = mkdtempSync(join(tmpdir(), 'outpost-full-'));
-  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', mnt]);
+  execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${mib}m`, 'tmpfs', mnt]);
   const po = await makePostOffice(undefined, extra);
   const spool = join(mnt, 'spool');
   // The whole layout and every Maildir moves along: smtpd refuses a spool with parts missing.
@@ -67,7 +79,7 @@ export async function diskFull(rounds: number): Promise<Array<Row & { problems: 
   const out: Array<Row & { problems: string[] }> = [];
   // smtpd
   {
-    const t = await officeOnTmpfs('network 127.0.0.0/8\n');
+    const t = await officeOnTmpfs('network 127.0.0.0/8\n', 4 + rounds);
     const ledger = new Ledger();
     const problems: string[] = [];
     const replies = new Map<string, number>();
@@ -285,4 +297,226 @@ export async function remoteCuts(rounds: number): Promise<Row & { problems: stri
   }
   const f = all.reduce(addFindings, noFindings());
   return row('remote cutting mid-RETR / mid-FETCH, then a normal fetch', rounds, f, [], problems);
+}
+
+/** The queue's next attempt times (ms since the epoch), from <spool>/queue/state/*.json. */
+function nextAttempts(spool: string): number[] {
+  const dir = join(spool, 'queue', 'state');
+  let files: string[] = [];
+  try {
+    files = readdirSync(dir).filter((f) => f.endsWith('.json'));
+  } catch {
+    return [];
+  }
+  return files.map((f) => (JSON.parse(readFileSync(join(dir, f), 'utf8')) as { nextAttempt: number }).nextAttempt);
+}
+
+/**
+ * The link dropping mid-sync under dial: dial (link `lan kind=always`, the default commands fetch
+ * then queue-run) reaches the remote and the relay through one line (two linkproxy ports, one
+ * line: a cut on either takes both down, open connections cut and new ones refused, as when the
+ * carrier is lost) which drops after a random number of bytes; dial must exit 75 (or 0 when the
+ * sync ended first), nothing be half-delivered; then the line is up again and the next dial
+ * cycle, after the retry delay the drop gave the queue, exits 0 with every message in exactly one place (the relay's 250 lost with the line
+ * after the final dot is the named duplicate case).
+ */
+export async function linkDrops(rounds: number): Promise<Row & { problems: string[] }> {
+  const problems: string[] = [];
+  const all: Findings[] = [];
+  const codes = new Map<number, number>();
+  let fired = 0;
+  for (let i = 0; i < rounds; i++) {
+    const imap = rnd() < 0.5;
+    const ledger = new Ledger();
+    const bodies = Array.from({ length: int(1, 3) }, () => {
+      const id = freshId('ldin');
+      const b = message(id, oneOf([3000, 60000, 200000]));
+      ledger.add(id, b, true);
+      return b;
+    });
+    const server = imap ? await scriptedImap({ messages: bodies }) : await scriptedPop3({ messages: bodies });
+    const relay = await scriptedSmtp();
+    const line: LinkProxy[] = [];
+    const down = () => line.forEach((p) => p.setDown(true));
+    line.push(await startLinkProxy({ target: { host: '127.0.0.1', port: server.port }, onCut: down }));
+    line.push(await startLinkProxy({ target: { host: '127.0.0.1', port: relay.port }, onCut: down }));
+    const po = await makePostOffice(undefined, `relay default 127.0.0.1:${line[1].port} tls=none\naccount d local=alice@example.org protocol=${imap ? 'imap' : 'pop3'} host=127.0.0.1 port=${line[0].port} tls=none user=u password=p keep=no\nlink lan kind=always\nretry_min 1\n`);
+    const ids: string[] = [];
+    try {
+      let out = 0;
+      for (let k = int(1, 3); k > 0; k--) {
+        const id = freshId('ldout');
+        const b = message(id, oneOf([3000, 60000, 200000]));
+        ledger.add(id, b, true);
+        out += b.length;
+        await enqueue(join(po.spool, 'queue'), { sender: 'alice@example.org', recipients: ['x@far.example'] }, [b]);
+        ids.push(id);
+      }
+      // The drop: on the remote's side (mid-fetch) or the relay's (mid-queue-run), at a random byte.
+      const side = rnd() < 0.5 ? 0 : 1;
+      line[side].cutAfter(int(1, side === 0 ? bodies.reduce((a, b) => a + b.length, 0) + 500 : out + 500));
+      const r = await runKillable('dial', ['-c', po.cfgPath], { limitMs: 90000 });
+      codes.set(r.code ?? -1, (codes.get(r.code ?? -1) ?? 0) + 1);
+      const cut = line.some((p) => p.stats().cuts > 0);
+      if (cut) fired++;
+      if (cut ? r.code !== 75 && r.code !== 0 : r.code !== 0) problems.push(`dial with the line ${cut ? 'dropped' : 'up'} exited ${r.code}: ${r.stdout.toString().trim().slice(-200)}`);
+      const mid = checkSpool(po.cfgPath, po.spool, ledger, { outside: { relay: relay.received.map((m) => m.body), remote: onRemote(server) } });
+      if (mid.lost || mid.partial) problems.push(...mid.details);
+      for (const m of relay.received) {
+        const id = messageId(m.body);
+        if (id && mid.copies.get(id) === 2) ledger.allowDuplicate(id, "the line dropped after the final dot, before the relay's 250: relayed again");
+      }
+      line.forEach((p) => (p.cutAfter(undefined), p.setDown(false)));
+      // The next cycle comes after the retry delay the drop gave the queue (retry_min 1 s): a
+      // cycle before it rightly leaves the deferred messages queued.
+      await sleep(Math.min(5000, Math.max(0, ...nextAttempts(po.spool).map((t) => t - Date.now()))));
+      const again = await runKillable('dial', ['-c', po.cfgPath], { limitMs: 90000 });
+      if (again.code !== 0) problems.push(`the next dial exited ${again.code}: ${again.stdout.toString().trim().slice(-200)} ${again.stderr.trim().slice(-200)}`);
+      const f = checkSpool(po.cfgPath, po.spool, ledger, { outside: { relay: relay.received.map((m) => m.body), remote: onRemote(server) } });
+      if (onRemote(server).length) f.details.push(`${onRemote(server).length} message(s) left on the remote (keep=no)`);
+      const left = readdirSync(join(po.spool, 'queue', 'new')).length + readdirSync(join(po.spool, 'queue', 'cur')).length;
+      if (left) f.details.push(`${left} message(s) still queued`);
+      if (f.details.length && !f.lost && !f.partial && !f.badDuplicates) problems.push(...f.details);
+      all.push(f);
+    } finally {
+      for (const p of line) await p.close();
+      await server.close();
+      await relay.close();
+      rmSync(po.dir, { recursive: true, force: true });
+    }
+  }
+  const f = all.reduce(addFindings, noFindings());
+  return row('the line dropping mid-sync under dial (mid-fetch or mid-queue-run), then the next cycle', rounds, f, [`${fired} drops fired; dial's exit statuses: ${[...codes].map(([k, v]) => `${k}×${v}`).join(', ')}`], problems);
+}
+
+/**
+ * A preload (node --require) that sets this process's wall clock `ms` off (Date, Date.now and
+ * performance.timeOrigin; the monotonic clock is untouched, as in a real clock step). Files keep
+ * the kernel's real times, which is what a process started after the clock was stepped back sees
+ * of the files written before.
+ */
+function clockPreload(dir: string, ms: number): string {
+  const path = join(dir, `clock${ms}.js`);
+  writeFileSync(
+    path,
+    `const off = ${ms}; const R = Date;
+class D extends R { constructor(...a) { if (a.length === 0) super(R.now() + off); else super(...a); } static now() { return R.now() + off; } }
+globalThis.Date = D;
+const t = performance.timeOrigin + off; Object.defineProperty(performance, 'timeOrigin', { get: () => t });
+`,
+  );
+  return path;
+}
+
+/**
+ * The clock stepping back an hour (as after a bad NTP step or a dead RTC battery): messages
+ * deferred before the step (relay 450, retry_min 5 min, retry_max 1 h) and queue-runs after it
+ * (the programs see a clock an hour back: clockPreload). Sane means: no message's next attempt
+ * ever lies further ahead of the clock than the delay the schedule gives it (retryDelay of its
+ * attempts), so a step back never adds an hour of waiting; every Maildir and queue name stays
+ * unique (smtpd deliveries before and after the step, into a Maildir and the queue, all stored
+ * once); and the final run, relay sane, relays each queued message once.
+ */
+export async function clockBack(rounds: number): Promise<Row & { problems: string[] }> {
+  const relay = await scriptedSmtp({ overrides: { RCPT: () => '450 4.2.0 try later' } });
+  const po = await makePostOffice(undefined, `relay default 127.0.0.1:${relay.port} tls=none\nretry_min 300\nretry_max 3600\nnetwork 127.0.0.0/8\n`);
+  const back = { NODE_OPTIONS: `--require ${clockPreload(po.dir, -3600_000)}` };
+  const ledger = new Ledger();
+  const problems: string[] = [];
+  const notes: string[] = [];
+  const stateDir = join(po.spool, 'queue', 'state');
+  /** Next attempts further ahead of the clock `offMs` off than their schedule allows. */
+  const farAhead = (offMs: number): string[] => {
+    const now = Date.now() + offMs;
+    const out: string[] = [];
+    for (const f of readdirSync(stateDir).filter((x) => x.endsWith('.json'))) {
+      const st = JSON.parse(readFileSync(join(stateDir, f), 'utf8')) as { attempts: number; nextAttempt: number };
+      const allowed = retryDelay(st.attempts, 300, 3600) * 1000 + 60_000;
+      if (st.nextAttempt - now > allowed) out.push(`${f}: next attempt ${Math.round((st.nextAttempt - now) / 60000)} min ahead of the clock after ${st.attempts} attempt(s) (schedule: ${retryDelay(st.attempts, 300, 3600) / 60} min)`);
+    }
+    return out;
+  };
+  try {
+    let deferred = 0;
+    for (let i = 0; i < rounds; i++) {
+      // Before the step: two deliveries (one local, one queued) and a deferring queue-run.
+      for (const env of [{}, back]) {
+        for (const rcpt of ['alice@example.org', 'x@far.example']) {
+          const id = freshId('clock');
+          const b = message(id, 2000);
+          ledger.add(id, b);
+          const input = Buffer.concat([Buffer.from(`EHLO c.example\r\nMAIL FROM:<s@far.example>\r\nRCPT TO:<${rcpt}>\r\nDATA\r\n`), dataBlock(b), Buffer.from('QUIT\r\n')]);
+          const rep = finalReplies((await runKillable('smtpd', ['-c', po.cfgPath], { input, env: { ...env, TCPREMOTEIP: '127.0.0.1' } })).stdout)[5] ?? '(none)';
+          if (rep.startsWith('250 ')) ledger.ack(id);
+          else problems.push(`smtpd ${env === back ? 'after' : 'before'} the step refused ${rcpt}: ${rep}`);
+        }
+        const q = await runKillable('queue-run', ['-c', po.cfgPath], { env });
+        if (q.code !== 75 && q.code !== 0) problems.push(`queue-run ${env === back ? 'after' : 'before'} the step exited ${q.code}: ${q.stderr.trim().slice(-200)}`);
+        const ahead = farAhead(env === back ? -3600_000 : 0);
+        problems.push(...ahead.map((a) => `${env === back ? 'after' : 'before'} the step: ${a}`));
+      }
+      deferred = readdirSync(stateDir).length;
+    }
+    notes.push(`${deferred} message(s) deferred across the step`);
+    // The relay sane again; the clock still an hour back: everything is relayed once.
+    relay.override('RCPT');
+    const n = await runKillable('queue-run', ['-c', po.cfgPath, '--flush'], { env: back });
+    if (n.code !== 0) problems.push(`queue-run --flush after the step exited ${n.code}: ${n.stdout.toString().trim()} ${n.stderr.trim().slice(-200)}`);
+    const f = checkSpool(po.cfgPath, po.spool, ledger, { outside: { relay: relay.received.map((m) => m.body) } });
+    return row('the clock stepping back an hour: retry schedule and unique names (smtpd, queue-run)', rounds, f, notes, problems);
+  } finally {
+    await relay.close();
+    rmSync(po.dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * EACCES on one Maildir, for real: the programs run as an unprivileged mail owner (a system user
+ * made for this part, mail_owner, mail.cfg root:owner-group 0640 as `mailcfg init --owner` makes
+ * it), and bob's Maildir is made mode 000. bob's message gets a 4xx and his POP3 login an -ERR,
+ * alice's message is delivered and her POP3 session works; after the mode is repaired bob's
+ * retries arrive once.
+ */
+export async function eaccesMaildir(rounds: number): Promise<Row & { problems: string[] }> {
+  const u = makeSystemUser('outpost-tort');
+  const po = await makePostOffice();
+  const ledger = new Ledger();
+  const problems: string[] = [];
+  const replies = new Map<string, number>();
+  const pop3Bob = new Map<string, number>();
+  try {
+    chmodSync(po.dir, 0o755);
+    writeFileSync(po.cfgPath, readFileSync(po.cfgPath, 'utf8').replace(/^mail_owner .*$/m, `mail_owner ${u.name}`));
+    chownSync(po.cfgPath, 0, u.gid);
+    chmodSync(po.cfgPath, 0o640);
+    writeFileSync(join(po.dir, 'outpost.log'), '');
+    execFileSync('chown', ['-R', `${u.uid}:${u.gid}`, po.spool, join(po.dir, 'outpost.log')]);
+    const bob = po.load().users.get('bob@example.org')!.maildir;
+    chmodSync(bob, 0);
+    for (let i = 0; i < rounds; i++) {
+      const a = freshId('acc');
+      const b = freshId('eacces');
+      ledger.add(a, message(a, 2000));
+      ledger.add(b, message(b, 2000));
+      const ra = await smtpSend(po, 'alice@example.org', ledger.sent.get(a)!.bytes);
+      const rb = await smtpSend(po, 'bob@example.org', ledger.sent.get(b)!.bytes);
+      replies.set(rb.slice(0, 9), (replies.get(rb.slice(0, 9)) ?? 0) + 1);
+      if (ra.startsWith('250 ')) ledger.ack(a);
+      else problems.push(`alice's message refused: ${ra}`);
+      if (!rb.startsWith('4')) problems.push(`bob's Maildir mode 000: ${rb}`);
+      // pop3d: bob's login fails for now (-ERR), alice's session is whole.
+      for (const [who, pw] of [['alice', 'alicepw'], ['bob', 'bobpw']]) {
+        const p = await runKillable('pop3d', ['-c', po.cfgPath], { input: Buffer.from(`USER ${who}@example.org\r\nPASS ${pw}\r\nSTAT\r\nQUIT\r\n`), env });
+        const reps = finalReplies(p.stdout);
+        if (who === 'alice' ? reps.length !== 5 || reps.some((l) => !l.startsWith('+OK')) : !reps[2]?.startsWith('-ERR')) problems.push(`pop3d ${who} with bob's Maildir mode 000: ${reps.join(' / ')}`);
+        if (who === 'bob') pop3Bob.set(reps[2]?.slice(0, 20) ?? '(none)', (pop3Bob.get(reps[2]?.slice(0, 20) ?? '(none)') ?? 0) + 1);
+      }
+    }
+    chmodSync(bob, 0o700);
+    for (const [id, s] of ledger.sent) if (!s.acked && (await smtpSend(po, 'bob@example.org', s.bytes)).startsWith('250 ')) ledger.ack(id);
+    return row('EACCES on one Maildir (mode 000, programs as the mail owner), others unaffected, then repaired', rounds, checkSpool(po.cfgPath, po.spool, ledger), [`bob's SMTP replies: ${[...replies].map(([k, v]) => `${k}×${v}`).join(', ')}; bob's POP3 login: ${[...pop3Bob].map(([k, v]) => `${k}×${v}`).join(', ')}`], problems);
+  } finally {
+    rmSync(po.dir, { recursive: true, force: true });
+    u.remove();
+  }
 }

@@ -84,7 +84,8 @@ function mutate(lines: string[]): string[] {
         out.splice(i, 0, out[i] ?? '');
         break;
       case 2:
-        [out[i], out[out.length - 1 - i]] = [out[out.length - 1 - i], out[i]];
+        // (an empty list has nothing to swap: out[-1] would put `undefined` in as a line)
+        if (out.length) [out[i], out[out.length - 1 - i]] = [out[out.length - 1 - i], out[i]];
         break;
       case 3:
         out[i] = (out[i] ?? '').slice(0, int(0, (out[i] ?? '').length));
@@ -299,7 +300,9 @@ const GARBAGE = [
  * `n` fetch runs (POP3 or IMAP, keep=no) against a scripted server whose answer to one random
  * command is garbage (random bytes, huge lines, wrong sizes, a cut mid-reply): fetch exits with
  * a status from fetch(8) other than 70, shows no stack trace, and every message is on the server
- * or in the Maildir, whole.
+ * or in the Maildir, whole. The hostile run has --timeout 2 (a server that stops answering is
+ * waited for that long: the timeout is what is exercised, its length is not), the next normal
+ * run 5.
  */
 export async function fuzzFetch(n: number): Promise<FuzzResult> {
   const r = result();
@@ -320,7 +323,7 @@ export async function fuzzFetch(n: number): Promise<FuzzResult> {
     const server = imap ? await scriptedImap({ messages: bodies, overrides }) : await scriptedPop3({ messages: bodies, overrides });
     const po = await makePostOffice(undefined, `account h local=alice@example.org protocol=${imap ? 'imap' : 'pop3'} host=127.0.0.1 port=${server.port} tls=none user=u password=p keep=no\n`);
     try {
-      const ran = await runKillable('fetch', ['-c', po.cfgPath, '--timeout', '5'], { limitMs: 40000 });
+      const ran = await runKillable('fetch', ['-c', po.cfgPath, '--timeout', '2'], { limitMs: 40000 });
       r.peakKiB = Math.max(r.peakKiB, ran.peakKiB);
       codes.set(ran.code ?? -1, (codes.get(ran.code ?? -1) ?? 0) + 1);
       if (ran.hung) fail(r, `fetch hung (${imap ? 'IMAP' : 'POP3'} ${verb} → ${JSON.stringify(g).slice(0, 40)})`);

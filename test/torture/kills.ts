@@ -2,7 +2,8 @@
  * kills — kill -9 at random instants (issue 11 item 2): smtpd during DATA and BDAT (and so
  * between its fsync, rename and 250), pop3d during UPDATE, mailcfg during its writes, queue-run
  * between the relay's 250 and the queue update, fetch (POP3 and IMAP, single and multidrop)
- * between delivery, state write and DELE/expunge. Each instant is random: half timed (a random
+ * between delivery, state write and DELE/expunge, dial while fetch or queue-run runs (the
+ * default commands; dial alone killed, or any process of the cycle). Each instant is random: half timed (a random
  * delay after the start), half at a syscall boundary (the Nth fsync, rename, write or unlink,
  * strace's fault injection; common.ts runKillable).
  *
@@ -11,6 +12,8 @@
  * (invariant.ts) is checked. Locks a killed process left are aged past proper-lockfile's 30 s
  * staleness, and at the end of each batch tmp/ files and sweep stamps are aged past 36 h, the
  * owner runs once more and every tmp/ must be empty.
+ * Each part's `rounds` argument is the number of kills it must make: it runs rounds until it has
+ * them (`more`; an instant after the program ended kills nothing), at most 4 × as many.
  * Results: one Tally per kill point (program, phase, instant kind), see `tallies`.
  */
 import { readdirSync, readFileSync, rmSync, statSync, utimesSync } from 'node:fs';
@@ -19,7 +22,7 @@ import { deliver } from '../../src/mail/maildir';
 import { enqueue } from '../../src/mail/queue';
 import { makePostOffice, type PostOffice } from '../helpers/postoffice';
 import { scriptedImap, scriptedPop3, scriptedSmtp } from '../helpers/scripted';
-import { dataBlock, finalReplies, freshId, int, killKind, message, oneOf, pick, randomKill, rnd, runKillable, type KillAt } from './common';
+import { dataBlock, finalReplies, freshId, int, killKind, message, messageId, oneOf, pick, randomKill, rnd, runKillable, type KillAt } from './common';
 import { addFindings, checkSpool, Ledger, maildirsUnder, noFindings, type Findings, onRemote, walkDirs } from './invariant';
 
 /** Counts for one kill point. */
@@ -30,6 +33,18 @@ export interface Tally {
 }
 /** Kill point name ("smtpd DATA / fsync") → its counts. */
 export const tallies = new Map<string, Tally>();
+/** Kills so far at the points of one part ("smtpd", "dial", ...). */
+function killsOf(part: string): number {
+  let n = 0;
+  for (const [point, t] of tallies) if (point.startsWith(part + ' ')) n += t.kills;
+  return n;
+}
+/**
+ * Whether a part goes on: until it has `kills` kills (a round whose instant came after the
+ * program ended kills nothing), at most 4 × `kills` rounds.
+ */
+const more = (part: string, kills: number, round: number): boolean => killsOf(part) < kills && round < 4 * kills;
+
 function tally(point: string, killed: boolean, f: Findings): void {
   const t = tallies.get(point) ?? { runs: 0, kills: 0, f: noFindings() };
   t.runs++;
@@ -111,7 +126,7 @@ export async function killSmtpd(rounds: number): Promise<void> {
   const po = await makePostOffice(undefined, 'network 127.0.0.0/8\n');
   const ledger = new Ledger();
   try {
-    for (let i = 0; i < rounds; i++) {
+    for (let i = 0; more('smtpd', rounds, i); i++) {
       const bdat = rnd() < 0.4;
       const msgs = Array.from({ length: int(1, 3) }, () => {
         const id = freshId('smtpd');
@@ -196,7 +211,7 @@ export async function killPop3d(rounds: number): Promise<void> {
   const ledger = new Ledger();
   const client: Buffer[] = [];
   try {
-    for (let i = 0; i < rounds; i++) {
+    for (let i = 0; more('pop3d', rounds, i); i++) {
       const only: string[] = [];
       for (let k = int(1, 4); k > 0; k--) {
         const id = freshId('pop3d');
@@ -249,7 +264,7 @@ export async function killMailcfg(rounds: number): Promise<void> {
   const po = await makePostOffice();
   const added: string[] = [];
   try {
-    for (let i = 0; i < rounds; i++) {
+    for (let i = 0; more('mailcfg', rounds, i); i++) {
       const d = `d${i}.torture.example`;
       const kill = randomKill(500, 3, ['fsync', 'rename', 'write']);
       const r = await runKillable('mailcfg', ['-c', po.cfgPath, 'domain', 'add', d], { kill });
@@ -288,7 +303,7 @@ export async function killQueueRun(rounds: number): Promise<void> {
   const queue = join(po.spool, 'queue');
   const ledger = new Ledger();
   try {
-    for (let i = 0; i < rounds; i++) {
+    for (let i = 0; more('queue-run', rounds, i); i++) {
       const ids: string[] = [];
       for (let k = int(1, 3); k > 0; k--) {
         const id = freshId('queue');
@@ -335,7 +350,7 @@ export async function killQueueRun(rounds: number): Promise<void> {
  * fetch must complete and each message be on the remote or in a Maildir exactly once.
  */
 export async function killFetch(rounds: number): Promise<void> {
-  for (let i = 0; i < rounds; i++) {
+  for (let i = 0; more('fetch', rounds, i); i++) {
     const imap = rnd() < 0.5;
     const multi = rnd() < 0.4;
     const ledger = new Ledger();
@@ -368,12 +383,100 @@ export async function killFetch(rounds: number): Promise<void> {
   }
 }
 
-/** The kill parts with their round counts (quick, full): at least 500 kills in the full run. */
+// ---------------------------------------------------------------------------------------------
+// dial
+
+/** Per kill part, extra notes for its first report row. */
+export const partNotes = new Map<string, () => string>();
+/** How many of the dial kills landed while fetch or queue-run ran. */
+let dialInCommand = 0;
+let dialKills = 0;
+partNotes.set('dial', () => `${dialInCommand} of the ${dialKills} kills after dial had started fetch or queue-run (dial killed before its summary, or a command killed); timed kills within the last normal cycle's length`);
+/** The last normal dial cycle's length (ms): timed kills fall within it. */
+let cycleMs = 1500;
+
+/** Had the killed cycle's dial started a command (its log says "running")? */
+function startedCommand(logPath: string): boolean {
+  try {
+    return /dial\[\d+\] info: running /.test(readFileSync(logPath, 'latin1'));
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * `rounds` dial cycles (link `lan kind=always`, the default commands: fetch from a scripted POP3
+ * or IMAP remote with keep=no, then queue-run to a scripted relay), each killed at a random
+ * instant: timed (within the last normal cycle's length; SIGKILL to dial alone, so a running fetch
+ * or queue-run is orphaned and goes on by itself, as after `kill -9` of dial; the kill's run ends
+ * when the orphans have closed the inherited stdout), or at the Nth fsync/rename/write/unlink of any process
+ * of the cycle (strace -f: dial, fetch or queue-run). Then the next normal dial cycle must exit 0,
+ * and every remote message be in the Maildir or on the remote, every queued message in the queue
+ * or at the relay, exactly once (the queue-run duplicate case named as in killQueueRun).
+ */
+export async function killDial(rounds: number): Promise<void> {
+  for (let i = 0; more('dial', rounds, i); i++) {
+    const imap = rnd() < 0.5;
+    const ledger = new Ledger();
+    const bodies: Buffer[] = [];
+    for (let k = int(1, 3); k > 0; k--) {
+      const id = freshId('dialin');
+      const bytes = message(id, oneOf([100, 5000, 100000]));
+      ledger.add(id, bytes, true);
+      bodies.push(bytes);
+    }
+    const server = imap ? await scriptedImap({ messages: bodies }) : await scriptedPop3({ messages: bodies });
+    const relay = await scriptedSmtp();
+    const proto = imap ? 'imap' : 'pop3';
+    const po = await makePostOffice(undefined, `relay default 127.0.0.1:${relay.port} tls=none\naccount r local=alice@example.org protocol=${proto} host=127.0.0.1 port=${server.port} tls=none user=u password=p keep=no\nlink lan kind=always\n`);
+    const logPath = join(po.dir, 'outpost.log');
+    const ids: string[] = [];
+    try {
+      for (let k = int(1, 3); k > 0; k--) {
+        const id = freshId('dialout');
+        const bytes = message(id, oneOf([100, 5000, 80000]));
+        ledger.add(id, bytes, true);
+        await enqueue(join(po.spool, 'queue'), { sender: 'alice@example.org', recipients: [REMOTE] }, [bytes]);
+        ids.push(id);
+      }
+      const kill = randomKill(cycleMs, 5, ['fsync', 'rename', 'write', 'unlink']);
+      const r = await runKillable('dial', ['-c', po.cfgPath], { kill, limitMs: 90000 });
+      if (r.killed) dialKills++;
+      if (r.killed && startedCommand(logPath)) dialInCommand++;
+      // As in killQueueRun: what the relay took while its queue file stayed is relayed again.
+      const before = checkSpool(po.cfgPath, po.spool, ledger, { only: ids });
+      for (const m of relay.received) {
+        const id = messageId(m.body);
+        if (id && before.copies.get(id)) ledger.allowDuplicate(id, "queue-run (under dial) killed between the relay's 250 and the queue update: relayed again");
+      }
+      ageLocks(po.spool);
+      const t0 = Date.now();
+      const next = await runKillable('dial', ['-c', po.cfgPath], { limitMs: 90000 });
+      if (next.code === 0) cycleMs = Date.now() - t0;
+      const f = checkSpool(po.cfgPath, po.spool, ledger, { outside: { relay: relay.received.map((m) => m.body), remote: onRemote(server) } });
+      if (next.code !== 0) f.details.push(`next dial exited ${next.code}: ${next.stdout.toString().trim().slice(-200)} ${next.stderr.trim().slice(-200)}`);
+      const left = readdirSync(join(po.spool, 'queue', 'new')).length + readdirSync(join(po.spool, 'queue', 'cur')).length;
+      if (left) f.details.push(`${left} message(s) still queued after the next dial`);
+      if (onRemote(server).length) f.details.push(`${onRemote(server).length} message(s) still on the remote after the next dial (keep=no)`);
+      tally(`dial ${proto} / ${killKind(kill)}`, r.killed, f);
+    } finally {
+      await server.close();
+      await relay.close();
+      rmSync(po.dir, { recursive: true, force: true });
+    }
+  }
+}
+
+/**
+ * The kill parts with their kill counts (quick, full; each part runs rounds until it has them,
+ * at most 4 × as many rounds): 500 kills in the full run.
+ */
 export const KILL_PARTS: Array<[string, (n: number) => Promise<void>, number]> = [
-  ['smtpd', killSmtpd, pick(5, 200)],
-  ['pop3d', killPop3d, pick(3, 100)],
-  ['mailcfg', killMailcfg, pick(3, 60)],
-  ['queue-run', killQueueRun, pick(3, 80)],
-  ['fetch', killFetch, pick(3, 120)],
+  ['smtpd', killSmtpd, pick(5, 150)],
+  ['pop3d', killPop3d, pick(3, 80)],
+  ['mailcfg', killMailcfg, pick(3, 50)],
+  ['queue-run', killQueueRun, pick(3, 70)],
+  ['fetch', killFetch, pick(3, 100)],
+  ['dial', killDial, pick(2, 50)],
 ];
 

@@ -26,6 +26,9 @@ export interface LoadResult {
   examples: string[];
 }
 
+/** How long a load client waits for any reply (ms) before it gives the session up. */
+const REPLY_TIMEOUT_MS = 60000;
+
 /** A line client: `say(line)` sends and resolves with the reply's final line. */
 function client(port: number): Promise<{ say: (l: string | Buffer, more?: boolean) => Promise<string>; greet: Promise<string>; close: () => void; sock: Socket }> {
   return new Promise((res, rej) => {
@@ -48,10 +51,19 @@ function client(port: number): Promise<{ say: (l: string | Buffer, more?: boolea
         } else lines.push(l);
       }
     });
-    const next = () => new Promise<string>((r) => (lines.length ? r(lines.shift()!) : (waiter = r)));
-    const fail = (e: Error) => waiter?.(`(connection: ${e.message})`);
-    sock.on('error', fail);
-    sock.on('close', () => waiter?.('(closed)'));
+    // A reply that never comes ends the session (counted as an error, never a hang of the
+    // suite), and a socket closed while no one waited answers every later wait at once.
+    let ended = '';
+    const next = () => new Promise<string>((r) => (lines.length ? r(lines.shift()!) : ended ? r(ended) : (waiter = r)));
+    const end = (why: string) => {
+      ended ||= why;
+      const w = waiter;
+      waiter = null;
+      w?.(ended);
+    };
+    sock.setTimeout(REPLY_TIMEOUT_MS, () => sock.destroy(new Error(`no reply in ${REPLY_TIMEOUT_MS / 1000} s`)));
+    sock.on('error', (e: Error) => end(`(connection: ${e.message})`));
+    sock.on('close', () => end('(closed)'));
     sock.once('connect', () => res({ sock, greet: next(), say: (l) => (sock.write(l), next()), close: () => sock.destroy() }));
     sock.once('error', rej);
   });

@@ -12,9 +12,9 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ROOT } from '../helpers/postoffice';
 import { pick, renderReport, rows, type Row } from './common';
-import { KILL_PARTS, tallies } from './kills';
+import { KILL_PARTS, partNotes, tallies } from './kills';
 import { load } from './load';
-import { brokenMaildir, diskFull, relayFaults, remoteCuts } from './faults';
+import { brokenMaildir, clockBack, diskFull, eaccesMaildir, linkDrops, relayFaults, remoteCuts } from './faults';
 import { fuzzCores, fuzzFetch, fuzzMailCfg, fuzzPrograms, type FuzzResult } from './fuzz';
 
 const started = Date.now();
@@ -24,15 +24,18 @@ after(() => {
   console.log('\n' + report);
 });
 
-for (const [name, run, rounds] of KILL_PARTS) {
-  test(`kill -9 at random instants: ${name} (${rounds} rounds)`, async () => {
-    await run(rounds);
+for (const [name, run, kills] of KILL_PARTS) {
+  test(`kill -9 at random instants: ${name} (${kills} kills)`, async () => {
+    await run(kills);
     const problems: string[] = [];
+    let first = true;
     for (const [point, t] of tallies) {
       if (!point.startsWith(name)) continue;
+      const extra = first ? (partNotes.get(name)?.() ?? '') : '';
+      first = false;
       const named = [...t.f.dupCases].map(([why, n]) => `${n}× ${why}`).join('; ');
       const other = t.f.tmpLeft || t.f.unparsable ? `tmp left ${t.f.tmpLeft}, unparsable ${t.f.unparsable}` : '';
-      rows.push({ area: 'kill -9', what: point, runs: t.runs, kills: t.kills, lost: t.f.lost, partial: t.f.partial, duplicates: t.f.duplicates, notes: [named, other, ...t.f.details.slice(0, 3)].filter(Boolean).join('; ') });
+      rows.push({ area: 'kill -9', what: point, runs: t.runs, kills: t.kills, lost: t.f.lost, partial: t.f.partial, duplicates: t.f.duplicates, notes: [extra, named, other, ...t.f.details.slice(0, 3)].filter(Boolean).join('; ') });
       if (t.f.lost || t.f.partial || t.f.badDuplicates || t.f.tmpLeft || t.f.unparsable || t.f.details.length) problems.push(`${point}: ${t.f.details.slice(0, 5).join('; ')}`);
     }
     assert.deepEqual(problems, []);
@@ -55,13 +58,13 @@ test(`fuzz: ${CORE} sessions through the SMTP and POP3 cores`, () => {
   fuzzRows(['SMTP core (smtpd/session.ts), mutated dialogues and hostile lines', r.smtp], ['POP3 core (pop3d/session.ts), mutated dialogues and hostile lines', r.pop3]);
 });
 
-const REAL = pick(6, 300);
+const REAL = pick(6, 150);
 test(`fuzz: ${REAL} real smtpd and pop3d sessions over pipes`, async () => {
   const r = await fuzzPrograms(REAL);
   fuzzRows(['smtpd over pipes: hostile, slow, never-reading clients', r.smtpd], ['pop3d over pipes: hostile, slow, never-reading clients', r.pop3d]);
 });
 
-const FETCHES = pick(3, 100);
+const FETCHES = pick(3, 60);
 test(`fuzz: ${FETCHES} fetch runs against a hostile POP3/IMAP server`, async () => {
   fuzzRows(['fetch POP3/IMAP clients vs. a garbage-answering server', await fuzzFetch(FETCHES)]);
 });
@@ -78,8 +81,8 @@ function faultRows(parts: Array<Row & { problems: string[] }>): void {
 }
 
 const FAULTS = pick(2, 20);
-test(`faults: disk full, a broken Maildir, relay and remote failures (${FAULTS} rounds each)`, async () => {
-  faultRows([...(await diskFull(FAULTS)), await brokenMaildir(FAULTS), await relayFaults(FAULTS * 2), await remoteCuts(FAULTS * 2)]);
+test(`faults: disk full, a broken and an EACCES Maildir, relay, remote and link failures, the clock back an hour (${FAULTS} rounds each)`, async () => {
+  faultRows([...(await diskFull(FAULTS)), await brokenMaildir(FAULTS), await eaccesMaildir(FAULTS), await relayFaults(FAULTS * 2), await remoteCuts(FAULTS * 2), await linkDrops(FAULTS), await clockBack(FAULTS)]);
 });
 
 const LOAD = { seconds: pick(3, 60), clients: pick(10, 100) };

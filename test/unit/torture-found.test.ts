@@ -7,7 +7,10 @@
 // bounced a message for good when the relay answered 4xx to a pipelined MAIL FROM (it took the
 // RCPT's "503 MAIL first" as the recipient's verdict); smtpd said 451 4.3.0 for a full disk
 // where RFC 3463 has 452 4.3.1; queue-run on a full disk skipped the message whose state it
-// could not write and exited 0 ("everything went").
+// could not write and exited 0 ("everything went"); smtpd and pop3d refused every session
+// (421 4.3.5, -ERR [SYS/TEMP]) when one mailbox's Maildir was missing or unreachable (EACCES);
+// queue-run, after the clock was stepped back an hour, left a deferred message waiting the hour
+// on top of its retry delay.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
@@ -21,7 +24,7 @@ import { SmtpSession } from '../../src/smtpd/session';
 import { Pop3Session } from '../../src/pop3d/session';
 import { enqueue } from '../../src/mail/queue';
 import { scan } from '../../src/mail/maildir';
-import { scriptedSmtp } from '../helpers/scripted';
+import { scriptedPop3, scriptedSmtp } from '../helpers/scripted';
 
 for (const [program, command] of [['pop3d', 'CAPA'], ['smtpd', 'NOOP']]) {
   test(`${program} over a pipe pair ends at its timeout for a client that pipelines megabytes and never reads`, async () => {
@@ -108,6 +111,71 @@ test('queue-run on a full disk (its state cannot be written) exits 75 and keeps 
   } finally {
     execFileSync('umount', ['-l', mnt]);
     rmSync(mnt, { recursive: true, force: true });
+    rmSync(po.dir, { recursive: true, force: true });
+  }
+});
+
+test('smtpd and pop3d with one mailbox\'s Maildir missing serve the other mailboxes (no 421 4.3.5 for everyone)', async () => {
+  const po = await makePostOffice(undefined, 'network 127.0.0.0/8\n');
+  try {
+    rmSync(join(po.spool, 'mail', 'example.org', 'bob'), { recursive: true, force: true });
+    const msg = 'From: <s@far.example>\r\nSubject: x\r\n\r\nhi\r\n.\r\n';
+    const smtp = await runProgram('smtpd', ['-c', po.cfgPath], `EHLO c.example\r\nMAIL FROM:<s@far.example>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\n${msg}QUIT\r\n`, { TCPREMOTEIP: '127.0.0.1' });
+    assert.equal(smtp.code, 0, smtp.stderr);
+    assert.match(smtp.stdout.toString(), /^250 2\.0\.0 .*queued as/m);
+    assert.equal(scan(join(po.spool, 'mail', 'example.org', 'alice')).length, 1);
+    const pop = await runProgram('pop3d', ['-c', po.cfgPath], 'USER alice@example.org\r\nPASS alicepw\r\nSTAT\r\nQUIT\r\n', { TCPREMOTEIP: '127.0.0.1' });
+    assert.match(pop.stdout.toString(), /^\+OK 1 \d+\r$/m);
+    // The broken mailbox is named in the log, with its fix.
+    assert.match(readFileSync(join(po.dir, 'outpost.log'), 'utf8'), /warn: .*the Maildir of bob@example\.org is missing.*fix: mkdir -p -m 700 .* mailbox=bob@example\.org/);
+  } finally {
+    rmSync(po.dir, { recursive: true, force: true });
+  }
+});
+
+test('queue-run: after the clock was stepped back, a deferred message is due one retry delay from now, not the step later', async () => {
+  const relay = await scriptedSmtp({ overrides: { RCPT: () => '450 4.2.0 try later' } });
+  const po = await makePostOffice(undefined, `relay default 127.0.0.1:${relay.port} tls=none\nretry_min 300\nretry_max 3600\n`);
+  try {
+    const d = await enqueue(join(po.spool, 'queue'), { sender: 'alice@example.org', recipients: ['x@far.example'] }, [Buffer.from('Subject: x\r\n\r\nhi\r\n')]);
+    assert.equal((await runProgram('queue-run', ['-c', po.cfgPath])).code, 75);
+    const file = join(po.spool, 'queue', 'state', `${d.id}.json`);
+    // As if the clock stood an hour ahead at that attempt (it has been stepped back since).
+    const st = JSON.parse(readFileSync(file, 'utf8'));
+    assert.equal(st.attempts, 1);
+    st.nextAttempt += 3600_000;
+    writeFileSync(file, JSON.stringify(st));
+    const before = Date.now();
+    const r = await runProgram('queue-run', ['-c', po.cfgPath]);
+    assert.match(r.stdout.toString(), /1 not due yet/);
+    const after = JSON.parse(readFileSync(file, 'utf8'));
+    assert.equal(after.attempts, 1, 'not attempted again before its delay');
+    assert.ok(after.nextAttempt - before <= 300_000 + 5000, `next attempt ${Math.round((after.nextAttempt - before) / 60000)} min ahead (retry delay 5 min)`);
+    assert.match(readFileSync(join(po.dir, 'outpost.log'), 'utf8'), /the clock went back.*rescheduled/);
+  } finally {
+    await relay.close();
+    rmSync(po.dir, { recursive: true, force: true });
+  }
+});
+
+test('fetch: a RETR that brings an empty body for a listed message stores nothing and sends no DELE (keep=no)', async () => {
+  const body = Buffer.from(`From: <a@far.example>\r\nSubject: only copy\r\n\r\n${'the only good copy\r\n'.repeat(20)}`);
+  const server = await scriptedPop3({ messages: [body], overrides: { RETR: () => '+OK\r\n.' } });
+  const po = await makePostOffice(undefined, `account s local=alice@example.org protocol=pop3 host=127.0.0.1 port=${server.port} tls=none user=u password=p keep=no\n`);
+  const inbox = join(po.spool, 'mail', 'example.org', 'alice');
+  try {
+    const r = await runProgram('fetch', ['-c', po.cfgPath, '--timeout', '10']);
+    assert.equal(r.code, 75, r.stdout.toString() + r.stderr);
+    assert.equal(scan(inbox).length, 0, 'nothing stored');
+    assert.equal(server.mailbox.length, 1, 'still on the server');
+    server.override('RETR');
+    assert.equal((await runProgram('fetch', ['-c', po.cfgPath, '--timeout', '10'])).code, 0);
+    const got = scan(inbox);
+    assert.equal(got.length, 1);
+    assert.ok(readFileSync(got[0].path).subarray(-body.length).equals(body), 'whole');
+    assert.equal(server.mailbox.length, 0);
+  } finally {
+    await server.close();
     rmSync(po.dir, { recursive: true, force: true });
   }
 });
