@@ -602,3 +602,61 @@ test('POP3 keep=yes, the maildrop emptied remotely: the probe\'s replies are rea
     await s.close();
   }
 });
+
+test('POP3 keep=yes, a STAT that says 0 while UIDL K still answers: the records are kept (a STAT alone never forgets them); the next run fetches nothing twice', async () => {
+  const s = await scriptedPop3({ messages: [{ uidl: 'Z1', body: testMessage('zero 1') }, { uidl: 'Z2', body: testMessage('zero 2') }] });
+  try {
+    const po = await office('zs', 'pop3', s.port, 'keep=yes');
+    assert.equal((await fetch(po)).code, 0);
+    s.override('STAT', (c) => (c.conn.index === 1 ? '+OK 0 0' : undefined));
+    let r = await fetch(po);
+    assert.equal(r.code, 0, out(r));
+    assert.match(stateOf(po, 'zs'), /^uidl Z1$/m, 'the record survives a lying STAT');
+    r = await fetch(po);
+    assert.equal(r.code, 0, out(r));
+    assert.ok(!sent(s, 2).some((l) => l.startsWith('RETR')), s.text());
+    assert.deepEqual(bodies(po.alice), [testMessage('zero 1'), testMessage('zero 2')].sort(), 'each message exactly once');
+  } finally {
+    await s.close();
+  }
+});
+
+test('POP3 keep=no, a STAT that says 0 with DELEs pending from an earlier run: the records are kept; the next run sends the DELE, no RETR', async () => {
+  const s = await scriptedPop3({ messages: [{ uidl: 'P1', body: testMessage('pending 1') }] });
+  try {
+    const po = await office('zp', 'pop3', s.port, 'keep=no');
+    s.override('DELE', (c) => (c.conn.index === 0 ? '-ERR [SYS/TEMP] not now' : undefined));
+    assert.equal((await fetch(po)).code, 0);
+    assert.match(stateOf(po, 'zp'), /^uidl P1$/m);
+    s.override('STAT', (c) => (c.conn.index === 1 ? '+OK 0 0' : undefined));
+    let r = await fetch(po);
+    assert.equal(r.code, 0, out(r));
+    assert.match(stateOf(po, 'zp'), /^uidl P1$/m, 'the record survives a lying STAT');
+    r = await fetch(po);
+    assert.equal(r.code, 0, out(r));
+    assert.deepEqual(sent(s, 2).filter((l) => /^(RETR|DELE|QUIT)/.test(l)), ['DELE 1', 'QUIT']);
+    assert.equal(s.mailbox.length, 0);
+    assert.deepEqual(bodies(po.alice), [testMessage('pending 1')]);
+  } finally {
+    await s.close();
+  }
+});
+
+test('POP3 capabilities remembered with SASL PLAIN, the server no longer offers it: the refused AUTH is not a refused login (no 77); USER/PASS in the same session, the run fetches', async () => {
+  const s = await scriptedPop3({ messages: [{ uidl: 'S1', body: testMessage('sasl 1') }] });
+  try {
+    const po = await office('sp', 'pop3', s.port, 'keep=yes');
+    assert.equal((await fetch(po)).code, 0);
+    assert.match(stateOf(po, 'sp'), /^capa .* SASL,PLAIN$/m);
+    s.override('CAPA', () => '+OK capabilities\r\nUSER\r\nUIDL\r\nPIPELINING\r\n.');
+    s.override('AUTH', () => '-ERR unknown command');
+    s.mailbox.push({ uidl: 'S2', body: Buffer.from(testMessage('sasl 2')) });
+    const r = await fetch(po);
+    assert.equal(r.code, 0, out(r));
+    assert.ok(sent(s, 1).includes('USER u') && sent(s, 1).includes('RETR 2'), s.text());
+    assert.doesNotMatch(stateOf(po, 'sp'), /SASL/, 'what the server offers now is remembered');
+    assert.deepEqual(bodies(po.alice), [testMessage('sasl 1'), testMessage('sasl 2')].sort(), 'each message exactly once');
+  } finally {
+    await s.close();
+  }
+});
