@@ -254,7 +254,9 @@ export class Pop3Conn {
    * PIPELINING in it, CAPA goes first in the same write (allowed in the AUTHORIZATION state, RFC 2449 section 5)
    * and its reply replaces `capa` before the login's replies are read: the caller sees what the
    * server offers now (a server that stopped offering PIPELINING gets no more pipelined
-   * commands after these).
+   * commands after these). A login refused when the fresh CAPA would have chosen another
+   * method (auth=auto, SASL PLAIN no longer offered) is not a refusal: the replies to `after`
+   * (single-line commands only) are read and the login is sent again, chosen by the fresh CAPA.
    * @returns true when `after` was sent (PIPELINING), false when the caller must send it.
    * @throws Pop3Error (the server's -ERR; one without a response code counts as [AUTH]: the
    *   server refused the login, RFC 3206 section 4 — [IN-USE], [SYS/TEMP] keep theirs), or
@@ -274,13 +276,7 @@ export class Pop3Conn {
       await this.capabilities(); // nothing to pipeline CAPA with: its own round trip, as without a memory
       recheck = false;
     }
-    let lines: string[];
-    if (method === 'apop') {
-      if (!this.timestamp) throw new Pop3Error('-ERR the server greeting has no APOP timestamp; fix: auth=user or auth=plain', 'AUTH');
-      lines = [`APOP ${user} ${apopDigest(this.timestamp, password)}`];
-    } else if (method === 'plain' || (method === 'auto' && this.sasl.includes('PLAIN'))) {
-      lines = [`AUTH PLAIN ${Buffer.from(`\0${user}\0${password}`).toString('base64')}`];
-    } else lines = [`USER ${user}`, `PASS ${password}`];
+    const lines = this.loginLines(user, password, method);
     if (this.has('PIPELINING')) {
       this.write(...(recheck ? ['CAPA'] : []), ...lines, ...after);
       if (recheck) await this.readCapa();
@@ -294,6 +290,19 @@ export class Pop3Conn {
           if (!(err instanceof Pop3Error)) break;
         }
       }
+      if (first instanceof Pop3Error && recheck && this.loginLines(user, password, method)[0] !== lines[0]) {
+        // Chosen by remembered capabilities the server no longer offers (auth=auto: AUTH PLAIN
+        // sent, SASL PLAIN gone): not a refused login. `after` was answered unauthenticated
+        // (single-line replies, all -ERR); then the login again, chosen by what it offers now.
+        for (let i = 0; i < after.length; i++) {
+          const ok = await this.status().then(() => true, (err: unknown) => {
+            if (err instanceof Pop3Error) return false;
+            throw err;
+          });
+          if (ok) throw new Pop3Error(`-ERR [SYS/TEMP] the server answered ${after[i].split(' ')[0]} with +OK after refusing the login`, 'SYS/TEMP');
+        }
+        return this.sendLogin(user, password, method, after, false);
+      }
       if (first) throw first;
       return true;
     }
@@ -302,6 +311,17 @@ export class Pop3Conn {
       await this.status();
     }
     return false;
+  }
+
+  /** The login's command lines for `method` as `capa` chooses it (auto: AUTH PLAIN when SASL
+   * PLAIN is offered, else USER/PASS). @throws Pop3Error [AUTH] for apop without a timestamp. */
+  private loginLines(user: string, password: string, method: 'auto' | 'plain' | 'user' | 'apop'): string[] {
+    if (method === 'apop') {
+      if (!this.timestamp) throw new Pop3Error('-ERR the server greeting has no APOP timestamp; fix: auth=user or auth=plain', 'AUTH');
+      return [`APOP ${user} ${apopDigest(this.timestamp, password)}`];
+    }
+    if (method === 'plain' || (method === 'auto' && this.sasl.includes('PLAIN'))) return [`AUTH PLAIN ${Buffer.from(`\0${user}\0${password}`).toString('base64')}`];
+    return [`USER ${user}`, `PASS ${password}`];
   }
 
   /** Sends QUIT and waits for its +OK (the UPDATE state: DELEs take effect). */

@@ -25,7 +25,7 @@
  * Exactly once: a UIDL in the state is never fetched again; a recorded UIDL still on the server
  * with keep=no gets its DELE in the next session, without a RETR (DELE only takes effect at QUIT,
  * RFC 1939 section 6, so a drop before QUIT just repeats the DELEs). UIDLs no longer on the
- * server leave the state (after a whole listing). The `first` record changes nothing of this: it
+ * server leave the state (after a whole listing; never on a STAT of 0 alone). The `first` record changes nothing of this: it
  * only says which messages need not be listed, each one of them is in the state, and any doubt
  * (a changed message K, a STAT below K, an -ERR) means the whole listing. Nor does the order:
  * new messages are fetched smallest first (account.ts smallFirst), and one over the run's cap
@@ -263,7 +263,9 @@ async function session(ctx: Ctx, meter: Meter, timeout: number, skip: Set<string
     let listing: { msgs: Msg[]; truncated: boolean } | undefined;
     if (total === 0) {
       // An empty maildrop (RFC 1939 section 5: STAT counts every message, none is marked deleted
-      // yet) needs no listing: nothing to fetch, and nothing recorded is still there.
+      // yet) needs no listing: nothing to fetch. The records stay (pruned below only after a
+      // whole listing): a STAT alone is no proof that they are gone (one that says 0 while
+      // UIDL K still answers would otherwise have every message fetched again next run).
       listing = { msgs: [], truncated: false };
       st.first = undefined;
     } else if (first) {
@@ -278,8 +280,9 @@ async function session(ctx: Ctx, meter: Meter, timeout: number, skip: Set<string
     const { msgs, truncated } = listing;
 
     const onServer = new Set(msgs.map((m) => m.uidl));
-    // Pruned only after a whole listing (the short one shows messages K+1..N, 1..K unchanged).
-    if (!truncated && !st.first) for (const u of st.uidls) if (!onServer.has(u)) st.uidls.delete(u);
+    // Pruned only after a whole listing (the short one shows messages K+1..N, 1..K unchanged;
+    // an empty STAT is no listing).
+    if (!truncated && !st.first && total !== 0) for (const u of st.uidls) if (!onServer.has(u)) st.uidls.delete(u);
     const dele: Msg[] = a.keep ? [] : msgs.filter((m) => st.uidls.has(m.uidl));
     for (const m of msgs) {
       if (st.uidls.has(m.uidl) || skip.has(m.uidl)) continue;

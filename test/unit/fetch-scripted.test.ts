@@ -576,14 +576,15 @@ test('POP3 keep=no, an empty maildrop: STAT says 0, no listing, QUIT not waited 
     r = await fetch(po);
     assert.equal(r.code, 0, out(r));
     assert.deepEqual(sent(s, 1), ['CAPA', 'AUTH PLAIN AHUAcA==', 'STAT', 'QUIT']);
-    assert.doesNotMatch(stateOf(po, 'em'), /^uidl /m);
+    // A record (re-added from the Maildir stamp, state.ts reconcile) stays until a whole listing:
+    // a STAT of 0 alone prunes nothing (the lying-STAT tests below).
     assert.deepEqual(bodies(po.alice), [testMessage('empty 1')]);
   } finally {
     await s.close();
   }
 });
 
-test('POP3 keep=yes, the maildrop emptied remotely: the probe\'s replies are read, no listing, the records dropped; a new message is fetched once', async () => {
+test('POP3 keep=yes, the maildrop emptied remotely: the probe\'s replies are read, no listing, the records kept until the next whole listing; a new message is fetched once', async () => {
   const s = await scriptedPop3({ messages: [{ uidl: 'E1', body: testMessage('emptied 1') }] });
   try {
     const po = await office('ey', 'pop3', s.port, 'keep=yes');
@@ -592,12 +593,198 @@ test('POP3 keep=yes, the maildrop emptied remotely: the probe\'s replies are rea
     let r = await fetch(po);
     assert.equal(r.code, 0, out(r));
     assert.deepEqual(listings(s, 1), ['STAT', 'UIDL 1', 'LIST 1']);
-    assert.doesNotMatch(stateOf(po, 'ey'), /^(uidl|first) /m);
+    assert.doesNotMatch(stateOf(po, 'ey'), /^first /m);
+    assert.match(stateOf(po, 'ey'), /^uidl E1$/m, 'a STAT of 0 alone prunes nothing');
     s.mailbox.push({ uidl: 'E2', body: Buffer.from(testMessage('emptied 2')) });
     r = await fetch(po);
     assert.equal(r.code, 0, out(r));
     assert.deepEqual(listings(s, 2), ['STAT', 'UIDL', 'LIST']);
+    assert.doesNotMatch(stateOf(po, 'ey'), /^uidl E1$/m, 'pruned after the whole listing');
     assert.deepEqual(bodies(po.alice), [testMessage('emptied 1'), testMessage('emptied 2')].sort());
+  } finally {
+    await s.close();
+  }
+});
+
+test('POP3 keep=yes, a STAT that says 0 while UIDL K still answers: the records are kept (a STAT alone never forgets them); the next run fetches nothing twice', async () => {
+  const s = await scriptedPop3({ messages: [{ uidl: 'Z1', body: testMessage('zero 1') }, { uidl: 'Z2', body: testMessage('zero 2') }] });
+  try {
+    const po = await office('zs', 'pop3', s.port, 'keep=yes');
+    assert.equal((await fetch(po)).code, 0);
+    s.override('STAT', (c) => (c.conn.index === 1 ? '+OK 0 0' : undefined));
+    let r = await fetch(po);
+    assert.equal(r.code, 0, out(r));
+    assert.match(stateOf(po, 'zs'), /^uidl Z1$/m, 'the record survives a lying STAT');
+    r = await fetch(po);
+    assert.equal(r.code, 0, out(r));
+    assert.ok(!sent(s, 2).some((l) => l.startsWith('RETR')), s.text());
+    assert.deepEqual(bodies(po.alice), [testMessage('zero 1'), testMessage('zero 2')].sort(), 'each message exactly once');
+  } finally {
+    await s.close();
+  }
+});
+
+test('POP3 keep=no, a STAT that says 0 with DELEs pending from an earlier run: the records are kept; the next run sends the DELE, no RETR', async () => {
+  const s = await scriptedPop3({ messages: [{ uidl: 'P1', body: testMessage('pending 1') }] });
+  try {
+    const po = await office('zp', 'pop3', s.port, 'keep=no');
+    s.override('DELE', (c) => (c.conn.index === 0 ? '-ERR [SYS/TEMP] not now' : undefined));
+    assert.equal((await fetch(po)).code, 0);
+    assert.match(stateOf(po, 'zp'), /^uidl P1$/m);
+    s.override('STAT', (c) => (c.conn.index === 1 ? '+OK 0 0' : undefined));
+    let r = await fetch(po);
+    assert.equal(r.code, 0, out(r));
+    assert.match(stateOf(po, 'zp'), /^uidl P1$/m, 'the record survives a lying STAT');
+    r = await fetch(po);
+    assert.equal(r.code, 0, out(r));
+    assert.deepEqual(sent(s, 2).filter((l) => /^(RETR|DELE|QUIT)/.test(l)), ['DELE 1', 'QUIT']);
+    assert.equal(s.mailbox.length, 0);
+    assert.deepEqual(bodies(po.alice), [testMessage('pending 1')]);
+  } finally {
+    await s.close();
+  }
+});
+
+test('POP3 capabilities remembered with SASL PLAIN, the server no longer offers it: the refused AUTH is not a refused login (no 77); USER/PASS in the same session, the run fetches', async () => {
+  const s = await scriptedPop3({ messages: [{ uidl: 'S1', body: testMessage('sasl 1') }] });
+  try {
+    const po = await office('sp', 'pop3', s.port, 'keep=yes');
+    assert.equal((await fetch(po)).code, 0);
+    assert.match(stateOf(po, 'sp'), /^capa .* SASL,PLAIN$/m);
+    s.override('CAPA', () => '+OK capabilities\r\nUSER\r\nUIDL\r\nPIPELINING\r\n.');
+    s.override('AUTH', () => '-ERR unknown command');
+    s.mailbox.push({ uidl: 'S2', body: Buffer.from(testMessage('sasl 2')) });
+    const r = await fetch(po);
+    assert.equal(r.code, 0, out(r));
+    assert.ok(sent(s, 1).includes('USER u') && sent(s, 1).includes('RETR 2'), s.text());
+    assert.doesNotMatch(stateOf(po, 'sp'), /SASL/, 'what the server offers now is remembered');
+    assert.deepEqual(bodies(po.alice), [testMessage('sasl 1'), testMessage('sasl 2')].sort(), 'each message exactly once');
+  } finally {
+    await s.close();
+  }
+});
+
+test('POP3 capabilities remembered, PASS refused and the pipelined STAT answered +OK anyway: 77, nothing listed or fetched, the capabilities forgotten', async () => {
+  const s = await scriptedPop3({ messages: [{ uidl: 'F1', body: testMessage('failed pass 1') }] });
+  try {
+    const po = await office('fp', 'pop3', s.port, 'keep=yes auth=user');
+    assert.equal((await fetch(po)).code, 0);
+    s.mailbox.push({ uidl: 'F2', body: Buffer.from(testMessage('failed pass 2')) });
+    s.override('PASS', () => '-ERR [AUTH] invalid login');
+    s.override('STAT', () => '+OK 2 400');
+    s.override('UIDL', () => '+OK 1 F1');
+    s.override('LIST', () => `+OK 1 ${s.mailbox[0].body.length}`);
+    const r = await fetch(po);
+    assert.equal(r.code, 77, out(r));
+    assert.deepEqual(sent(s, 1), ['CAPA', 'USER u', 'PASS p', 'STAT', 'UIDL 1', 'LIST 1']);
+    assert.doesNotMatch(stateOf(po, 'fp'), /^capa /m);
+    assert.deepEqual(bodies(po.alice), [testMessage('failed pass 1')]);
+  } finally {
+    await s.close();
+  }
+});
+
+test('POP3 capabilities remembered, the CAPA reply with an extra +OK line after its end (keep=no): replies read out of step never delete a message not stored; the next run stores each message once', async () => {
+  const s = await scriptedPop3({ messages: [{ uidl: 'X1', body: testMessage('extra 1') }] });
+  /** How many stored messages have subject `extra i`, per i. */
+  const counts = (po: PostOffice & { alice: string }) => [1, 2, 3, 4].map((i) => bodies(po.alice).filter((b) => b.includes(`Subject: extra ${i}\r\n`)).length);
+  try {
+    const po = await office('xl', 'pop3', s.port, 'keep=no');
+    assert.equal((await fetch(po)).code, 0);
+    assert.equal(s.mailbox.length, 0);
+    for (let i = 2; i <= 4; i++) s.mailbox.push({ uidl: `X${i}`, body: Buffer.from(testMessage(`extra ${i}`, {}, i * 100)) });
+    s.override('CAPA', (c) => (c.conn.index === 1 ? '+OK capabilities\r\nUSER\r\nUIDL\r\nPIPELINING\r\nSASL PLAIN\r\n.\r\n+OK 3 900' : undefined));
+    await fetch(po);
+    const have = counts(po);
+    // Every message deleted on connection 1 is stored (message n is `extra n+1`).
+    for (const l of sent(s, 1).filter((x) => x.startsWith('DELE'))) assert.equal(have[Number(l.split(' ')[1])], 1, `${l} of a message not stored: ${s.text()}`);
+    s.override('CAPA', () => undefined);
+    const r = await fetch(po);
+    assert.equal(r.code, 0, out(r));
+    assert.deepEqual(counts(po), [1, 1, 1, 1], 'each message exactly once');
+  } finally {
+    await s.close();
+  }
+});
+
+test('POP3 a capa record for another port or tls is not used: CAPA alone', async () => {
+  const s = await scriptedPop3({ messages: [testMessage('other server')] });
+  try {
+    const po = await office('os', 'pop3', s.port, 'keep=yes');
+    assert.equal((await fetch(po)).code, 0);
+    const path = join(po.spool, 'fetch', 'os.state');
+    for (const other of [`none%3A127.0.0.1%3A${s.port + 1}`, `implicit%3A127.0.0.1%3A${s.port}`]) {
+      writeFileSync(path, readFileSync(path, 'utf8').replace(/^capa \S+/m, `capa ${other}`));
+      s.override('CAPA', (c) => {
+        assert.ok(c.conn.received().endsWith('CAPA\r\n'), 'CAPA alone');
+      });
+      const r = await fetch(po);
+      assert.equal(r.code, 0, out(r));
+    }
+    assert.equal(s.connections(), 3);
+  } finally {
+    await s.close();
+  }
+});
+
+test('POP3 keep=no, QUIT answered -ERR (the UPDATE state failed, RFC 1939 section 6): 75, the records kept; the next run sends the DELEs again, no RETR', async () => {
+  const s = await scriptedPop3({ messages: [{ uidl: 'Q1', body: testMessage('update 1') }, { uidl: 'Q2', body: testMessage('update 2') }] });
+  try {
+    const po = await office('uq', 'pop3', s.port, 'keep=no');
+    s.override('QUIT', (c) => {
+      if (c.conn.index !== 0) return undefined;
+      c.conn.end();
+      return '-ERR [SYS/TEMP] some deleted messages not removed';
+    });
+    let r = await fetch(po);
+    assert.equal(r.code, 75, out(r));
+    assert.equal(s.mailbox.length, 2, 'nothing removed');
+    assert.match(stateOf(po, 'uq'), /^uidl Q1$/m);
+    assert.match(stateOf(po, 'uq'), /^uidl Q2$/m);
+    r = await fetch(po);
+    assert.equal(r.code, 0, out(r));
+    assert.deepEqual(sent(s, 1).filter((l) => /^(RETR|DELE|QUIT)/.test(l)), ['DELE 1', 'DELE 2', 'QUIT']);
+    assert.equal(s.mailbox.length, 0);
+    assert.equal(stored(po.alice).length, 2, 'each message exactly once');
+  } finally {
+    await s.close();
+  }
+});
+
+test('POP3 capabilities remembered, the server no longer pipelines and answers -ERR to what was sent ahead: 75, nothing lost; the next run asks CAPA alone and fetches once', async () => {
+  const s = await scriptedPop3({ messages: [{ uidl: 'A1', body: testMessage('ahead 1') }] });
+  try {
+    const po = await office('ah', 'pop3', s.port, 'keep=yes');
+    assert.equal((await fetch(po)).code, 0);
+    s.mailbox.push({ uidl: 'A2', body: Buffer.from(testMessage('ahead 2')) });
+    s.override('CAPA', () => '+OK capabilities\r\nUSER\r\nUIDL\r\n.');
+    s.override('STAT', (c) => (c.conn.index === 1 ? '-ERR pipelining not supported' : undefined));
+    let r = await fetch(po);
+    assert.equal(r.code, 75, out(r));
+    assert.doesNotMatch(stateOf(po, 'ah'), /^capa /m);
+    r = await fetch(po);
+    assert.equal(r.code, 0, out(r));
+    assert.deepEqual(sent(s, 2).filter((l) => /^(CAPA|RETR)/.test(l)), ['CAPA', 'RETR 2']);
+    assert.equal(stored(po.alice).length, 2, 'each message exactly once');
+  } finally {
+    await s.close();
+  }
+});
+
+test('POP3 capabilities remembered, the pipelined group answered in pieces cut mid-line (CAPA\'s reply ends inside AUTH\'s write): read as one stream, the run fetches once, PIPELINING remembered', async () => {
+  const s = await scriptedPop3({ messages: [{ uidl: 'B1', body: testMessage('pieces 1') }] });
+  try {
+    const po = await office('bp', 'pop3', s.port, 'keep=yes');
+    assert.equal((await fetch(po)).code, 0);
+    s.mailbox.push({ uidl: 'B2', body: Buffer.from(testMessage('pieces 2')) });
+    s.override('CAPA', (c) => (c.conn.index === 1 ? Buffer.from('+OK capabilities\r\nUSER\r\nUIDL\r\nPIPE') : undefined));
+    s.override('AUTH', (c) => (c.conn.index === 1 && c.reply() ? Buffer.from('LINING\r\nSASL PLAIN\r\n.\r\n+OK logged in\r\n+OK 2 ') : undefined));
+    s.override('STAT', (c) => (c.conn.index === 1 ? Buffer.from(`${s.mailbox.reduce((n, m) => n + m.body.length, 0)}\r\n`) : undefined));
+    const r = await fetch(po);
+    assert.equal(r.code, 0, out(r));
+    assert.deepEqual(sent(s, 1).filter((l) => /^RETR/.test(l)), ['RETR 2']);
+    assert.match(stateOf(po, 'bp'), /^capa \S+ PIPELINING SASL,PLAIN$/m);
+    assert.equal(stored(po.alice).length, 2, 'each message exactly once');
   } finally {
     await s.close();
   }
