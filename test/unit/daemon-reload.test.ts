@@ -133,11 +133,16 @@ test('a broken edit keeps the last good configuration and is logged once, naming
   assert.equal(reloadErrors().length, 2);
 });
 
-test('a reload refused for what the disk shows (a Maildir missing) is tried again at the next connection once the disk is fixed, with mail.cfg unchanged', async () => {
+test('a reload refused for what the disk shows (a spool directory missing) is tried again at the next connection once the disk is fixed, with mail.cfg unchanged', async () => {
+  // (One mailbox's missing Maildir no longer refuses a start or a reload: that mailbox alone
+  // waits. A missing spool directory still refuses the whole configuration.)
   const before = reloadErrors().length;
   const text = readFileSync(po.cfgPath, 'utf8');
   const alice = /^user alice@example\.org (\S+)/m.exec(text)![1];
-  // A mailbox added by hand: mail.cfg first, the Maildir (mkdir) after it.
+  for (const d of ['tmp', 'new', 'cur']) mkdirSync(join(po.spool, 'mail', 'example.org', 'carol', d), { recursive: true, mode: 0o700 });
+  const fetchDir = join(po.spool, 'fetch');
+  rmSync(fetchDir, { recursive: true, force: true });
+  // A mailbox added by hand while the spool lacks a directory.
   const tmp = po.cfgPath + '.tmp';
   writeFileSync(tmp, text + `user carol@example.org ${alice}\n`, { mode: 0o600 });
   renameSync(tmp, po.cfgPath);
@@ -145,9 +150,8 @@ test('a reload refused for what the disk shows (a Maildir missing) is tried agai
   assert.match(await popLogin('new secret', 'carol@example.org'), /^-ERR/);
   const errs = reloadErrors().slice(before);
   assert.equal(errs.length, 1, `one line for this version and problem, not one per connection: ${errs.join('\n')}`);
-  assert.match(errs[0], /Maildir of carol@example\.org is missing/);
-  const md = /mkdir -p -m 700 (.*?); fix:/.exec(errs[0])![1].split(' ');
-  for (const d of md) mkdirSync(d, { recursive: true, mode: 0o700 });
+  assert.match(errs[0], /spool directories missing: \S*fetch/);
+  mkdirSync(fetchDir, { mode: 0o700 });
   assert.match(await popLogin('new secret', 'carol@example.org'), /^\+OK/, 'the fix on disk is seen without touching mail.cfg');
   assert.match(await popLogin('new secret'), /^\+OK/);
   assert.equal(reloadErrors().length, before + 1);
