@@ -16,7 +16,7 @@
  * The configuration is the daemon's business (src/lib stays below src/mail): it passes a
  * ConfigSource (mail/config.ts: mailCfgSource) that loads it and says where to log.
  */
-import { statSync } from 'node:fs';
+import { fileIdentity as identity } from './fsutil';
 import { runMain, stderrIsClient, VERSION } from './cli';
 import { log, setupLog } from './log';
 import { Conn, listenAddress, serve } from './transport';
@@ -51,16 +51,6 @@ export function enter<C>(name: string, source: ConfigSource<C>, cfg: C, check: b
   setupLog(name, l.target, l.level);
   const problems = check ? source.problems(cfg) : undefined;
   if (problems) throw new OutpostError(problems, { code: 'ECONFIG', exit: EX_CONFIG });
-}
-
-/** What tells one version of a file from another: dev, ino, size, mtime (ns); '' when it cannot be stat'ed. */
-function identity(path: string): string {
-  try {
-    const st = statSync(path, { bigint: true });
-    return `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}`;
-  } catch {
-    return '';
-  }
 }
 
 /**

@@ -11,6 +11,20 @@
 import { closeSync, fchownSync, fstatSync, fsyncSync, futimesSync, openSync, readFileSync, renameSync, writeSync, constants, unlinkSync, statSync, chmodSync, Stats } from 'node:fs';
 import { dirname, basename, join } from 'node:path';
 
+/**
+ * What tells one version of a file from another (dev, inode, size, mtime in ns), as Dovecot tells
+ * a changed passwd-file: a file replaced by rename has a new inode, one rewritten in place a new
+ * size or mtime. @returns that identity as a string, or '' when the file cannot be stat'ed.
+ */
+export function fileIdentity(path: string): string {
+  try {
+    const st = statSync(path, { bigint: true });
+    return `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}`;
+  } catch {
+    return '';
+  }
+}
+
 /** fsyncs a directory so that renames and creations inside it are durable. Errors are thrown. */
 export function fsyncDir(dir: string): void {
   const fd = openSync(dir, constants.O_RDONLY | constants.O_DIRECTORY);

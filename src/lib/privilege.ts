@@ -20,6 +20,7 @@ import { lchownSync, lstatSync, readdirSync, readFileSync, realpathSync, statSyn
 import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import { OutpostError } from './errors';
+import { fileIdentity } from './fsutil';
 import { EX_CONFIG } from './exits';
 
 /** The account files read so far: each one's identity (device, inode, size, mtime) and text. */
@@ -32,13 +33,8 @@ const accountFiles = new Map<string, { id: string; text: string }>();
  * edit (useradd writes a new file and renames it) is seen at the next lookup.
  */
 function accountsText(file: string): string {
-  let st;
-  try {
-    st = statSync(file, { bigint: true });
-  } catch {
-    return '';
-  }
-  const id = `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}`;
+  const id = fileIdentity(file);
+  if (!id) return '';
   const known = accountFiles.get(file);
   if (known?.id === id) return known.text;
   let text: string;

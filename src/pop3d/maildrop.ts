@@ -66,7 +66,7 @@ import { closeSync, lstatSync, openSync, promises as fsp, readdirSync, readFileS
 import { join } from 'node:path';
 import { isErrno, OutpostError } from '../lib/errors';
 import { EX_TEMPFAIL } from '../lib/exits';
-import { atomicWriteFile, fsyncDir } from '../lib/fsutil';
+import { atomicWriteFile, fileIdentity, fsyncDir } from '../lib/fsutil';
 import { LOCK_STALE, lockNow } from '../lib/lock';
 import { log } from '../lib/log';
 import { ensureMaildir, parseName } from '../mail/maildir';
@@ -198,16 +198,6 @@ interface Index {
 const remembered = new Map<string, { id: string; index: Index }>();
 const KEPT = 16;
 
-/** The identity of a file (see `remembered`), or '' when it cannot be stat'ed. */
-function fileId(path: string): string {
-  try {
-    const st = statSync(path, { bigint: true });
-    return `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}`;
-  } catch {
-    return '';
-  }
-}
-
 /** Remembers `index` as the content of `dir`'s index file with identity `id`. */
 function keep(dir: string, id: string, index: Index): void {
   remembered.delete(dir);
@@ -223,7 +213,7 @@ function keep(dir: string, id: string, index: Index): void {
  */
 function readIndex(dir: string): Index | undefined {
   const path = join(dir, INDEX_NAME);
-  const id = fileId(path);
+  const id = fileIdentity(path);
   const had = remembered.get(dir);
   if (had && id && had.id === id) {
     keep(dir, id, had.index); // the most recently used
@@ -445,7 +435,7 @@ export async function openMaildrop(dir: string, what: string, spool?: string): P
           // Under the lock: no one else writes it meanwhile, so this is what the file now says,
           // kept as a fresh read would parse it (an entry indexText could not keep leaves the
           // file without a stamp: the next login lists again, as a fresh process does).
-          const id = fileId(join(dir, INDEX_NAME));
+          const id = fileIdentity(join(dir, INDEX_NAME));
           const back = parseIndexText(dir, text);
           if (back) keep(dir, id, back);
         } catch (err) {
